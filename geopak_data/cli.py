@@ -1,0 +1,77 @@
+"""``geopak-data``: a thin argparse layer over the stage functions.
+
+Each stage module registers its own sub-command (``register(subparsers)``) and keeps heavy
+imports (geopandas, hdbscan, torch) inside functions, so ``--help`` stays instant.
+User mistakes raise ``GeopakError`` and print one line; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import GeopakError
+from .progress import setup_logging
+
+COMMAND_MODULES = (
+    "geopak_data.crawl",
+    "geopak_data.filter",
+    "geopak_data.tag",
+    "geopak_data.cluster",
+    "geopak_data.shard",
+    "geopak_data.publish",
+    "geopak_data.pipeline",
+    "geopak_data.stats",
+    "geopak_data.demo",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="geopak-data",
+        description="Build the GEOPAK geolocation dataset of Pakistan: crawl -> filter -> tag -> cluster -> shard -> publish.",
+        epilog="Every stage is resumable: run it again after a crash or kill and it continues where it stopped.",
+    )
+    parser.add_argument("--version", action="version", version=f"geopak {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "verbose", 0))
+    try:
+        rc = args.func(args)
+    except GeopakError as exc:
+        print(f"geopak-data: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("geopak-data: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    finally:
+        logging.shutdown()
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

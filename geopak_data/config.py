@@ -1,0 +1,426 @@
+"""Typed pipeline configuration: TOML files loaded into dataclasses and validated.
+
+One place for every setting a stage reads. ``load_config(path)`` returns a ``PipelineConfig``;
+an unknown key, a wrong type or an out-of-range value raises ``ConfigError`` naming the key
+(e.g. ``filter.min_side``) and the offending value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, GeopakError
+from .geo import PAKISTAN_BBOX
+from .provinces import PROVINCES
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class FlickrConfig:
+    """flickr.photos.search over bbox tiles and date windows (see sources/flickr.py)."""
+
+    endpoint: str = "https://api.flickr.com/services/rest/"
+    tiles: list[list[float]] = field(default_factory=list)  # [lon_min, lat_min, lon_max, lat_max]
+    tile_deg: float = 2.0  # grid over crawl.bbox when tiles is empty
+    min_date: str = "2004-01-01"
+    max_date: str = ""  # empty: today
+    window_days: int = 365
+    licenses: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 16])
+    per_page: int = 250
+    result_cap: int = 4000
+    calls_per_hour: int = 3600
+    min_accuracy: int = 1
+    max_photos: int = 0  # 0: no limit
+    retries: int = 5
+
+    def validate(self, key: str) -> None:
+        _check(1 <= self.per_page <= 500, f"{key}.per_page", self.per_page, "must be 1..500")
+        _check(self.calls_per_hour > 0, f"{key}.calls_per_hour", self.calls_per_hour, "must be > 0")
+        _check(self.window_days >= 1, f"{key}.window_days", self.window_days, "must be >= 1")
+        _check(self.tile_deg > 0, f"{key}.tile_deg", self.tile_deg, "must be > 0")
+        for i, t in enumerate(self.tiles):
+            _check_bbox(t, f"{key}.tiles[{i}]")
+
+
+@dataclass
+class PlacesConfig:
+    """Google Places Nearby Search grid around anchor points (see sources/places.py)."""
+
+    api: str = "new"  # "new" (Places API New) or "legacy" (googlemaps client)
+    endpoint: str = ""  # empty: the real service for the chosen api
+    anchors: list[list[Any]] = field(default_factory=list)  # [lat, lon, name]
+    radius_m: float = 5000.0
+    grid_step_km: float = 8.0
+    grid_size: int = 3  # grid_size x grid_size searches per anchor
+    included_types: list[str] = field(default_factory=lambda: ["tourist_attraction", "park", "historical_landmark", "mosque"])
+    max_photos_per_place: int = 10
+    max_width_px: int = 1600
+    page_token_delay_s: float = 2.0
+    retries: int = 5
+
+    def validate(self, key: str) -> None:
+        _check(self.api in ("new", "legacy"), f"{key}.api", self.api, "must be 'new' or 'legacy'")
+        _check(0 < self.radius_m <= 50000, f"{key}.radius_m", self.radius_m, "must be in (0, 50000]")
+        _check(self.grid_size >= 1, f"{key}.grid_size", self.grid_size, "must be >= 1")
+        for i, a in enumerate(self.anchors):
+            _check(len(a) >= 2, f"{key}.anchors[{i}]", a, "must be [lat, lon, name]")
+
+
+@dataclass
+class YfccConfig:
+    metadata: str = ""  # yfcc100m_dataset TSV (.bz2/.gz/plain) or Parquet
+
+    def validate(self, key: str) -> None:
+        pass
+
+
+@dataclass
+class Gldv2Config:
+    train_csv: str = ""
+    landmarks: str = ""
+    attribution_csv: str = ""
+
+    def validate(self, key: str) -> None:
+        pass
+
+
+@dataclass
+class CrawlConfig:
+    sources: list[str] = field(default_factory=lambda: ["yfcc"])
+    bbox: list[float] = field(default_factory=lambda: list(PAKISTAN_BBOX))
+    flickr: FlickrConfig = field(default_factory=FlickrConfig)
+    places: PlacesConfig = field(default_factory=PlacesConfig)
+    yfcc: YfccConfig = field(default_factory=YfccConfig)
+    gldv2: Gldv2Config = field(default_factory=Gldv2Config)
+
+    def validate(self, key: str) -> None:
+        for s in self.sources:
+            _check(s in ("flickr", "places", "yfcc", "gldv2"), f"{key}.sources", s, "unknown source (flickr, places, yfcc, gldv2)")
+        _check_bbox(self.bbox, f"{key}.bbox")
+
+
+@dataclass
+class DownloadConfig:
+    """The aiohttp downloader (see download.py)."""
+
+    concurrency: int = 64
+    per_host: int = 16
+    timeout_s: float = 30.0
+    retries: int = 4
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    max_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 89_478_485  # Pillow's decompression-bomb threshold
+    max_side: int = 1024
+    jpeg_quality: int = 90
+    respect_noai: bool = True
+    user_agent: str = "geopak/0.1 (+https://github.com/geopak/geopak; research dataset builder)"
+    allow_private_hosts: bool = False
+    batch_size: int = 256
+
+    def validate(self, key: str) -> None:
+        _check(self.concurrency >= 1, f"{key}.concurrency", self.concurrency, "must be >= 1")
+        _check(self.per_host >= 1, f"{key}.per_host", self.per_host, "must be >= 1")
+        _check(self.timeout_s > 0, f"{key}.timeout_s", self.timeout_s, "must be > 0")
+        _check(self.max_side >= 32, f"{key}.max_side", self.max_side, "must be >= 32")
+        _check(1 <= self.jpeg_quality <= 100, f"{key}.jpeg_quality", self.jpeg_quality, "must be 1..100")
+        _check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass
+class FilterConfig:
+    """Quality filters (see filter.py). Each check can be switched off."""
+
+    check_file: bool = True
+    min_side: int = 256
+    max_aspect: float = 3.0
+    check_information: bool = True
+    min_laplacian_var: float = 30.0
+    min_entropy: float = 3.0
+    check_exact_duplicates: bool = True
+    check_near_duplicates: bool = True
+    phash_max_distance: int = 4
+    check_coordinates: bool = True
+    min_accuracy: int = 11  # Flickr/YFCC accuracy: 11 ~ city level, 16 street level
+    check_indoor: bool = True
+    indoor_threshold: float = 0.5
+    clip_weights: str = ""  # local open_clip checkpoint for zero-shot indoor/outdoor
+    places365_weights: str = ""
+    batch_size: int = 256
+
+    def validate(self, key: str) -> None:
+        _check(self.min_side >= 1, f"{key}.min_side", self.min_side, "must be >= 1")
+        _check(self.max_aspect >= 1.0, f"{key}.max_aspect", self.max_aspect, "must be >= 1")
+        _check(0 <= self.phash_max_distance <= 64, f"{key}.phash_max_distance", self.phash_max_distance, "must be 0..64")
+        _check(0.0 <= self.indoor_threshold <= 1.0, f"{key}.indoor_threshold", self.indoor_threshold, "must be 0..1")
+
+
+@dataclass
+class TagConfig:
+    boundaries: str = ""  # local GeoJSON/GeoPackage/Shapefile; empty: GEOPAK_BOUNDARIES or download
+    border_tolerance_km: float = 5.0
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.border_tolerance_km <= 100, f"{key}.border_tolerance_km", self.border_tolerance_km, "must be 0..100")
+
+
+@dataclass
+class ClusterConfig:
+    """HDBSCAN geocells under radius constraints (see geocells.py)."""
+
+    min_cluster_size: int = 20
+    min_samples: int = 5
+    cluster_selection_epsilon_km: float = 0.5
+    urban_radius_km: float = 5.0
+    rural_radius_km: float = 50.0
+    urban_density_radius_km: float = 2.0
+    urban_density_min_neighbours: int = 50
+    min_samples_per_cell: int = 40
+    min_isolated: int = 5
+    target_cells: dict[str, int] = field(default_factory=dict)  # province name -> cells (override)
+    cells_per_1000_samples: float = 10.0
+    cells_per_10000_km2: float = 1.0
+    neighbours_k: int = 8
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        _check(self.min_cluster_size >= 2, f"{key}.min_cluster_size", self.min_cluster_size, "must be >= 2")
+        _check(self.min_samples >= 1, f"{key}.min_samples", self.min_samples, "must be >= 1")
+        _check(0 < self.urban_radius_km <= self.rural_radius_km, f"{key}.urban_radius_km", self.urban_radius_km, "must be > 0 and <= rural_radius_km")
+        _check(self.min_samples_per_cell >= 1, f"{key}.min_samples_per_cell", self.min_samples_per_cell, "must be >= 1")
+        for name, n in self.target_cells.items():
+            _check(name in PROVINCES, f"{key}.target_cells", name, f"unknown province (one of {', '.join(PROVINCES)})")
+            _check(isinstance(n, int) and n >= 1, f"{key}.target_cells.{name}", n, "must be an integer >= 1")
+
+
+@dataclass
+class ShardConfig:
+    """Splits, WebDataset shards and tables (see shard.py)."""
+
+    out: str = ""  # empty: <work>/shards
+    train_fraction: float = 0.8
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_shard_bytes: int = 1_000_000_000
+    max_shard_samples: int = 10_000
+    seed: int = 0
+    removal_list: str = ""  # file of source ids (or keys) to exclude
+    burst_radius_km: float = 1.0
+    include_restricted: bool = False
+    dataset_name: str = "geopak"
+
+    def validate(self, key: str) -> None:
+        total = self.train_fraction + self.val_fraction + self.test_fraction
+        _check(abs(total - 1.0) < 1e-6, f"{key}.train_fraction", self.train_fraction, f"train+val+test fractions must sum to 1 (got {total:g})")
+        for name in ("train_fraction", "val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            _check(0.0 <= v <= 1.0, f"{key}.{name}", v, "must be 0..1")
+        _check(self.max_shard_samples >= 1, f"{key}.max_shard_samples", self.max_shard_samples, "must be >= 1")
+        _check(self.max_shard_bytes >= 1024, f"{key}.max_shard_bytes", self.max_shard_bytes, "must be >= 1024")
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "geopak"
+    work: str = ""  # default work folder for `geopak-data run`
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    tag: TagConfig = field(default_factory=TagConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+
+    def validate(self, key: str = "") -> None:
+        pass
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        return config_hash({s: dataclasses.asdict(getattr_path(self, s)) for s in sections})
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _check(ok: bool, key: str, value: Any, reason: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, reason)
+
+
+def _check_bbox(b: Any, key: str) -> None:
+    _check(isinstance(b, list | tuple) and len(b) == 4, key, b, "must be [lon_min, lat_min, lon_max, lat_max]")
+    lon_min, lat_min, lon_max, lat_max = b
+    _check(-180 <= lon_min < lon_max <= 180 and -90 <= lat_min < lat_max <= 90, key, b, "must be [lon_min, lat_min, lon_max, lat_max] with min < max")
+
+
+def getattr_path(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def config_hash(obj: Any) -> str:
+    """A short stable hash of a JSON-able value (used to detect config changes)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        return isinstance(value, dict) and all(_type_ok(k, kt) and _type_ok(v, vt) for k, v in value.items())
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (TOML) dict, checking keys and types recursively."""
+    if not isinstance(data, dict):
+        raise ConfigError(prefix or "<root>", data, "must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            key = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(key, data[k], f"unknown key (known: {', '.join(sorted(names))})")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = data[f.name]
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = from_dict(tp, value, key)
+            continue
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not _type_ok(value, tp):
+            raise ConfigError(key, value, f"expected {getattr(tp, '__name__', str(tp))}")
+        kwargs[f.name] = value
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def validate_all(cfg: PipelineConfig) -> PipelineConfig:
+    """Run every section's validate() (from_dict runs them too; this covers programmatic edits)."""
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                walk(v, f"{prefix}.{f.name}" if prefix else f.name)
+        if hasattr(obj, "validate"):
+            obj.validate(prefix)
+
+    walk(cfg, "")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load a pipeline TOML file (or the defaults when ``path`` is None).
+
+    Relative file paths inside the config (metadata files, boundaries, removal lists) are
+    resolved against the config file's folder so a pipeline file works from any directory.
+    """
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise GeopakError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text("utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise GeopakError(f"{p}: invalid TOML: {exc}") from None
+        base = p.resolve().parent
+    for dotted, value in (overrides or {}).items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    cfg = from_dict(PipelineConfig, data)
+    _resolve_paths(cfg, base)
+    return cfg
+
+
+_PATH_KEYS = (
+    ("crawl.yfcc", "metadata"),
+    ("crawl.gldv2", "train_csv"),
+    ("crawl.gldv2", "landmarks"),
+    ("crawl.gldv2", "attribution_csv"),
+    ("tag", "boundaries"),
+    ("shard", "removal_list"),
+    ("filter", "clip_weights"),
+    ("filter", "places365_weights"),
+)
+
+
+def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
+    for section, name in _PATH_KEYS:
+        obj = getattr_path(cfg, section)
+        value = getattr(obj, name)
+        if value and not Path(value).is_absolute() and "://" not in value:
+            setattr(obj, name, str((base / value).resolve()))
+
+
+def dump_toml(cfg: PipelineConfig) -> str:
+    """Serialise a config back to TOML (used to remember a work folder's configuration)."""
+    lines: list[str] = []
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{json.dumps(k)} = {fmt(x)}" for k, x in v.items()) + "}"
+        raise TypeError(type(v))
+
+    def emit(obj: Any, prefix: str) -> None:
+        scalars = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj) if not dataclasses.is_dataclass(getattr(obj, f.name))]
+        if prefix:
+            lines.append(f"\n[{prefix}]")
+        for k, v in scalars:
+            lines.append(f"{k} = {fmt(v)}")
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                emit(v, f"{prefix}.{f.name}" if prefix else f.name)
+
+    emit(cfg, "")
+    return "\n".join(lines).lstrip() + "\n"

@@ -1,0 +1,121 @@
+"""The common photo record every source maps onto, and the rejects table.
+
+Columns are added stage by stage (crawl -> download -> filter -> tag -> cluster); each stage
+keeps every column it received, so provenance and licence travel all the way into the shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Discovery: what a source knows about a photo before downloading it.
+SOURCE_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("key", pa.string()),
+    ("source", pa.string()),
+    ("source_id", pa.string()),
+    ("url", pa.string()),
+    ("lat", pa.float64()),
+    ("lon", pa.float64()),
+    ("accuracy", pa.int32()),  # Flickr/YFCC geo accuracy 1 (world) .. 16 (street); null if unknown
+    ("license", pa.string()),  # human-readable licence name, e.g. "CC BY-SA 2.0"
+    ("license_id", pa.string()),  # the source's own licence id
+    ("license_url", pa.string()),
+    ("owner", pa.string()),
+    ("title", pa.string()),
+    ("tags", pa.string()),  # space separated
+    ("date_taken", pa.string()),  # ISO 8601, may be empty
+    ("attribution", pa.string()),
+    ("restricted", pa.bool_()),  # True when the source's terms forbid redistributing the bytes
+]
+SOURCE_SCHEMA = pa.schema(SOURCE_FIELDS)
+
+# Download: what the downloader adds for a stored image.
+DOWNLOAD_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("image_path", pa.string()),  # relative to the work folder
+    ("sha256", pa.string()),  # of the stored (re-encoded) JPEG bytes
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("bytes", pa.int64()),
+    ("original_width", pa.int32()),
+    ("original_height", pa.int32()),
+]
+DOWNLOADED_SCHEMA = pa.schema(SOURCE_FIELDS + DOWNLOAD_FIELDS)
+
+REJECT_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("key", pa.string()),
+    ("source", pa.string()),
+    ("source_id", pa.string()),
+    ("url", pa.string()),
+    ("stage", pa.string()),
+    ("reason", pa.string()),  # a short stable code: http_404, not_an_image, blur, outside_pakistan...
+    ("detail", pa.string()),  # human-readable detail
+]
+REJECT_SCHEMA = pa.schema(REJECT_FIELDS)
+
+_KEY_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def make_key(source: str, source_id: str) -> str:
+    """A stable, dataset-unique sample key without dots or slashes.
+
+    ``flickr`` + ``52345`` -> ``flickr-52345``. Ids with other characters are sanitised and get
+    a short hash suffix so two different ids can never collide after sanitising.
+    """
+    sid = str(source_id)
+    safe = _KEY_SAFE.sub("_", sid)
+    if safe != sid or not safe:
+        safe = f"{safe[:48]}_{hashlib.sha1(sid.encode('utf-8')).hexdigest()[:10]}"
+    return f"{_KEY_SAFE.sub('_', source)}-{safe}"
+
+
+def empty_record(**values: Any) -> dict[str, Any]:
+    """A discovery record with every field present (defaults: empty string / None / False)."""
+    rec: dict[str, Any] = {}
+    for name, typ in SOURCE_FIELDS:
+        if pa.types.is_string(typ):
+            rec[name] = ""
+        elif pa.types.is_boolean(typ):
+            rec[name] = False
+        else:
+            rec[name] = None
+    rec.update(values)
+    if not rec["key"]:
+        rec["key"] = make_key(rec["source"], rec["source_id"])
+    return rec
+
+
+def records_to_table(records: Iterable[Mapping[str, Any]], schema: pa.Schema = SOURCE_SCHEMA) -> pa.Table:
+    rows = list(records)
+    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    return pa.table(cols, schema=schema)
+
+
+def reject_rows(table_or_rows: Any, *, stage: str, reason: str | list[str], detail: str | list[str] = "") -> pa.Table:
+    """Rejects for the given records (a table or list of dicts), all with one reason or one each."""
+    if isinstance(table_or_rows, pa.Table):
+        rows = table_or_rows.select([c for c in ("key", "source", "source_id", "url") if c in table_or_rows.column_names]).to_pylist()
+    else:
+        rows = list(table_or_rows)
+    n = len(rows)
+    reasons = reason if isinstance(reason, list) else [reason] * n
+    details = detail if isinstance(detail, list) else [detail] * n
+    out = {
+        "key": [r.get("key", "") for r in rows],
+        "source": [r.get("source", "") for r in rows],
+        "source_id": [str(r.get("source_id", "")) for r in rows],
+        "url": [r.get("url", "") for r in rows],
+        "stage": [stage] * n,
+        "reason": reasons,
+        "detail": details,
+    }
+    return pa.table(out, schema=REJECT_SCHEMA)
+
+
+def read_table(path: Any) -> pa.Table:
+    return pq.read_table(path)

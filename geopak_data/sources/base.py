@@ -1,0 +1,97 @@
+"""The interface every crawl source implements (Flickr, Google Places, YFCC100M, GLDv2).
+
+A source only *discovers*: it turns an API or a metadata file into discovery records
+(``records.SOURCE_SCHEMA``) and commits them as parts, one per deterministic, sortable unit
+(a tile/window/page, a chunk of a file). The crawl stage (``crawl.py``) merges the parts in
+unit order, de-duplicates by key and hands the records to the shared downloader.
+
+Why units: a crawl killed at any instant resumes by skipping the units whose part already
+exists, and merging parts in unit order gives exactly the table of an uninterrupted run.
+
+Why ``request_for``: API keys must never land in the work folder, logs or shards. A record
+stores a key-free URL; the source adds credentials (headers or query parameters) only when
+the bytes are fetched.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..config import PipelineConfig
+from ..io import PartStore
+from ..records import SOURCE_SCHEMA, records_to_table
+
+
+class Progress(Protocol):
+    """What ``discover`` gets as ``progress``: a tqdm-like bar (``progress.update(n)``)."""
+
+    def update(self, n: float = 1) -> Any: ...
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> Any: ...
+
+
+class NullProgress:
+    """A progress sink that ignores everything (for library use and tests)."""
+
+    def update(self, n: float = 1) -> None:
+        return None
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        return None
+
+
+class Source(ABC):
+    """One place photos come from.
+
+    Subclasses set ``name`` (``"flickr"``, ``"places"``, ``"yfcc"``, ``"gldv2"``) and
+    ``restricted`` (True when the source's terms forbid redistributing the photo bytes) and
+    take ``(config: PipelineConfig, endpoint: str | None = None, **opts)``.
+    """
+
+    name: str = ""
+    restricted: bool = False
+
+    def __init__(self, config: PipelineConfig, endpoint: str | None = None, **opts: Any):
+        self.config = config
+        self.endpoint = endpoint
+        self.opts = opts
+
+    @abstractmethod
+    def discover(self, parts: PartStore, *, progress: Progress) -> None:
+        """Write discovery records as parts, one per deterministic unit name.
+
+        Unit names sort in the order their records should appear (e.g. ``t003-w0012-p0004``
+        or ``c000017``). Units already in ``parts`` (``parts.has(unit)``) are skipped so a
+        killed discovery resumes where it stopped. Call ``progress.update(n)`` with the number
+        of records found. Raise ``GeopakError`` for user mistakes (missing key, bad file).
+        """
+
+    def request_for(self, record: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+        """The (url, headers) used to fetch a record's bytes; credentials are added here only."""
+        return str(record["url"]), {}
+
+    def inputs(self) -> dict[str, Path]:
+        """Local files the discovery reads (fingerprinted by the runner: a change re-runs)."""
+        return {}
+
+    def extra(self) -> dict[str, Any]:
+        """Other settings that change the output (recorded in the manifest, never secrets)."""
+        return {"endpoint": self.endpoint or ""}
+
+    def describe(self) -> str:
+        """One line for logs: what is crawled and from where (never a secret)."""
+        where = f" via {self.endpoint}" if self.endpoint else ""
+        return f"{self.name}{where}"
+
+
+def write_unit(parts: PartStore, unit: str, records: Iterable[Mapping[str, Any]]) -> int:
+    """Commit one unit's discovery records atomically; returns how many were written.
+
+    An empty unit is committed too (as an empty part) so a resumed run does not repeat it.
+    """
+    table = records_to_table(records, SOURCE_SCHEMA)
+    parts.write(unit, table)
+    return table.num_rows

@@ -1,0 +1,171 @@
+"""Model configuration: one flat dataclass, loaded from TOML presets and validated.
+
+Architecture sizes, weight files, preprocessing, phase/freeze policy, loss weights and
+inference defaults all live here so that a checkpoint can carry the whole recipe as a plain
+dict (``to_dict``) and rebuild the identical network from it (``from_dict``). Configs are
+data files (``geopak_model/presets/*.toml``), not code edits; a bad key or value raises
+``ConfigError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geopak_data.config import from_dict as _typed_from_dict
+from geopak_data.errors import ConfigError, GeopakError
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+PLACES_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a GEOPAK network. Defaults are the ``base`` preset."""
+
+    preset: str = "base"
+
+    # --- semantic encoder: an open_clip image tower ---------------------------------------
+    clip_model: str = "ViT-B-16"  # open_clip architecture name (see open_clip.list_models())
+    # A custom open_clip model config (embed_dim, vision_cfg, text_cfg). When non-empty it
+    # replaces the named architecture: how the ``tiny`` preset gets a small ViT of the same
+    # open_clip family without touching open_clip's global registry.
+    clip_model_cfg: dict[str, Any] = field(default_factory=dict)
+    clip_weights: str = ""  # local open_clip checkpoint (.pt/.bin/.safetensors); "" = random init
+    clip_image_size: int = 224
+    clip_mean: list[float] = field(default_factory=lambda: list(OPENAI_CLIP_MEAN))
+    clip_std: list[float] = field(default_factory=lambda: list(OPENAI_CLIP_STD))
+    clip_interpolation: str = "bicubic"
+    clip_crop_pct: float = 1.0  # open_clip resizes the shortest side to the crop size
+
+    # --- scene encoder: torchvision ResNet with a 365-way Places head ------------------------
+    places_arch: str = "resnet50"
+    places_weights: str = ""  # Places365 checkpoint (official .pth.tar, state dict or .safetensors)
+    places_image_size: int = 224
+    places_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    places_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    places_interpolation: str = "bilinear"
+    places_crop_pct: float = 0.875  # resize to 256, center-crop 224 (the Places365 recipe)
+    places_num_classes: int = 365
+
+    # --- fusion and heads ---------------------------------------------------------------------
+    fusion_dim: int = 512
+    fusion_dropout: float = 0.1
+    head_hidden: int = 512  # hidden width of the province and per-province cell heads; 0 = linear
+    province_emb_dim: int = 32
+    cell_emb_dim: int = 96
+    offset_hidden: list[int] = field(default_factory=lambda: [256, 128])
+    aux_hidden: list[int] = field(default_factory=lambda: [256])
+    # The offset is tanh-bounded to +/- offset_bound * radius (km) around the cell center;
+    # a floor keeps single-photo cells (radius 0) able to move a little.
+    offset_bound: float = 1.0
+    offset_min_radius_km: float = 1.0
+
+    # --- training policy ----------------------------------------------------------------------
+    freeze_clip: bool = True  # False: the whole CLIP tower trains in every phase
+    freeze_places: bool = True
+    unfreeze_last_n: int = 2  # phase 2: blocks unfrozen at the end of each encoder
+
+    # --- losses -------------------------------------------------------------------------------
+    lambda_prov: float = 1.0
+    lambda_cell: float = 1.0
+    lambda_off: float = 0.02  # offset loss is in km: 0.02 makes a 50 km error weigh 1.0
+    lambda_aux: float = 0.002  # aux errors are hundreds of km early on
+    tau_km: float = 25.0  # distance-aware label smoothing temperature for the cell target
+    province_smoothing: float = 0.05
+    province_weight_power: float = 1.0  # class weight = (1/frequency)**power; 0 = unweighted
+
+    # --- inference ----------------------------------------------------------------------------
+    top_provinces: int = 2
+    top_cells: int = 5
+    inference_mode: str = "mean"  # "mean" (weighted mixture) or "best" (single best hypothesis)
+
+    def validate(self, key: str = "") -> None:
+        """Reject values that would build a broken network, naming the key."""
+
+        def check(ok: bool, name: str, reason: str) -> None:
+            if not ok:
+                raise ConfigError(f"{key}.{name}" if key else name, getattr(self, name), reason)
+
+        check(bool(self.clip_model), "clip_model", "must name an open_clip architecture")
+        if self.clip_model_cfg:
+            missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in self.clip_model_cfg]
+            check(not missing, "clip_model_cfg", f"missing {', '.join(missing)} (open_clip model config)")
+        for enc in ("clip", "places"):
+            check(getattr(self, f"{enc}_image_size") >= 16, f"{enc}_image_size", "must be >= 16")
+            check(len(getattr(self, f"{enc}_mean")) == 3, f"{enc}_mean", "must have 3 values (RGB)")
+            std = getattr(self, f"{enc}_std")
+            check(len(std) == 3 and all(s > 0 for s in std), f"{enc}_std", "must have 3 positive values")
+            check(getattr(self, f"{enc}_interpolation") in INTERPOLATIONS, f"{enc}_interpolation", f"must be one of {INTERPOLATIONS}")
+            check(0.1 <= getattr(self, f"{enc}_crop_pct") <= 1.0, f"{enc}_crop_pct", "must be in [0.1, 1]")
+        check(self.places_arch in PLACES_ARCHS, "places_arch", f"must be one of {PLACES_ARCHS}")
+        check(self.places_num_classes >= 1, "places_num_classes", "must be >= 1")
+        for name in ("fusion_dim", "province_emb_dim", "cell_emb_dim"):
+            check(getattr(self, name) >= 1, name, "must be >= 1")
+        check(self.head_hidden >= 0, "head_hidden", "must be >= 0 (0 = linear heads)")
+        for name in ("offset_hidden", "aux_hidden"):
+            check(all(h >= 1 for h in getattr(self, name)), name, "hidden sizes must be >= 1")
+        check(0.0 <= self.fusion_dropout < 1.0, "fusion_dropout", "must be in [0, 1)")
+        check(self.offset_bound > 0, "offset_bound", "must be > 0")
+        check(self.offset_min_radius_km >= 0, "offset_min_radius_km", "must be >= 0")
+        check(self.unfreeze_last_n >= 0, "unfreeze_last_n", "must be >= 0")
+        for name in ("lambda_prov", "lambda_cell", "lambda_off", "lambda_aux"):
+            check(getattr(self, name) >= 0, name, "must be >= 0")
+        check(self.tau_km > 0, "tau_km", "must be > 0 (km)")
+        check(0.0 <= self.province_smoothing < 1.0, "province_smoothing", "must be in [0, 1)")
+        check(self.province_weight_power >= 0, "province_weight_power", "must be >= 0")
+        check(1 <= self.top_provinces <= 7, "top_provinces", "must be 1..7")
+        check(self.top_cells >= 1, "top_cells", "must be >= 1")
+        check(self.inference_mode in ("mean", "best"), "inference_mode", "must be 'mean' or 'best'")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (str/int/float/bool/list/dict only): safe inside a weights_only checkpoint."""
+        return copy.deepcopy(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Typed, validated construction; unknown keys and wrong types raise ConfigError."""
+        return _typed_from_dict(cls, dict(data))
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def load_model_config(preset_or_path: str, **overrides: Any) -> ModelConfig:
+    """Load a preset by name (``tiny``, ``base``) or a TOML file path, then apply overrides.
+
+    Relative weight paths in a TOML file are resolved against that file's folder, so a config
+    next to its weights works from any working directory.
+    """
+    text_path = Path(preset_or_path)
+    if text_path.suffix == ".toml" or text_path.is_file():
+        path = text_path
+        if not path.is_file():
+            raise GeopakError(f"model config file not found: {path}")
+    else:
+        path = PRESETS_DIR / f"{preset_or_path}.toml"
+        if not path.is_file():
+            raise ConfigError("preset", preset_or_path, f"unknown preset (known: {', '.join(list_presets())})")
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise GeopakError(f"{path}: invalid TOML: {exc}") from None
+    data.setdefault("preset", path.stem)
+    for name in ("clip_weights", "places_weights"):
+        value = data.get(name)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            data[name] = str((path.resolve().parent / value).resolve())
+    data.update(overrides)
+    return ModelConfig.from_dict(data)

@@ -1,0 +1,283 @@
+"""End-to-end evaluation figures and the two constant baselines (pure numpy, no torch).
+
+Every distance here is the haversine distance between the predictor's final (lat, lon) and
+the photo's true location: the contract forbids reading a number without its floor, so the
+same function also scores two predictors that ignore the image entirely (the training set's
+densest cell centre and its geographic median) on exactly the same samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from geopak_data.geo import EARTH_RADIUS_KM, haversine_km
+from geopak_data.provinces import NUM_PROVINCES, PROVINCES
+
+ACC_THRESHOLDS_KM: tuple[int, ...] = (1, 25, 200, 750)
+METRIC_KEYS: tuple[str, ...] = (
+    "n",
+    "median_km",
+    "mean_km",
+    "p90_km",
+    *(f"acc_{t}km" for t in ACC_THRESHOLDS_KM),
+    "province_acc",
+    "province_acc_by_province",
+    "cell_top1",
+    "cell_top5",
+)
+
+
+def distance_metrics(pred_lat, pred_lon, true_lat, true_lon) -> dict[str, float]:
+    """Median/mean/p90 error and the share of samples within 1/25/200/750 km."""
+    err = haversine_km(pred_lat, pred_lon, true_lat, true_lon)
+    return distance_summary(err)
+
+
+def distance_summary(err_km) -> dict[str, Any]:
+    """Summary of an array of errors in km (the median is the contract's headline number)."""
+    err = np.asarray(err_km, dtype=np.float64)
+    if err.size == 0:
+        out: dict[str, Any] = {"n": 0, "median_km": None, "mean_km": None, "p90_km": None}
+        out.update({f"acc_{t}km": None for t in ACC_THRESHOLDS_KM})
+        return out
+    out = {
+        "n": int(err.size),
+        "median_km": float(np.median(err)),
+        "mean_km": float(np.mean(err)),
+        "p90_km": float(np.percentile(err, 90)),
+    }
+    for t in ACC_THRESHOLDS_KM:
+        out[f"acc_{t}km"] = float(np.mean(err <= t))
+    return out
+
+
+def province_accuracy(true_province, pred_province) -> tuple[float | None, dict[str, float]]:
+    """Overall accuracy and accuracy per true province (name -> acc, provinces present only).
+
+    Per-province figures are recall within each true province, so a model that always answers
+    Sindh scores 1.0 there and 0.0 everywhere else instead of hiding behind Sindh's share.
+    """
+    t = np.asarray(true_province, dtype=np.int64)
+    p = np.asarray(pred_province, dtype=np.int64)
+    if t.size == 0:
+        return None, {}
+    by: dict[str, float] = {}
+    for pid in range(NUM_PROVINCES):
+        mask = t == pid
+        if mask.any():
+            by[PROVINCES[pid]] = float(np.mean(p[mask] == pid))
+    return float(np.mean(t == p)), by
+
+
+def cell_topk(true_cell, ranked_cells, k: int) -> float | None:
+    """Share of samples whose true cell is among the first k columns of ``ranked_cells``."""
+    t = np.asarray(true_cell, dtype=np.int64)
+    r = np.asarray(ranked_cells, dtype=np.int64)
+    if t.size == 0:
+        return None
+    r = r.reshape(t.size, -1)[:, :k]
+    return float(np.mean((r == t[:, None]).any(axis=1)))
+
+
+def confusion_matrix(true_province, pred_province, num_classes: int = NUM_PROVINCES) -> np.ndarray:
+    """Counts[true, pred] as an int64 (num_classes, num_classes) array."""
+    t = np.asarray(true_province, dtype=np.int64)
+    p = np.asarray(pred_province, dtype=np.int64)
+    m = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(m, (t, p), 1)
+    return m
+
+
+def compute_metrics(
+    *,
+    pred_lat,
+    pred_lon,
+    pred_province,
+    true_lat,
+    true_lon,
+    true_province,
+    true_cell=None,
+    ranked_cells=None,
+) -> dict[str, Any]:
+    """The contract's metric set for one predictor on one split.
+
+    ``ranked_cells`` is (n, >=5): each sample's cells ordered by the predictor's joint
+    probability; without it the cell figures are None.
+    """
+    out = distance_metrics(pred_lat, pred_lon, true_lat, true_lon)
+    acc, by = province_accuracy(true_province, pred_province)
+    out["province_acc"] = acc
+    out["province_acc_by_province"] = by
+    if true_cell is not None and ranked_cells is not None:
+        out["cell_top1"] = cell_topk(true_cell, ranked_cells, 1)
+        out["cell_top5"] = cell_topk(true_cell, ranked_cells, 5)
+    else:
+        out["cell_top1"] = None
+        out["cell_top5"] = None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines: constant answers derived from the training split only.
+
+
+def _to_xyz(lat, lon) -> np.ndarray:
+    la, lo = np.radians(np.asarray(lat, dtype=np.float64)), np.radians(np.asarray(lon, dtype=np.float64))
+    return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)
+
+
+def _to_latlon(xyz: np.ndarray) -> tuple[float, float]:
+    x, y, z = xyz / np.linalg.norm(xyz)
+    return float(np.degrees(np.arcsin(np.clip(z, -1.0, 1.0)))), float(np.degrees(np.arctan2(y, x)))
+
+
+def geographic_median(lat, lon, *, iters: int = 200, tol_km: float = 1e-4) -> tuple[float, float]:
+    """The point minimising the summed great-circle distance to all (lat, lon) (Weiszfeld).
+
+    Iterates on the unit sphere: each step is the normalised mean of the points weighted by
+    1/distance. For data spanning one country (all in one hemisphere) it converges to the
+    spherical geometric median, the best constant answer for mean km.
+    """
+    pts = _to_xyz(lat, lon)
+    if pts.size == 0:
+        raise ValueError("geographic_median of no points")
+    cur = pts.mean(axis=0)
+    cur /= np.linalg.norm(cur)
+    for _ in range(iters):
+        d = np.arccos(np.clip(pts @ cur, -1.0, 1.0)) * EARTH_RADIUS_KM
+        w = 1.0 / np.maximum(d, 1e-6)
+        nxt = (pts * w[:, None]).sum(axis=0)
+        nxt /= np.linalg.norm(nxt)
+        step = np.arccos(np.clip(float(nxt @ cur), -1.0, 1.0)) * EARTH_RADIUS_KM
+        cur = nxt
+        if step < tol_km:
+            break
+    return _to_latlon(cur)
+
+
+def constant_predictor_metrics(
+    lat: float,
+    lon: float,
+    province_id: int,
+    ranked_cells: Sequence[int],
+    *,
+    true_lat,
+    true_lon,
+    true_province,
+    true_cell=None,
+) -> dict[str, Any]:
+    """Metrics of a predictor that gives the same answer for every image."""
+    n = len(np.asarray(true_lat))
+    ranked = np.tile(np.asarray(ranked_cells, dtype=np.int64)[None, :], (n, 1))
+    return compute_metrics(
+        pred_lat=np.full(n, lat),
+        pred_lon=np.full(n, lon),
+        pred_province=np.full(n, int(province_id)),
+        true_lat=true_lat,
+        true_lon=true_lon,
+        true_province=true_province,
+        true_cell=true_cell,
+        ranked_cells=ranked if true_cell is not None else None,
+    )
+
+
+def baseline_answers(
+    *,
+    train_cell_ids,
+    train_lat,
+    train_lon,
+    cell_province,
+    cell_lat,
+    cell_lon,
+    k: int = 5,
+) -> dict[str, dict[str, Any]]:
+    """The two constant answers, derived from the training split alone.
+
+    ``densest_cell``: the centre of the cell holding most training samples, its province, and
+    the k densest cells as its cell ranking. ``geographic_median``: the training set's
+    spherical geometric median, the province of the cell centre nearest to it, and the k cells
+    nearest to it as its ranking.
+    """
+    cell_province = np.asarray(cell_province, dtype=np.int64)
+    cell_lat = np.asarray(cell_lat, dtype=np.float64)
+    cell_lon = np.asarray(cell_lon, dtype=np.float64)
+    counts = np.bincount(np.asarray(train_cell_ids, dtype=np.int64), minlength=cell_lat.size)
+    # stable order: most samples first, ties broken by the lower cell id
+    dense_rank = np.lexsort((np.arange(counts.size), -counts))[:k]
+    top = int(dense_rank[0])
+    mlat, mlon = geographic_median(train_lat, train_lon)
+    near_rank = np.argsort(haversine_km(mlat, mlon, cell_lat, cell_lon), kind="stable")[:k]
+    return {
+        "densest_cell": {
+            "lat": float(cell_lat[top]),
+            "lon": float(cell_lon[top]),
+            "province_id": int(cell_province[top]),
+            "ranked_cells": [int(c) for c in dense_rank],
+        },
+        "geographic_median": {
+            "lat": mlat,
+            "lon": mlon,
+            "province_id": int(cell_province[int(near_rank[0])]),
+            "ranked_cells": [int(c) for c in near_rank],
+        },
+    }
+
+
+def baseline_metrics(
+    answers: Mapping[str, Mapping[str, Any]], *, true_lat, true_lon, true_province, true_cell=None
+) -> dict[str, dict[str, Any]]:
+    """Score each constant answer of :func:`baseline_answers` on a split."""
+    return {
+        name: constant_predictor_metrics(
+            a["lat"],
+            a["lon"],
+            a["province_id"],
+            a["ranked_cells"],
+            true_lat=true_lat,
+            true_lon=true_lon,
+            true_province=true_province,
+            true_cell=true_cell,
+        )
+        for name, a in answers.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Presentation
+
+
+def _fmt(v: Any, key: str) -> str:
+    if v is None:
+        return "-"
+    if key == "n":
+        return str(int(v))
+    if key.endswith("_km"):
+        return f"{v:,.1f}"
+    return f"{100.0 * v:.1f}%"
+
+
+def format_table(model: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """A fixed-width table: one row per metric, one column for the model and each baseline."""
+    baselines = baselines or {}
+    cols = ["model", *baselines.keys()]
+    sources = [model, *baselines.values()]
+    keys = [k for k in METRIC_KEYS if k != "province_acc_by_province"]
+    provinces = sorted(
+        {p for s in sources for p in (s.get("province_acc_by_province") or {})},
+        key=lambda name: PROVINCES.index(name) if name in PROVINCES else 99,
+    )
+    rows: list[list[str]] = []
+    for k in keys:
+        rows.append([k, *(_fmt(s.get(k), k) for s in sources)])
+    for p in provinces:
+        rows.append([f"  {p}", *(_fmt((s.get("province_acc_by_province") or {}).get(p), "acc") for s in sources)])
+    header = ["metric", *cols]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    return "\n".join(lines)

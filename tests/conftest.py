@@ -1,0 +1,26 @@
+"""Shared pytest fixtures: the province polygons (from GEOPAK_BOUNDARIES) and quiet progress."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_DEFAULT_BOUNDARIES = REPO.parent / "shared" / "boundaries" / "geoBoundaries-PAK-ADM1.geojson"
+
+os.environ.setdefault("GEOPAK_NO_PROGRESS", "1")
+if "GEOPAK_BOUNDARIES" not in os.environ and _DEFAULT_BOUNDARIES.exists():
+    os.environ["GEOPAK_BOUNDARIES"] = str(_DEFAULT_BOUNDARIES)
+elif os.environ.get("GEOPAK_BOUNDARIES") and not Path(os.environ["GEOPAK_BOUNDARIES"]).is_absolute():
+    os.environ["GEOPAK_BOUNDARIES"] = str(Path(os.environ["GEOPAK_BOUNDARIES"]).resolve())
+
+
+@pytest.fixture(scope="session")
+def boundaries_path() -> Path:
+    """The geoBoundaries PAK ADM1 file the tests use (never committed to the repo)."""
+    p = Path(os.environ.get("GEOPAK_BOUNDARIES", ""))
+    if not p.is_file():
+        raise RuntimeError("set GEOPAK_BOUNDARIES to the geoBoundaries PAK ADM1 GeoJSON (see README)")
+    return p
