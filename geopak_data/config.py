@@ -41,14 +41,43 @@ class FlickrConfig:
     min_accuracy: int = 1
     max_photos: int = 0  # 0: no limit
     retries: int = 5
+    min_tile_deg: float = 0.01  # split a capped tile spatially down to this side, then halve the window
+    max_side_px: int = 1600  # pick the largest url_* whose longer side is <= this
+    backoff_s: float = 1.0  # first retry delay; doubles per attempt (with jitter) up to max_backoff_s
+    max_backoff_s: float = 120.0
+    timeout_s: float = 60.0
 
     def validate(self, key: str) -> None:
-        _check(1 <= self.per_page <= 500, f"{key}.per_page", self.per_page, "must be 1..500")
+        _check(1 <= self.per_page <= 250, f"{key}.per_page", self.per_page, "must be 1..250 (Flickr geo queries return at most 250 per page)")
+        _check(self.result_cap >= self.per_page, f"{key}.result_cap", self.result_cap, "must be >= per_page")
+        _check(self.min_tile_deg > 0, f"{key}.min_tile_deg", self.min_tile_deg, "must be > 0")
+        _check(all(isinstance(x, int) and 0 <= x <= 16 for x in self.licenses) and bool(self.licenses), f"{key}.licenses", self.licenses, "must be a non-empty list of Flickr licence ids 0..16")
+        _check(self.timeout_s > 0, f"{key}.timeout_s", self.timeout_s, "must be > 0")
         _check(self.calls_per_hour > 0, f"{key}.calls_per_hour", self.calls_per_hour, "must be > 0")
         _check(self.window_days >= 1, f"{key}.window_days", self.window_days, "must be >= 1")
         _check(self.tile_deg > 0, f"{key}.tile_deg", self.tile_deg, "must be > 0")
         for i, t in enumerate(self.tiles):
             _check_bbox(t, f"{key}.tiles[{i}]")
+
+
+# Default Nearby Search anchors: big cities and landmark hubs, at least one per province.
+DEFAULT_PLACES_ANCHORS: list[tuple[float, float, str]] = [
+    (24.8607, 67.0011, "Karachi"),
+    (25.3960, 68.3578, "Hyderabad"),
+    (31.5204, 74.3587, "Lahore"),
+    (30.1575, 71.5249, "Multan"),
+    (31.4504, 73.1350, "Faisalabad"),
+    (33.6844, 73.0479, "Islamabad"),
+    (33.5651, 73.0169, "Rawalpindi"),
+    (34.0151, 71.5249, "Peshawar"),
+    (34.7717, 72.3600, "Mingora"),
+    (30.1798, 66.9750, "Quetta"),
+    (25.1216, 62.3254, "Gwadar"),
+    (35.9208, 74.3080, "Gilgit"),
+    (35.2971, 75.6333, "Skardu"),
+    (36.3167, 74.6667, "Karimabad"),
+    (34.3700, 73.4711, "Muzaffarabad"),
+]
 
 
 @dataclass
@@ -57,7 +86,7 @@ class PlacesConfig:
 
     api: str = "new"  # "new" (Places API New) or "legacy" (googlemaps client)
     endpoint: str = ""  # empty: the real service for the chosen api
-    anchors: list[list[Any]] = field(default_factory=list)  # [lat, lon, name]
+    anchors: list[list[Any]] = field(default_factory=lambda: [list(a) for a in DEFAULT_PLACES_ANCHORS])  # [lat, lon, name]
     radius_m: float = 5000.0
     grid_step_km: float = 8.0
     grid_size: int = 3  # grid_size x grid_size searches per anchor
@@ -66,21 +95,35 @@ class PlacesConfig:
     max_width_px: int = 1600
     page_token_delay_s: float = 2.0
     retries: int = 5
+    max_result_count: int = 20  # Places API (New) searchNearby maxResultCount (1..20)
+    calls_per_minute: int = 600
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    timeout_s: float = 30.0
 
     def validate(self, key: str) -> None:
         _check(self.api in ("new", "legacy"), f"{key}.api", self.api, "must be 'new' or 'legacy'")
         _check(0 < self.radius_m <= 50000, f"{key}.radius_m", self.radius_m, "must be in (0, 50000]")
         _check(self.grid_size >= 1, f"{key}.grid_size", self.grid_size, "must be >= 1")
+        _check(self.grid_step_km > 0, f"{key}.grid_step_km", self.grid_step_km, "must be > 0")
+        _check(1 <= self.max_result_count <= 20, f"{key}.max_result_count", self.max_result_count, "must be 1..20")
+        _check(1 <= self.max_width_px <= 4800, f"{key}.max_width_px", self.max_width_px, "must be 1..4800")
+        _check(self.calls_per_minute > 0, f"{key}.calls_per_minute", self.calls_per_minute, "must be > 0")
+        _check(bool(self.included_types), f"{key}.included_types", self.included_types, "must name at least one place type")
         for i, a in enumerate(self.anchors):
-            _check(len(a) >= 2, f"{key}.anchors[{i}]", a, "must be [lat, lon, name]")
+            ok = len(a) >= 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in a[:2])
+            _check(ok and -90 <= a[0] <= 90 and -180 <= a[1] <= 180, f"{key}.anchors[{i}]", a, "must be [lat, lon, name]")
 
 
 @dataclass
 class YfccConfig:
+    """YFCC100M metadata scan (see sources/yfcc.py)."""
+
     metadata: str = ""  # yfcc100m_dataset TSV (.bz2/.gz/plain) or Parquet
+    chunk_bytes: int = 32 * 1024 * 1024  # TSV block per discovery unit (Parquet: rows per unit / 256)
 
     def validate(self, key: str) -> None:
-        pass
+        _check(self.chunk_bytes >= 4096, f"{key}.chunk_bytes", self.chunk_bytes, "must be >= 4096")
 
 
 @dataclass
@@ -126,9 +169,16 @@ class DownloadConfig:
     user_agent: str = "geopak/0.1 (+https://github.com/geopak/geopak; research dataset builder)"
     allow_private_hosts: bool = False
     batch_size: int = 256
+    max_redirects: int = 5
+    workers: int = 0  # threads decoding/resizing/encoding; 0: one per CPU core
 
     def validate(self, key: str) -> None:
         _check(self.concurrency >= 1, f"{key}.concurrency", self.concurrency, "must be >= 1")
+        _check(self.retries >= 0, f"{key}.retries", self.retries, "must be >= 0")
+        _check(self.max_bytes >= 1024, f"{key}.max_bytes", self.max_bytes, "must be >= 1024")
+        _check(self.max_pixels >= 1, f"{key}.max_pixels", self.max_pixels, "must be >= 1")
+        _check(0 <= self.max_redirects <= 20, f"{key}.max_redirects", self.max_redirects, "must be 0..20")
+        _check(self.workers >= 0, f"{key}.workers", self.workers, "must be >= 0")
         _check(self.per_host >= 1, f"{key}.per_host", self.per_host, "must be >= 1")
         _check(self.timeout_s > 0, f"{key}.timeout_s", self.timeout_s, "must be > 0")
         _check(self.max_side >= 32, f"{key}.max_side", self.max_side, "must be >= 32")
@@ -153,15 +203,20 @@ class FilterConfig:
     min_accuracy: int = 11  # Flickr/YFCC accuracy: 11 ~ city level, 16 street level
     check_indoor: bool = True
     indoor_threshold: float = 0.5
-    clip_weights: str = ""  # local open_clip checkpoint for zero-shot indoor/outdoor
-    places365_weights: str = ""
-    batch_size: int = 256
+    clip_weights: str = ""  # local open_clip checkpoint file (arch: clip_model) or open_clip local-dir folder
+    clip_model: str = "ViT-B-32"  # open_clip architecture of a clip_weights file
+    places365_weights: str = ""  # torchvision ResNet Places365 state dict; IO_places365.txt beside it
+    batch_size: int = 256  # images per resumable unit
 
     def validate(self, key: str) -> None:
         _check(self.min_side >= 1, f"{key}.min_side", self.min_side, "must be >= 1")
         _check(self.max_aspect >= 1.0, f"{key}.max_aspect", self.max_aspect, "must be >= 1")
-        _check(0 <= self.phash_max_distance <= 64, f"{key}.phash_max_distance", self.phash_max_distance, "must be 0..64")
+        _check(self.min_laplacian_var >= 0, f"{key}.min_laplacian_var", self.min_laplacian_var, "must be >= 0")
+        _check(0.0 <= self.min_entropy <= 8.0, f"{key}.min_entropy", self.min_entropy, "must be 0..8 bits")
+        _check(0 <= self.phash_max_distance <= 32, f"{key}.phash_max_distance", self.phash_max_distance, "must be 0..32")
+        _check(0 <= self.min_accuracy <= 16, f"{key}.min_accuracy", self.min_accuracy, "must be 0..16 (Flickr accuracy levels)")
         _check(0.0 <= self.indoor_threshold <= 1.0, f"{key}.indoor_threshold", self.indoor_threshold, "must be 0..1")
+        _check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "must be >= 1")
 
 
 @dataclass
@@ -180,6 +235,7 @@ class ClusterConfig:
     min_cluster_size: int = 20
     min_samples: int = 5
     cluster_selection_epsilon_km: float = 0.5
+    hdbscan_max_points: int = 200_000  # bigger provinces: HDBSCAN on a seeded sample, rest by nearest (0: never)
     urban_radius_km: float = 5.0
     rural_radius_km: float = 50.0
     urban_density_radius_km: float = 2.0
@@ -197,6 +253,14 @@ class ClusterConfig:
         _check(self.min_samples >= 1, f"{key}.min_samples", self.min_samples, "must be >= 1")
         _check(0 < self.urban_radius_km <= self.rural_radius_km, f"{key}.urban_radius_km", self.urban_radius_km, "must be > 0 and <= rural_radius_km")
         _check(self.min_samples_per_cell >= 1, f"{key}.min_samples_per_cell", self.min_samples_per_cell, "must be >= 1")
+        _check(self.min_isolated >= 1, f"{key}.min_isolated", self.min_isolated, "must be >= 1")
+        _check(self.cluster_selection_epsilon_km >= 0, f"{key}.cluster_selection_epsilon_km", self.cluster_selection_epsilon_km, "must be >= 0")
+        _check(self.hdbscan_max_points == 0 or self.hdbscan_max_points >= 1000, f"{key}.hdbscan_max_points", self.hdbscan_max_points, "must be 0 (no sampling) or >= 1000")
+        _check(self.urban_density_radius_km > 0, f"{key}.urban_density_radius_km", self.urban_density_radius_km, "must be > 0")
+        _check(self.urban_density_min_neighbours >= 1, f"{key}.urban_density_min_neighbours", self.urban_density_min_neighbours, "must be >= 1")
+        _check(self.cells_per_1000_samples >= 0, f"{key}.cells_per_1000_samples", self.cells_per_1000_samples, "must be >= 0")
+        _check(self.cells_per_10000_km2 >= 0, f"{key}.cells_per_10000_km2", self.cells_per_10000_km2, "must be >= 0")
+        _check(self.neighbours_k >= 0, f"{key}.neighbours_k", self.neighbours_k, "must be >= 0")
         for name, n in self.target_cells.items():
             _check(name in PROVINCES, f"{key}.target_cells", name, f"unknown province (one of {', '.join(PROVINCES)})")
             _check(isinstance(n, int) and n >= 1, f"{key}.target_cells.{name}", n, "must be an integer >= 1")
@@ -214,7 +278,8 @@ class ShardConfig:
     max_shard_samples: int = 10_000
     seed: int = 0
     removal_list: str = ""  # file of source ids (or keys) to exclude
-    burst_radius_km: float = 1.0
+    burst_radius_km: float = 1.0  # same owner + same day + closer than this -> one group (one split)
+    near_duplicate_distance: int = 6  # phash Hamming distance at or below which photos share a split
     include_restricted: bool = False
     dataset_name: str = "geopak"
 
@@ -226,6 +291,8 @@ class ShardConfig:
             _check(0.0 <= v <= 1.0, f"{key}.{name}", v, "must be 0..1")
         _check(self.max_shard_samples >= 1, f"{key}.max_shard_samples", self.max_shard_samples, "must be >= 1")
         _check(self.max_shard_bytes >= 1024, f"{key}.max_shard_bytes", self.max_shard_bytes, "must be >= 1024")
+        _check(self.burst_radius_km >= 0, f"{key}.burst_radius_km", self.burst_radius_km, "must be >= 0")
+        _check(0 <= self.near_duplicate_distance <= 16, f"{key}.near_duplicate_distance", self.near_duplicate_distance, "must be 0..16")
 
 
 @dataclass

@@ -218,7 +218,6 @@ def _decode_stage(src, transform: Callable, seed: int | None, epoch: int):
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(stable_seed("aug", seed, epoch, s["key"], s.get("rep", 0)))
-                random.seed(stable_seed("aug-py", seed, epoch, s["key"], s.get("rep", 0)))
                 clip_px, places_px = transform(img)
         m = s["meta"]
         yield {

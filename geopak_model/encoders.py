@@ -210,11 +210,16 @@ class ClipEncoder(nn.Module):
             return list(v.transformer.resblocks)
         if all(hasattr(v, f"layer{i}") for i in range(1, 5)):  # open_clip ModifiedResNet
             return [b for i in range(1, 5) for b in getattr(v, f"layer{i}")]
+        if hasattr(v, "trunk") and hasattr(v.trunk, "blocks"):  # timm-backed towers
+            return list(v.trunk.blocks)
         raise GeopakError(f"cannot find the blocks of the {self.name} image tower for partial fine-tuning")
 
     def stem_prefixes(self) -> tuple[str, ...]:
         """Parameters before the first block; everything else outside blocks is the tail."""
-        return ("visual.conv1", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre", "visual.bn1", "visual.conv2", "visual.bn2", "visual.conv3", "visual.bn3")
+        vit = ("visual.conv1", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre")
+        resnet = ("visual.bn1", "visual.conv2", "visual.bn2", "visual.conv3", "visual.bn3")
+        timm = ("visual.trunk.patch_embed", "visual.trunk.cls_token", "visual.trunk.reg_token", "visual.trunk.pos_embed", "visual.trunk.norm_pre")
+        return vit + resnet + timm
 
 
 class PlacesEncoder(nn.Module):

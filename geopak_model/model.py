@@ -22,6 +22,7 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -112,7 +113,7 @@ class GeopakModel(nn.Module):
         # Cell geometry as buffers so it follows .to(device). Not persistent: the cell table
         # travels in the checkpoint as plain data and rebuilds these.
         perm = torch.cat([torch.from_numpy(cells.cells_of_province(p)) for p in self.present])
-        centers = torch.tensor(list(zip(cells.center_lat, cells.center_lon, strict=True)), dtype=torch.float32)
+        centers = torch.from_numpy(np.stack([cells.center_lat, cells.center_lon], axis=1)).float()
         self.register_buffer("cell_province", torch.from_numpy(cells.province_id.copy()), persistent=False)
         self.register_buffer("cell_centers", centers, persistent=False)  # (N, 2) degrees
         self.register_buffer("cell_radius_km", torch.from_numpy(cells.radius_km.copy()).float(), persistent=False)

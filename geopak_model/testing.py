@@ -112,31 +112,44 @@ def make_toy_shards(
         img = toy_image(pid, local, float(dlat), float(dlon), rng, size)
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=92)
-        meta = {
-            "key": key,
-            "lat": float(lat),
-            "lon": float(lon),
-            "province": PROVINCES[pid],
-            "province_id": pid,
-            "cell_id": cell["cell_id"],
-            "cell_center_lat": cell["center_lat"],
-            "cell_center_lon": cell["center_lon"],
-            "source": "toy",
-            "source_id": str(i),
-            "url": f"https://example.invalid/{i}.jpg",
-            "license": "CC0",
-            "owner": "geopak-tests",
-            "date_taken": "",
-            "width": size,
-            "height": size,
-        }
+        meta = sample_meta(key, lat, lon, cell, size)
         samples.append({"split": split, "jpg": buf.getvalue(), "json": meta})
 
+    return write_shard_folder(out, samples, cells, per_shard=per_shard)
+
+
+def sample_meta(key: str, lat: float, lon: float, cell: dict[str, Any], size: int = 64, source: str = "toy") -> dict[str, Any]:
+    """The ``{key}.json`` of one sample, with every field the contract requires."""
+    pid = int(cell["province_id"])
+    return {
+        "key": key,
+        "lat": float(lat),
+        "lon": float(lon),
+        "province": PROVINCES[pid],
+        "province_id": pid,
+        "cell_id": int(cell["cell_id"]),
+        "cell_center_lat": float(cell["center_lat"]),
+        "cell_center_lon": float(cell["center_lon"]),
+        "source": source,
+        "source_id": key,
+        "url": f"https://example.invalid/{key}.jpg",
+        "license": "CC0",
+        "owner": "geopak-tests",
+        "date_taken": "",
+        "width": size,
+        "height": size,
+    }
+
+
+def write_shard_folder(out: str | Path, samples: list[dict[str, Any]], cells: list[dict[str, Any]], *, per_shard: int = 40) -> Path:
+    """Write ``samples`` (dicts with ``split``, ``jpg`` bytes, ``json`` meta) in the contract's
+    layout: tars per split, cells.parquet (n_samples filled in), index.parquet, stats.json."""
+    out = Path(out)
     index_rows = []
     for split in ("train", "val", "test"):
         rows = [s for s in samples if s["split"] == split]
         (out / split).mkdir(parents=True, exist_ok=True)
-        for shard_no in range(max(1, math.ceil(len(rows) / per_shard))):
+        for shard_no in range(math.ceil(len(rows) / per_shard)):
             name = f"geopak-{split}-{shard_no:06d}.tar"
             with wds.TarWriter(str(out / split / name)) as tw:
                 for s in rows[shard_no * per_shard : (shard_no + 1) * per_shard]:
@@ -144,15 +157,14 @@ def make_toy_shards(
                     index_rows.append({"split": split, "shard": f"{split}/{name}", **s["json"]})
 
     counts = Counter(r["cell_id"] for r in index_rows)
-    for c in cells:
-        c["n_samples"] = counts.get(c["cell_id"], 0)
+    cells = [{**c, "n_samples": counts.get(c["cell_id"], 0)} for c in cells]
     pq.write_table(pa.Table.from_pylist(cells), out / "cells.parquet")
     pq.write_table(pa.Table.from_pylist(index_rows), out / "index.parquet")
     stats = {
         "splits": dict(Counter(r["split"] for r in index_rows)),
         "provinces": dict(Counter(r["province"] for r in index_rows)),
         "cells": len(cells),
-        "source": "geopak_model.testing.make_toy_shards",
+        "source": "geopak_model.testing",
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return out

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_fixtures import toy_shards  # noqa: F401
 
 from geopak_data.errors import GeopakError
 from geopak_model import data as D
 from geopak_model.config import load_model_config
 from geopak_model.encoders import PairTransform, preprocess_info
-from model_fixtures import toy_shards  # noqa: F401
+
+pytestmark = pytest.mark.filterwarnings("ignore:GEOPAK. no pretrained weights")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,209 @@
+"""Benchmark: geopak's downloader vs img2dataset on the same loopback images.
+
+Serves the same generated JPEGs from one loopback image host (``geopak_data.imageserver``
+in its own process, so neither client shares a GIL with the server) and downloads every
+image with
+
+* geopak: ``download.download_items`` (aiohttp, decode/orient/resize/re-encode/sha256 in a
+  thread pool), one process, ``--cores`` image threads;
+* img2dataset: ``img2dataset.download`` with ``processes_count = --cores`` (its own
+  process-per-core design), ``resize_mode="keep_ratio_largest"``, ``resize_only_if_bigger``,
+
+with the same target size (longest side ``--size``), the same JPEG quality and sha256 on,
+and prints images/s for both and the ratio (goal: geopak >= 1.0x img2dataset).
+
+img2dataset is not a project dependency (its pins would downgrade pandas/webdataset here).
+Install it into its own venv and point the bench at that interpreter::
+
+    python -m venv /tmp/i2d-venv && /tmp/i2d-venv/bin/pip install img2dataset
+    python bench/bench_download.py --quick --img2dataset-python /tmp/i2d-venv/bin/python
+
+(or set GEOPAK_IMG2DATASET_PYTHON). Without it only the geopak figure is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+GEOPAK_RUNNER = r"""
+import asyncio, json, sys, time, resource
+from pathlib import Path
+from geopak_data.config import DownloadConfig
+from geopak_data.download import DownloadItem, download_items
+urls = Path(sys.argv[1]).read_text().split()
+out = Path(sys.argv[2]); cores = int(sys.argv[3]); size = int(sys.argv[4]); quality = int(sys.argv[5]); conc = int(sys.argv[6])
+cfg = DownloadConfig(concurrency=conc, per_host=conc, max_side=size, jpeg_quality=quality, retries=0, timeout_s=60, workers=cores)
+items = [DownloadItem(i, u, out / f"{i % 100:02d}" / f"{i:06d}.jpg") for i, u in enumerate(urls)]
+ok = [0]
+def on(o):
+    ok[0] += o.ok
+r0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.perf_counter()
+asyncio.run(download_items(items, config=cfg, on_outcome=on, allow_private_hosts=True))
+dt = time.perf_counter() - t0; r1 = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"ok": ok[0], "seconds": dt, "cpu": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)}))
+"""
+
+I2D_RUNNER = r"""
+import json, sys, time, resource, os
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from img2dataset import download
+urls, out, cores, size, quality, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+t0 = time.perf_counter()
+download(url_list=urls, output_folder=out, processes_count=cores, thread_count=threads, image_size=size,
+         resize_mode="keep_ratio_largest", resize_only_if_bigger=True, encode_quality=quality, encode_format="jpg",
+         output_format="files", input_format="txt", timeout=60, retries=0, number_sample_per_shard=1000,
+         distributor="multiprocessing", compute_hash="sha256", enable_wandb=False)
+dt = time.perf_counter() - t0
+ru = resource.getrusage(resource.RUSAGE_SELF); rc = resource.getrusage(resource.RUSAGE_CHILDREN)
+import glob
+ok = sum(json.load(open(f)).get("successes", 0) for f in glob.glob(os.path.join(out, "*_stats.json")))
+print(json.dumps({"ok": ok, "seconds": dt, "cpu": ru.ru_utime + ru.ru_stime + rc.ru_utime + rc.ru_stime}))
+"""
+
+
+def make_images(folder: Path, n: int, width: int, height: int, unique: int) -> list[str]:
+    """``n`` JPEG files (``unique`` distinct pictures, copied under different names)."""
+    from geopak_data.imageserver import make_jpeg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    blobs = [make_jpeg(width, height, seed=s, quality=90) for s in range(unique)]
+    names = []
+    for i in range(n):
+        name = f"img{i:06d}.jpg"
+        (folder / name).write_bytes(blobs[i % unique])
+        names.append(name)
+    return names
+
+
+def start_servers(folder: Path, procs: int) -> tuple[list[subprocess.Popen], str]:
+    """``procs`` image-server processes sharing one loopback port (SO_REUSEPORT), images
+    preloaded in memory: the host should not be what limits either client."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    servers = []
+    base = ""
+    for _ in range(procs):
+        cmd = [sys.executable, "-m", "geopak_data.imageserver", "--folder", str(folder), "--no-fixtures", "--preload", "--reuse-port", "--port", str(port)]
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        base = proc.stdout.readline().strip()
+        servers.append(proc)
+        if not base.startswith("http://"):
+            for p in servers:
+                p.kill()
+            raise SystemExit("image server did not start")
+    return servers, base
+
+
+def cpu_of(procs: list[subprocess.Popen]) -> float:
+    """CPU seconds used so far by the server processes (Linux /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in procs:
+        try:
+            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def run_json(cmd: list[str], env: dict[str, str] | None = None) -> dict:
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def find_img2dataset(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    env = os.environ.get("GEOPAK_IMG2DATASET_PYTHON")
+    if env:
+        return env
+    if importlib.util.find_spec("img2dataset") is not None:
+        return sys.executable
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="600 images (well under a minute per client on a quiet machine)")
+    ap.add_argument("--images", type=int, default=0, help="number of images (default 3000; --quick 600)")
+    ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--height", type=int, default=768)
+    ap.add_argument("--size", type=int, default=512, help="target longest side for both clients")
+    ap.add_argument("--quality", type=int, default=90, help="JPEG quality for both clients")
+    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="worker processes (img2dataset) / image threads (geopak)")
+    ap.add_argument("--concurrency", type=int, default=32, help="requests in flight (geopak) / threads per process (img2dataset)")
+    ap.add_argument("--img2dataset-python", default=None, metavar="PY", help="interpreter of a venv with img2dataset installed")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the clients this many times; report the best of each")
+    ap.add_argument("--server-procs", type=int, default=1, help="image-server processes sharing the port")
+    args = ap.parse_args()
+    n = args.images or (600 if args.quick else 3000)
+    i2d_py = find_img2dataset(args.img2dataset_python)
+
+    with tempfile.TemporaryDirectory(prefix="geopak-bench-") as td:
+        root = Path(td)
+        t0 = time.perf_counter()
+        names = make_images(root / "served", n, args.width, args.height, unique=min(n, 48))
+        print(f"generated {n} JPEGs {args.width}x{args.height} ({(root / 'served' / names[0]).stat().st_size / 1e3:.0f} kB each) in {time.perf_counter() - t0:.1f}s")
+        servers, base = start_servers(root / "served", args.server_procs)
+        try:
+            urls = root / "urls.txt"
+            urls.write_text("\n".join(f"{base}/i/{name}" for name in names) + "\n")
+            results: dict[str, list[dict]] = {"geopak": [], "img2dataset": []}
+            env = dict(os.environ, PYTHONPATH=str(REPO), GEOPAK_NO_PROGRESS="1")
+            for r in range(args.rounds):
+                out = root / f"geopak-{r}"
+                s0 = cpu_of(servers)
+                res = run_json([sys.executable, "-c", GEOPAK_RUNNER, str(urls), str(out), str(args.cores), str(args.size), str(args.quality), str(args.concurrency)], env)
+                results["geopak"].append(res)
+                shutil.rmtree(out, ignore_errors=True)
+                print(f"geopak      round {r + 1}: {res['ok']}/{n} ok in {res['seconds']:.2f}s -> {res['ok'] / res['seconds']:.1f} images/s (client cpu {res['cpu']:.1f}s, server cpu {cpu_of(servers) - s0:.1f}s)")
+                if i2d_py:
+                    out = root / f"i2d-{r}"
+                    s0 = cpu_of(servers)
+                    res = run_json([i2d_py, "-c", I2D_RUNNER, str(urls), str(out), str(args.cores), str(args.size), str(args.quality), str(args.concurrency)], {**env, "PYTHONPATH": ""})
+                    results["img2dataset"].append(res)
+                    shutil.rmtree(out, ignore_errors=True)
+                    print(f"img2dataset round {r + 1}: {res['ok']}/{n} ok in {res['seconds']:.2f}s -> {res['ok'] / res['seconds']:.1f} images/s (client cpu {res['cpu']:.1f}s, server cpu {cpu_of(servers) - s0:.1f}s)")
+        finally:
+            for proc in servers:
+                proc.terminate()
+                proc.wait(10)
+
+    def best(rs: list[dict]) -> float:
+        return max(x["ok"] / x["seconds"] for x in rs)
+
+    g = best(results["geopak"])
+    print(f"\nsame {n} images, {args.cores} cores, longest side {args.size}, quality {args.quality}; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"geopak       {g:8.1f} images/s")
+    if results["img2dataset"]:
+        i = best(results["img2dataset"])
+        print(f"img2dataset  {i:8.1f} images/s")
+        print(f"ratio geopak/img2dataset = {g / i:.2f}x (goal >= 1.0x)")
+    else:
+        print("img2dataset: not available, no comparison. It is not a project dependency; install it into its own venv:")
+        print("  python -m venv /tmp/i2d-venv && /tmp/i2d-venv/bin/pip install img2dataset")
+        print("  python bench/bench_download.py --img2dataset-python /tmp/i2d-venv/bin/python   (or GEOPAK_IMG2DATASET_PYTHON=...)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Benchmark: province tagging throughput, vectorised vs a naive per-point loop.
+
+    .venv/bin/python bench/bench_tag.py            # 1,000,000 points (goal: >= 1,000,000 points/s)
+    .venv/bin/python bench/bench_tag.py --quick    # 200,000 points, well under a minute
+
+Points are uniform over Pakistan's bounding box plus a 1 degree margin ("in and around"
+Pakistan: about a third land inside a province, some in the border band, the rest abroad or
+at sea), so every path of the tagger is exercised. The naive reference is what one writes
+first: for each point, build a shapely Point and try ``polygon.contains`` on each province
+until one says yes. It runs on a sample (it is slow) and its answers are checked against
+the vectorised ones. Boundaries: ``--boundaries FILE``, else ``GEOPAK_BOUNDARIES``, else the
+pinned download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from geopak_data.boundaries import load_boundaries  # noqa: E402
+from geopak_data.errors import GeopakError  # noqa: E402
+from geopak_data.tagging import ProvinceTagger, TagResult  # noqa: E402
+
+GOAL = 1_000_000
+
+
+def naive_tag(polys, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    import shapely
+
+    geoms = list(polys.geometry)
+    ids = list(polys["province_id"])
+    out = np.full(lon.shape[0], -1, dtype=np.int64)
+    for i in range(lon.shape[0]):
+        p = shapely.Point(lon[i], lat[i])
+        for pid, g in zip(ids, geoms, strict=True):
+            if g.contains(p):
+                out[i] = pid
+                break
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000, help="points to tag (default 1,000,000)")
+    ap.add_argument("--naive-sample", type=int, default=20_000, help="points for the naive loop (default 20,000)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed repetitions; the best is reported")
+    ap.add_argument("--tolerance-km", type=float, default=5.0)
+    ap.add_argument("--boundaries", default=None, metavar="FILE")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="200,000 points, 2,000 naive, 2 repeats")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.naive_sample, args.repeat = 200_000, 2_000, 2
+
+    t0 = time.perf_counter()
+    try:
+        polys = load_boundaries(args.boundaries)
+    except GeopakError as exc:
+        print(f"bench_tag: error: {exc}", file=sys.stderr)
+        return 2
+    t1 = time.perf_counter()
+    tagger = ProvinceTagger(polys, args.tolerance_km)
+    t2 = time.perf_counter()
+    x0, y0, x1, y1 = tagger.zone_bounds
+    rng = np.random.default_rng(args.seed)
+    lon = rng.uniform(x0 - 1, x1 + 1, args.n)
+    lat = rng.uniform(y0 - 1, y1 + 1, args.n)
+
+    best = float("inf")
+    res = None
+    for _ in range(max(1, args.repeat)):
+        s = time.perf_counter()
+        res = tagger.tag(lat, lon)
+        best = min(best, time.perf_counter() - s)
+    assert res is not None
+    rate = args.n / best
+
+    k = min(args.naive_sample, args.n)
+    s = time.perf_counter()
+    naive = naive_tag(polys, lon[:k], lat[:k])
+    naive_s = time.perf_counter() - s
+    naive_rate = k / naive_s
+    inside = naive >= 0
+    disagree = int((res.province_id[:k][inside] != naive[inside]).sum())
+    extra = int((res.status[:k][~inside] == TagResult.INSIDE).sum())
+
+    counts = np.bincount(res.status, minlength=4)
+    print(f"boundaries: {polys.attrs.get('source')} (load {t1 - t0:.2f}s, prepare {t2 - t1:.2f}s); cpu cores: {os.cpu_count()}")
+    print(f"points: {args.n:,} uniform over lon {x0 - 1:.1f}..{x1 + 1:.1f}, lat {y0 - 1:.1f}..{y1 + 1:.1f}")
+    print(f"  inside a province {counts[0]:,} | snapped within {args.tolerance_km:g} km {counts[1]:,} | outside {counts[2]:,} | invalid {counts[3]:,}")
+    print(f"vectorised: {best:.3f}s best of {args.repeat} -> {rate:,.0f} points/s")
+    print(f"naive per-point polygon.contains loop: {k:,} points in {naive_s:.2f}s -> {naive_rate:,.0f} points/s")
+    print(f"speed-up: {rate / naive_rate:,.0f}x")
+    print(f"agreement on the naive sample: {int(inside.sum()) - disagree:,}/{int(inside.sum()):,} points the naive loop put in a province got the same id; {extra} points it left out were called inside")
+    print(f"goal >= {GOAL:,} points/s: {'met' if rate >= GOAL else 'NOT met'}")
+    return 0 if disagree == 0 and extra == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""``geopak-data crawl SOURCE``: discover candidate photos, then download them. Resumable.
+
+One runner stage ``crawl:<source>`` in three steps, each crash-safe:
+
+1. **Discover**: the source writes discovery parts (one per unit: an API page, a block of a
+   metadata file). They are merged in unit order, de-duplicated by key (first wins) and
+   written atomically to ``W/crawl/<source>/candidates.parquet``.
+2. **Download**: candidates are cut into deterministic batches of ``download.batch_size``;
+   each finished batch is committed as one part holding every row of the batch with its
+   outcome (stored image or reject reason). Images are written atomically to
+   ``W/images/<source>/<key[-2:]>/<key>.jpg`` before their batch commits.
+3. **Merge**: parts in batch order -> ``records.parquet`` (stored images) and
+   ``rejects.parquet`` (every failure with its reason). Nothing is dropped silently.
+
+Killed at any instant and run again, it skips finished units and batches and ends with
+exactly the files of an uninterrupted run. ``--retry-failed`` re-attempts every failed
+download of a finished crawl (e.g. after an outage or a 429 storm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import cliutil
+from .config import PipelineConfig, config_hash
+from .errors import GeopakError
+from .io import (
+    PartStore,
+    atomic_write_json,
+    atomic_write_parquet,
+    clean_stale_temps,
+    read_json,
+)
+from .progress import log, progress
+from .records import DOWNLOAD_FIELDS, DOWNLOADED_SCHEMA, REJECT_SCHEMA, SOURCE_SCHEMA, reject_rows
+from .runner import StageContext, StageOutcome, StageResult, fingerprint, run_stage
+
+OUTCOME_FIELDS: list[tuple[str, pa.DataType]] = [("reason", pa.string()), ("detail", pa.string())]
+# A download part: one row per candidate of the batch, in candidate order. Only the outcome is
+# stored; the merge joins it with the current candidates, so metadata edits never re-download.
+BATCH_SCHEMA = pa.schema([pa.field("key", pa.string())] + [pa.field(n, t) for n, t in DOWNLOAD_FIELDS + OUTCOME_FIELDS])
+# Download settings that change what is stored (the others only change speed).
+_OUTPUT_KEYS = ("max_bytes", "max_pixels", "max_side", "jpeg_quality", "respect_noai", "batch_size", "max_redirects", "user_agent")
+_DISCOVERED = "DISCOVERY_COMPLETE"
+_RETRY = "retry_pending.json"
+
+
+def image_relpath(source: str, key: str) -> str:
+    """Where a record's image lives, relative to the work folder."""
+    return f"images/{source}/{key[-2:]}/{key}.jpg"
+
+
+def _dedup_first(table: pa.Table) -> pa.Table:
+    """Rows with the first occurrence of each key, in their original order."""
+    if table.num_rows == 0:
+        return table
+    idx = pa.array(range(table.num_rows), pa.int64())
+    firsts = pa.table({"key": table.column("key"), "i": idx}).group_by("key", use_threads=False).aggregate([("i", "min")]).column("i_min")
+    return table.take(pc.sort_indices(firsts))
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def _discover(ctx: StageContext, src: Any, limit: int) -> tuple[Path, dict[str, int]]:
+    cfg = ctx.config
+    section = dataclasses.asdict(getattr(cfg.crawl, src.name)) if hasattr(cfg.crawl, src.name) else {}
+    key = config_hash({"source": src.name, "section": section, "bbox": list(cfg.crawl.bbox), "extra": src.extra(), "inputs": {k: fingerprint(v) for k, v in src.inputs().items()}})
+    parts = ctx.part_store("discover", key)
+    if not (parts.folder / _DISCOVERED).exists():
+        log.info("crawl:%s: discovering (%s)%s", src.name, src.describe(), f"; resuming after {len(parts.done_units())} finished units" if parts.done_units() else "")
+        with progress(desc=f"discover {src.name}", unit="photo") as bar:
+            src.discover(parts, progress=bar)
+        (parts.folder / _DISCOVERED).write_text("ok\n")
+    merged = parts.read_all(sorted(parts.done_units()), schema=SOURCE_SCHEMA)
+    discovered = merged.num_rows
+    cands = _dedup_first(merged)
+    duplicates = discovered - cands.num_rows
+    if limit and cands.num_rows > limit:
+        cands = cands.slice(0, limit)
+    n = cands.num_rows
+    cands = cands.set_column(cands.schema.get_field_index("source"), "source", pa.array([src.name] * n, pa.string()))
+    if src.restricted:
+        cands = cands.set_column(cands.schema.get_field_index("restricted"), "restricted", pa.array([True] * n, pa.bool_()))
+    path = ctx.stage_dir / "candidates.parquet"
+    atomic_write_parquet(path, cands)
+    return path, {"discovered": discovered, "duplicates": duplicates, "candidates": n}
+
+
+# ----------------------------------------------------------------------------- download
+
+
+def _fetch_list_hash(cands: pa.Table) -> str:
+    """A hash of what is fetched, in order (key and URL of every candidate): batches made for
+    another list are never reused, edits to other metadata columns never force a re-download."""
+    import hashlib
+
+    h = hashlib.sha256()
+    keys, urls = cands.column("key").to_pylist(), cands.column("url").to_pylist()
+    for i in range(0, len(keys), 65536):
+        h.update("".join(f"{k}\t{u}\n" for k, u in zip(keys[i : i + 65536], urls[i : i + 65536], strict=True)).encode())
+    return h.hexdigest()
+
+
+def _batch_table(rows: list[dict[str, Any]]) -> pa.Table:
+    cols = {f.name: [r.get(f.name) for r in rows] for f in BATCH_SCHEMA}
+    return pa.table(cols, schema=BATCH_SCHEMA)
+
+
+def _download(ctx: StageContext, src: Any, cands_path: Path, *, allow_private_hosts: bool, retry_failed: bool) -> tuple[PartStore, list[str], dict[str, int]]:
+    from .download import DownloadItem, DownloadOutcome, download_items
+
+    dcfg = ctx.config.download
+    cands = pq.read_table(cands_path)
+    n = cands.num_rows
+    bs = dcfg.batch_size
+    out_cfg = {k: getattr(dcfg, k) for k in _OUTPUT_KEYS}
+    key = config_hash({"candidates": _fetch_list_hash(cands), "download": out_cfg, "allow_private_hosts": allow_private_hosts})
+    parts = ctx.part_store("download", key)
+    units = [f"b{i:07d}" for i in range((n + bs - 1) // bs)]
+    done = parts.done_units()
+
+    # Which rows to fetch: unfinished batches in full; with --retry-failed (or a retry that was
+    # interrupted) the failed rows of finished batches too.
+    retry_path = ctx.stage_dir / _RETRY
+    pending_retry = read_json(retry_path, default=None)
+    if pending_retry and pending_retry.get("key") != key:
+        pending_retry = None
+    if retry_failed and not pending_retry:
+        todo_retry = []
+        for u in units:
+            if u in done and pc.any(pc.not_equal(parts.read(u).column("reason"), "")).as_py():
+                todo_retry.append(u)
+        pending_retry = {"key": key, "units": todo_retry}
+        atomic_write_json(retry_path, pending_retry)
+    retry_units = set(pending_retry["units"]) if pending_retry else set()
+
+    work = ctx.work
+    images_root = work / "images" / src.name
+    clean_stale_temps(images_root)
+    cand_rows = cands.to_pylist()
+    batches: dict[str, dict[int, dict[str, Any]]] = {}
+    waiting: dict[str, int] = {}
+    previous: dict[str, list[dict[str, Any]]] = {}
+    plan: list[tuple[str, list[int]]] = []
+    for b, u in enumerate(units):
+        lo, hi = b * bs, min(n, (b + 1) * bs)
+        if u not in done:
+            plan.append((u, list(range(lo, hi))))
+        elif u in retry_units:
+            rows = parts.read(u).to_pylist()
+            previous[u] = rows
+            failed = [lo + j for j, r in enumerate(rows) if r["reason"]]
+            if failed:
+                plan.append((u, failed))
+            else:
+                retry_units.discard(u)
+    counts: Counter[str] = Counter()
+    total = sum(len(ix) for _, ix in plan)
+    if not plan:
+        if pending_retry:
+            retry_path.unlink(missing_ok=True)
+        return parts, units, dict(counts)
+    log.info("crawl:%s: downloading %d images in %d batches%s", src.name, total, len(plan), f" ({len(retry_units)} batches retried)" if retry_units else "")
+
+    unit_of: dict[int, str] = {}
+    for u, ix in plan:
+        waiting[u] = len(ix)
+        batches[u] = {}
+        for i in ix:
+            unit_of[i] = u
+
+    def items() -> Iterator[DownloadItem]:
+        for _u, ix in plan:
+            for i in ix:
+                rec = cand_rows[i]
+                url, headers = src.request_for(rec)
+                yield DownloadItem(index=i, url=url or "", headers=headers, dest=work / image_relpath(src.name, rec["key"]))
+
+    bar = progress(total=total, desc=f"download {src.name}", unit="img")
+
+    async def on_outcome(o: DownloadOutcome) -> None:
+        u = unit_of[o.index]
+        row: dict[str, Any] = {"key": cand_rows[o.index]["key"]}
+        if o.ok:
+            row.update(image_path=image_relpath(src.name, row["key"]), sha256=o.sha256, width=o.width, height=o.height, bytes=o.bytes, original_width=o.original_width, original_height=o.original_height, reason="", detail="")
+        else:
+            row.update({name: None for name, _ in DOWNLOAD_FIELDS})
+            row.update(image_path="", sha256="", reason=o.reason, detail=o.detail)
+        batches[u][o.index] = row
+        counts["ok" if o.ok else "failed"] += 1
+        if u in retry_units and o.ok:
+            counts["recovered"] += 1
+        bar.update(1)
+        waiting[u] -= 1
+        if waiting[u] == 0:
+            b = int(u[1:])
+            lo, hi = b * bs, min(n, (b + 1) * bs)
+            if u in previous:
+                rows = [batches[u].get(lo + j, r) for j, r in enumerate(previous[u])]
+            else:
+                rows = [batches[u][i] for i in range(lo, hi)]
+            await asyncio.to_thread(parts.write, u, _batch_table(rows))
+            del batches[u]
+
+    try:
+        asyncio.run(download_items(items(), config=dcfg, on_outcome=on_outcome, allow_private_hosts=allow_private_hosts))
+    finally:
+        bar.close()
+    retry_path.unlink(missing_ok=True)
+    return parts, units, dict(counts)
+
+
+# ----------------------------------------------------------------------------- merge
+
+
+def _merge(ctx: StageContext, src: Any, cands_path: Path, parts: PartStore, units: list[str]) -> tuple[list[Path], dict[str, int], Counter[str]]:
+    missing = [u for u in units if not parts.has(u)]
+    if missing:  # cannot happen unless parts were deleted while running; never merge a partial set
+        raise GeopakError(f"crawl:{src.name}: download batches {', '.join(missing[:3])} are missing; run the crawl again")
+    outcomes = parts.read_all(units, schema=BATCH_SCHEMA)
+    cands = pq.read_table(cands_path)
+    if outcomes.num_rows != cands.num_rows or not outcomes.column("key").equals(cands.column("key")):
+        raise GeopakError(f"crawl:{src.name}: download batches do not match the candidates; run again with --force")
+    table = cands
+    for name, _typ in DOWNLOAD_FIELDS + OUTCOME_FIELDS:
+        table = table.append_column(name, outcomes.column(name))
+    ok_mask = pc.equal(table.column("reason"), "")
+    ok = table.filter(ok_mask).select(DOWNLOADED_SCHEMA.names).cast(DOWNLOADED_SCHEMA)
+    bad = table.filter(pc.invert(ok_mask))
+    rejects = reject_rows(bad, stage=ctx.name, reason=bad.column("reason").to_pylist(), detail=bad.column("detail").to_pylist())
+    rec_path = ctx.stage_dir / "records.parquet"
+    rej_path = ctx.stage_dir / "rejects.parquet"
+    atomic_write_parquet(rec_path, ok)
+    atomic_write_parquet(rej_path, rejects.cast(REJECT_SCHEMA))
+    _prune_images(ctx.work, src.name, set(ok.column("image_path").to_pylist()))
+    reasons = Counter(bad.column("reason").to_pylist())
+    return [cands_path, rec_path, rej_path], {"downloaded": ok.num_rows, "failed": bad.num_rows}, reasons
+
+
+def _prune_images(work: Path, source: str, keep: set[str]) -> None:
+    """Remove images no record refers to (left by an older run with other candidates), so the
+    work folder holds exactly the final set."""
+    root = work / "images" / source
+    if not root.is_dir():
+        return
+    removed = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            rel = p.relative_to(work).as_posix()
+            if rel not in keep:
+                p.unlink(missing_ok=True)
+                removed += 1
+    if removed:
+        log.info("crawl:%s: removed %d images no longer referenced", source, removed)
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def run_crawl(
+    *,
+    source: str,
+    work: Path,
+    config: PipelineConfig,
+    endpoint: str | None = None,
+    retry_failed: bool = False,
+    allow_private_hosts: bool = False,
+    force: bool = False,
+    limit: int = 0,
+    **source_opts: Any,
+) -> StageOutcome:
+    """Discover and download ``source`` into ``work`` (stage ``crawl:<source>``).
+
+    ``source_opts`` go to the source (``metadata=`` for yfcc; ``train_csv=``, ``landmarks=``,
+    ``attribution_csv=`` for gldv2). ``allow_private_hosts`` (or ``download.allow_private_hosts``)
+    lets downloads reach loopback/private addresses. ``limit`` keeps the first N candidates.
+    """
+    from .sources import get_source
+
+    if limit < 0:
+        raise GeopakError(f"--limit must be >= 0 (got {limit})")
+    opts = {k: v for k, v in source_opts.items() if v is not None}
+    src = get_source(source, config=config, endpoint=endpoint, **opts)
+    allow = bool(allow_private_hosts or config.download.allow_private_hosts)
+    name = f"crawl:{source}"
+    extra = {**src.extra(), "bbox": list(config.crawl.bbox), "limit": limit, "allow_private_hosts": allow}
+
+    def _do(ctx: StageContext) -> StageResult:
+        cands_path, disc = _discover(ctx, src, limit)
+        parts, units, dl = _download(ctx, src, cands_path, allow_private_hosts=allow, retry_failed=retry_failed)
+        outputs, counts, reasons = _merge(ctx, src, cands_path, parts, units)
+        all_counts = {**disc, **counts}
+        if dl.get("recovered"):
+            all_counts["recovered"] = dl["recovered"]
+        why = ", ".join(f"{r} {c}" for r, c in reasons.most_common(6))
+        summary = f"{name}: {disc['candidates']} candidates ({disc['duplicates']} duplicates), {counts['downloaded']} downloaded, {counts['failed']} failed" + (f" ({why})" if why else "")
+        return StageResult(counts=all_counts, outputs=outputs, summary=summary, notes={"reject_reasons": dict(reasons), "source": src.describe()})
+
+    return run_stage(
+        work=Path(work),
+        name=name,
+        config=config,
+        sections=[f"crawl.{source}", "download"],
+        inputs=src.inputs(),
+        fn=_do,
+        extra=extra,
+        force=force or retry_failed,
+    )
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    cfg = cliutil.config_for(args)
+    outcome = run_crawl(
+        source=args.source,
+        work=args.work,
+        config=cfg,
+        endpoint=args.endpoint,
+        retry_failed=args.retry_failed,
+        allow_private_hosts=args.allow_private_hosts,
+        force=args.force,
+        limit=args.limit,
+        metadata=args.metadata,
+        train_csv=args.train_csv,
+        landmarks=args.landmarks,
+        attribution_csv=args.attribution_csv,
+    )
+    print(outcome.summary)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "crawl",
+        help="discover and download photos from one source (resumable)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", choices=("flickr", "places", "yfcc", "gldv2"), help="where the photos come from")
+    cliutil.add_common(p)
+    p.add_argument("--endpoint", default=None, metavar="URL", help="API base URL (default: the real service; e.g. a loopback test server)")
+    p.add_argument("--metadata", type=cliutil.existing_file, default=None, metavar="FILE", help="yfcc: yfcc100m_dataset TSV (plain/.gz/.bz2) or Parquet")
+    p.add_argument("--train-csv", type=cliutil.existing_file, default=None, metavar="FILE", help="gldv2: train.csv (id,url,landmark_id)")
+    p.add_argument("--landmarks", type=cliutil.existing_file, default=None, metavar="FILE", help="gldv2: landmark table (landmark_id,lat,lon[,name])")
+    p.add_argument("--attribution-csv", type=cliutil.existing_file, default=None, metavar="FILE", help="gldv2: train_attribution.csv (id,url,author,license,title)")
+    p.add_argument("--retry-failed", action="store_true", help="download again every record that failed in an earlier run")
+    p.add_argument("--allow-private-hosts", action="store_true", help="let downloads reach private/loopback/link-local addresses (tests, local mirrors)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="keep only the first N candidates (0: all)")
+    p.set_defaults(func=_cmd)

@@ -1,0 +1,386 @@
+"""The concurrent image downloader (aiohttp) shared by every crawl source.
+
+What it guarantees, and why:
+
+* **Bounded concurrency**: ``concurrency`` workers in total and at most ``per_host``
+  requests per host (semaphores, plus the connector's ``limit``/``limit_per_host``), so a
+  crawl never hammers one server.
+* **Retries** with exponential back-off and jitter on 429, 5xx, timeouts and connection
+  errors; ``Retry-After`` (seconds or an HTTP date) is honoured, capped by ``max_backoff_s``.
+* **Safety**: only http(s); private, loopback and link-local addresses refused unless
+  allowed (``netguard``), re-checked on every redirect hop; credentials given by a source's
+  ``request_for`` are dropped when a redirect leaves the host; bodies are capped at
+  ``max_bytes`` while streaming; ``X-Robots-Tag: noai`` / ``noimageai`` respected by default;
+  an honest User-Agent.
+* **Content**: bytes are sniffed, fully decoded, bomb-checked, oriented, resized and
+  re-encoded by ``imaging.process_image`` in a thread pool so the event loop keeps
+  downloading while the CPU works.
+* **Failures are data**: every failure ends as a ``DownloadOutcome`` with a stable reason
+  code (``http_404``, ``http_429``, ``http_5xx``, ``timeout``, ``too_large``,
+  ``not_an_image``, ``corrupt_image``, ``decompression_bomb``, ``noai_optout``,
+  ``blocked_private_address``, ``bad_scheme``, ``connection_error`` ...) and a detail in
+  which URLs are redacted (``redact_url``): nothing is dropped silently, no secret is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import inspect
+import logging
+import os
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from yarl import URL
+
+from .config import DownloadConfig
+from .imaging import ImageRejected, StoredImage, process_image
+from .netguard import Blocked, Guard, GuardedResolver
+
+log = logging.getLogger("geopak.download")
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+RETRYABLE_REASONS = frozenset({"http_429", "http_5xx", "http_408", "timeout", "connection_error", "truncated", "dns_error"})
+_SECRET_PARAMS = re.compile(r"^(key|api_?key|apikey|token|access_token|auth|signature|sig|secret|client_secret|password|oauth_.*|x-goog-api-key)$", re.I)
+_AI_OPTOUT = frozenset({"noai", "noimageai"})
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def redact_url(url: str) -> str:
+    """``url`` with credential-like query parameters (``key=``, ``token=``...) and userinfo
+    removed: the only form of a URL that may appear in logs, rejects or error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    if parts.query:
+        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _SECRET_PARAMS.match(k)]
+        query = urlencode(kept)
+    else:
+        query = ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    """Seconds before retry ``attempt`` (0-based): ``Retry-After`` when the server gave one,
+    else ``base * 2**attempt`` with jitter in [50%, 100%]; never more than ``cap``."""
+    if retry_after is not None:
+        return min(cap, retry_after)
+    r = (rng or random).random()
+    return min(cap, base * (2**attempt)) * (0.5 + 0.5 * r)
+
+
+def robots_optout(values: Iterable[str], agent: str = "geopak") -> bool:
+    """True when ``X-Robots-Tag`` values forbid AI use for us (``noai``/``noimageai``, either
+    for every agent or for ``agent``; a directive for another named bot does not apply)."""
+    agent = agent.lower()
+    for value in values:
+        scope: str | None = None
+        for token in value.split(","):
+            token = token.strip().lower()
+            m = re.match(r"^([a-z0-9_.*-]+)\s*:\s*(.*)$", token)
+            if m and m.group(1) not in _AI_OPTOUT:
+                scope, token = m.group(1), m.group(2).strip()
+            if token in _AI_OPTOUT and (scope is None or scope in ("*", agent)):
+                return True
+    return False
+
+
+class FetchFailed(Exception):
+    """One failed attempt (or a final failure): stable ``reason``, redacted ``detail``."""
+
+    def __init__(self, reason: str, detail: str = "", *, retry_after: float | None = None):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.reason in RETRYABLE_REASONS
+
+
+@dataclass
+class DownloadItem:
+    """One image to fetch. ``url``/``headers`` come from ``Source.request_for`` and may hold
+    credentials: they are used for the request only, never stored or logged unredacted."""
+
+    index: int
+    url: str
+    dest: Path
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DownloadOutcome:
+    """What happened to one item; ``reason == ""`` means the image is stored at ``dest``."""
+
+    index: int
+    reason: str = ""
+    detail: str = ""
+    sha256: str = ""
+    width: int = 0
+    height: int = 0
+    bytes: int = 0
+    original_width: int = 0
+    original_height: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def write_image(dest: Path, data: bytes) -> None:
+    """Write ``data`` to ``dest`` atomically against process death (temp file + rename).
+
+    No fsync per image: a killed process never leaves a torn file, and the batch part that
+    records the image is itself fsynced, so a resumed crawl only trusts finished batches.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, dest)
+
+
+def _store(data: bytes, dest: Path, cfg: DownloadConfig) -> StoredImage:
+    img = process_image(data, max_side=cfg.max_side, quality=cfg.jpeg_quality, max_pixels=cfg.max_pixels)
+    write_image(dest, img.data)
+    return img
+
+
+# ----------------------------------------------------------------------------- downloader
+
+
+class Downloader:
+    """An aiohttp session with the guard, limits and retry policy of ``DownloadConfig``.
+
+    Use as ``async with Downloader(cfg) as dl: outcome = await dl.download(item)``.
+    ``resolver`` replaces the system DNS resolver (the guard still checks its answers).
+    """
+
+    def __init__(
+        self,
+        config: DownloadConfig,
+        *,
+        allow_private_hosts: bool | None = None,
+        allow_hosts: tuple[str, ...] = (),
+        workers: int | None = None,
+        seed: int | None = None,
+        resolver: AbstractResolver | None = None,
+    ):
+        self.cfg = config
+        self._inner_resolver = resolver
+        allow = config.allow_private_hosts if allow_private_hosts is None else allow_private_hosts
+        self.guard = Guard(allow_private=allow, allow_hosts=allow_hosts)
+        self.workers = workers or config.workers or (os.cpu_count() or 1)
+        self.stats: Counter[str] = Counter()
+        self._rng = random.Random(seed)
+        self._host_sems: dict[str, asyncio.Semaphore] = {}
+        self._sleep = asyncio.sleep  # replaceable in tests (records back-off delays)
+        self._session: aiohttp.ClientSession | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def __aenter__(self) -> Downloader:
+        connector = aiohttp.TCPConnector(
+            limit=self.cfg.concurrency,
+            limit_per_host=self.cfg.per_host,
+            resolver=GuardedResolver(self.guard, self._inner_resolver),
+            ttl_dns_cache=300,
+            enable_cleanup_closed=True,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": self.cfg.user_agent, "Accept": "image/*,*/*;q=0.5"},
+            auto_decompress=True,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="geopak-img")
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _host_sem(self, url: str) -> asyncio.Semaphore:
+        host = urlsplit(url).hostname or ""
+        sem = self._host_sems.get(host)
+        if sem is None:
+            sem = self._host_sems[host] = asyncio.Semaphore(self.cfg.per_host)
+        return sem
+
+    async def fetch(self, url: str, headers: dict[str, str] | None = None) -> bytes:
+        """The body at ``url`` after retries, or ``FetchFailed`` with the final reason."""
+        attempt = 0
+        while True:
+            try:
+                self.stats["attempts"] += 1
+                async with self._host_sem(url):
+                    return await self._fetch_once(url, dict(headers or {}))
+            except FetchFailed as exc:
+                if not exc.retryable or attempt >= self.cfg.retries:
+                    raise
+                delay = backoff_delay(attempt, base=self.cfg.backoff_s, cap=self.cfg.max_backoff_s, retry_after=exc.retry_after, rng=self._rng)
+                self.stats["retries"] += 1
+                log.debug("retry %d for %s in %.2fs (%s)", attempt + 1, redact_url(url), delay, exc.reason)
+                attempt += 1
+                await self._sleep(delay)
+
+    async def _fetch_once(self, url: str, headers: dict[str, str]) -> bytes:
+        assert self._session is not None, "use 'async with Downloader(...)'"
+        cfg = self.cfg
+        timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=min(cfg.timeout_s, 15.0))
+        if not url:
+            raise FetchFailed("no_url", "record has no download URL")
+        current = url
+        origin_host = urlsplit(url).hostname
+        for _hop in range(cfg.max_redirects + 1):
+            try:
+                self.guard.check_url(current)
+            except Blocked as exc:
+                raise FetchFailed(exc.reason, exc.detail) from None
+            try:
+                async with self._session.get(current, headers=headers, allow_redirects=False, timeout=timeout) as resp:
+                    status = resp.status
+                    if status in REDIRECT_STATUSES:
+                        location = resp.headers.get("Location")
+                        if not location:
+                            raise FetchFailed(f"http_{status}", "redirect without Location")
+                        nxt = str(resp.url.join(URL(location)))
+                        if urlsplit(nxt).hostname != origin_host:
+                            headers = {}  # never forward a source's credentials to another host
+                        current = nxt
+                        continue
+                    if status == 429:
+                        raise FetchFailed("http_429", "HTTP 429 Too Many Requests", retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+                    if status >= 500:
+                        raise FetchFailed("http_5xx", f"HTTP {status}", retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+                    if status == 408:
+                        raise FetchFailed("http_408", "HTTP 408 Request Timeout")
+                    if status != 200:
+                        raise FetchFailed(f"http_{status}", f"HTTP {status}")
+                    if cfg.respect_noai and robots_optout(resp.headers.getall("X-Robots-Tag", [])):
+                        raise FetchFailed("noai_optout", "X-Robots-Tag forbids AI use (noai/noimageai)")
+                    if resp.content_length is not None and resp.content_length > cfg.max_bytes:
+                        raise FetchFailed("too_large", f"Content-Length {resp.content_length} > {cfg.max_bytes}")
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                        if size > cfg.max_bytes:
+                            raise FetchFailed("too_large", f"body over {cfg.max_bytes} bytes")
+                        chunks.append(chunk)
+                    self.stats["bytes"] += size
+                    return b"".join(chunks)
+            except FetchFailed:
+                raise
+            except aiohttp.ClientConnectorDNSError as exc:
+                if isinstance(exc.os_error, Blocked):
+                    raise FetchFailed(exc.os_error.reason, exc.os_error.detail) from None
+                raise FetchFailed("dns_error", f"cannot resolve {urlsplit(current).hostname}") from None
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                raise FetchFailed("timeout", f"no complete answer within {cfg.timeout_s:g}s") from None
+            except aiohttp.ClientPayloadError as exc:
+                raise FetchFailed("truncated", f"body ended early: {type(exc).__name__}") from None
+            except aiohttp.InvalidURL:
+                raise FetchFailed("bad_url", f"invalid URL {redact_url(current)}") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise FetchFailed("connection_error", f"{type(exc).__name__}: {_redact_text(str(exc))}") from None
+        raise FetchFailed("too_many_redirects", f"more than {cfg.max_redirects} redirects")
+
+    async def download(self, item: DownloadItem) -> DownloadOutcome:
+        """Fetch, process and store one item; every failure becomes an outcome with a reason."""
+        try:
+            data = await self.fetch(item.url, item.headers)
+        except FetchFailed as exc:
+            self.stats[exc.reason] += 1
+            return DownloadOutcome(item.index, exc.reason, exc.detail)
+        loop = asyncio.get_running_loop()
+        try:
+            img = await loop.run_in_executor(self._pool, _store, data, item.dest, self.cfg)
+        except ImageRejected as exc:
+            self.stats[exc.reason] += 1
+            return DownloadOutcome(item.index, exc.reason, exc.detail)
+        self.stats["ok"] += 1
+        return DownloadOutcome(
+            item.index,
+            sha256=img.sha256,
+            width=img.width,
+            height=img.height,
+            bytes=len(img.data),
+            original_width=img.original_width,
+            original_height=img.original_height,
+        )
+
+
+def _redact_text(text: str) -> str:
+    return re.sub(r"https?://\S+", lambda m: redact_url(m.group(0)), text)
+
+
+OnOutcome = Callable[[DownloadOutcome], Awaitable[None] | None]
+
+
+async def download_items(
+    items: Iterable[DownloadItem],
+    *,
+    config: DownloadConfig,
+    on_outcome: OnOutcome,
+    allow_private_hosts: bool | None = None,
+    allow_hosts: tuple[str, ...] = (),
+    workers: int | None = None,
+) -> Counter[str]:
+    """Download every item with ``config.concurrency`` workers; ``on_outcome`` is called (and
+    awaited, if it is a coroutine function) once per item in completion order. Returns stats."""
+    iterator = iter(items)
+    async with Downloader(config, allow_private_hosts=allow_private_hosts, allow_hosts=allow_hosts, workers=workers) as dl:
+
+        async def worker() -> None:
+            for item in iterator:  # a shared iterator: each item is taken by one worker
+                outcome = await dl.download(item)
+                result = on_outcome(outcome)
+                if inspect.isawaitable(result):
+                    await result
+
+        await asyncio.gather(*(worker() for _ in range(config.concurrency)))
+        return dl.stats
+
+
+def download_sync(items: Iterable[DownloadItem], *, config: DownloadConfig, allow_private_hosts: bool | None = None, allow_hosts: tuple[str, ...] = ()) -> list[DownloadOutcome]:
+    """Blocking convenience wrapper: the outcomes sorted by item index."""
+    out: list[DownloadOutcome] = []
+    asyncio.run(download_items(items, config=config, on_outcome=out.append, allow_private_hosts=allow_private_hosts, allow_hosts=allow_hosts))
+    return sorted(out, key=lambda o: o.index)

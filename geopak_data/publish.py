@@ -1,0 +1,189 @@
+"""``geopak-data publish DIR --repo-id ORG/NAME [--dry-run]``: the shard folder to the Hub.
+
+Before anything leaves the machine the folder is checked the way a user would find it: the
+card parses as the Hub parses it and its ``data_files`` match real shards, every shard that
+``index.parquet`` names exists, and no restricted photo (Google Places: its terms forbid
+redistribution) is included unless ``--allow-restricted`` says the publisher has the rights.
+``--dry-run`` stops there and lists what would be uploaded, with sizes.
+
+The upload is ``huggingface_hub``'s resumable large-folder upload (``upload_large_folder``;
+in huggingface_hub 2.x ``upload_folder`` itself is streamed, multi-commit and resumable):
+run the same command again after an interruption and it continues. The token comes from
+``HF_TOKEN`` or the library's own login store and is never printed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from .card import validate_card
+from .errors import GeopakError
+from .progress import log
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+IGNORE_PATTERNS = [".*", "**/.*", "**/__pycache__/**"]
+REQUIRED_FILES = ("README.md", "index.parquet", "cells.parquet", "stats.json")
+
+
+@dataclass
+class PublishPlan:
+    """What would be uploaded: relative paths and sizes, plus the card's metadata."""
+
+    folder: Path
+    files: list[tuple[str, int]]
+    card: dict[str, Any]
+    samples: int
+    restricted: int
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s for _, s in self.files)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000.0
+    return str(n)
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") or part == "__pycache__" for part in rel.parts)
+
+
+def plan_publish(folder: str | Path, *, allow_restricted: bool = False) -> PublishPlan:
+    """Check the shard folder and list the files to upload; GeopakError says what is wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GeopakError(f"shard folder not found: {folder}")
+    for name in REQUIRED_FILES:
+        if not (folder / name).is_file():
+            raise GeopakError(f"{folder / name} is missing: not a complete geopak shard folder (run `geopak-data shard` first)")
+    card = validate_card(folder)
+    try:
+        index = pq.read_table(folder / "index.parquet").to_pandas()
+    except Exception as exc:  # noqa: BLE001 - any unreadable index is a bad folder
+        raise GeopakError(f"cannot read {folder / 'index.parquet'}: {str(exc).splitlines()[0]}") from None
+    for col in ("key", "split", "shard"):
+        if col not in index.columns:
+            raise GeopakError(f"{folder / 'index.parquet'} has no '{col}' column")
+    missing = sorted(s for s in set(index["shard"]) if not (folder / s).is_file())
+    if missing:
+        raise GeopakError(f"{len(missing)} shard(s) named in index.parquet are missing, e.g. {folder / missing[0]}")
+    if "restricted" in index.columns:
+        restricted = int(index["restricted"].fillna(False).astype(bool).sum())
+    else:
+        restricted = int(index["source"].isin(["places"]).sum()) if "source" in index.columns else 0
+    if restricted and not allow_restricted:
+        raise GeopakError(
+            f"{folder} holds {restricted} restricted photo(s) (e.g. Google Places) whose terms forbid redistribution; "
+            "re-shard without shard.include_restricted, or pass --allow-restricted only if you hold the rights"
+        )
+    files = sorted(
+        (p.relative_to(folder).as_posix(), p.stat().st_size)
+        for p in folder.rglob("*")
+        if p.is_file() and not _hidden(p.relative_to(folder))
+    )
+    return PublishPlan(folder=folder, files=files, card=card, samples=len(index), restricted=restricted)
+
+
+def render_plan(plan: PublishPlan) -> str:
+    width = max((len(f) for f, _ in plan.files), default=4)
+    lines = [f"{f:<{width}}  {_human(s):>10}" for f, s in plan.files]
+    lines.append(f"{len(plan.files)} files, {_human(plan.total_bytes)}, {plan.samples:,} samples")
+    return "\n".join(lines)
+
+
+def resolve_token() -> str | None:
+    """HF_TOKEN or the token saved by ``hf auth login`` (huggingface_hub decides the order)."""
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def publish(
+    folder: str | Path,
+    *,
+    repo_id: str,
+    dry_run: bool = False,
+    allow_restricted: bool = False,
+    private: bool = False,
+    revision: str | None = None,
+    api: Any = None,
+) -> PublishPlan:
+    """Validate ``folder`` and (unless ``dry_run``) upload it to the dataset repo ``repo_id``.
+
+    ``api`` is an ``HfApi``-like object (tests pass a stand-in); by default a real ``HfApi``
+    with the resolved token.
+    """
+    if not REPO_ID.match(repo_id or ""):
+        raise GeopakError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
+    plan = plan_publish(folder, allow_restricted=allow_restricted)
+    if dry_run:
+        return plan
+    if api is None:
+        token = resolve_token()
+        if not token:
+            raise GeopakError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    folder = Path(folder)
+    try:
+        api.create_repo(repo_id=repo_id, repo_type="dataset", private=private, exist_ok=True)
+        upload_large = getattr(api, "upload_large_folder", None)
+        if callable(upload_large):
+            kwargs: dict[str, Any] = {"repo_id": repo_id, "folder_path": str(folder), "repo_type": "dataset", "ignore_patterns": IGNORE_PATTERNS}
+            if revision:
+                kwargs["revision"] = revision
+            upload_large(**kwargs)
+        else:
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(folder),
+                repo_type="dataset",
+                revision=revision,
+                ignore_patterns=IGNORE_PATTERNS,
+                commit_message=f"geopak: {plan.samples:,} samples",
+            )
+    except GeopakError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - network/auth failures become one line without the token
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GeopakError(f"upload to {repo_id} failed: {_scrub(msg)}; run the same command again to resume") from None
+    return plan
+
+
+def _scrub(text: str) -> str:
+    """Remove anything that looks like a Hugging Face token from a message."""
+    return re.sub(r"hf_[A-Za-z0-9]{8,}", "hf_***", text)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    plan = publish(args.dir, repo_id=args.repo_id, dry_run=args.dry_run, allow_restricted=args.allow_restricted, private=args.private, revision=args.revision)
+    print(render_plan(plan))
+    if args.dry_run:
+        print(f"dry run: card OK ({', '.join(plan.card.get('size_categories', []))}, license {plan.card.get('license')}); nothing uploaded to {args.repo_id}")
+    else:
+        print(f"uploaded to https://huggingface.co/datasets/{args.repo_id}")
+    log.debug("publish done")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("publish", help="upload a shard folder to a Hugging Face dataset repo (resumable)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", type=Path, metavar="DIR", help="the shard folder (output of `geopak-data shard`)")
+    p.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="dataset repository on the Hub (created if missing)")
+    p.add_argument("--dry-run", action="store_true", help="validate the card and list what would be uploaded, with sizes; upload nothing")
+    p.add_argument("--allow-restricted", action="store_true", help="publish even if restricted photos (Google Places) are included -- only with the rights to do so")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--revision", default=None, help="branch to upload to (default: main)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    p.set_defaults(func=_cmd)

@@ -1,0 +1,320 @@
+"""``geopak-data stats (--work W | DIR)``: what the pipeline did, as tables and a map.
+
+For a work folder: one row per stage from the manifest (status, time, counts), photos per
+province and per source at each stage, every reject reason with its count (and checks the
+filter could not apply, e.g. the indoor check without CLIP/Places365 weights), geocell sizes
+and radii, and a map PNG of samples and cells over the province polygons.
+
+For a shard folder: the same from ``index.parquet``, ``cells.parquet`` and ``stats.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from .errors import GeopakError
+from .io import read_json
+from .progress import log
+from .provinces import PROVINCES
+
+STAGE_DIRS = ("filter", "tag", "cluster")
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def collect_rejects(work: str | Path) -> dict[str, dict[str, int]]:
+    """Reject counts ``{stage: {reason: n}}`` from every rejects table in the work folder."""
+    work = Path(work)
+    files = sorted(work.glob("crawl/*/rejects.parquet")) + [work / s / "rejects.parquet" for s in STAGE_DIRS]
+    out: dict[str, dict[str, int]] = {}
+    for f in files:
+        if not f.is_file():
+            continue
+        try:
+            t = pq.read_table(f, columns=["stage", "reason"]).to_pydict()
+        except Exception as exc:  # noqa: BLE001 - a broken table is reported, not fatal to stats
+            raise GeopakError(f"cannot read {f}: {str(exc).splitlines()[0]}") from None
+        default_stage = str(f.parent.relative_to(work)).replace("/", ":")
+        for stage, reason in zip(t["stage"], t["reason"], strict=True):
+            bucket = out.setdefault(str(stage or default_stage), {})
+            bucket[str(reason)] = bucket.get(str(reason), 0) + 1
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+def _notes_from(obj: Any, path: str, out: list[str]) -> None:
+    if isinstance(obj, dict):
+        applied = obj.get("applied", obj.get("ran"))
+        status = str(obj.get("status", "")).lower()
+        if applied is False or status in ("not applied", "not_applied", "skipped"):
+            why = obj.get("reason") or obj.get("note") or obj.get("detail") or ""
+            out.append(f"{path or 'check'}: not applied" + (f" ({why})" if why else ""))
+            return
+        for k in ("not_applied", "not applied"):
+            v = obj.get(k)
+            if isinstance(v, dict):
+                out.extend(f"{name}: not applied ({why})" if why else f"{name}: not applied" for name, why in v.items())
+            elif isinstance(v, list | tuple):
+                out.extend(f"{name}: not applied" for name in v)
+        for k, v in obj.items():
+            if k not in ("not_applied", "not applied") and isinstance(v, dict | list):
+                _notes_from(v, str(k), out)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            name = v.get("name", v.get("check", str(i))) if isinstance(v, dict) else str(i)
+            _notes_from(v, str(name), out)
+
+
+def filter_notes(work: str | Path) -> list[str]:
+    """Lines for every filter check that did not run (from ``W/filter/report.json``).
+
+    A check that was switched on but could not run (the indoor check without CLIP/Places365
+    weights) must be visible wherever the data is described, never silently passed.
+    """
+    report = read_json(Path(work) / "filter" / "report.json", default=None)
+    if report is None:
+        return []
+    out: list[str] = []
+    _notes_from(report, "", out)
+    seen: set[str] = set()
+    return [x for x in out if not (x in seen or seen.add(x))]
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    import pandas as pd
+
+    if not rows:
+        return "  (none)"
+    df = pd.DataFrame(rows, columns=columns)
+    return df.to_string(index=False)
+
+
+def _cells_summary(cells: Any) -> list[dict[str, Any]]:
+    rows = []
+    for pid, g in cells.groupby("province_id"):
+        n = g["n_samples"].astype(int)
+        r = g["radius_km"].astype(float)
+        rows.append(
+            {
+                "province": PROVINCES[int(pid)],
+                "cells": len(g),
+                "urban": int(g["urban"].astype(bool).sum()) if "urban" in g else 0,
+                "min n": int(n.min()),
+                "median n": float(n.median()),
+                "max n": int(n.max()),
+                "median radius km": round(float(r.median()), 2),
+                "max radius km": round(float(r.max()), 2),
+            }
+        )
+    return rows
+
+
+def _map(path: Path, points: Any, cells: Any, title: str) -> str:
+    from .shard import write_map
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = write_map(path, points, cells, title=title)
+    return str(path) if name else "(no map: geopak_data.maps is not available)"
+
+
+# ----------------------------------------------------------------------------- work folder
+
+
+def work_stats(work: str | Path) -> dict[str, Any]:
+    """Every table ``stats --work`` prints, as plain data."""
+    import pandas as pd
+
+    work = Path(work)
+    manifest = read_json(work / "manifest.json", default=None)
+    if manifest is None:
+        raise GeopakError(f"{work / 'manifest.json'} not found: not a geopak work folder (run a stage first)")
+    stages = [
+        {
+            "stage": name,
+            "status": e.get("status", ""),
+            "seconds": round(float(e.get("seconds") or 0.0), 1),
+            "counts": ", ".join(f"{k}={v}" for k, v in (e.get("counts") or {}).items()),
+        }
+        for name, e in manifest.get("stages", {}).items()
+    ]
+
+    def count_by(path: Path, col: str) -> dict[str, int] | None:
+        if not path.is_file():
+            return None
+        try:
+            t = pq.read_table(path, columns=[col]).to_pandas()
+        except Exception:  # noqa: BLE001 - an older table without the column
+            return None
+        return {str(k): int(v) for k, v in t[col].value_counts().items()}
+
+    per_stage_files = {
+        "filter": work / "filter" / "records.parquet",
+        "tag": work / "tag" / "records.parquet",
+        "cluster": work / "cluster" / "records.parquet",
+    }
+    sources: dict[str, dict[str, int]] = {}
+    for src_dir in sorted(p for p in (work / "crawl").glob("*") if p.is_dir()) if (work / "crawl").is_dir() else []:
+        row = sources.setdefault(src_dir.name, {})
+        for label, fname in (("candidates", "candidates.parquet"), ("downloaded", "records.parquet")):
+            f = src_dir / fname
+            if f.is_file():
+                row[label] = pq.ParquetFile(f).metadata.num_rows
+    for stage, f in per_stage_files.items():
+        counts = count_by(f, "source")
+        for src, n in (counts or {}).items():
+            sources.setdefault(src, {})[f"after {stage}"] = n
+    source_rows = [{"source": s, **v} for s, v in sorted(sources.items())]
+
+    latest = next((f for f in (per_stage_files["cluster"], per_stage_files["tag"]) if f.is_file()), None)
+    provinces: list[dict[str, Any]] = []
+    points = None
+    if latest is not None:
+        cols = ["lat", "lon", "province_id"]
+        points = pq.read_table(latest, columns=cols).to_pandas()
+        total = len(points)
+        vc = points["province_id"].value_counts()
+        for pid, name in enumerate(PROVINCES):
+            n = int(vc.get(pid, 0))
+            provinces.append({"id": pid, "province": name, "photos": n, "share %": round(100.0 * n / total, 1) if total else 0.0})
+
+    cells = None
+    cells_path = work / "cluster" / "cells.parquet"
+    if cells_path.is_file():
+        cells = pq.read_table(cells_path).to_pandas()
+    rejects = collect_rejects(work)
+    return {
+        "kind": "work",
+        "path": str(work),
+        "stages": stages,
+        "sources": source_rows,
+        "provinces": provinces,
+        "provinces_from": str(latest.relative_to(work)) if latest else "",
+        "rejects": [{"stage": st, "reason": r, "photos": n} for st, rs in rejects.items() for r, n in sorted(rs.items(), key=lambda kv: (-kv[1], kv[0]))],
+        "filter_notes": filter_notes(work),
+        "cells": _cells_summary(cells) if cells is not None and len(cells) else [],
+        "n_cells": 0 if cells is None else len(cells),
+        "_points": points,
+        "_cells": cells if cells is not None else pd.DataFrame(),
+    }
+
+
+# ----------------------------------------------------------------------------- shard folder
+
+
+def dir_stats(folder: str | Path) -> dict[str, Any]:
+    """Every table ``stats DIR`` prints, from the shard folder's tables."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GeopakError(f"shard folder not found: {folder}")
+    index_path = folder / "index.parquet"
+    if not index_path.is_file():
+        raise GeopakError(f"{index_path} not found: not a geopak shard folder (run `geopak-data shard` first)")
+    index = pq.read_table(index_path, columns=["key", "split", "source", "province_id", "lat", "lon", "cell_id"]).to_pandas()
+    cells = pq.read_table(folder / "cells.parquet").to_pandas() if (folder / "cells.parquet").is_file() else None
+    stats = read_json(folder / "stats.json", default={}) or {}
+    splits = []
+    for s in ("train", "val", "test"):
+        info = stats.get("splits", {}).get(s, {})
+        splits.append({"split": s, "samples": int((index["split"] == s).sum()), "shards": len(list((folder / s).glob(f"geopak-{s}-*.tar"))), "MB": round(info.get("bytes", 0) / 1e6, 1)})
+    provinces = []
+    total = len(index)
+    for pid, name in enumerate(PROVINCES):
+        sub = index[index["province_id"] == pid]
+        row = {"id": pid, "province": name, "photos": len(sub), "share %": round(100.0 * len(sub) / total, 1) if total else 0.0}
+        row.update({s: int((sub["split"] == s).sum()) for s in ("train", "val", "test")})
+        provinces.append(row)
+    sources = [{"source": s, "photos": int(n)} for s, n in sorted(index["source"].value_counts().items())]
+    rejects = stats.get("rejects", {})
+    return {
+        "kind": "dir",
+        "path": str(folder),
+        "splits": splits,
+        "provinces": provinces,
+        "sources": sources,
+        "rejects": [{"stage": st, "reason": r, "photos": n} for st, rs in rejects.items() for r, n in sorted(rs.items(), key=lambda kv: (-kv[1], kv[0]))],
+        "filter_notes": stats.get("filter_notes", []),
+        "excluded": stats.get("excluded", {}),
+        "groups": stats.get("groups", {}),
+        "cells": _cells_summary(cells) if cells is not None and len(cells) else [],
+        "n_cells": 0 if cells is None else len(cells),
+        "_points": index[["lat", "lon", "province_id"]],
+        "_cells": cells,
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The text ``stats`` prints."""
+    out: list[str] = []
+    add = out.append
+    if report["kind"] == "work":
+        add(f"work folder {report['path']}")
+        add("\nstages")
+        add(_table(report["stages"], ["stage", "status", "seconds", "counts"]))
+        add("\nphotos per source and stage")
+        add(_table(report["sources"]))
+        add(f"\nphotos per province ({report['provinces_from'] or 'no tag stage yet'})")
+        add(_table(report["provinces"]))
+    else:
+        add(f"shard folder {report['path']}")
+        add("\nsplits")
+        add(_table(report["splits"]))
+        add("\nphotos per province and split")
+        add(_table(report["provinces"]))
+        add("\nphotos per source")
+        add(_table(report["sources"]))
+        excl = report.get("excluded") or {}
+        if excl:
+            add(f"\nexcluded at shard time: {excl.get('restricted', 0)} restricted, {excl.get('removal_list', 0)} on the removal list")
+        g = report.get("groups") or {}
+        if g:
+            add(f"leakage groups: {g.get('count', 0)} ({g.get('multi_photo', 0)} with more than one photo, largest {g.get('largest', 0)})")
+    add("\nreject reasons")
+    add(_table(report["rejects"], ["stage", "reason", "photos"]))
+    for note in report.get("filter_notes", []):
+        add(f"  note: filter check {note}")
+    add(f"\ngeocells: {report['n_cells']} (sizes n = photos per cell, radii in km)")
+    add(_table(report["cells"]))
+    return "\n".join(out)
+
+
+def run_stats(*, work: Path | None = None, folder: Path | None = None, map_path: Path | None = None) -> tuple[dict[str, Any], str, str]:
+    """Gather, render and draw: returns (report, text, where the map went)."""
+    if (work is None) == (folder is None):
+        raise GeopakError("give either --work W or a shard folder DIR")
+    if work is not None:
+        report = work_stats(work)
+        default_map = Path(work) / "stats" / "map.png"
+        title = f"{Path(work).name}: {0 if report['_points'] is None else len(report['_points']):,} photos, {report['n_cells']:,} cells"
+    else:
+        report = dir_stats(folder)  # type: ignore[arg-type]
+        default_map = Path(folder) / "map.png"  # type: ignore[arg-type]
+        title = f"{Path(folder).name}: {len(report['_points']):,} photos, {report['n_cells']:,} cells"  # type: ignore[arg-type]
+    text = render(report)
+    where = _map(Path(map_path) if map_path else default_map, report["_points"], report["_cells"], title)
+    return report, text, where
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    report, text, where = run_stats(work=args.work, folder=args.dir, map_path=args.map)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if not k.startswith("_")} | {"map": where}, indent=2, default=str))
+    else:
+        print(text)
+        print(f"\nmap: {where}")
+    log.debug("stats done")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stats", help="counts per stage/province/source/cell, reject reasons and a map PNG", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", nargs="?", type=Path, default=None, metavar="DIR", help="a shard folder (output of `shard`)")
+    p.add_argument("--work", "-w", type=Path, default=None, metavar="W", help="a work folder instead of a shard folder")
+    p.add_argument("--map", type=Path, default=None, metavar="PNG", help="where to write the map (default: W/stats/map.png or DIR/map.png)")
+    p.add_argument("--json", action="store_true", help="print the tables as one JSON object")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    p.set_defaults(func=_cmd)

@@ -1,0 +1,132 @@
+"""``geopak-data tag --work W [--boundaries FILE]``: the province of every photo, by polygon.
+
+Reads ``W/filter/records.parquet`` and writes
+
+* ``W/tag/records.parquet`` — the records inside Pakistan, every input column plus
+  ``province`` (contract name), ``province_id`` (int8, contract id) and ``border_km``
+  (0 inside a province; for a point up to ``tag.border_tolerance_km`` outside the national
+  border, the great-circle km to that border — it got the nearest province);
+* ``W/tag/rejects.parquet`` — ``outside_pakistan`` (farther than the tolerance) and
+  ``invalid_coordinates`` rows, stage ``tag``.
+
+The polygons come from ``--boundaries FILE``, else ``tag.boundaries`` in the config, else
+``GEOPAK_BOUNDARIES``, else the pinned geoBoundaries download (see ``boundaries.py``). Their
+content is an input of the stage: swap the file and the stage (and everything after it) runs
+again. Tagging is vectorised (``tagging.py``), so this stage is one atomic write, not units.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import PipelineConfig
+from .errors import GeopakError
+from .io import atomic_write_parquet
+from .provinces import PROVINCES
+from .records import REJECT_SCHEMA, reject_rows
+from .runner import StageContext, StageOutcome, StageResult, run_stage
+
+STAGE = "tag"
+ADDED_COLUMNS = ("province", "province_id", "border_km")
+
+
+def run_tag(*, work: Path, config: PipelineConfig, force: bool = False, boundaries: str | Path | None = None) -> StageOutcome:
+    """Tag every filtered record with its province or reject it as outside Pakistan."""
+    from .boundaries import read_boundaries, resolve_boundaries_path
+
+    work = Path(work)
+    src = Path(work) / "filter" / "records.parquet"
+    if not src.is_file():
+        raise GeopakError(f"no filter output at {src}; run `geopak-data filter --work {work}` first")
+    try:
+        names = pq.read_schema(src).names
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise GeopakError(f"cannot read {src} ({exc})") from None
+    for col in ("key", "lat", "lon"):
+        if col not in names:
+            raise GeopakError(f"{src}: lacks column {col!r}")
+    bpath = resolve_boundaries_path(boundaries or config.tag.boundaries or None)
+    polys = read_boundaries(bpath)  # a bad polygon file fails here, before the stage starts
+    tol = config.tag.border_tolerance_km
+
+    def _do(ctx: StageContext) -> StageResult:
+        from .tagging import ProvinceTagger, TagResult
+
+        table = pq.read_table(src)
+        lat = table.column("lat").to_numpy(zero_copy_only=False).astype(np.float64)
+        lon = table.column("lon").to_numpy(zero_copy_only=False).astype(np.float64)
+        res = ProvinceTagger(polys, tol).tag(lat, lon)
+
+        ok = np.flatnonzero(res.tagged)
+        bad = np.flatnonzero(~res.tagged)
+        base = table.drop_columns([c for c in ADDED_COLUMNS if c in table.column_names])
+        take = pa.array(ok, type=pa.int64())
+        out = base.take(take)
+        out = out.append_column("province", pa.array(res.province_names()[ok].tolist(), type=pa.string()))
+        out = out.append_column("province_id", pa.array(res.province_id[ok], type=pa.int8()))
+        out = out.append_column("border_km", pa.array(res.border_km[ok], type=pa.float64()))
+
+        reasons: list[str] = []
+        details: list[str] = []
+        for st, d in zip(res.status[bad], res.border_km[bad], strict=True):
+            if st == TagResult.INVALID:
+                reasons.append("invalid_coordinates")
+                details.append("latitude/longitude missing, NaN, out of range or (0, 0)")
+            else:
+                reasons.append("outside_pakistan")
+                details.append(f"{d:.2f} km outside the border (tolerance {tol:g} km)" if np.isfinite(d) else f"more than {tol:g} km outside Pakistan's border")
+        rejects = reject_rows(table.take(pa.array(bad, type=pa.int64())), stage=STAGE, reason=reasons, detail=details) if bad.size else REJECT_SCHEMA.empty_table()
+
+        out_path = ctx.stage_dir / "records.parquet"
+        rej_path = ctx.stage_dir / "rejects.parquet"
+        atomic_write_parquet(out_path, out)
+        atomic_write_parquet(rej_path, rejects)
+
+        per = np.bincount(res.province_id[ok], minlength=len(PROVINCES))
+        n_snapped = int((res.status == TagResult.SNAPPED).sum())
+        n_out = reasons.count("outside_pakistan")
+        n_inv = reasons.count("invalid_coordinates")
+        counts = {"input": table.num_rows, "tagged": int(ok.size), "rejected": int(bad.size), "snapped": n_snapped, "rejected:outside_pakistan": n_out}
+        if n_inv:
+            counts["rejected:invalid_coordinates"] = n_inv
+        counts.update({f"province:{PROVINCES[i]}": int(c) for i, c in enumerate(per)})
+        by_prov = ", ".join(f"{PROVINCES[i]} {int(c)}" for i, c in enumerate(per) if c)
+        summary = f"tag: {table.num_rows} in -> {ok.size} tagged" + (f" ({by_prov})" if by_prov else "") + f", {n_out} outside Pakistan"
+        if n_inv:
+            summary += f", {n_inv} invalid coordinates"
+        summary += f"; {n_snapped} within {tol:g} km outside the border got the nearest province"
+        notes = {"boundaries": str(bpath), "boundaries_sha256": polys.attrs.get("sha256", ""), "border_tolerance_km": tol}
+        return StageResult(counts=counts, outputs=[out_path, rej_path], summary=summary, notes=notes)
+
+    return run_stage(work=work, name=STAGE, config=config, sections=["tag"], inputs={"filter": src, "boundaries": bpath}, fn=_do, force=force)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from .cliutil import config_for
+
+    cfg = config_for(args)
+    outcome = run_tag(work=args.work, config=cfg, force=args.force, boundaries=args.boundaries)
+    print(outcome.summary)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .cliutil import add_common, existing_file
+
+    p = sub.add_parser(
+        "tag",
+        help="province of every photo by polygon (points within the border tolerance get the nearest province)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common(p)
+    p.add_argument("--boundaries", type=existing_file, default=None, metavar="FILE", help="province polygons (GeoJSON/GeoPackage/Shapefile); default: tag.boundaries, $GEOPAK_BOUNDARIES, else the pinned geoBoundaries download")
+    p.set_defaults(func=_cmd)
+
+
+__all__ = ["ADDED_COLUMNS", "run_tag"]

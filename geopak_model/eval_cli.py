@@ -1,0 +1,78 @@
+"""``geopak-eval``: end-to-end metrics of a checkpoint on one split, beside both baselines.
+
+    geopak-eval --shards DIR --checkpoint CKPT [--split test] [--json] [--plots DIR]
+
+Prints a readable table (or, with ``--json``, one JSON object with the contract's keys:
+n, median_km, mean_km, p90_km, acc_1km/25km/200km/750km, province_acc,
+province_acc_by_province, cell_top1, cell_top5, and ``baselines`` with the same keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from geopak_data.progress import setup_logging
+
+from .train_cli import _guarded, _Parser, _positive_int
+
+PROG = "geopak-eval"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description=(
+            "Evaluate a GEOPAK checkpoint end to end on a split of a shard folder: every image goes through the predictor "
+            "(mixture of hypotheses) and its final (lat, lon) is compared with the true location. The two constant "
+            "baselines (the training set's densest cell, its geographic median) are scored on the same images."
+        ),
+        epilog="Checkpoints are selected on val; report figures on test (the default split).",
+    )
+    p.add_argument("--shards", type=Path, required=True, metavar="DIR", help="shard folder written by `geopak-data shard`")
+    p.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a geopak-train checkpoint (best.pt)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test", help="split to evaluate (default test)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--features", type=Path, default=None, metavar="FEATS", help="use an embedding cache made with this checkpoint's encoders")
+    p.add_argument("--plots", type=Path, default=None, metavar="DIR", help="also write error CDF, per-province accuracy and confusion PNGs here")
+    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="DataLoader workers decoding JPEGs (default 2)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint
+    from .metrics import format_table
+
+    result = evaluate_checkpoint(
+        shards=args.shards,
+        checkpoint=args.checkpoint,
+        split=args.split,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.workers,
+        features=args.features,
+        plots_dir=args.plots,
+    )
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"{args.checkpoint} on {args.split} of {args.shards} ({result['n']} images)")
+        print(format_table(result, result.get("baselines")))
+        for p in result.get("plots", []):
+            print(f"wrote {p}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    return _guarded(_run, args, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""End-to-end evaluation of a model on one split of a shard folder, with its baselines.
+
+The prediction path is the predictor's: pixels (or their cached encoder features) go through
+the heads and the mixture of hypotheses, and nothing read from the label (true cell, true
+province) reaches it. Labels are used afterwards, only to score. The same report carries
+the two constant baselines computed from the training split, so a number is never read
+without its floor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geopak_data.errors import GeopakError
+from geopak_data.geo import haversine_km
+
+from . import metrics as M
+from .data import ShardFolder
+
+log = logging.getLogger(__name__)
+
+TOPK_CELLS = 5
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (the encoders' matmuls), a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def ranked_cells(outputs: Mapping[str, torch.Tensor], model: Any, k: int = TOPK_CELLS) -> torch.Tensor:
+    """Cells ordered by joint probability P(province) * P(cell | province), top k: (B, k)."""
+    from .inference import joint_cell_probs
+
+    joint = joint_cell_probs(outputs, model)
+    return joint.topk(min(k, joint.shape[1]), dim=-1).indices
+
+
+def predict_from_features(model: Any, clip_feat: torch.Tensor, places_feat: torch.Tensor, **inference_kw: Any) -> tuple[dict[str, Any], torch.Tensor, dict[str, torch.Tensor]]:
+    """heads -> mixture of hypotheses: the predictor's answer for already-encoded images.
+
+    Returns (prediction dict, top-k ranked cells, raw head outputs).
+    """
+    from .inference import mixture_of_hypotheses
+
+    outputs = model.heads(clip_feat, places_feat)
+    cfg = model.config
+    kw = {"top_provinces": cfg.top_provinces, "top_cells": cfg.top_cells, "mode": cfg.inference_mode, **inference_kw}
+    pred = mixture_of_hypotheses(outputs, model, model.cells, **kw)
+    return pred, ranked_cells(outputs, model), outputs
+
+
+@dataclass
+class Predictions:
+    """Per-sample answers and truths of one evaluated split, row-aligned."""
+
+    key: list[str] = field(default_factory=list)
+    pred_lat: list[np.ndarray] = field(default_factory=list)
+    pred_lon: list[np.ndarray] = field(default_factory=list)
+    pred_province: list[np.ndarray] = field(default_factory=list)
+    confidence: list[np.ndarray] = field(default_factory=list)
+    ranked: list[np.ndarray] = field(default_factory=list)
+    true_lat: list[np.ndarray] = field(default_factory=list)
+    true_lon: list[np.ndarray] = field(default_factory=list)
+    true_province: list[np.ndarray] = field(default_factory=list)
+    true_cell: list[np.ndarray] = field(default_factory=list)
+    loss_sum: float = 0.0
+    loss_parts: dict[str, float] = field(default_factory=dict)
+
+    def array(self, name: str) -> np.ndarray:
+        parts = getattr(self, name)
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def errors_km(self) -> np.ndarray:
+        return haversine_km(self.array("pred_lat"), self.array("pred_lon"), self.array("true_lat"), self.array("true_lon"))
+
+
+@torch.inference_mode()
+def predict_batches(
+    model: Any,
+    batches: Iterable[Mapping[str, Any]],
+    device: torch.device,
+    *,
+    amp: bool = True,
+    loss_fn: Any = None,
+    progress_bar: Any = None,
+) -> Predictions:
+    """Run the model over batches of pixels (``clip``/``places``) or features (``clip_feat``).
+
+    ``loss_fn(outputs_with_offset, batch) -> (total, parts)`` optionally also measures the
+    training loss on these samples (the offset is then evaluated at the *true* cell, as in
+    training; that loss is a diagnostic, never part of the prediction).
+    """
+    was_training = model.training
+    model.eval()
+    out = Predictions()
+    try:
+        for batch in batches:
+            with autocast(device, amp):
+                if "clip_feat" in batch:
+                    clip_feat, places_feat = batch["clip_feat"].to(device), batch["places_feat"].to(device)
+                else:
+                    clip_feat, places_feat = model.encode(batch["clip"].to(device), batch["places"].to(device))
+                pred, ranked, outputs = predict_from_features(model, clip_feat, places_feat)
+                if loss_fn is not None:
+                    labels = {k: batch[k].to(device) for k in ("lat", "lon", "province_id", "cell_id")}
+                    outputs = {**outputs, "offset": model.offset(outputs["fused"], labels["cell_id"], labels["province_id"])}
+                    total, parts = loss_fn(outputs, labels)
+                    n = len(batch["key"])
+                    out.loss_sum += float(total) * n
+                    for k, v in parts.items():
+                        out.loss_parts[k] = out.loss_parts.get(k, 0.0) + float(v) * n
+            out.key += list(batch["key"])
+            out.pred_lat.append(_np(pred["lat"]))
+            out.pred_lon.append(_np(pred["lon"]))
+            out.pred_province.append(_np(pred["province_id"]).astype(np.int64))
+            out.confidence.append(_np(pred["confidence"]))
+            out.ranked.append(_np(ranked).astype(np.int64))
+            out.true_lat.append(_np(batch["lat"]))
+            out.true_lon.append(_np(batch["lon"]))
+            out.true_province.append(_np(batch["province_id"]).astype(np.int64))
+            out.true_cell.append(_np(batch["cell_id"]).astype(np.int64))
+            if progress_bar is not None:
+                progress_bar.update(len(batch["key"]))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _np(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def baseline_answers_for(folder: ShardFolder) -> dict[str, dict[str, Any]]:
+    """The two constant answers from the folder's training split (labels only, no image read)."""
+    import pyarrow.parquet as pq
+
+    train = folder.labels("train")
+    if len(train["key"]) == 0:
+        raise GeopakError(f"{folder.root}: the train split is empty; baselines need training labels")
+    cells = pq.read_table(folder.cells_path, columns=["cell_id", "province_id", "center_lat", "center_lon"]).to_pandas()
+    cells = cells.sort_values("cell_id")
+    return M.baseline_answers(
+        train_cell_ids=train["cell_id"],
+        train_lat=train["lat"],
+        train_lon=train["lon"],
+        cell_province=cells["province_id"].to_numpy(),
+        cell_lat=cells["center_lat"].to_numpy(),
+        cell_lon=cells["center_lon"].to_numpy(),
+        k=TOPK_CELLS,
+    )
+
+
+def report(preds: Predictions, baselines: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    """The contract's metrics for the model, and the same for each baseline on these samples."""
+    truth = {
+        "true_lat": preds.array("true_lat"),
+        "true_lon": preds.array("true_lon"),
+        "true_province": preds.array("true_province"),
+        "true_cell": preds.array("true_cell"),
+    }
+    out = M.compute_metrics(
+        pred_lat=preds.array("pred_lat"),
+        pred_lon=preds.array("pred_lon"),
+        pred_province=preds.array("pred_province"),
+        ranked_cells=np.concatenate(preds.ranked) if preds.ranked else np.zeros((0, TOPK_CELLS)),
+        **truth,
+    )
+    if baselines:
+        out["baselines"] = M.baseline_metrics(baselines, **truth)
+    if len(preds) and preds.loss_parts:
+        out["val_loss"] = preds.loss_sum / len(preds)
+        out["val_loss_parts"] = {k: v / len(preds) for k, v in preds.loss_parts.items()}
+    return out
+
+
+def write_plots(preds: Predictions, result: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]] | None, folder: str | Path, prefix: str = "") -> list[Path]:
+    """Error CDF (model and baselines), per-province accuracy and the confusion matrix."""
+    from . import plots
+
+    folder = Path(folder)
+    errors = {"model": preds.errors_km()}
+    for name, ans in (baselines or {}).items():
+        errors[name] = haversine_km(ans["lat"], ans["lon"], preds.array("true_lat"), preds.array("true_lon"))
+    by = {"model": result.get("province_acc_by_province", {})}
+    for name, res in (result.get("baselines") or {}).items():
+        by[name] = res.get("province_acc_by_province", {})
+    return [
+        plots.error_cdf(errors, folder / f"{prefix}error_cdf.png"),
+        plots.province_accuracy(by, folder / f"{prefix}province_accuracy.png"),
+        plots.confusion(M.confusion_matrix(preds.array("true_province"), preds.array("pred_province")), folder / f"{prefix}confusion.png"),
+    ]
+
+
+def evaluate_checkpoint(
+    *,
+    shards: str | Path,
+    checkpoint: str | Path,
+    split: str = "test",
+    batch_size: int = 64,
+    device: str | None = "auto",
+    num_workers: int = 2,
+    features: str | Path | None = None,
+    plots_dir: str | Path | None = None,
+    amp: bool = True,
+) -> dict[str, Any]:
+    """What ``geopak-eval`` prints: the checkpoint's end-to-end metrics on ``split`` of the
+    shard folder, with both baselines (from the folder's train split) on the same samples."""
+    from geopak_data.progress import progress
+
+    from .checkpoint import load_checkpoint
+    from .data import LoaderSpec, feature_batches, image_batches, open_shard_folder
+    from .embed import load_features, resolve_device
+
+    folder = open_shard_folder(shards)
+    folder.require_split(split)
+    dev = resolve_device(device)
+    model, payload = load_checkpoint(checkpoint, map_location=dev)
+    if model.cells.num_cells != folder.num_cells:
+        raise GeopakError(f"{checkpoint} was trained on {model.cells.num_cells} geocells but {folder.cells_path} has {folder.num_cells}: evaluate on the dataset it was trained for")
+    spec = LoaderSpec(batch_size=batch_size, shuffle=False, augment_seeded=False, num_workers=num_workers)
+    if features is not None:
+        batches: Iterable[Mapping[str, Any]] = feature_batches(load_features(features, split, folder=folder, model=model), spec)
+    else:
+        batches = image_batches(folder.shards(split), model.transforms(train=False), spec)
+    with progress(total=folder.size(split) or None, desc=f"eval {split}", unit="img") as bar:
+        preds = predict_batches(model, batches, dev, amp=amp, progress_bar=bar)
+    if len(preds) == 0:
+        raise GeopakError(f"split '{split}' of {folder.root} has no samples")
+    baselines = baseline_answers_for(folder)
+    result = report(preds, baselines)
+    cfg = model.config
+    result = {
+        "split": split,
+        "checkpoint": str(checkpoint),
+        "inference": {"top_provinces": cfg.top_provinces, "top_cells": cfg.top_cells, "mode": cfg.inference_mode},
+        **result,
+    }
+    if plots_dir is not None:
+        result["plots"] = [str(p) for p in write_plots(preds, result, baselines, plots_dir, prefix=f"{split}_")]
+    return result

@@ -1,0 +1,142 @@
+"""``GeopakPredictor``: a checkpoint in, plain-Python answers out.
+
+This is the user-facing API of the contract::
+
+    p = GeopakPredictor(checkpoint_path="runs/x/best.pt")
+    r = p.predict("photo.jpg")
+    r["province"], r["lat"], r["lon"], r["confidence"], r["hypotheses"]
+
+Results are JSON-ready (str/int/float/list/dict) so the CLI prints them as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from geopak_data.errors import GeopakError
+from geopak_data.provinces import PROVINCES
+
+from .checkpoint import load_checkpoint
+from .encoders import PairTransform
+from .inference import H_CELL, H_LAT, H_LON, H_PROB, H_PROVINCE, predict_batch
+
+ImageInput = str | Path | Image.Image
+
+
+def load_image(image: ImageInput) -> Image.Image:
+    """An RGB PIL image, upright (phone photos store their rotation in EXIF)."""
+    if isinstance(image, Image.Image):
+        img = ImageOps.exif_transpose(image)
+    else:
+        p = Path(image)
+        if not p.is_file():
+            raise GeopakError(f"image not found: {p}")
+        try:
+            with Image.open(p) as opened:
+                img = ImageOps.exif_transpose(opened)  # a loaded copy, independent of the file
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise GeopakError(f"{p}: not a readable image ({exc.__class__.__name__})") from None
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise GeopakError(f"bad device {device!r}: {exc}") from None
+
+
+class GeopakPredictor:
+    """Loads a checkpoint once; predicts single images or lists in batches."""
+
+    def __init__(
+        self,
+        checkpoint_path: str | Path,
+        device: str | torch.device | None = None,
+        *,
+        mode: str | None = None,
+        top_provinces: int | None = None,
+        top_cells: int | None = None,
+    ):
+        self.device = _device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise GeopakError("device 'cuda' requested but no CUDA GPU is available")
+        self.model, self.payload = load_checkpoint(checkpoint_path, map_location=self.device)
+        pp = self.payload.get("preprocessing") or self.model.preprocess
+        self.transform = PairTransform(pp["clip"], pp["places"], train=False)
+        cfg = self.model.config
+        self.mode = mode or cfg.inference_mode
+        if self.mode not in ("mean", "best"):
+            raise GeopakError(f"mode must be 'mean' or 'best', got {self.mode!r}")
+        self.top_provinces = top_provinces or cfg.top_provinces
+        self.top_cells = top_cells or cfg.top_cells
+        self.checkpoint_path = Path(checkpoint_path)
+
+    def predict(self, image: ImageInput) -> dict[str, Any]:
+        """One image (path or PIL image) -> {province, province_id, lat, lon, confidence,
+        cell_id, hypotheses=[{province, province_id, cell_id, lat, lon, probability}, ...]}."""
+        return self.predict_many([image], batch_size=1)[0]
+
+    def predict_many(self, images: Sequence[ImageInput] | Iterable[ImageInput], batch_size: int = 16, progress: Any = None) -> list[dict[str, Any]]:
+        """Answers in input order. ``progress`` (optional) is called with the batch size after
+        each batch, e.g. a tqdm bar's ``update``."""
+        if batch_size < 1:
+            raise GeopakError(f"batch_size must be >= 1, got {batch_size}")
+        images = list(images)
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            pairs = [self.transform(load_image(im)) for im in chunk]
+            clip = torch.stack([c for c, _ in pairs])
+            places = torch.stack([s for _, s in pairs])
+            out = predict_batch(self.model, clip, places, self.top_provinces, self.top_cells, self.mode)
+            results += _to_python(out)
+            if progress is not None:
+                progress(len(chunk))
+        return results
+
+
+def _deg(x: Any) -> float:
+    """Degrees to 6 decimals (~0.1 m): float32 noise like 25.399999618 helps nobody."""
+    return round(float(x), 6)
+
+
+def _prob(x: Any) -> float:
+    return float(f"{float(x):.6g}")
+
+
+def _to_python(out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    cpu = {k: v.detach().cpu() for k, v in out.items()}
+    results = []
+    for b in range(cpu["lat"].shape[0]):
+        hyps = []
+        for row in cpu["hypotheses"][b].tolist():
+            if row[H_CELL] < 0:  # padding (province with fewer than K cells)
+                continue
+            pid = int(row[H_PROVINCE])
+            hyps.append({
+                "province": PROVINCES[pid],
+                "province_id": pid,
+                "cell_id": int(row[H_CELL]),
+                "lat": _deg(row[H_LAT]),
+                "lon": _deg(row[H_LON]),
+                "probability": _prob(row[H_PROB]),
+            })
+        pid = int(cpu["province_id"][b])
+        results.append({
+            "province": PROVINCES[pid],
+            "province_id": pid,
+            "lat": _deg(cpu["lat"][b]),
+            "lon": _deg(cpu["lon"][b]),
+            "confidence": _prob(cpu["confidence"][b]),
+            "cell_id": int(cpu["cell_id"][b]),
+            "hypotheses": hyps,
+        })
+    return results

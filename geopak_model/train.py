@@ -1,0 +1,571 @@
+"""The training loop: phases 0/1/2 on streamed shards or cached features, resumable.
+
+One function, :func:`train`, with keyword arguments (the CLI is a thin layer over it)::
+
+    train(shards="shards/", out="runs/p1", phase=1, preset="base", epochs=30)
+
+What a run writes into ``out``:
+
+* ``last.pt``   the latest state (model, optimiser, scheduler, step, position in the epoch,
+                RNG states), every ``checkpoint_every`` optimiser steps and at each epoch
+                end; what ``resume=True`` continues;
+* ``best.pt``   the model with the lowest validation median km so far (the contract's
+                selection rule; ``test`` is never looked at here);
+* ``metrics.jsonl``  one JSON object per validation (model metrics + both baselines);
+* ``train_log.jsonl`` the training loss every ``log_every`` steps (for the loss curves);
+* ``plots/*.png``    loss curves, error CDF, per-province accuracy, confusion matrix.
+
+Exactness of resume: the data order and augmentation are functions of (seed, epoch, sample)
+(see data.py), the global RNG that dropout uses is checkpointed, and a resumed epoch skips
+the batches it had already trained on. So a run killed at any instant and resumed ends with
+the same weights as an uninterrupted run (bit-for-bit on CPU with ``num_workers`` 0 or 1).
+
+Under ``torchrun`` every rank streams a disjoint part of the shards; an epoch ends for all
+ranks as soon as one of them runs out of batches (an all-reduce each step), so ranks never
+wait on each other forever. Only rank 0 evaluates and writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from geopak_data.errors import ConfigError, GeopakError
+from geopak_data.io import atomic_write_text, clean_stale_temps
+from geopak_data.progress import progress
+
+from . import evaluate as E
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .data import (
+    BALANCE_MODES,
+    LoaderSpec,
+    balance_factors,
+    epoch_batches,
+    feature_batches,
+    image_batches,
+    open_shard_folder,
+)
+from .embed import build_or_load_model, load_features, read_manifest, resolve_device
+from .metrics import format_table
+
+log = logging.getLogger(__name__)
+
+PHASE_DEFAULTS = {0: {"epochs": 8, "lr": 1e-3}, 1: {"epochs": 30, "lr": 1e-3}, 2: {"epochs": 5, "lr": 1e-4}}
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and data settings of one run (the model's own settings are ModelConfig)."""
+
+    phase: int = 1
+    epochs: int | None = None  # default per phase: 8 / 30 / 5
+    batch_size: int = 64
+    lr: float | None = None  # heads' peak LR; default per phase: 1e-3 / 1e-3 / 1e-4
+    encoder_lr_scale: float = 0.05  # phase 2: encoder LR = lr * this
+    weight_decay: float = 0.01
+    warmup_steps: int | None = None  # default: 5% of all optimiser steps
+    min_lr_ratio: float = 0.01  # the cosine ends at lr * this
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    grad_accum: int = 1  # micro-batches per optimiser step
+    balance: str = "weights"  # rare provinces: class weights, resampling, both, or none
+    balance_power: float = 0.5  # resampling strength (1 = equal provinces)
+    shuffle_buffer: int = 2000
+    num_workers: int = 4
+    seed: int = 0
+    checkpoint_every: int = 500  # optimiser steps between last.pt writes (plus every epoch end)
+    eval_every: int = 1  # epochs between validations (the last epoch is always validated)
+    log_every: int = 20  # optimiser steps between train_log.jsonl lines
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke runs, benchmarks)
+    amp: bool = True  # bf16 autocast on CUDA
+    plots: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        defaults = PHASE_DEFAULTS.get(self.phase, {})
+        if self.epochs is None:
+            self.epochs = defaults.get("epochs", 1)
+        if self.lr is None:
+            self.lr = defaults.get("lr", 1e-3)
+
+    def validate(self) -> None:
+        def check(ok: bool, name: str, reason: str) -> None:
+            if not ok:
+                raise ConfigError(name, getattr(self, name), reason)
+
+        check(self.phase in (0, 1, 2), "phase", "must be 0, 1 or 2")
+        check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.lr > 0, "lr", "must be > 0")
+        check(self.encoder_lr_scale > 0, "encoder_lr_scale", "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+        check(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+        check(self.grad_accum >= 1, "grad_accum", "must be >= 1")
+        check(self.balance in BALANCE_MODES, "balance", f"must be one of {BALANCE_MODES}")
+        check(self.balance_power >= 0, "balance_power", "must be >= 0")
+        check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        check(self.eval_every >= 1, "eval_every", "must be >= 1")
+        check(self.log_every >= 1, "log_every", "must be >= 1")
+        check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
+
+
+def lr_factor(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then cosine down to ``min_ratio`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress_ = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress_))
+
+
+class TrainStep(nn.Module):
+    """model + loss as one module, so DistributedDataParallel sees a single forward."""
+
+    def __init__(self, model: nn.Module, province_weights: torch.Tensor, phase: int):
+        super().__init__()
+        self.model = model
+        self.register_buffer("province_weights", province_weights, persistent=False)
+        self.phase = phase
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from .losses import total_loss
+
+        m = self.model
+        if "clip_feat" in batch:
+            clip_feat, places_feat = batch["clip_feat"], batch["places_feat"]
+        else:
+            clip_feat, places_feat = m.encode(batch["clip"], batch["places"])
+        outputs = m.heads(clip_feat, places_feat)
+        if self.phase >= 1:
+            outputs["offset"] = m.offset(outputs["fused"], batch["cell_id"], batch["province_id"])
+        return total_loss(outputs, batch, m.cells, m.config, province_weights=self.province_weights, phase=self.phase)
+
+
+# ---------------------------------------------------------------------------------------------
+# run state
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text("utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a kill: dropped, it is re-made
+                break
+    return rows
+
+
+def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _truncate_jsonl(path: Path, max_step: int, max_epoch: int | None = None) -> list[dict[str, Any]]:
+    """Keep only rows the resumed state has already passed: later ones are about to be
+    produced again (a validation row belongs to the epoch it closes, hence ``max_epoch``)."""
+    rows = [r for r in _read_jsonl(path) if r.get("step", 0) <= max_step and (max_epoch is None or r.get("epoch", 0) <= max_epoch)]
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed
+
+
+def _setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+        if use_cuda:
+            torch.cuda.set_device(local)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        return rank, world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    return 0, 1, resolve_device(device_pref)
+
+
+def _all_have_batch(has: bool, device: torch.device, world: int) -> bool:
+    if world == 1:
+        return has
+    flag = torch.tensor([1 if has else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(
+    *,
+    shards: str | os.PathLike,
+    out: str | os.PathLike,
+    phase: int = 1,
+    preset: str = "base",
+    model_config: str | None = None,
+    features: str | os.PathLike | None = None,
+    load_from: str | os.PathLike | None = None,
+    resume: bool = False,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Train one phase; returns a summary (steps, best val metrics, paths).
+
+    ``settings`` are :class:`TrainConfig` fields (epochs, batch_size, lr, seed, ...).
+    ``load_from`` starts from another run's checkpoint (phase chaining); ``features`` trains
+    phases 0/1 from an embedding cache instead of images; ``resume`` continues ``out/last.pt``.
+    """
+    unknown = sorted(set(settings) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise TypeError(f"train() got unknown settings: {', '.join(unknown)}")
+    cfg = TrainConfig(phase=phase, **settings)
+    cfg.validate()
+    out = Path(out)
+    folder = open_shard_folder(shards)
+    folder.require_split("train")
+    if not folder.shards("val"):
+        raise GeopakError(f"no val shards in {folder.root}: checkpoints are selected on val")
+    if features is not None:
+        if cfg.phase == 2:
+            raise GeopakError("--features trains phases 0 and 1 only: phase 2 fine-tunes the encoders, so it needs images")
+        read_manifest(features)
+
+    rank, world, device = _setup_distributed(cfg.device)
+    is_main = rank == 0
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    model, state = _start_model(cfg, folder, out, resume=resume, load_from=load_from, features=features, preset=preset, model_config=model_config, is_main=is_main)
+    if state is not None and state.get("finished"):
+        return {"out": str(out), "finished": True, "already_done": True, "step": int(state["step"]), "best": state.get("best")}
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(out)
+    model.set_phase(cfg.phase, model.config.unfreeze_last_n)
+    if features is not None and any(p.requires_grad for p in (*model.clip.parameters(), *model.places.parameters())):
+        raise GeopakError("--features needs frozen encoders, but this model config trains them (freeze_clip/freeze_places = false)")
+    model.to(device)
+
+    # --- data --------------------------------------------------------------------------------
+    counts = folder.province_counts("train")
+    if cfg.balance in ("weights", "both"):
+        from .losses import province_class_weights
+
+        prov_weights = province_class_weights(counts, model.config.province_weight_power)
+    else:
+        prov_weights = torch.ones(len(counts))
+    spec = LoaderSpec(
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        shuffle_buffer=cfg.shuffle_buffer,
+        seed=cfg.seed,
+        balance_factors=balance_factors(counts, cfg.balance_power) if cfg.balance in ("sample", "both") else None,
+        num_workers=cfg.num_workers,
+        rank=rank,
+        world_size=world,
+    )
+    epoch_source, val_source = _sources(model, folder, features, spec, cfg)
+    n_train = folder.size("train")
+    micro_per_epoch = epoch_batches(n_train, spec)
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, round(0.05 * total_steps))
+    baselines = E.baseline_answers_for(folder)
+
+    # --- optimisation ------------------------------------------------------------------------
+    step_module = TrainStep(model, prov_weights, cfg.phase).to(device)
+    if world > 1:
+        ddp = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    else:
+        ddp = step_module
+    groups = model.param_groups(cfg.lr, cfg.lr * cfg.encoder_lr_scale, cfg.weight_decay)
+    if not groups:
+        raise GeopakError(f"phase {cfg.phase} leaves nothing to train in this model")
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup=warmup, total=total_steps, min_ratio=cfg.min_lr_ratio))
+    trainable = [p for g in groups for p in g["params"]]
+
+    step, epoch, micro_in_epoch = 0, 0, 0
+    best: dict[str, Any] | None = None
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, micro_in_epoch = int(state["step"]), int(state["epoch"]), int(state["micro_in_epoch"])
+        best = state.get("best")
+        restore_rng_state(state["rng"])
+        if is_main:
+            log.info("resumed %s at step %d (epoch %d, batch %d)", out, step, epoch + 1, micro_in_epoch)
+    else:
+        torch.manual_seed(cfg.seed + rank)
+        np.random.seed(cfg.seed + rank)
+        random.seed(cfg.seed + rank)
+    evals: list[dict[str, Any]] = []
+    if is_main:
+        evals = _truncate_jsonl(out / "metrics.jsonl", step, epoch)
+        _truncate_jsonl(out / "train_log.jsonl", step)
+
+    def save_last(finished: bool = False) -> None:
+        if not is_main:
+            return
+        train_state = {
+            "phase": cfg.phase,
+            "step": step,
+            "epoch": epoch,
+            "micro_in_epoch": micro_in_epoch,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": capture_rng_state(),
+            "best": best,
+            "finished": finished,
+            "config": _plain(asdict(cfg)),
+        }
+        save_checkpoint(last_path, model, extra={"train": train_state})
+
+    if is_main:
+        log.info(
+            "phase %d: %d train / %d val images%s, %d steps (%d epochs x %d), batch %d x %d accum x %d ranks, lr %.2g, %d trainable params, device %s",
+            cfg.phase, n_train, folder.size("val"), " (cached features)" if features is not None else "",
+            total_steps, cfg.epochs, steps_per_epoch, cfg.batch_size, cfg.grad_accum, world, cfg.lr,
+            sum(p.numel() for p in trainable), device,
+        )  # fmt: skip
+
+    # --- epochs ------------------------------------------------------------------------------
+    t_start = time.perf_counter()
+    seen = 0
+    window: list[float] = []
+    window_parts: dict[str, list[float]] = {}
+    stop = False
+    model.train()
+    while epoch < cfg.epochs and not stop:
+        bar = progress(total=micro_per_epoch, initial=micro_in_epoch, desc=f"phase {cfg.phase} epoch {epoch + 1}/{cfg.epochs}", unit="batch") if is_main else None
+        source = epoch_source(epoch, micro_in_epoch)
+        pending = 0  # micro-batches accumulated since the last optimiser step
+        t_epoch, n_epoch = time.perf_counter(), 0
+        while True:
+            if step >= total_steps:  # --max-steps, or a run killed right after its last step
+                stop = True
+                break
+            batch = next(source, None)
+            if not _all_have_batch(batch is not None, device, world):
+                break
+            batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            sync = pending + 1 == cfg.grad_accum or micro_in_epoch + 1 == micro_per_epoch
+            ctx = ddp.no_sync() if (world > 1 and not sync) else _null()
+            with ctx:
+                with E.autocast(device, cfg.amp):
+                    loss, parts = ddp(batch)
+                (loss / cfg.grad_accum).backward()
+            pending += 1
+            micro_in_epoch += 1
+            n = len(batch["key"])
+            seen += n
+            n_epoch += n
+            window.append(float(loss.detach()))
+            for k, v in parts.items():
+                window_parts.setdefault(k, []).append(float(v))
+            if pending == cfg.grad_accum:
+                _optimizer_step(optimizer, scheduler, trainable, cfg.grad_clip)
+                pending = 0
+                step += 1
+                if is_main:
+                    _after_step(bar, n_epoch, t_epoch, window, optimizer)
+                    if step % cfg.log_every == 0:
+                        _log_train(out, step, epoch, window, window_parts, optimizer)
+                        window, window_parts = [], {}
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    save_last()
+            elif bar is not None:
+                bar.update(1)
+        if pending:  # a partial accumulation at the end of the epoch still counts as a step
+            if world > 1:  # its last micro-batch may have run under no_sync
+                _average_grads(trainable, world)
+            _optimizer_step(optimizer, scheduler, trainable, cfg.grad_clip)
+            step += 1
+            pending = 0
+        if bar is not None:
+            bar.close()
+        epoch += 1
+        micro_in_epoch = 0
+        if is_main and window:
+            _log_train(out, step, epoch - 1, window, window_parts, optimizer)
+            window, window_parts = [], {}
+        if stop or epoch == cfg.epochs or epoch % cfg.eval_every == 0:
+            if is_main:
+                row = _validate(model, val_source(), device, cfg, baselines, step=step, epoch=epoch, out=out, seconds=time.perf_counter() - t_start)
+                evals.append(row)
+                if best is None or (row["median_km"] is not None and row["median_km"] < best["median_km"]):
+                    best = {k: row[k] for k in ("step", "epoch", "median_km", "mean_km", "province_acc", "cell_top1")}
+                    save_checkpoint(best_path, model, extra={"train": {"phase": cfg.phase, "step": step, "epoch": epoch, "val": _plain(_strip(row))}})
+                    log.info("new best val median %.1f km at step %d -> %s", row["median_km"], step, best_path)
+            if world > 1:
+                best = _broadcast_obj(best)
+        save_last(finished=stop or epoch >= cfg.epochs)
+
+    # --- summary -----------------------------------------------------------------------------
+    elapsed = time.perf_counter() - t_start
+    summary = {"out": str(out), "phase": cfg.phase, "step": step, "epochs": epoch, "finished": True, "best": best, "seconds": elapsed, "samples_per_s": seen / max(elapsed, 1e-9)}
+    if is_main:
+        plots = _final_plots(out, evals) if cfg.plots and evals else []
+        summary["plots"] = [str(p) for p in plots]
+        if evals:
+            log.info("final validation (step %d):\n%s", evals[-1]["step"], format_table(_strip(evals[-1]), evals[-1].get("baselines")))
+        log.info(
+            "done: phase %d, %d steps in %.0fs (%.1f img/s); best val median %s km at step %s; wrote %s, %s, %s",
+            cfg.phase, step, elapsed, summary["samples_per_s"],
+            f"{best['median_km']:.1f}" if best else "-", best["step"] if best else "-",
+            best_path, last_path, out / "metrics.jsonl",
+        )  # fmt: skip
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers of the loop
+
+
+def _start_model(cfg: TrainConfig, folder: Any, out: Path, *, resume: bool, load_from: Any, features: Any, preset: str, model_config: str | None, is_main: bool) -> tuple[Any, dict[str, Any] | None]:
+    """(model, training state to resume or None). A finished run comes back with its state
+    so the caller can say "nothing to do"; an unfinished one needs ``resume``."""
+    last_path = out / "last.pt"
+    if last_path.exists():
+        model, payload = load_checkpoint(last_path, map_location="cpu")
+        state = (payload.get("extra") or {}).get("train")
+        if state is None:
+            raise GeopakError(f"{last_path} has no training state to resume from")
+        if int(state["phase"]) != cfg.phase:
+            raise GeopakError(f"{out} holds a phase {state['phase']} run, not phase {cfg.phase}; choose another --out")
+        if state.get("finished"):
+            if is_main:
+                log.info("run %s already finished at step %d: nothing to do", out, state["step"])
+            return model, state
+        if not resume:
+            raise GeopakError(f"{out} holds an unfinished run (step {state['step']}); pass --resume to continue it or choose another --out")
+        saved = state.get("config", {})
+        for name in ("batch_size", "grad_accum", "seed", "balance", "epochs"):
+            if name in saved and saved[name] != getattr(cfg, name):
+                log.warning("resuming with %s=%s (the run started with %s): the result will differ from an uninterrupted run", name, getattr(cfg, name), saved[name])
+        return model, state
+    if resume and is_main:
+        log.info("nothing to resume in %s: starting a new run", out)
+    if load_from is not None:
+        return build_or_load_model(folder=folder, checkpoint=str(load_from)), None
+    if features is not None and (Path(features) / "model.pt").is_file():
+        if model_config:
+            log.warning("--config is ignored with --features: the model comes from %s", Path(features) / "model.pt")
+        return build_or_load_model(folder=folder, checkpoint=str(Path(features) / "model.pt")), None
+    return build_or_load_model(folder=folder, preset=preset, model_config=model_config, seed=cfg.seed), None
+
+
+def _sources(model: Any, folder: Any, features: Any, spec: LoaderSpec, cfg: TrainConfig) -> tuple[Any, Any]:
+    """epoch_source(epoch, skip_batches) and val_source(): batches of pixels or of cached features."""
+    eval_spec = LoaderSpec(batch_size=cfg.batch_size, shuffle=False, augment_seeded=False, num_workers=cfg.num_workers)
+    if features is not None:
+        train_feats = load_features(features, "train", folder=folder, model=model)
+        val_feats = load_features(features, "val", folder=folder)
+        return (
+            lambda epoch, skip: feature_batches(train_feats, spec, epoch=epoch, skip_batches=skip),
+            lambda: feature_batches(val_feats, eval_spec),
+        )
+    train_tf, eval_tf = model.transforms(train=True), model.transforms(train=False)
+    return (
+        lambda epoch, skip: image_batches(folder.shards("train"), train_tf, spec, epoch=epoch, skip_batches=skip),
+        lambda: image_batches(folder.shards("val"), eval_tf, eval_spec),
+    )
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, params: list[torch.Tensor], clip: float) -> None:
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+
+
+def _average_grads(params: list[torch.Tensor], world: int) -> None:
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def _after_step(bar: Any, n_epoch: int, t_epoch: float, window: list[float], optimizer: torch.optim.Optimizer) -> None:
+    if bar is None:
+        return
+    bar.update(1)
+    rate = n_epoch / max(time.perf_counter() - t_epoch, 1e-9)
+    bar.set_postfix(loss=f"{np.mean(window[-20:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", img_s=f"{rate:.0f}", refresh=False)
+
+
+def _log_train(out: Path, step: int, epoch: int, window: list[float], parts: dict[str, list[float]], optimizer: torch.optim.Optimizer) -> None:
+    row = {"step": step, "epoch": epoch, "loss": float(np.mean(window)), "lr": optimizer.param_groups[0]["lr"], **{f"loss_{k}": float(np.mean(v)) for k, v in parts.items() if k != "total"}}
+    _append_jsonl(out / "train_log.jsonl", row)
+
+
+def _validate(model: nn.Module, batches: Any, device: torch.device, cfg: TrainConfig, baselines: dict[str, Any], *, step: int, epoch: int, out: Path, seconds: float) -> dict[str, Any]:
+    from .losses import total_loss
+
+    def loss_fn(outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> Any:
+        return total_loss(outputs, labels, model.cells, model.config, phase=cfg.phase)
+
+    preds = E.predict_batches(model, batches, device, amp=cfg.amp, loss_fn=loss_fn)
+    result = E.report(preds, baselines)
+    row = {"step": step, "epoch": epoch, "phase": cfg.phase, "split": "val", "seconds": round(seconds, 2), **result}
+    _append_jsonl(out / "metrics.jsonl", row)
+    base = result.get("baselines", {})
+    log.info(
+        "val @ step %d: median %.1f km (baselines %.1f / %.1f), province acc %.1f%% (%.1f%% / %.1f%%), cell top-1 %.1f%%",
+        step, result["median_km"], base["densest_cell"]["median_km"], base["geographic_median"]["median_km"],
+        100 * result["province_acc"], 100 * base["densest_cell"]["province_acc"], 100 * base["geographic_median"]["province_acc"],
+        100 * (result["cell_top1"] or 0.0),
+    )  # fmt: skip
+    if cfg.plots:
+        E.write_plots(preds, result, baselines, out / "plots", prefix="val_")
+    return row
+
+
+def _final_plots(out: Path, evals: list[dict[str, Any]]) -> list[Path]:
+    from . import plots
+
+    return [plots.loss_curves(_read_jsonl(out / "train_log.jsonl"), evals, out / "plots" / "loss_curves.png")]
+
+
+def _strip(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("baselines",)}
+
+
+def _plain(obj: Any) -> Any:
+    """JSON round trip: only plain containers go into a weights_only checkpoint."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _broadcast_obj(obj: Any) -> Any:
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,209 @@
+"""``geopak-train``: train one phase from a shard folder, or build the embedding cache.
+
+    geopak-train --shards DIR --phase {0,1,2} --out RUN_DIR [--preset tiny|base] [--resume] ...
+    geopak-train embed --shards DIR --out FEATS [--preset ..|--config ..|--checkpoint ..]
+
+A thin argparse layer over :func:`geopak_model.train.train` and
+:func:`geopak_model.embed.embed`; heavy imports happen after parsing so ``--help`` is instant.
+User mistakes print one line and exit 2; Ctrl-C exits 130 and the run can be resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from geopak_data.errors import GeopakError
+from geopak_data.progress import setup_logging
+
+PROG = "geopak-train"
+PRESETS = ("tiny", "base")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _positive_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return x
+
+
+def _model_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="base", metavar="{tiny,base}", help="model preset (default: base = CLIP ViT-B/16 + ResNet-50 Places365; tiny for smoke runs)")
+    p.add_argument("--config", type=Path, default=None, metavar="MODEL.toml", help="model config file instead of a preset (encoder weights, sizes, loss weights)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging (-vv: also third-party libraries)")
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description=(
+            "Train GEOPAK on a shard folder, one phase at a time: 0 = province pre-training (fusion + province head), "
+            "1 = all heads with frozen encoders, 2 = partial fine-tuning of the encoders' last blocks. "
+            "Chain phases with --load-from PREVIOUS_RUN/best.pt. "
+            f"To cache the frozen encoders' features first, see `{PROG} embed --help`."
+        ),
+        epilog="RUN_DIR receives best.pt (best val median km), last.pt (what --resume continues), metrics.jsonl, train_log.jsonl and plots/.",
+    )
+    p.add_argument("--shards", type=Path, required=True, metavar="DIR", help="shard folder written by `geopak-data shard`")
+    p.add_argument("--phase", type=int, required=True, choices=(0, 1, 2), help="training phase")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder (created)")
+    _model_source(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt (exactly where it stopped)")
+    p.add_argument("--load-from", type=Path, default=None, metavar="CKPT", help="start from this checkpoint's weights (e.g. the previous phase's best.pt)")
+    p.add_argument("--features", type=Path, default=None, metavar="FEATS", help="train phase 0/1 from an embedding cache instead of images (starts from FEATS/model.pt unless --load-from)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="epochs (default per phase: 8 / 30 / 5)")
+    g.add_argument("--batch-size", type=_positive_int, default=64, metavar="N", help="images per micro-batch and rank (default 64)")
+    g.add_argument("--grad-accum", type=_positive_int, default=1, metavar="N", help="micro-batches per optimiser step (default 1)")
+    g.add_argument("--lr", type=_positive_float, default=None, metavar="F", help="peak learning rate of the heads (default per phase: 1e-3 / 1e-3 / 1e-4)")
+    g.add_argument("--encoder-lr-scale", type=_positive_float, default=0.05, metavar="F", help="phase 2: encoder LR = lr x F (default 0.05)")
+    g.add_argument("--weight-decay", type=float, default=0.01, metavar="F", help="AdamW weight decay (default 0.01)")
+    g.add_argument("--warmup-steps", type=int, default=None, metavar="N", help="linear warm-up steps before the cosine decay (default: 5%% of the run)")
+    g.add_argument("--grad-clip", type=float, default=1.0, metavar="F", help="max gradient norm, 0 = off (default 1.0)")
+    g.add_argument("--balance", choices=("weights", "sample", "both", "none"), default="weights", help="protect rare provinces by class weights, province-balanced resampling, both or neither (default weights)")
+    g.add_argument("--balance-power", type=float, default=0.5, metavar="F", help="resampling strength: 1 = equal provinces, 0 = natural (default 0.5)")
+    g.add_argument("--seed", type=int, default=0, help="seed for data order, augmentation and init (default 0)")
+    g.add_argument("--max-steps", type=_positive_int, default=None, metavar="N", help="stop after N optimiser steps (smoke runs)")
+    g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    d = p.add_argument_group("data and bookkeeping")
+    d.add_argument("--workers", type=int, default=4, metavar="N", help="DataLoader workers decoding JPEGs (default 4)")
+    d.add_argument("--shuffle-buffer", type=int, default=2000, metavar="N", help="samples in the shuffle buffer (default 2000)")
+    d.add_argument("--checkpoint-every", type=int, default=500, metavar="N", help="write last.pt every N optimiser steps, 0 = epoch ends only (default 500)")
+    d.add_argument("--eval-every", type=_positive_int, default=1, metavar="N", help="validate every N epochs (default 1; the last epoch always)")
+    d.add_argument("--log-every", type=_positive_int, default=20, metavar="N", help="log the training loss every N steps (default 20)")
+    d.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    return p
+
+
+def build_embed_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=f"{PROG} embed",
+        description=(
+            "Run the frozen encoders once over the shards and store their features, so phases 0 and 1 can train "
+            f"from them (`{PROG} --features FEATS`) in a fraction of the time. Resumable: finished shards are skipped."
+        ),
+    )
+    p.add_argument("--shards", type=Path, required=True, metavar="DIR", help="shard folder written by `geopak-data shard`")
+    p.add_argument("--out", type=Path, required=True, metavar="FEATS", help="cache folder (created)")
+    _model_source(p)
+    p.add_argument("--checkpoint", type=Path, default=None, metavar="CKPT", help="use this checkpoint's encoders instead of a preset/config")
+    p.add_argument("--splits", default="train,val,test", help="comma-separated splits to embed (default train,val,test)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="DataLoader workers decoding JPEGs (default 2)")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored feature precision (default float32)")
+    p.add_argument("--seed", type=int, default=0, help="seed for a randomly initialised model (default 0)")
+    return p
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    model_config = str(args.config) if args.config else None
+    if not model_config and args.preset not in PRESETS:
+        raise GeopakError(f"unknown --preset {args.preset!r} (choose tiny or base, or pass --config FILE)")
+    summary = train(
+        shards=args.shards,
+        out=args.out,
+        phase=args.phase,
+        preset=args.preset,
+        model_config=model_config,
+        features=args.features,
+        load_from=args.load_from,
+        resume=args.resume,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        encoder_lr_scale=args.encoder_lr_scale,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        grad_clip=args.grad_clip,
+        balance=args.balance,
+        balance_power=args.balance_power,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        amp=not args.no_amp,
+        num_workers=args.workers,
+        shuffle_buffer=args.shuffle_buffer,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
+        log_every=args.log_every,
+        plots=not args.no_plots,
+        device=args.device,
+    )
+    return 0 if summary.get("finished") else 1
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    from .embed import embed
+
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    bad = [s for s in splits if s not in ("train", "val", "test")]
+    if bad or not splits:
+        raise GeopakError(f"--splits {args.splits!r}: expected a comma-separated subset of train,val,test")
+    if not args.config and not args.checkpoint and args.preset not in PRESETS:
+        raise GeopakError(f"unknown --preset {args.preset!r} (choose tiny or base, or pass --config FILE)")
+    embed(
+        shards=args.shards,
+        out=args.out,
+        preset=args.preset,
+        model_config=str(args.config) if args.config else None,
+        checkpoint=str(args.checkpoint) if args.checkpoint else None,
+        splits=splits,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        num_workers=args.workers,
+        seed=args.seed,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "embed":
+        args, run = build_embed_parser().parse_args(argv[1:]), _run_embed
+    else:
+        args, run = build_train_parser().parse_args(argv), _run_train
+    setup_logging(args.verbose)
+    return _guarded(run, args)
+
+
+def _guarded(run: Any, args: argparse.Namespace, prog: str = PROG) -> int:
+    """Run a command: user errors as one line (exit 2), Ctrl-C as 130, bugs keep their traceback."""
+    try:
+        return int(run(args) or 0)
+    except GeopakError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        return 130
+    finally:
+        logging.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""YFCC100M metadata: formats, decoding, filtering, licences and resumable discovery."""
+
+from __future__ import annotations
+
+import gzip
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from geopak_data.config import load_config
+from geopak_data.errors import GeopakError
+from geopak_data.io import PartStore
+from geopak_data.sources import NullProgress, get_source
+from geopak_data.sources.yfcc import (
+    YFCC_COLUMNS,
+    map_license,
+    write_yfcc_parquet,
+    write_yfcc_tsv,
+    yfcc_line,
+)
+
+ROWS = [
+    dict(photoid=101, unickname="Ali Khan", title="Badshahi Mosque, Lahore", usertags=["lahore", "badshahi mosque"], datetaken="2010-05-21 14:20:33.0",
+         longitude=74.3095, latitude=31.5881, accuracy=16, downloadurl="http://farm4.staticflickr.com/1/101_a.jpg", pageurl="http://www.flickr.com/photos/x/101/",
+         licensename="Attribution-ShareAlike License", licenseurl="http://creativecommons.org/licenses/by-sa/2.0/"),
+    dict(photoid=102, longitude=None, latitude=None, downloadurl="http://x/102.jpg"),  # no coordinates
+    dict(photoid=103, longitude=73.05, latitude=33.68, marker=1, downloadurl="http://x/103.mp4"),  # a video
+    dict(photoid=104, longitude=2.35, latitude=48.85, downloadurl="http://x/104.jpg"),  # Paris
+    dict(photoid=105, uid="12345@N00", longitude=67.0, latitude=24.86, accuracy=11, downloadurl="http://x/105.jpg",
+         licensename="Attribution-NonCommercial License", licenseurl="http://creativecommons.org/licenses/by-nc/2.0/"),
+    dict(photoid=106, longitude=0.0, latitude=0.0, downloadurl="http://x/106.jpg"),  # null island
+]
+
+
+def discover(tmp_path, path, **cfg_over):
+    cfg = load_config(None, cfg_over or None)
+    src = get_source("yfcc", config=cfg, metadata=path)
+    parts = PartStore(tmp_path / f"parts-{path.name}")
+    src.discover(parts, progress=NullProgress())
+    return parts, parts.read_all()
+
+
+def test_real_format_shape(tmp_path):
+    line = yfcc_line(ROWS[0], 7)
+    cols = line.split("\t")
+    assert len(cols) == 25 == len(YFCC_COLUMNS)
+    # 1-based columns of the contract: lon 13, lat 14, accuracy 15, URL 17, licence 18, marker 25
+    assert cols[12] == "74.3095" and cols[13] == "31.5881" and cols[14] == "16"
+    assert cols[16].startswith("http://farm4") and cols[17] == "Attribution-ShareAlike+License" and cols[24] == "0"
+    assert cols[8] == "Badshahi+Mosque%2C+Lahore"  # URL-encoded, + for spaces
+
+
+@pytest.mark.parametrize("name", ["m.tsv", "m.tsv.gz", "m.tsv.bz2", "m.parquet"])
+def test_formats_give_the_same_records(tmp_path, name):
+    path = tmp_path / name
+    (write_yfcc_parquet if name.endswith(".parquet") else write_yfcc_tsv)(path, ROWS)
+    if name.endswith(".gz"):
+        assert gzip.open(path, "rt").readline().count("\t") == 24
+    _, t = discover(tmp_path, path)
+    recs = {r["source_id"]: r for r in t.to_pylist()}
+    assert sorted(recs) == ["101", "105"]  # no coords, video, outside bbox, (0,0) dropped
+    r = recs["101"]
+    assert r["key"] == "yfcc-101" and r["source"] == "yfcc"
+    assert (r["lat"], r["lon"], r["accuracy"]) == (31.5881, 74.3095, 16)
+    assert r["title"] == "Badshahi Mosque, Lahore" and r["owner"] == "Ali Khan"
+    assert r["tags"] == "lahore badshahimosque"
+    assert r["date_taken"] == "2010-05-21T14:20:33"
+    assert (r["license"], r["license_id"]) == ("CC BY-SA 2.0", "5")
+    assert r["url"] == "http://farm4.staticflickr.com/1/101_a.jpg"
+    assert "Ali Khan" in r["attribution"] and "CC BY-SA 2.0" in r["attribution"]
+    assert recs["105"]["owner"] == "12345@N00"  # no nickname: the NSID
+    assert recs["105"]["license"] == "CC BY-NC 2.0"
+
+
+def test_parquet_with_other_column_spellings(tmp_path):
+    path = tmp_path / "alt.parquet"
+    pq.write_table(
+        pa.table({"ID": ["1", "2"], "Longitude": ["74.3", ""], "Latitude": ["31.5", ""], "DownloadURL": ["http://x/1.jpg", "http://x/2.jpg"], "Video": [0, 0]}),
+        path,
+    )
+    _, t = discover(tmp_path, path)
+    assert t.column("source_id").to_pylist() == ["1"]
+
+
+def test_parquet_missing_columns_is_a_user_error(tmp_path):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"foo": [1]}), path)
+    with pytest.raises(GeopakError, match="lacks column"):
+        discover(tmp_path, path)
+
+
+def test_bbox_from_config(tmp_path):
+    path = write_yfcc_tsv(tmp_path / "m.tsv", ROWS)
+    _, t = discover(tmp_path, path, **{"crawl.bbox": [0.0, 40.0, 10.0, 50.0]})
+    assert t.column("source_id").to_pylist() == ["104"]
+
+
+def test_malformed_rows_skipped_and_unreadable_file_refused(tmp_path):
+    path = tmp_path / "m.tsv"
+    good = [yfcc_line(r, i) for i, r in enumerate(ROWS)]
+    path.write_text("\n".join(good[:1] + ["only\tthree\tcolumns"] + good[1:]) + "\n")
+    _, t = discover(tmp_path, path)
+    assert sorted(t.column("source_id").to_pylist()) == ["101", "105"]
+    bad = tmp_path / "bad.tsv.gz"
+    bad.write_bytes(b"this is not gzip")
+    with pytest.raises(GeopakError, match="not a readable"):
+        discover(tmp_path, bad)
+
+
+def test_missing_or_absent_metadata_is_a_user_error(tmp_path):
+    cfg = load_config()
+    with pytest.raises(GeopakError, match="not found"):
+        get_source("yfcc", config=cfg, metadata=tmp_path / "nope.tsv")
+    with pytest.raises(GeopakError, match="--metadata"):
+        get_source("yfcc", config=cfg)
+
+
+def test_discovery_resumes_by_unit(tmp_path):
+    rows = [dict(photoid=i, longitude=70 + (i % 50) * 0.1, latitude=30.0, downloadurl=f"http://x/{i}.jpg", title=f"photo {i}") for i in range(600)]
+    path = write_yfcc_tsv(tmp_path / "big.tsv", rows)
+    cfg = load_config(None, {"crawl.yfcc.chunk_bytes": 8192})
+    src = get_source("yfcc", config=cfg, metadata=path)
+    parts = PartStore(tmp_path / "p")
+    src.discover(parts, progress=NullProgress())
+    units = sorted(parts.done_units())
+    assert len(units) > 3
+    full = parts.read_all(units)
+    assert full.num_rows == 600 and full.column("source_id").to_pylist() == [str(i) for i in range(600)]
+    # a kill after some units: remove the later parts, run again, get the same table
+    for u in units[2:]:
+        (parts.folder / f"{u}.parquet").unlink()
+    src.discover(parts, progress=NullProgress())
+    assert parts.read_all(sorted(parts.done_units())).equals(full)
+
+
+@pytest.mark.parametrize(
+    "name,url,expected",
+    [
+        ("Attribution License", "http://creativecommons.org/licenses/by/2.0/", ("CC BY 2.0", "4")),
+        ("Attribution-NonCommercial-ShareAlike License", "", ("CC BY-NC-SA 2.0", "1")),
+        ("Attribution-NoDerivs License", "http://creativecommons.org/licenses/by-nd/2.0/", ("CC BY-ND 2.0", "6")),
+        ("Attribution-NonCommercial-NoDerivs License", "http://creativecommons.org/licenses/by-nc-nd/2.0/", ("CC BY-NC-ND 2.0", "3")),
+        ("Public Domain Dedication (CC0)", "https://creativecommons.org/publicdomain/zero/1.0/", ("CC0 1.0", "9")),
+        ("Something Else", "", ("Something Else", "")),
+    ],
+)
+def test_license_mapping(name, url, expected):
+    assert map_license(name, url) == expected
+
+
+def test_fast_and_fallback_block_parsers_agree(tmp_path):
+    from geopak_data.sources.yfcc import _scan_block, _scan_block_slow
+
+    rows = [dict(photoid=i, longitude=60 + (i % 40) * 0.5, latitude=20 + (i % 30) * 0.6, marker=int(i % 11 == 0), accuracy=i % 17 or None,
+                 title=f"t {i}", downloadurl=f"http://x/{i}.jpg") for i in range(400)]
+    block = ("\n".join(yfcc_line(r, i) for i, r in enumerate(rows)) + "\n").encode()
+    bbox = (60.8, 23.55, 77.9, 37.15)
+    fast, slow = _scan_block(block, bbox), _scan_block_slow(block, bbox)
+    assert fast.rows == slow.rows == 400
+    assert len(fast.kept) > 50 and fast.kept == slow.kept
+    # a malformed coordinate or an empty line: the block falls back and keeps the good rows
+    k = int(fast.kept[0]["photoid"])  # break a row that would be kept
+    lines = [yfcc_line(r, i) for i, r in enumerate(rows)]
+    cols = lines[k].split("\t")
+    cols[12] = "not-a-number"
+    lines[k] = "\t".join(cols)
+    broken = ("\n".join(lines[:10] + [""] + lines[10:]) + "\n").encode()
+    res = _scan_block(broken, bbox)
+    assert res.kept == fast.kept[1:] and res.rows == 400
