@@ -202,6 +202,15 @@ def main() -> int:
         print("img2dataset: not available, no comparison. It is not a project dependency; install it into its own venv:")
         print("  python -m venv /tmp/i2d-venv && /tmp/i2d-venv/bin/pip install img2dataset")
         print("  python bench/bench_download.py --img2dataset-python /tmp/i2d-venv/bin/python   (or GEOPAK_IMG2DATASET_PYTHON=...)")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH line reporter
+    from _report import emit
+
+    setup = f"{n} images {args.width}x{args.height} -> {args.size} px, {args.cores} cores"
+    if results["img2dataset"]:
+        emit("download", "download images/s", g, "images/s", vs="img2dataset", vs_value=best(results["img2dataset"]), note=f"{setup}; goal ratio >= 1.0")
+    else:
+        emit("download", "download images/s", g, "images/s", vs="img2dataset", note=f"img2dataset not installed (set GEOPAK_IMG2DATASET_PYTHON); {setup}")
     return 0
 
 

@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         for r in rows:
             print(json.dumps(r))
+        report(rows)
         return 0
     print(f"GEOPAK model benchmark - CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.cells} cells{' (quick)' if args.quick else ''}")
     head = f"{'preset':<6} {'params':>9} {'train p0':>9} {'train p1':>9} {'train p2':>9} {'build s':>8} {'1 img ms':>9} {'heads ms/img':>13} {'batch':>6} {'img/s':>8}"
@@ -111,7 +112,22 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['trainable_phase2'] / 1e6:>8.2f}M {r['build_s']:>8.2f} {r['latency_ms']:>9.1f} {r['heads_ms_per_img']:>13.3f} {r['batch']:>6d} {r['img_per_s']:>8.1f}"
         )
     print("phase 2 unfreezes the last unfreeze_last_n blocks (preset default) of each encoder.")
+    report(rows)
     return 0
+
+
+def report(rows: list[dict]) -> None:
+    """The headline figures as BENCH lines for ``bench/run_all``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH line reporter
+    from _report import emit
+
+    threads = torch.get_num_threads()
+    for r in rows:
+        p = r["preset"]
+        trainable = ", ".join(f"p{i} {r[f'trainable_phase{i}'] / 1e6:.2f}M" for i in (0, 1, 2))
+        emit("model", f"{p}: parameters", r["params_total"], "params", higher_is_better=False, note=f"trainable {trainable}; {r['cells']} cells")
+        emit("model", f"{p}: CPU latency, 1 image", r["latency_ms"], "ms", higher_is_better=False, note=f"encoders + heads + mixture; {threads} threads")
+        emit("model", f"{p}: CPU throughput, batch {r['batch']}", r["img_per_s"], "img/s", vs="batch of 1", vs_value=1000.0 / r["latency_ms"], note=f"heads alone {r['heads_ms_per_img']:.3f} ms/img")
 
 
 if __name__ == "__main__":

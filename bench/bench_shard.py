@@ -186,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, sec in rows:
             print(f"{name:44} {sec:8.2f} {payload / 1e6 / sec:9.1f} {args.n / sec:10,.0f} {ceiling / sec:10.0%}")
         print(json.dumps({"n": args.n, "payload_mb": round(payload / 1e6, 1), "tarfile_mb_s": round(payload / 1e6 / ceiling, 1), "tarwriter_mb_s": round(payload / 1e6 / writer, 1), "shard_mb_s": round(payload / 1e6 / stage, 1), "shard_samples_s": round(args.n / stage, 1)}))
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH line reporter
+        from _report import emit
+
+        note = f"{args.n:,} images {args.side}px, {payload / 1e6:,.1f} MB"
+        emit("shard", "shard MB/s (whole stage)", payload / 1e6 / stage, "MB/s", vs="plain tarfile copy (ceiling)", vs_value=payload / 1e6 / ceiling, note=note)
+        emit("shard", "shard samples/s (whole stage)", args.n / stage, "samples/s", vs="plain tarfile copy (ceiling)", vs_value=args.n / ceiling, note=note)
+        emit("shard", "webdataset TarWriter only MB/s", payload / 1e6 / writer, "MB/s", vs="plain tarfile copy (ceiling)", vs_value=payload / 1e6 / ceiling, note=note)
     finally:
         if args.dir is None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"speed-up: {rate / naive_rate:,.0f}x")
     print(f"agreement on the naive sample: {int(inside.sum()) - disagree:,}/{int(inside.sum()):,} points the naive loop put in a province got the same id; {extra} points it left out were called inside")
     print(f"goal >= {GOAL:,} points/s: {'met' if rate >= GOAL else 'NOT met'}")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH line reporter
+    from _report import emit
+
+    agree = "agrees with the naive loop" if disagree == 0 and extra == 0 else f"DISAGREES with the naive loop ({disagree} ids, {extra} extra)"
+    emit("tag", "tag points/s", rate, "points/s", vs=f"naive polygon.contains loop ({k:,} pts)", vs_value=naive_rate, goal=GOAL, note=f"{args.n:,} points; {agree}")
     return 0 if disagree == 0 and extra == 0 else 1
 
 

@@ -130,6 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(r[0]) for r in rows)
     for name, value, unit in rows:
         print(f"  {name.ljust(width)}  {value:10.2f} {unit}")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH line reporter
+    from _report import emit
+
+    fig = {name: value for name, value, _ in rows}
+    step1 = fig["train step phase 1 (frozen encoders)"]
+    setup = f"{args.preset}, {device}, batch {bs}, {torch.get_num_threads()} threads"
+    for name, value, unit in rows:
+        if name.startswith("loader"):
+            emit("train", name, value, unit, vs="train step phase 1", vs_value=step1, note=f"ratio > 1: the loader keeps up; {setup}")
+    emit("train", "train step phase 2 (last blocks unfrozen)", fig["train step phase 2 (last blocks unfrozen)"], "img/s", note=f"phase 1: {step1:.1f} img/s; {setup}")
+    emit("train", f"phase-1 epoch from cache ({n_feat} img)", t_feat, "s", vs="phase-1 epoch from images", vs_value=t_img, higher_is_better=False, note=f"cache build {t_embed:.2f} s; {setup}")
     return 0
 
 

@@ -209,7 +209,7 @@ def _train_and_evaluate(*, work: Path, shards: Path, epochs: int, seed: int) -> 
     import pyarrow.parquet as pq
 
     index = pq.read_table(shards / "index.parquet").to_pandas()
-    test = index[index["split"] == "test"].sort_values("key").head(6)
+    test = index[index["split"] == "test"].sort_values("key").groupby("province_id", sort=True).head(1)
     predictor = GeopakPredictor(checkpoint_path=best, device="cpu")
     images = [_image_from_shards(shards, row) for row in test.itertuples()]
     answers = predictor.predict_many(images, batch_size=8)
@@ -222,7 +222,7 @@ def _train_and_evaluate(*, work: Path, shards: Path, epochs: int, seed: int) -> 
         report_dir / "map.png",
         points=index[["lat", "lon", "province_id"]],
         cells=cells,
-        predictions=[{"lat": p["lat"], "lon": p["lon"], "label": p["key"]} for p in predictions],
+        predictions=[{"lat": p["lat"], "lon": p["lon"], "true_lat": p["true_lat"], "true_lon": p["true_lon"], "label": f"{p['error_km']:.0f} km"} for p in predictions],
         title="geopak demo: samples, geocells and test predictions",
     )
     model_metrics = {k: v for k, v in result.items() if k not in ("baselines", "plots", "inference", "checkpoint", "split")}

@@ -8,8 +8,8 @@ hold for every cell this module returns, not "as far as possible":
   ``rural_radius_km`` (default 50) for any other cell.
 * **Urban rule** (configurable): a photo is *urban* when at least
   ``urban_density_min_neighbours`` other photos of its province lie closer than
-  ``urban_density_radius_km`` to it; a cell is urban when its median member is urban
-  (that is, when more than half of its members are urban photos).
+  ``urban_density_radius_km`` to it (measured in the province's projection); a cell is urban
+  when its median member is urban (that is, when more than half of its members are urban).
 * **Centre** = the cell's medoid: the member photo with the smallest summed distance to the
   other members, so a centre always lies where a photo was taken (never a mean that can fall
   into a lake or across a border). Cells of more than 256 photos search the medoid among the
@@ -25,26 +25,36 @@ How a province is clustered (``build_geocells``):
    matches the haversine distance to well under 1 % over a province.
 2. HDBSCAN (the ``hdbscan`` library, ``boruvka_kdtree`` on the 2-D metres, core distances in
    parallel) with ``min_cluster_size``, ``min_samples`` and ``cluster_selection_epsilon_km``.
+   A province with more than ``hdbscan_max_points`` photos is clustered on a seeded random
+   sample of that size; the other photos take the label of their nearest sampled photo.
+   Photos at exactly the same spot get one label (HDBSCAN may part them at distance 0), and
+   every later step keeps them together: a landmark's photos always share a cell.
 3. Every cluster that breaks its limit is split with k-means (scikit-learn, fixed seed,
    k ~ (radius / limit)^2, at least 2) and the pieces are checked again, recursively, until
    every piece holds. Pieces may fall below ``min_samples_per_cell``: the minimum yields to
    the radius limit, never the reverse.
-4. HDBSCAN noise joins the nearest cell whose centre lies within that cell's limit. Points
-   that join no cell are grouped among themselves (greedy: the photo with the most other
-   leftovers within its limit first takes all of them); a group of at least ``min_isolated``
-   photos becomes its own (``isolated``) cell, photos in no such group are rejected as
-   ``geocell_isolated``.
-5. Balancing: cells with fewer than ``min_samples_per_cell`` photos, and then the smallest cells
-   while the province has more cells than its target, are merged with the nearest cell of the
-   same province whose union still keeps its limit; while the province has fewer cells than
-   its target, the biggest cell is split in two when both halves keep their limits and hold
-   at least ``min_samples_per_cell`` photos. Target (``target_cells_for``)::
+4. HDBSCAN noise joins the nearest cell whose centre lies within that cell's limit (then the
+   cell's centre and flag are recomputed and step 3 runs again). Points that join no cell are
+   grouped among themselves (greedy: the photo with the most other leftovers within its limit
+   first takes all of them); a group of at least ``min_isolated`` photos becomes its own
+   (``isolated``) cell, photos in no such group are rejected as ``geocell_isolated``.
+5. Balancing towards a target number of cells per province (``target_cells_for``)::
 
        target = round(cells_per_1000_samples * n / 1000 + cells_per_10000_km2 * area_km2 / 10000)
        target = clamp(target, 1, max(1, n // min_samples_per_cell))
 
    where ``n`` is the province's photo count and ``area_km2`` its official area
    (``PROVINCE_AREA_KM2``); ``target_cells`` in the config overrides it per province.
+   Below target, the biggest cells are split by k-means into about n / (N / target) pieces
+   (re-checked as in step 3). Then cells with fewer than ``min_samples_per_cell`` photos, and
+   the smallest cells while the province is above target, merge with the nearest cell of the
+   same province whose union (new medoid, new urban flag) still keeps its limit; a cell no
+   neighbour can take stays small. If that leaves the province below target, the biggest
+   cells are halved while both halves keep their limits and ``min_samples_per_cell``.
+   The target is a goal: the radius limits and then the minimum cell size win over it.
+6. Cells left with fewer than ``min_isolated`` photos (pieces of splits no neighbour could
+   absorb) dissolve: each photo joins the nearest other cell within its limit, or is rejected
+   as ``geocell_isolated``. So no cell has fewer than ``min_isolated`` photos.
 
 The result is deterministic: points are put in a canonical (lat, lon) order per province before
 clustering, k-means has a fixed seed and runs single-threaded, ties are broken by position, and
@@ -272,9 +282,10 @@ class _Counts:
     splits: int = 0
     merges: int = 0
     balance_splits: int = 0
-    isolated_cells: int = 0
-    isolated_cell_samples: int = 0
+    isolated_groups: int = 0
     rejected_isolated: int = 0
+    dissolved_cells: int = 0
+    dissolved_joined: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -321,7 +332,10 @@ class _Province:
         return _Cell(idx, c, radius, urban, limit, isolated)
 
     def split(self, cell: _Cell, k: int, max_k: int = _MAX_SPLIT_K) -> list[np.ndarray]:
-        """k-means pieces of a cell (fixed seed); a median cut if k-means cannot separate it."""
+        """k-means pieces of a cell (fixed seed); a median cut if k-means cannot separate it.
+
+        Returns at least two non-empty pieces unless every photo of the cell is at one spot
+        (radius 0, which never needs splitting for a limit)."""
         from scipy.spatial import cKDTree
         from sklearn.cluster import KMeans
         from sklearn.exceptions import ConvergenceWarning
@@ -346,8 +360,11 @@ class _Province:
         if len(parts) >= 2:
             return parts
         # Duplicates can make k-means see a single point; cut along the widest axis instead.
-        axis = int(np.argmax(np.ptp(p, axis=0)))
-        v = p[:, axis]
+        # A cell whose photos all share one spot cannot be split: it comes back whole.
+        ext = np.ptp(p, axis=0)
+        if not np.any(ext > 0):
+            return [idx]
+        v = p[:, int(np.argmax(ext))]
         cut = float(np.median(v))
         left = v < cut if np.any(v < cut) else v <= cut
         if left.all():
@@ -417,8 +434,7 @@ class _Province:
             taken[nb] = True
             cells.append(self.stats(points[nb], isolated=True))
         cells = self.enforce(cells)
-        self.counts.isolated_cells += len(cells)
-        self.counts.isolated_cell_samples += sum(c.n for c in cells)
+        self.counts.isolated_groups += len(cells)
         rejected = points[~taken]
         self.counts.rejected_isolated += len(rejected)
         return cells, rejected
@@ -497,7 +513,10 @@ class _Province:
             k = min(round(n / size), n // min_n, _MAX_TARGET_K, target - n_alive + 1)
             if k < 2:
                 break  # the heap is ordered by size: no smaller cell can be split either
-            children = self.enforce([self.stats(q, out[i].isolated) for q in self.split(out[i], k, max_k=_MAX_TARGET_K)])
+            parts = self.split(out[i], k, max_k=_MAX_TARGET_K)
+            if len(parts) < 2:
+                continue  # all at one spot
+            children = self.enforce([self.stats(q, out[i].isolated) for q in parts])
             alive[i] = False
             for c in children:
                 out.append(c)
@@ -506,6 +525,67 @@ class _Province:
             n_alive += len(children) - 1
             self.counts.balance_splits += 1
         return [c for c, a in zip(out, alive, strict=True) if a]
+
+    def top_up(self, cells: list[_Cell], target: int) -> list[_Cell]:
+        """After merging, while still below target: split the biggest cell in two when both
+        halves keep their limits and hold at least ``min_samples_per_cell`` photos."""
+        min_n = self.cfg.min_samples_per_cell
+        out = list(cells)
+        alive = [True] * len(out)
+        heap = [(-c.n, i) for i, c in enumerate(out)]
+        heapq.heapify(heap)
+        n_alive = len(out)
+        while heap and n_alive < target:
+            neg, i = heapq.heappop(heap)
+            if -neg < 2 * min_n:
+                break
+            parts = self.split(out[i], 2)
+            if len(parts) != 2 or min(len(q) for q in parts) < min_n:
+                continue
+            children = [self.stats(q, out[i].isolated) for q in parts]
+            if not all(c.ok for c in children):
+                continue
+            alive[i] = False
+            for c in children:
+                out.append(c)
+                alive.append(True)
+                heapq.heappush(heap, (-c.n, len(out) - 1))
+            n_alive += 1
+            self.counts.balance_splits += 1
+        return [c for c, a in zip(out, alive, strict=True) if a]
+
+    def dissolve_small(self, cells: list[_Cell]) -> tuple[list[_Cell], np.ndarray]:
+        """Cells of fewer than ``min_isolated`` photos (pieces left by splitting) dissolve: each
+        photo joins the nearest bigger cell within that cell's limit, or is rejected.
+
+        A receiving cell takes a new medoid when its limit still holds around it; otherwise it
+        keeps its centre and flag (every joined photo is within the limit of that centre).
+        """
+        small = [c for c in cells if c.n < self.cfg.min_isolated]
+        if not small:
+            return cells, np.zeros(0, dtype=np.int64)
+        big = [c for c in cells if c.n >= self.cfg.min_isolated]
+        points = np.sort(np.concatenate([c.idx for c in small]))
+        self.counts.dissolved_cells += len(small)
+        if not big:
+            self.counts.rejected_isolated += len(points)
+            return [], points
+        cidx = np.array([c.centre for c in big], dtype=np.int64)
+        limits = np.array([c.limit for c in big], dtype=np.float64)
+        choice = _nearest_within(self.lat[points], self.lon[points], self.lat[cidx], self.lon[cidx], limits)
+        for j in np.unique(choice[choice >= 0]):
+            old = big[int(j)]
+            idx = np.concatenate([old.idx, points[choice == j]])
+            new = self.stats(idx, old.isolated)
+            if not new.ok:
+                idx = np.sort(idx)
+                radius = float(haversine_km(self.lat[idx], self.lon[idx], self.lat[old.centre], self.lon[old.centre]).max())
+                new = _Cell(idx, old.centre, radius, old.urban, old.limit, old.isolated)
+            big[int(j)] = new
+        rejected = points[choice < 0]
+        self.counts.dissolved_joined += int((choice >= 0).sum())
+        self.counts.rejected_isolated += len(rejected)
+        return big, rejected
 
     def hdbscan_labels(self) -> np.ndarray:
         """HDBSCAN labels (-1 = noise) for every photo of the province.
@@ -544,10 +624,15 @@ class _Province:
         except (ValueError, IndexError) as exc:  # degenerate input (e.g. all photos at one spot)
             log.debug("hdbscan failed on %d points (%s); treating all as noise", len(x), exc)
             return np.full(n, -1, dtype=np.int64)
-        if sample is None:
-            return labels
-        _, nearest = cKDTree(x).query(self.xy, k=1, workers=self.n_jobs)
-        return labels[np.asarray(nearest, dtype=np.int64)]
+        if sample is not None:
+            _, nearest = cKDTree(x).query(self.xy, k=1, workers=self.n_jobs)
+            labels = labels[np.asarray(nearest, dtype=np.int64)]
+        # Photos at exactly one spot (a landmark) are indistinguishable, yet HDBSCAN may part them
+        # at distance 0. They are adjacent in canonical order: give each run its first label.
+        # Every later step keeps identical points together, so they always share a cell.
+        start = np.r_[True, (self.lat[1:] != self.lat[:-1]) | (self.lon[1:] != self.lon[:-1])]
+        first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
+        return labels[first]
 
     def run(self, target: int) -> tuple[list[_Cell], np.ndarray]:
         t = self.counts.seconds
@@ -570,9 +655,11 @@ class _Province:
         iso, rejected = self.isolated(left)
         cells = self.split_to_target(cells + iso, target)
         cells = self.merge(cells, target)
+        cells = self.top_up(cells, target)
         cells = self.enforce(cells)  # a no-op by construction; kept as the last word
+        cells, dropped = self.dissolve_small(cells)
         t["constraints"] = time.perf_counter() - t0
-        return cells, rejected
+        return cells, np.sort(np.concatenate([rejected, dropped]))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -679,9 +766,12 @@ def build_geocells(
                 "splits": k.splits,
                 "merges": k.merges,
                 "balance_splits": k.balance_splits,
-                "isolated_cells": k.isolated_cells,
-                "isolated_cell_samples": k.isolated_cell_samples,
+                "isolated_groups": k.isolated_groups,
+                "isolated_cells": int(sum(c.isolated for c in cells)),
+                "isolated_cell_samples": int(sum(c.n for c in cells if c.isolated)),
                 "rejected_isolated": k.rejected_isolated,
+                "small_cells_dissolved": k.dissolved_cells,
+                "small_cell_photos_joined": k.dissolved_joined,
                 "cells_below_min_samples": int(sum(c.n < config.min_samples_per_cell for c in cells)),
                 "crs": prov.crs,
                 "seconds": {name: round(v, 3) for name, v in {**k.seconds, "total": time.perf_counter() - t0}.items()},

@@ -60,7 +60,8 @@ def run_pipeline(*, config_path: Path, work: Path | None = None, force: bool = F
 def summary_table(outcomes: list[StageOutcome]) -> str:
     rows = [("stage", "status", "seconds", "counts")]
     for o in outcomes:
-        counts = ", ".join(f"{k}={v}" for k, v in o.counts.items())
+        headline = [(k, v) for k, v in o.counts.items() if ":" not in k][:6]
+        counts = ", ".join(f"{k}={v}" for k, v in headline)
         rows.append((o.name, "skipped (done)" if o.skipped else "ran", f"{o.seconds:.1f}", counts))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows]

@@ -1,0 +1,227 @@
+"""One map drawing for the whole project: province polygons, photos, geocells, predictions.
+
+Used by ``cluster`` (cells.png), ``stats``, the demo and ``geopak-predict --map``. It draws with
+matplotlib's Agg canvas directly (no pyplot state, no display needed, safe in threads) and
+uses no basemap tiles, so it works offline. When ``boundaries`` is None it tries
+``geopak_data.boundaries.load_boundaries()``; if the polygons are unavailable the map is
+drawn without them rather than failing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .geo import PAKISTAN_BBOX
+from .io import atomic_path
+from .progress import log
+from .provinces import NUM_PROVINCES, PROVINCES
+
+# One colour per contract province id (colour-blind friendly Okabe-Ito palette).
+PROVINCE_COLOURS: tuple[str, ...] = ("#E69F00", "#009E73", "#0072B2", "#D55E00", "#56B4E9", "#CC79A7", "#8C6D31")
+_MAX_POINTS = 200_000  # more points than this are thinned (evenly) before drawing
+_KM_PER_DEG_LAT = 110.574
+_KM_PER_DEG_LON_EQ = 111.320
+
+
+def _load_boundaries(boundaries: Any) -> Any:
+    if boundaries is False:
+        return None
+    if boundaries is not None and not isinstance(boundaries, str | Path):
+        return boundaries
+    try:
+        from .boundaries import load_boundaries
+
+        return load_boundaries(boundaries)
+    except Exception as exc:  # no polygons is not a reason to lose the map
+        log.info("map drawn without province polygons (%s)", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+
+
+def _points(points: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(lat, lon, province_id or None) from a DataFrame/Table/dict with lat, lon or a (lat, lon) pair."""
+    if points is None:
+        return np.zeros(0), np.zeros(0), None
+    if hasattr(points, "column_names"):  # pyarrow Table
+        cols = points.column_names
+        get = lambda c: np.asarray(points.column(c).to_numpy(zero_copy_only=False))  # noqa: E731
+    elif hasattr(points, "columns") or isinstance(points, Mapping):
+        cols = list(points.columns) if hasattr(points, "columns") else list(points)
+        get = lambda c: np.asarray(points[c])  # noqa: E731
+    else:
+        seq = list(points)
+        if len(seq) < 2:
+            raise ValueError("points must be (lat, lon[, province_id]) arrays or a table with lat, lon columns")
+        lat, lon = np.asarray(seq[0], dtype=np.float64), np.asarray(seq[1], dtype=np.float64)
+        pid = np.asarray(seq[2]) if len(seq) > 2 and seq[2] is not None else None
+        return lat, lon, pid
+    if "lat" not in cols or "lon" not in cols:
+        raise ValueError("points table needs lat and lon columns")
+    pid = get("province_id") if "province_id" in cols else None
+    return get("lat").astype(np.float64), get("lon").astype(np.float64), pid
+
+
+def _extent(boxes: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    boxes = [b for b in boxes if all(math.isfinite(v) for v in b)]
+    if not boxes:
+        lon0, lat0, lon1, lat1 = PAKISTAN_BBOX
+    else:
+        lon0 = min(b[0] for b in boxes)
+        lat0 = min(b[1] for b in boxes)
+        lon1 = max(b[2] for b in boxes)
+        lat1 = max(b[3] for b in boxes)
+    pad = max(0.1, 0.03 * max(lon1 - lon0, lat1 - lat0))
+    return lon0 - pad, lat0 - pad, lon1 + pad, lat1 + pad
+
+
+def plot_map(
+    path: str | Path,
+    *,
+    boundaries: Any = None,
+    points: Any = None,
+    cells: Any = None,
+    predictions: Sequence[Mapping[str, Any]] | None = None,
+    title: str = "",
+    dpi: int = 150,
+) -> Path:
+    """Draw a PNG map and write it atomically to ``path``; returns the path.
+
+    * ``boundaries``: a GeoDataFrame (EPSG:4326) or a polygon file path; None loads the
+      project's polygons if available; False draws none.
+    * ``points``: (lat, lon[, province_id]) arrays, or a DataFrame/pyarrow Table/dict with
+      ``lat``, ``lon`` and optionally ``province_id`` (colours by province).
+    * ``cells``: a table with ``center_lat``, ``center_lon``, ``radius_km`` and optionally
+      ``province_id``/``urban``: each cell is drawn as its radius circle and its centre.
+    * ``predictions``: dicts with ``lat``, ``lon`` and optionally ``label``, ``color`` and the
+      photo's ``true_lat``/``true_lon`` (drawn as a cross joined to the prediction).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import EllipseCollection
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    gdf = _load_boundaries(boundaries)
+    lat, lon, pid = _points(points)
+    boxes: list[tuple[float, float, float, float]] = []
+    if gdf is not None and len(gdf):
+        b = [float(v) for v in gdf.total_bounds]
+        boxes.append((b[0], b[1], b[2], b[3]))
+    if len(lat):
+        boxes.append((float(np.nanmin(lon)), float(np.nanmin(lat)), float(np.nanmax(lon)), float(np.nanmax(lat))))
+    clat = clon = crad = None
+    if cells is not None:
+        clat = _col(cells, "center_lat").astype(np.float64)
+        clon = _col(cells, "center_lon").astype(np.float64)
+        crad = _col(cells, "radius_km").astype(np.float64)
+        if len(clat):
+            boxes.append((float(np.min(clon)), float(np.min(clat)), float(np.max(clon)), float(np.max(clat))))
+    preds = list(predictions or [])
+    if preds:
+        plat = [float(p["lat"]) for p in preds]
+        plon = [float(p["lon"]) for p in preds]
+        boxes.append((min(plon), min(plat), max(plon), max(plat)))
+    lon0, lat0, lon1, lat1 = _extent(boxes)
+    mid_lat = (lat0 + lat1) / 2.0
+
+    aspect = (lat1 - lat0) / max((lon1 - lon0) * math.cos(math.radians(mid_lat)), 1e-6)
+    fig = Figure(figsize=(9.0, min(14.0, max(4.0, 9.0 * aspect))))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_facecolor("#f4f7fb")
+    handles: list[Any] = []
+
+    if gdf is not None and len(gdf):
+        names = list(gdf["province"]) if "province" in gdf.columns else [None] * len(gdf)
+        ids = list(gdf["province_id"]) if "province_id" in gdf.columns else [None] * len(gdf)
+        for geom, name, p in zip(gdf.geometry, names, ids, strict=True):
+            colour = PROVINCE_COLOURS[int(p) % len(PROVINCE_COLOURS)] if p is not None else "#999999"
+            for poly in getattr(geom, "geoms", [geom]):
+                if poly.is_empty or not hasattr(poly, "exterior"):
+                    continue
+                x, y = poly.exterior.xy
+                ax.fill(x, y, facecolor=colour, alpha=0.08, edgecolor="none", zorder=1)
+                ax.plot(x, y, color="#555555", linewidth=0.6, zorder=2)
+            if name:
+                rp = geom.representative_point()
+                ax.annotate(str(name), (rp.x, rp.y), fontsize=7, color="#333333", ha="center", zorder=6, alpha=0.8)
+
+    if len(lat):
+        step = max(1, int(math.ceil(len(lat) / _MAX_POINTS)))
+        la, lo = lat[::step], lon[::step]
+        size = 2.0 if len(la) > 20_000 else 5.0
+        if pid is not None:
+            pp = np.asarray(pid)[::step]
+            for p in range(NUM_PROVINCES):
+                m = pp == p
+                if np.any(m):
+                    ax.scatter(lo[m], la[m], s=size, color=PROVINCE_COLOURS[p], alpha=0.5, linewidths=0, zorder=3, rasterized=True)
+                    handles.append(Line2D([], [], marker="o", linestyle="", color=PROVINCE_COLOURS[p], label=PROVINCES[p]))
+        else:
+            ax.scatter(lo, la, s=size, color="#333333", alpha=0.4, linewidths=0, zorder=3, rasterized=True)
+            handles.append(Line2D([], [], marker="o", linestyle="", color="#333333", label=f"photos ({len(lat):,})"))
+
+    if clat is not None and len(clat):
+        urban = _col(cells, "urban").astype(bool) if _hascol(cells, "urban") else np.zeros(len(clat), dtype=bool)
+        colours = np.where(urban, "#C0392B", "#1F4E9E")
+        widths = 2.0 * crad / (_KM_PER_DEG_LON_EQ * np.cos(np.radians(clat)))
+        heights = 2.0 * crad / _KM_PER_DEG_LAT
+        ec = EllipseCollection(
+            widths, heights, np.zeros(len(clat)), units="xy", offsets=np.column_stack([clon, clat]),
+            offset_transform=ax.transData, facecolors="none", edgecolors=colours, linewidths=0.5, alpha=0.7, zorder=4,
+        )
+        ax.add_collection(ec)
+        ax.scatter(clon, clat, s=3, c=colours, linewidths=0, zorder=5)
+        handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="#C0392B", label=f"urban cells ({int(urban.sum())})"))
+        handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="#1F4E9E", label=f"rural cells ({int((~urban).sum())})"))
+
+    if any("true_lat" in p for p in preds):
+        handles.append(Line2D([], [], marker="*", linestyle="", color="#000000", markersize=9, label="prediction"))
+        handles.append(Line2D([], [], marker="x", linestyle="--", color="#000000", label="true location"))
+    for p in preds:
+        colour = p.get("color", "#000000")
+        if "true_lat" in p and "true_lon" in p:
+            tlat, tlon = float(p["true_lat"]), float(p["true_lon"])
+            ax.plot([tlon, float(p["lon"])], [tlat, float(p["lat"])], linestyle="--", linewidth=0.8, color=colour, zorder=6)
+            ax.scatter([tlon], [tlat], marker="x", s=50, color=colour, linewidths=1.2, zorder=7)
+        ax.scatter([float(p["lon"])], [float(p["lat"])], marker="*", s=160, color=colour, edgecolors="white", linewidths=0.8, zorder=7)
+        if p.get("label"):
+            ax.annotate(str(p["label"]), (float(p["lon"]), float(p["lat"])), xytext=(6, 6), textcoords="offset points", fontsize=8, zorder=8)
+
+    ax.set_xlim(lon0, lon1)
+    ax.set_ylim(lat0, lat1)
+    ax.set_aspect(1.0 / math.cos(math.radians(mid_lat)))
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    if title:
+        ax.set_title(title, fontsize=11)
+    if handles:
+        ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.8, markerscale=1.5)
+    fig.tight_layout()
+
+    out = Path(path)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    return out
+
+
+def _col(table: Any, name: str) -> np.ndarray:
+    if hasattr(table, "column_names"):
+        return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
+    if hasattr(table, "columns") or isinstance(table, Mapping):
+        return np.asarray(table[name])
+    return np.asarray(getattr(table, name))
+
+
+def _hascol(table: Any, name: str) -> bool:
+    if hasattr(table, "column_names"):
+        return name in table.column_names
+    if hasattr(table, "columns"):
+        return name in table.columns
+    if isinstance(table, Mapping):
+        return name in table
+    return getattr(table, name, None) is not None
