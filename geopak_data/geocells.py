@@ -615,7 +615,7 @@ class _Province:
             cluster_selection_epsilon=float(cfg.cluster_selection_epsilon_km) * 1000.0,
             algorithm="boruvka_kdtree",
             # joblib workers only pay off on big inputs; the result is the same either way
-            core_dist_n_jobs=self.n_jobs if len(x) > 50_000 else 1,
+            core_dist_n_jobs=self.n_jobs if len(x) > 100_000 else 1,
         )
         try:
             with warnings.catch_warnings():
