@@ -25,13 +25,11 @@ What it guarantees, and why:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import inspect
 import logging
 import os
 import random
 import re
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +45,8 @@ from yarl import URL
 from .config import DownloadConfig
 from .imaging import ImageRejected, StoredImage, process_image
 from .netguard import Blocked, Guard, GuardedResolver
+from .ratelimit import backoff_delay as jittered_backoff
+from .ratelimit import retry_after_seconds as parse_retry_after
 
 log = logging.getLogger("geopak.download")
 
@@ -75,30 +75,12 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
-
-
 def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None) -> float:
     """Seconds before retry ``attempt`` (0-based): ``Retry-After`` when the server gave one,
     else ``base * 2**attempt`` with jitter in [50%, 100%]; never more than ``cap``."""
     if retry_after is not None:
         return min(cap, retry_after)
-    r = (rng or random).random()
-    return min(cap, base * (2**attempt)) * (0.5 + 0.5 * r)
+    return jittered_backoff(attempt, base, cap, rng)
 
 
 def robots_optout(values: Iterable[str], agent: str = "geopak") -> bool:
