@@ -23,8 +23,9 @@ How a province is clustered (``build_geocells``):
 1. Project the province's photos to metres with a Lambert azimuthal equal-area CRS centred on
    them (pyproj; the PROJ string is reported per cell as ``crs``), where Euclidean distance
    matches the haversine distance to well under 1 % over a province.
-2. HDBSCAN (the ``hdbscan`` library, ``boruvka_kdtree`` on the 2-D metres, core distances in
-   parallel) with ``min_cluster_size``, ``min_samples`` and ``cluster_selection_epsilon_km``.
+2. HDBSCAN (the ``hdbscan`` library, ``boruvka_kdtree`` on the 2-D metres) with
+   ``min_cluster_size``, ``min_samples`` and ``cluster_selection_epsilon_km``; core distances
+   in one job, because hdbscan's parallel split changes tie-breaking and so the clusters.
    A province with more than ``hdbscan_max_points`` photos is clustered on a seeded random
    sample of that size; the other photos take the label of their nearest sampled photo.
    Photos at exactly the same spot get one label (HDBSCAN may part them at distance 0), and
@@ -614,8 +615,11 @@ class _Province:
             min_samples=min(cfg.min_samples, len(x) - 1),
             cluster_selection_epsilon=float(cfg.cluster_selection_epsilon_km) * 1000.0,
             algorithm="boruvka_kdtree",
-            # joblib workers only pay off on big inputs; the result is the same either way
-            core_dist_n_jobs=self.n_jobs if len(x) > 100_000 else 1,
+            # One job, on purpose: hdbscan splits the core-distance query into n_jobs chunks,
+            # which reorders neighbours at equal distance (duplicates), and so changes the
+            # clusters with the core count (93k Punjab-like points: 210/208/209 clusters at
+            # 1/2/4 jobs). The sampling cap keeps the single-threaded run short.
+            core_dist_n_jobs=1,
         )
         try:
             with warnings.catch_warnings():
@@ -692,8 +696,8 @@ def build_geocells(
     """Cluster points (already tagged with contract province ids) into constrained geocells.
 
     See the module docstring for the rules. ``area_km2`` overrides ``PROVINCE_AREA_KM2`` for the
-    balancing target; ``n_jobs`` is the parallelism of HDBSCAN's core distances and of the k-d
-    tree queries (neither changes the result).
+    balancing target; ``n_jobs`` is the parallelism of the k-d tree queries (it never changes
+    the result).
     """
     # Load the OpenMP/BLAS users first: threadpool_limits only reaches libraries already loaded.
     import hdbscan  # noqa: F401
