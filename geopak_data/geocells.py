@@ -80,6 +80,7 @@ from .errors import GeopakError
 from .geo import EARTH_RADIUS_KM, haversine_km, valid_coordinates
 from .progress import log, progress
 from .provinces import NUM_PROVINCES, PROVINCES
+from .tables import column, has_column
 
 # Official areas (km^2, rounded) used by the balancing target; index = contract province id.
 PROVINCE_AREA_KM2: tuple[float, ...] = (
@@ -829,28 +830,12 @@ def nearest_cells(center_lat: np.ndarray, center_lon: np.ndarray, k: int) -> lis
     return out
 
 
-def _column(cells: Any, name: str) -> np.ndarray:
-    if hasattr(cells, "column_names") and hasattr(cells, "column"):  # pyarrow Table
-        return np.asarray(cells.column(name).to_numpy(zero_copy_only=False))
-    if isinstance(cells, Mapping) or hasattr(cells, "columns"):
-        return np.asarray(cells[name])
-    return np.asarray(getattr(cells, name))
-
-
-def _has(cells: Any, name: str) -> bool:
-    if hasattr(cells, "column_names"):
-        return name in cells.column_names
-    if hasattr(cells, "columns"):
-        return name in cells.columns
-    if isinstance(cells, Mapping):
-        return name in cells
-    return getattr(cells, name, None) is not None
 
 
 def _cell_order(cells: Any) -> np.ndarray | None:
-    if not _has(cells, "cell_id"):
+    if not has_column(cells, "cell_id"):
         return None
-    ids = _column(cells, "cell_id").astype(np.int64)
+    ids = column(cells, "cell_id").astype(np.int64)
     order = np.argsort(ids, kind="stable")
     if not np.array_equal(ids[order], np.arange(len(ids))):
         raise GeopakError("cell table cell_id must be contiguous from 0")
@@ -864,8 +849,8 @@ def cell_distance_matrix(cells: Any) -> np.ndarray:
     ``center_lat``/``center_lon`` attributes such as the model's ``CellTable``). The model's
     distance-aware label smoothing needs exactly this matrix.
     """
-    clat = _column(cells, "center_lat").astype(np.float64)
-    clon = _column(cells, "center_lon").astype(np.float64)
+    clat = column(cells, "center_lat").astype(np.float64)
+    clon = column(cells, "center_lon").astype(np.float64)
     order = _cell_order(cells)
     if order is not None:
         clat, clon = clat[order], clon[order]
@@ -895,14 +880,14 @@ def assign_to_cells(
     out = np.full(len(lat), -1, dtype=np.int32)
     if len(lat) == 0:
         return out
-    cid = _column(cells, "cell_id").astype(np.int64) if _has(cells, "cell_id") else np.arange(len(_column(cells, "center_lat")))
-    cpid = _column(cells, "province_id").astype(np.int64)
-    clat = _column(cells, "center_lat").astype(np.float64)
-    clon = _column(cells, "center_lon").astype(np.float64)
-    if _has(cells, "limit_km"):
-        limit = _column(cells, "limit_km").astype(np.float64)
+    cid = column(cells, "cell_id").astype(np.int64) if has_column(cells, "cell_id") else np.arange(len(column(cells, "center_lat")))
+    cpid = column(cells, "province_id").astype(np.int64)
+    clat = column(cells, "center_lat").astype(np.float64)
+    clon = column(cells, "center_lon").astype(np.float64)
+    if has_column(cells, "limit_km"):
+        limit = column(cells, "limit_km").astype(np.float64)
     else:
-        urban = _column(cells, "urban").astype(bool) if _has(cells, "urban") else np.zeros(len(clat), dtype=bool)
+        urban = column(cells, "urban").astype(bool) if has_column(cells, "urban") else np.zeros(len(clat), dtype=bool)
         limit = np.where(urban, float(urban_radius_km), float(rural_radius_km))
     ok = valid_coordinates(lat, lon)
     for p in np.unique(pid):
@@ -928,13 +913,13 @@ def check_cells(lat: np.ndarray, lon: np.ndarray, province_id: np.ndarray, cell_
     cop = np.asarray(cell_of_point).astype(np.int64)
     order = _cell_order(cells)
     if order is None:
-        order = np.arange(len(_column(cells, "center_lat")))
+        order = np.arange(len(column(cells, "center_lat")))
     c = len(order)
-    clat = _column(cells, "center_lat").astype(np.float64)[order]
-    clon = _column(cells, "center_lon").astype(np.float64)[order]
-    cpid = _column(cells, "province_id").astype(np.int64)[order]
-    limit = _column(cells, "limit_km").astype(np.float64)[order]
-    nsamp = _column(cells, "n_samples").astype(np.int64)[order]
+    clat = column(cells, "center_lat").astype(np.float64)[order]
+    clon = column(cells, "center_lon").astype(np.float64)[order]
+    cpid = column(cells, "province_id").astype(np.int64)[order]
+    limit = column(cells, "limit_km").astype(np.float64)[order]
+    nsamp = column(cells, "n_samples").astype(np.int64)[order]
     m = cop >= 0
     d = haversine_km(lat[m], lon[m], clat[cop[m]], clon[cop[m]])
     radius = np.zeros(c)

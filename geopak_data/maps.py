@@ -20,6 +20,7 @@ from .geo import PAKISTAN_BBOX
 from .io import atomic_path
 from .progress import log
 from .provinces import NUM_PROVINCES, PROVINCES
+from .tables import column, has_column
 
 # One colour per contract province id (colour-blind friendly Okabe-Ito palette).
 PROVINCE_COLOURS: tuple[str, ...] = ("#E69F00", "#009E73", "#0072B2", "#D55E00", "#56B4E9", "#CC79A7", "#8C6D31")
@@ -114,9 +115,9 @@ def plot_map(
         boxes.append((float(np.nanmin(lon)), float(np.nanmin(lat)), float(np.nanmax(lon)), float(np.nanmax(lat))))
     clat = clon = crad = None
     if cells is not None:
-        clat = _col(cells, "center_lat").astype(np.float64)
-        clon = _col(cells, "center_lon").astype(np.float64)
-        crad = _col(cells, "radius_km").astype(np.float64)
+        clat = column(cells, "center_lat").astype(np.float64)
+        clon = column(cells, "center_lon").astype(np.float64)
+        crad = column(cells, "radius_km").astype(np.float64)
         if len(clat):
             boxes.append((float(np.min(clon)), float(np.min(clat)), float(np.max(clon)), float(np.max(clat))))
     preds = list(predictions or [])
@@ -165,7 +166,7 @@ def plot_map(
             handles.append(Line2D([], [], marker="o", linestyle="", color="#333333", label=f"photos ({len(lat):,})"))
 
     if clat is not None and len(clat):
-        urban = _col(cells, "urban").astype(bool) if _hascol(cells, "urban") else np.zeros(len(clat), dtype=bool)
+        urban = column(cells, "urban").astype(bool) if has_column(cells, "urban") else np.zeros(len(clat), dtype=bool)
         colours = np.where(urban, "#C0392B", "#1F4E9E")
         widths = 2.0 * crad / (_KM_PER_DEG_LON_EQ * np.cos(np.radians(clat)))
         heights = 2.0 * crad / _KM_PER_DEG_LAT
@@ -208,20 +209,3 @@ def plot_map(
         fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
     return out
 
-
-def _col(table: Any, name: str) -> np.ndarray:
-    if hasattr(table, "column_names"):
-        return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
-    if hasattr(table, "columns") or isinstance(table, Mapping):
-        return np.asarray(table[name])
-    return np.asarray(getattr(table, name))
-
-
-def _hascol(table: Any, name: str) -> bool:
-    if hasattr(table, "column_names"):
-        return name in table.column_names
-    if hasattr(table, "columns"):
-        return name in table.columns
-    if isinstance(table, Mapping):
-        return name in table
-    return getattr(table, name, None) is not None
