@@ -67,7 +67,7 @@ def _dedup_first(table: pa.Table) -> pa.Table:
         return table
     idx = pa.array(range(table.num_rows), pa.int64())
     firsts = pa.table({"key": table.column("key"), "i": idx}).group_by("key", use_threads=False).aggregate([("i", "min")]).column("i_min")
-    return table.take(pc.sort_indices(firsts))
+    return table.take(pc.take(firsts, pc.sort_indices(firsts)))
 
 
 # ----------------------------------------------------------------------------- discovery

@@ -215,3 +215,14 @@ def test_metadata_edit_without_url_change_does_not_redownload(tmp_path, server):
     assert pq.read_table(work / "crawl/yfcc/records.parquet").column("title").to_pylist() == ["new title"]
     with urlopen(f"{server}/count?path={quote(path, safe='')}", timeout=10) as r:
         assert r.read() == b"1"  # fetched once, by the first run only
+
+
+def test_duplicate_photo_ids_keep_first_and_lose_no_later_row(tmp_path, server):
+    # A repeated photo id early in the file must neither survive twice nor push the last rows out.
+    rows = [dict(photoid=pid, longitude=70.0 + i * 0.01, latitude=30.0, downloadurl=f"{server}/i/photo.jpg?d={i}") for i, pid in enumerate([1, 2, 1, 3, 4])]
+    meta = write_yfcc_tsv(tmp_path / "dup.tsv", rows)
+    out = run_crawl(source="yfcc", work=tmp_path / "w", config=cfg(), metadata=meta, allow_private_hosts=True)
+    assert out.counts["duplicates"] == 1 and out.counts["candidates"] == 4
+    cands = pq.read_table(tmp_path / "w/crawl/yfcc/candidates.parquet")
+    assert cands.column("source_id").to_pylist() == ["1", "2", "3", "4"]
+    assert cands.column("url").to_pylist()[0].endswith("d=0")

@@ -78,3 +78,14 @@ def test_user_errors(tmp_path, files):
     bad.write_text("landmark,x,y\n1,2,3\n")
     with pytest.raises(GeopakError, match="landmark_id"):
         run(tmp_path, train_csv=train, landmarks=bad)
+
+
+def test_wrong_files_refused_at_construction(tmp_path, files):
+    # Header problems surface before discovery starts (so before any progress bar is drawn).
+    train, marks, _ = files
+    bad = tmp_path / "bad_train.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(GeopakError, match="bad_train.csv: no id column"):
+        get_source("gldv2", config=load_config(), train_csv=bad, landmarks=marks)
+    with pytest.raises(GeopakError, match="no landmark_id column"):
+        get_source("gldv2", config=load_config(), train_csv=train, landmarks=bad)

@@ -168,3 +168,22 @@ def test_fast_and_fallback_block_parsers_agree(tmp_path):
     broken = ("\n".join(lines[:10] + [""] + lines[10:]) + "\n").encode()
     res = _scan_block(broken, bbox)
     assert res.kept == fast.kept[1:] and res.rows == 400
+
+
+@pytest.mark.parametrize("content", [b'name = "x"\n[filter]\nmin_side = 1\n', b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x02\x00\n\x9c\x80\xfe\t\x01\n"])
+def test_wrong_file_type_is_refused_before_any_work(tmp_path, content):
+    # A TOML or a JPEG passed as --metadata must be a one-line error at construction (before any
+    # progress bar), not a crawl of zero photos; non-UTF-8 bytes must not print pyarrow noise.
+    path = tmp_path / "wrong.tsv"
+    path.write_bytes(content)
+    with pytest.raises(GeopakError, match="not a yfcc100m_dataset file"):
+        get_source("yfcc", config=load_config(), metadata=path)
+
+
+def test_non_utf8_malformed_line_takes_the_quiet_slow_path(tmp_path, capfd):
+    path = tmp_path / "m.tsv"
+    good = [yfcc_line(r, i).encode() for i, r in enumerate(ROWS)]
+    path.write_bytes(b"\n".join(good[:1] + [b"\xff\xfe\tbinary"] + good[1:]) + b"\n")
+    _, t = discover(tmp_path, path)
+    assert sorted(t.column("source_id").to_pylist()) == ["101", "105"]
+    assert "Traceback" not in capfd.readouterr().err

@@ -115,6 +115,13 @@ class Gldv2Source(Source):
         att = attribution_csv or g.attribution_csv
         self.attribution_csv = self._path(att, "attribution CSV", "--attribution-csv", "") if att else None
         self.bbox = tuple(config.crawl.bbox)
+        # Wrong files are one-line errors before any work starts (headers only: cheap).
+        lm_names = _header(self.landmarks)
+        for wanted, what in ((("landmark_id", "id"), "landmark_id"), (("lat", "latitude"), "latitude"), (("lon", "lng", "longitude"), "longitude")):
+            _pick(lm_names, wanted, self.landmarks, what)
+        train_names = _header(self.train_csv)
+        for col in ("id", "url", "landmark_id"):
+            _pick(train_names, (col,), self.train_csv, col)
 
     @staticmethod
     def _path(value: Any, what: str, flag: str, key: str) -> Path:

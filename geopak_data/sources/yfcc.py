@@ -243,17 +243,18 @@ def _scan_block(block: bytes | memoryview, bbox: tuple[float, float, float, floa
 
     ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
     lines = len(ends)
-    invalid: list[Any] = []
     try:
         table = pacsv.read_csv(
             pa.py_buffer(block),
             read_options=pacsv.ReadOptions(column_names=list(YFCC_COLUMNS), block_size=max(1 << 20, len(block) // 8 + 1), use_threads=True),
-            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False, newlines_in_values=False, invalid_row_handler=lambda r: invalid.append(r) or "skip"),
+            # No invalid_row_handler: a malformed line raises and the block takes the slow path
+            # (a handler would be given the line as text and fail noisily on non-UTF-8 bytes).
+            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False, newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(include_columns=list(_FILTER_COLS), column_types={"longitude": pa.float64(), "latitude": pa.float64(), "marker": pa.int8()}),
         )
     except pa.ArrowInvalid:
         return _scan_block_slow(block, bbox)
-    if invalid or table.num_rows != lines:  # rows no longer line up with lines
+    if table.num_rows != lines:  # rows no longer line up with lines
         return _scan_block_slow(block, bbox)
     mask = select(table, bbox).column("_keep").to_numpy(zero_copy_only=False) if table.num_rows else np.zeros(0, bool)
     hits = np.flatnonzero(mask)
@@ -321,6 +322,38 @@ def scan_blocks(path: str | Path, bbox: tuple[float, float, float, float] | list
         yield _scan_block(block, box)  # type: ignore[arg-type]
 
 
+def check_metadata(path: str | Path, sniff_bytes: int = 1 << 20) -> None:
+    """Refuse a file that is not YFCC metadata before any work starts (a wrong ``--metadata``
+    is a one-line user error, not a crawl of zero photos): a TSV must have a line with the 25
+    columns in its first ``sniff_bytes``; a Parquet file must have the needed columns."""
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    if p.suffix.lower() in (".parquet", ".pq"):
+        try:
+            names = pq.ParquetFile(p).schema_arrow.names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise GeopakError(f"{p}: not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+        missing = [c for c in ("photoid", "longitude", "latitude", "downloadurl") if c not in {_norm(n) for n in names}]
+        if missing:
+            raise GeopakError(f"{p}: YFCC Parquet lacks column(s) {', '.join(missing)} (have: {', '.join(names)})")
+        return
+    try:
+        stream = pa.input_stream(str(p), compression="detect")
+        try:
+            head = stream.read(sniff_bytes)
+        finally:
+            stream.close()
+    except (pa.ArrowInvalid, OSError, EOFError) as exc:
+        raise GeopakError(f"{p}: not a readable yfcc100m_dataset file: {str(exc).splitlines()[0]}") from None
+    lines = head.split(b"\n")
+    if len(head) == sniff_bytes:
+        lines = lines[:-1]  # the last one may be cut
+    lines = [ln for ln in lines if ln.strip()]
+    if lines and not any(ln.count(b"\t") == len(YFCC_COLUMNS) - 1 for ln in lines):
+        raise GeopakError(f"{p}: not a yfcc100m_dataset file: no line has the {len(YFCC_COLUMNS)} tab-separated columns")
+
+
 def select(table: pa.Table, bbox: tuple[float, float, float, float]) -> pa.Table:
     """``table`` with a boolean ``_keep`` column: marker 0 (or empty) and the coordinates
     inside ``bbox``; missing coordinates are never kept. Vectorised."""
@@ -383,6 +416,7 @@ class YfccSource(Source):
             raise GeopakError(f"yfcc metadata file not found: {self.metadata}")
         self.chunk_bytes = int(chunk_bytes or config.crawl.yfcc.chunk_bytes)
         self.bbox = tuple(config.crawl.bbox)
+        check_metadata(self.metadata)
 
     def inputs(self) -> dict[str, Path]:
         return {"metadata": self.metadata}
@@ -404,6 +438,8 @@ class YfccSource(Source):
                 break
             except (pa.ArrowInvalid, OSError, EOFError) as exc:
                 raise GeopakError(f"{self.metadata}: not a readable yfcc100m_dataset file: {str(exc).splitlines()[0]}") from None
+            if i == 0 and block.rows == 0:
+                raise GeopakError(f"{self.metadata}: not a yfcc100m_dataset file: no line has the {len(YFCC_COLUMNS)} tab-separated columns")
             unit = f"c{i:07d}"
             i += 1
             scanned += block.rows
