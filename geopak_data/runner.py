@@ -208,9 +208,10 @@ def run_stage(
                 if not outputs_ok:
                     changes.append("outputs were modified or removed")
                 log.info("%s: re-running because %s", name, "; ".join(changes) or "of a change")
-            elif prev.get("status") == "running":
+            elif prev.get("status") in ("running", "failed", "interrupted"):
                 resumed = prev.get("config_hash") == chash and prev.get("inputs") == input_fps
-                log.info("%s: %s", name, "resuming an interrupted run" if resumed else "previous run was interrupted and its config or inputs changed; starting over")
+                how = {"running": "was killed", "failed": f"failed ({prev.get('error', '')})", "interrupted": "was interrupted"}[prev["status"]]
+                log.info("%s: previous run %s; %s", name, how, "resuming where it stopped" if resumed else "its config or inputs changed, starting over")
         elif force:
             changes.append("forced")
 
@@ -218,13 +219,19 @@ def run_stage(
         manifest.update(name, status="running", pid=os.getpid(), config_hash=chash, config=snapshot, inputs=input_fps, started=started)
         ctx = StageContext(work=work, name=name, stage_dir=sdir, config=config, config_hash=chash, previous=prev, resumed=resumed)
         sdir.mkdir(parents=True, exist_ok=True)
-        result = fn(ctx)
+        try:
+            result = fn(ctx)
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            manifest.update(name, status=status, pid=None, error=f"{type(exc).__name__}: {exc}"[:1000], finished=time.time())
+            raise
         seconds = time.time() - started
         outputs = {str(Path(o).resolve().relative_to(work.resolve())): fingerprint(Path(o)) for o in result.outputs}
         manifest.update(
             name,
             status="done",
             pid=None,
+            error=None,
             counts=result.counts,
             outputs=outputs,
             notes=result.notes,

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .config import PipelineConfig, config_hash
 from .errors import GeopakError
-from .io import atomic_write_json, atomic_write_parquet, atomic_write_text, read_json
+from .io import FILE_MODE, atomic_write_json, atomic_write_parquet, atomic_write_text, read_json
 from .progress import log, progress
 from .provinces import NUM_PROVINCES, PROVINCES
 from .removal import load_removal_list
@@ -283,6 +283,7 @@ def write_tar(path: Path, samples: list[tuple[str, bytes, bytes]], on_ready: Any
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, FILE_MODE)  # mkstemp's 0600 would leave the shards unreadable to others
         with os.fdopen(fd, "wb") as fh:
             writer = wds.TarWriter(fh, user=TAR_USER, group=TAR_USER, mode=0o444, mtime=TAR_MTIME, encoder=False)
             for key, jpg, meta in samples:

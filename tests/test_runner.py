@@ -51,7 +51,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path: Path, kill_after_part
 
     result = _run_toy(work, 12)
     assert result.returncode == 0, result.stderr
-    assert "resuming" in result.stderr
+    assert "resuming where it stopped" in result.stderr
     got = pq.read_table(work / "toy" / "records.parquet")
     assert got.equals(expected)
     assert got.num_rows == 120 and len(set(got.column("value").to_pylist())) == 120
@@ -132,3 +132,34 @@ def test_work_config_remembers_the_config(tmp_path: Path) -> None:
     assert cfg.filter.min_side == 128
     again = work_config(tmp_path / "w")
     assert again.filter.min_side == 128 and again.name == "x"
+
+
+def test_failed_stage_is_recorded_and_rerun(tmp_path: Path) -> None:
+    cfg = load_config(None)
+    attempts: list[int] = []
+
+    def flaky(ctx):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise GeopakError("source answered 503")
+        out = ctx.stage_dir / "out.txt"
+        atomic_write_bytes(out, b"ok")
+        return StageResult(counts={"n": 1}, outputs=[out])
+
+    kw = dict(work=tmp_path, name="s", config=cfg, sections=["tag"], inputs={}, fn=flaky)
+    with pytest.raises(GeopakError):
+        run_stage(**kw)
+    entry = Manifest(tmp_path).entry("s")
+    assert entry["status"] == "failed" and "503" in entry["error"]
+    assert not run_stage(**kw).skipped
+    entry = Manifest(tmp_path).entry("s")
+    assert entry["status"] == "done" and entry["error"] is None
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path: Path) -> None:
+    # mkstemp makes 0600 files; published shards and tables must be readable like any new file.
+    old = os.umask(0o022)
+    os.umask(old)
+    target = tmp_path / "out.bin"
+    atomic_write_bytes(target, b"x")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~old

@@ -78,6 +78,8 @@ def test_layout_names_and_no_temp_files(built: tuple[Path, Path]) -> None:
         nums = sorted(int(t[-10:-4]) for t in tars if t.startswith(split + "/"))
         assert nums == list(range(len(nums))) and nums  # zero-padded, contiguous from 0
     assert not [p for p in out.rglob(".*") if p.name.endswith(".tmp")]
+    # not mkstemp's 0600: a shared or published dataset folder must be readable by others
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.rglob("*") if p.is_file())
 
 
 def test_members_json_fields_and_image_bytes(built: tuple[Path, Path]) -> None:
