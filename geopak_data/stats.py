@@ -295,6 +295,10 @@ def run_stats(*, work: Path | None = None, folder: Path | None = None, map_path:
         default_map = Path(folder) / "map.png"  # type: ignore[arg-type]
         title = f"{Path(folder).name}: {len(report['_points']):,} photos, {report['n_cells']:,} cells"  # type: ignore[arg-type]
     text = render(report)
+    if folder is not None and map_path is None and default_map.is_file():
+        # The shard stage drew DIR/map.png from these same tables: redrawing it would change a
+        # shard output (the next `shard`/`run` would redo the stage) and fails on read-only copies.
+        return report, text, str(default_map)
     where = _map(Path(map_path) if map_path else default_map, report["_points"], report["_cells"], title)
     return report, text, where
 

@@ -192,7 +192,7 @@ def test_interrupted_retry_is_finished_by_a_plain_rerun(tmp_path, server, monkey
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_crawl(source="yfcc", work=work, config=conf, metadata=meta, allow_private_hosts=True, retry_failed=True)
     assert (work / "crawl/yfcc/retry_pending.json").exists()
-    assert stage_status(work)["crawl:yfcc"]["status"] == "running"
+    assert stage_status(work)["crawl:yfcc"]["status"] == "failed"  # an exception, not a kill: recorded with its error
     monkeypatch.setattr(download.Downloader, "download", real)
 
     resumed = run_crawl(source="yfcc", work=work, config=conf, metadata=meta, allow_private_hosts=True)

@@ -96,3 +96,16 @@ def test_stats_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "manifest.json not found" in capsys.readouterr().err
     assert cli.main(["stats"]) == 2
     assert "either --work W or a shard folder" in capsys.readouterr().err
+
+
+def test_stats_of_a_shard_folder_leaves_the_shard_stage_done(work: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # `stats DIR` must not redraw DIR/map.png: that is a shard output, and changing it made the
+    # next `shard` (or `run`) redo the whole stage instead of saying "nothing to do".
+    out = tmp_path / "out"
+    run_shard(work=work, config=load_config(None), out=out)
+    before = (out / "map.png").stat().st_mtime_ns
+    MAP_CALLS.clear()
+    assert cli.main(["stats", str(out)]) == 0
+    assert f"map: {out / 'map.png'}" in capsys.readouterr().out
+    assert not MAP_CALLS and (out / "map.png").stat().st_mtime_ns == before
+    assert run_shard(work=work, config=load_config(None), out=out).skipped
