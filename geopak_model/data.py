@@ -28,7 +28,7 @@ import os
 import random
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
@@ -81,7 +81,10 @@ class ShardFolder:
         path = self.root / "index.parquet"
         out: dict[str, dict[str, np.ndarray]] = {}
         if path.exists():
-            table = pq.read_table(path, columns=["key", "split", "shard", *LABEL_FIELDS]).to_pandas()
+            try:
+                table = pq.read_table(path, columns=["key", "split", "shard", *LABEL_FIELDS]).to_pandas()
+            except Exception as exc:  # noqa: BLE001 - not Parquet, or a contract column missing
+                raise GeopakError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
             for split, df in table.groupby("split"):
                 out[str(split)] = {c: df[c].to_numpy() for c in ("key", "shard", *LABEL_FIELDS)}
         else:
@@ -186,7 +189,7 @@ def _meta_stage(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         if "json" not in sample or "jpg" not in sample:
             raise GeopakError(f"sample {sample.get('__key__')!r} in {sample.get('__url__')} lacks .jpg or .json")
         meta = json.loads(sample["json"])
-        yield {"key": meta.get("key", sample["__key__"]), "meta": meta, "jpg": sample["jpg"]}
+        yield {"key": meta.get("key", sample["__key__"]), "meta": meta, "jpg": sample["jpg"], "url": sample.get("__url__")}
 
 
 def _balance_stage(src, factors: np.ndarray, seed: int, epoch: int):
@@ -212,7 +215,10 @@ def _decode_stage(src, transform: Callable, seed: int | None, epoch: int):
     sample, so augmentation neither depends on nor disturbs the global RNG (dropout, resume).
     """
     for s in src:
-        img = Image.open(io.BytesIO(s["jpg"])).convert("RGB")
+        try:
+            img = Image.open(io.BytesIO(s["jpg"])).convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise GeopakError(f"sample {s['key']!r} in {s.get('url')}: not a readable image ({exc.__class__.__name__})") from None
         if seed is None:
             clip_px, places_px = transform(img)
         else:
@@ -303,9 +309,31 @@ def image_batches(
     if workers <= 1:
         yield from image_pipeline(shards, transform, spec, epoch=epoch, skip_samples=skip_batches * spec.batch_size)
         return
-    pipe = image_pipeline(shards, transform, spec, epoch=epoch)
-    loader = torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=workers, persistent_workers=False)
-    yield from islice(loader, skip_batches, None)
+    pipe = image_pipeline(shards, transform, replace(spec, drop_last=False), epoch=epoch)
+    # A private generator: otherwise the DataLoader draws its workers' seed from the global
+    # torch RNG (dropout's), so a resumed run, which builds one loader more, would diverge.
+    gen = torch.Generator().manual_seed(stable_seed("loader", spec.seed, epoch) % 2**63)
+    loader = torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=workers, persistent_workers=False, generator=gen)
+    # Each worker ends its own stream with a partial batch; re-batching here gives the epoch
+    # exactly epoch_batches() full batches, as with one worker (the step count and LR
+    # schedule are computed from that number).
+    try:
+        yield from islice(_rebatch(loader, spec.batch_size, spec.drop_last), skip_batches, None)
+    except GeopakError as exc:  # re-raised by the DataLoader with the worker's traceback text
+        raise GeopakError(str(exc).strip().splitlines()[-1].split("GeopakError: ", 1)[-1]) from None
+
+
+def _rebatch(batches: Iterator[dict[str, Any]], size: int, drop_last: bool) -> Iterator[dict[str, Any]]:
+    """Batches of any sizes -> batches of exactly ``size`` (the last one partial unless dropped)."""
+    pending: list[dict[str, Any]] = []
+    for b in batches:
+        for i, key in enumerate(b["key"]):
+            pending.append({"key": key, "clip": b["clip"][i], "places": b["places"][i], **{f: b[f][i].item() for f in LABEL_FIELDS}})
+        while len(pending) >= size:
+            yield collate(pending[:size])
+            pending = pending[size:]
+    if pending and not drop_last:
+        yield collate(pending)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,7 +54,13 @@ def resolve_device(device: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise GeopakError(f"--device {device}: CUDA is not available on this machine")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise GeopakError(f"--device {device!r}: expected cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise GeopakError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def build_or_load_model(*, folder: Any, preset: str = "base", model_config: str | None = None, checkpoint: str | None = None, seed: int = 0) -> Any:

@@ -41,6 +41,8 @@ def load_image(image: ImageInput) -> Image.Image:
                 img = ImageOps.exif_transpose(opened)  # a loaded copy, independent of the file
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise GeopakError(f"{p}: not a readable image ({exc.__class__.__name__})") from None
+        except Image.DecompressionBombError as exc:  # not an OSError: Pillow's pixel-count guard
+            raise GeopakError(f"{p}: refused, too many pixels ({exc.args[0].split(',')[0]})") from None
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
@@ -81,7 +83,7 @@ class GeopakPredictor:
 
     def predict(self, image: ImageInput) -> dict[str, Any]:
         """One image (path or PIL image) -> {province, province_id, lat, lon, confidence,
-        cell_id, hypotheses=[{province, province_id, cell_id, lat, lon, probability}, ...]}."""
+        cell_id, hypotheses=[{province, province_id, cell, cell_id, lat, lon, probability}, ...]}."""
         return self.predict_many([image], batch_size=1)[0]
 
     def predict_many(self, images: Sequence[ImageInput] | Iterable[ImageInput], batch_size: int = 16, progress: Any = None) -> list[dict[str, Any]]:
@@ -124,6 +126,7 @@ def _to_python(out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
             hyps.append({
                 "province": PROVINCES[pid],
                 "province_id": pid,
+                "cell": int(row[H_CELL]),  # the contract's row is (province, cell, lat, lon, probability)
                 "cell_id": int(row[H_CELL]),
                 "lat": _deg(row[H_LAT]),
                 "lon": _deg(row[H_LON]),

@@ -241,8 +241,8 @@ def train(
     out = Path(out)
     folder = open_shard_folder(shards)
     folder.require_split("train")
-    if not folder.shards("val"):
-        raise GeopakError(f"no val shards in {folder.root}: checkpoints are selected on val")
+    if not folder.shards("val") or folder.size("val") == 0:
+        raise GeopakError(f"no val samples in {folder.root}: checkpoints are selected on val")
     if features is not None:
         if cfg.phase == 2:
             raise GeopakError("--features trains phases 0 and 1 only: phase 2 fine-tunes the encoders, so it needs images")
@@ -261,6 +261,8 @@ def train(
     if features is not None and any(p.requires_grad for p in (*model.clip.parameters(), *model.places.parameters())):
         raise GeopakError("--features needs frozen encoders, but this model config trains them (freeze_clip/freeze_places = false)")
     model.to(device)
+    if is_main and device.type == "cpu" and features is None and model.config.preset == "base":
+        log.warning("the base preset (ViT-B/16 + ResNet-50) runs at a few images/s on CPU: use a GPU, an embedding cache (--features), or --preset tiny for a CPU-sized model")
 
     # --- data --------------------------------------------------------------------------------
     counts = folder.province_counts("train")
@@ -535,6 +537,8 @@ def _validate(model: nn.Module, batches: Any, device: torch.device, cfg: TrainCo
         return total_loss(outputs, labels, model.cells, model.config, phase=cfg.phase)
 
     preds = E.predict_batches(model, batches, device, amp=cfg.amp, loss_fn=loss_fn)
+    if len(preds) == 0:  # the index promised val samples, the tars hold none
+        raise GeopakError("the val shards yielded no samples: checkpoints are selected on val")
     result = E.report(preds, baselines)
     row = {"step": step, "epoch": epoch, "phase": cfg.phase, "split": "val", "seconds": round(seconds, 2), **result}
     _append_jsonl(out / "metrics.jsonl", row)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
 from model_fixtures import toy_shards  # noqa: F401
+from PIL import Image
 
 from geopak_data.errors import GeopakError
 from geopak_model import data as D
@@ -97,6 +100,21 @@ def test_workers_see_each_sample_once(toy_shards, transforms):  # noqa: F811
     assert skipped == keys[3 * 16 :]
 
 
+def test_workers_give_full_batches_and_leave_the_global_rng_alone(toy_shards, transforms):  # noqa: F811
+    """Each worker ends its stream with a partial batch; the epoch must still have exactly
+    epoch_batches() full batches (the LR schedule's step count), and building the DataLoader
+    must not draw from the global RNG (a resumed run builds one loader more)."""
+    folder = D.open_shard_folder(toy_shards)
+    spec = D.LoaderSpec(batch_size=16, shuffle=False, num_workers=2)  # workers get 120 and 82 samples
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    batches = list(D.image_batches(folder.shards("train"), transforms[1], spec))
+    assert torch.equal(before, torch.get_rng_state())
+    assert len(batches) == D.epoch_batches(folder.size("train"), spec)
+    assert all(len(b["key"]) == 16 for b in batches[:-1])
+    assert sorted(_keys(batches)) == sorted(folder.labels("train")["key"].tolist())
+
+
 @pytest.mark.parametrize("per_node_shards", [True, False])
 def test_ranks_get_disjoint_data(toy_shards, transforms, per_node_shards):  # noqa: F811
     folder = D.open_shard_folder(toy_shards)
@@ -123,3 +141,29 @@ def test_balanced_sampling_lifts_rare_provinces(toy_shards):  # noqa: F811
     reps = [D.repeat_count(1.4, 0, 0, f"k{i}") for i in range(2000)]
     assert set(reps) == {1, 2} and np.mean(reps) == pytest.approx(1.4, abs=0.05)
     assert D.repeat_count(1.4, 0, 0, "k1") == D.repeat_count(1.4, 0, 0, "k1")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_unreadable_image_in_a_shard_is_one_line_naming_the_sample(tmp_path, transforms, workers):
+    from geopak_model.testing import sample_meta, toy_cells, write_shard_folder
+
+    cell = toy_cells()[0]
+    good = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(good, format="JPEG")
+    samples = [{"split": "train", "jpg": b"not a jpeg" if i == 3 else good.getvalue(), "json": sample_meta(f"s{i}", 24.86, 67.01, cell)} for i in range(8)]
+    folder = D.open_shard_folder(write_shard_folder(tmp_path / "s", samples, toy_cells(), per_shard=4))
+    spec = D.LoaderSpec(batch_size=2, shuffle=False, num_workers=workers)
+    with pytest.raises(GeopakError) as exc:
+        list(D.image_batches(folder.shards("train"), transforms[1], spec))
+    msg = str(exc.value)
+    assert "sample 's3'" in msg and "geopak-train-000000.tar" in msg and "\n" not in msg
+
+
+def test_unreadable_index_is_one_line(tmp_path, toy_shards):  # noqa: F811
+    import shutil
+
+    shards = shutil.copytree(toy_shards, tmp_path / "s")
+    (shards / "index.parquet").write_text("not parquet")
+    with pytest.raises(GeopakError, match="cannot read .*index.parquet") as exc:
+        D.open_shard_folder(shards).size("train")
+    assert "\n" not in str(exc.value)

@@ -62,7 +62,7 @@ def test_predict_returns_the_contract_keys(ckpt, images):
     assert 0.0 < r["confidence"] <= 1.0
     assert 1 <= len(r["hypotheses"]) <= 10
     h = r["hypotheses"][0]
-    assert set(h) >= {"province", "cell_id", "lat", "lon", "probability"}
+    assert set(h) >= {"province", "cell", "cell_id", "lat", "lon", "probability"}
     probs = [x["probability"] for x in r["hypotheses"]]
     assert probs == sorted(probs, reverse=True)
     json.dumps(r)  # plain Python types only
@@ -93,6 +93,13 @@ def test_predictor_user_errors(ckpt, tmp_path):
         GeopakPredictor(tmp_path / "missing.pt")
 
 
+def test_oversized_image_is_a_user_error(ckpt, images, monkeypatch):
+    """Pillow's decompression-bomb guard raises an error that is not an OSError."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # photo0 is 120 x 90 > 2 x 1000 pixels
+    with pytest.raises(GeopakError, match="too many pixels"):
+        GeopakPredictor(ckpt, device="cpu").predict(images[0])
+
+
 def test_map_with_and_without_polygons(ckpt, images, tmp_path, monkeypatch, boundaries_path):
     p = GeopakPredictor(ckpt, device="cpu")
     items = list(zip(images[:2], p.predict_many(images[:2]), strict=True))
@@ -120,7 +127,7 @@ def test_cli_json_and_map(ckpt, images, tmp_path):
     assert [r["image"] for r in rows] == [str(images[0]), str(images[1])]
     for r in rows:
         assert {"province", "lat", "lon", "confidence", "hypotheses"} <= set(r)
-        assert all({"province", "cell_id", "lat", "lon", "probability"} <= set(h) for h in r["hypotheses"])
+        assert all({"province", "cell", "cell_id", "lat", "lon", "probability"} <= set(h) for h in r["hypotheses"])
     assert out_png.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -147,3 +147,20 @@ def test_embed_resumes_a_partial_cache(toy_shards, tmp_path, one_thread):  # noq
     after = dict(np.load(part))
     assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
     assert not list((out / "val").glob("*.tmp"))
+
+
+def test_base_preset_on_cpu_says_it_is_slow(toy_shards, tmp_path, caplog, one_thread):  # noqa: F811
+    """A CPU user who omits --preset gets base: the log must point them at tiny / a GPU.
+    (A tiny-sized config named base.toml keeps this fast; the check reads config.preset.)"""
+    from geopak_model.config import PRESETS_DIR
+
+    cfg = tmp_path / "base.toml"
+    cfg.write_text((PRESETS_DIR / "tiny.toml").read_text())
+    common = dict(shards=toy_shards, phase=0, max_steps=1, batch_size=8, num_workers=0, plots=False, device="cpu")
+    with caplog.at_level("WARNING", logger="geopak_model.train"):
+        train(out=tmp_path / "b", model_config=str(cfg), **common)
+    assert "--preset tiny" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="geopak_model.train"):
+        train(out=tmp_path / "t", preset="tiny", **common)
+    assert "--preset tiny" not in caplog.text

@@ -30,6 +30,7 @@ def _one_line_error(capsys, needle: str) -> None:
         (["--shards", "{shards}", "--phase", "1", "--out", "{tmp}/run", "--config", "{tmp}/none.toml"], "model config file not found"),
         (["--shards", "{shards}", "--phase", "1", "--out", "{tmp}/run", "--load-from", "{tmp}/none.pt", "--preset", "tiny"], "checkpoint not found"),
         (["--shards", "{shards}", "--phase", "1", "--out", "{tmp}/run", "--features", "{tmp}", "--preset", "tiny"], "not an embedding cache"),
+        (["--shards", "{shards}", "--phase", "1", "--out", "{tmp}/run", "--preset", "tiny", "--device", "gpu"], "--device 'gpu'"),
         (["embed", "--shards", "{tmp}/nowhere", "--out", "{tmp}/feats"], "shard folder not found"),
         (["embed", "--shards", "{shards}", "--out", "{tmp}/feats", "--splits", "train,dev"], "--splits"),
     ],
@@ -83,3 +84,15 @@ def test_embed_then_train_from_cache_via_cli(toy_shards, tmp_path, capsys, one_t
     argv[argv.index("--phase") + 1] = "1"
     assert train_cli.main(argv) == 2
     _one_line_error(capsys, "holds a phase 0 run")
+
+
+def test_empty_val_split_is_a_one_line_error(tmp_path, capsys):
+    """A val shard with no samples: refused up front, not a traceback after the first epoch."""
+    from geopak_model.testing import make_toy_shards
+
+    shards = make_toy_shards(tmp_path / "s", n=30, per_shard=10, splits=(0.8, 0.2, 0.0))
+    for tar in (shards / "val").glob("*.tar"):
+        tar.write_bytes(b"\0" * 1024)  # an empty tar archive
+    (shards / "index.parquet").unlink()  # sizes come from the tars themselves
+    assert train_cli.main(["--shards", str(shards), "--phase", "1", "--out", str(tmp_path / "run"), "--preset", "tiny", "--workers", "0"]) == 2
+    _one_line_error(capsys, "no val samples")
