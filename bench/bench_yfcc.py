@@ -4,7 +4,7 @@ Generates a ``yfcc100m_dataset``-format file with realistic field sizes (URL-enc
 descriptions, tags, URLs; ~1% of rows inside Pakistan, some videos, some without
 coordinates), then times
 
-* the scan: ``scan_blocks`` (block reads, 3-column pyarrow parse, vectorised bbox/marker
+* the scan: ``scan_blocks`` (block reads, vectorised numpy byte scan (pyarrow CSV as the exact fallback), vectorised bbox/marker
   filter, kept lines split), and
 * the whole discovery (scan + record mapping + Parquet parts), as the crawl runs it.
 

@@ -187,3 +187,162 @@ def test_non_utf8_malformed_line_takes_the_quiet_slow_path(tmp_path, capfd):
     _, t = discover(tmp_path, path)
     assert sorted(t.column("source_id").to_pylist()) == ["101", "105"]
     assert "Traceback" not in capfd.readouterr().err
+
+
+# ----------------------------------------------------------------------------- byte-level fast path
+
+BBOX = (60.8, 23.55, 77.9, 37.15)
+# Coordinates the fast path parses itself (plain decimals, bbox edges, long digit runs that round
+# onto an edge, "-0", leading zeros) and empty ones.
+PLAIN = ["74.3095", "31.5881", "-0", "-0.0", "007.50", "60.8", "77.9", "23.55", "37.15", "60.79999999999999999", "77.90000000000000001",
+         "37.150000000000000001", "23.549999999999999", "-122.419415", "0", "100", "12345678901234567890.12345678901234567890", ""]
+# Anything else: the block must take the exact path (or give the same answer).
+ODD = ["1e1", "7.43e1", "+74.3", " 74.3", "74.3 ", ".5", "5.", "nan", "inf", "-", "abc", "74,3", "74.3\r", "\xff", "1" * 25,
+       "123456789012345678901.5"]
+
+
+def _rand_line(rng, odd: bool) -> bytes:
+    import random as _random
+
+    assert isinstance(rng, _random.Random)
+    f = [str(rng.randrange(10**6)), str(rng.randrange(10**10)), "h", "1@N00", "nick+name", "2010-05-21 14:20:33.0", "1274449233", "",
+         rng.choice(["t", "", "caf%C3%A9", "a\rb", "\xe9t\xe9"]), "", "a,b", "", rng.choice(PLAIN), rng.choice(PLAIN), str(rng.randrange(17)),
+         "http://p/", f"http://x/{rng.randrange(999)}.jpg", "Attribution+License", "http://creativecommons.org/licenses/by/2.0/", "1", "2",
+         "s", "o", "jpg", rng.choice("0001")]
+    if rng.random() < 0.3:  # coordinates inside the bbox, to be kept
+        f[12], f[13] = f"{rng.uniform(60.7, 78.0):.{rng.randrange(0, 9)}f}", f"{rng.uniform(23.5, 37.2):.{rng.randrange(0, 9)}f}"
+    if f[24] == "1" and rng.random() < 0.3:  # a video's coordinates are never looked at
+        f[rng.choice((12, 13))] = rng.choice(ODD)
+    if rng.random() < 0.1:  # one empty coordinate: the other is never looked at either
+        k = rng.choice((12, 13))
+        f[k], f[25 - k] = "", rng.choice(ODD + PLAIN)
+    raw = "\t".join(f).encode("latin-1" if rng.random() < 0.1 else "utf-8")  # latin-1: non-UTF-8 text bytes
+    if not odd:
+        return raw
+    kind = rng.randrange(12)
+    if kind == 0:
+        f[rng.choice((12, 13))] = rng.choice(ODD)
+        f[24] = "0"
+        return "\t".join(f).encode("utf-8", "surrogateescape")
+    return [
+        raw + b"\r",  # CRLF
+        raw + b"\textra",  # 26 fields
+        raw.rsplit(b"\t", 1)[0],  # 24 fields
+        b"",  # empty line
+        b"  ",  # blank line
+        b"\t" * 24,  # 25 empty fields
+        b" \t" * 24 + b"0",  # blank fields, marker 0
+        raw[:-1] + rng.choice([b"", b"2", b"00", b" 0", b"-1", b"1 "]),  # odd markers
+        raw.replace(b"\tnick", b"\tni\x00ck"),  # a control byte
+        raw.replace(b"\th\t", b"\t\xff\xfe\t"),  # non-UTF-8 in a field
+        b"only\tthree\tcolumns",
+    ][kind - 1]
+
+
+def _rand_block(rng, n: int, odd_rate: float) -> bytes:
+    return b"".join(_rand_line(rng, rng.random() < odd_rate) + b"\n" for _ in range(n))
+
+
+def test_byte_scan_matches_the_exact_path_on_well_formed_blocks():
+    import random
+
+    from geopak_data.sources.yfcc import (
+        _scan_block_arrow,
+        _scan_block_fast,
+        _scan_block_slow,
+        _Scratch,
+    )
+
+    rng = random.Random(3)
+    scratch = _Scratch()
+    kept = 0
+    for _ in range(150):
+        block = _rand_block(rng, rng.randrange(1, 40), 0.0)
+        fast = _scan_block_fast(block, BBOX, scratch)
+        assert fast is not None  # well-formed: the fast path decides
+        exact = _scan_block_arrow(block, BBOX)
+        assert (fast.rows, fast.kept) == (exact.rows, exact.kept)
+        assert [(r["longitude"], r["latitude"]) for r in fast.kept] == [(r["longitude"], r["latitude"]) for r in exact.kept]
+        slow = _scan_block_slow(block, BBOX)  # and the line-by-line reading agrees too
+        assert (fast.rows, fast.kept) == (slow.rows, slow.kept)
+        kept += len(fast.kept)
+    assert kept > 500
+
+
+@pytest.mark.parametrize("parallel_bytes", [1 << 40, 64])
+def test_byte_scan_with_malformed_lines_gives_the_exact_answer(monkeypatch, parallel_bytes):
+    import random
+
+    from geopak_data.sources import yfcc
+    from geopak_data.sources.yfcc import _scan_block, _scan_block_arrow, _scan_block_fast, _Scratch
+
+    monkeypatch.setattr(yfcc, "_PARALLEL_BYTES", parallel_bytes)  # 64: blocks scanned as two halves in two threads
+    rng = random.Random(parallel_bytes)
+    scratch = _Scratch()
+    decided = refused = 0
+    for _ in range(250):
+        block = _rand_block(rng, rng.randrange(1, 12), 0.25)
+        if rng.random() < 0.05:
+            block = block[:-1]  # no final newline
+        exact = _scan_block_arrow(block, BBOX)
+        res = _scan_block(block, BBOX, scratch)
+        assert (res.rows, res.kept) == (exact.rows, exact.kept)
+        fast = _scan_block_fast(block, BBOX, scratch)
+        if fast is None:
+            refused += 1
+        else:
+            decided += 1
+            assert (fast.rows, fast.kept) == (exact.rows, exact.kept)
+    assert decided > 20 and refused > 100  # both branches were exercised
+
+
+def test_byte_scan_refuses_what_it_does_not_parse_itself():
+    from geopak_data.sources.yfcc import _scan_block_fast, _Scratch
+
+    good = yfcc_line(ROWS[0], 1)
+    assert _scan_block_fast((good + "\n").encode(), BBOX, _Scratch()).kept[0]["photoid"] == "101"
+    for lon in ODD:
+        cols = good.split("\t")
+        cols[12] = lon
+        block = ("\t".join(cols) + "\n").encode("utf-8", "surrogateescape")
+        assert _scan_block_fast(block, BBOX, _Scratch()) is None, lon
+    for block in [b"", good.encode(), (good + "\r\n").encode(), (good + "\n\n").encode()]:
+        assert _scan_block_fast(block, BBOX, _Scratch()) is None
+
+
+def _reference_blocks(data: bytes, chunk: int) -> list[bytes]:
+    """Block boundaries as defined: the first ``chunk`` bytes (more, k * chunk, for a longer
+    line) of what is left, cut after their last newline; the tail gets a final newline."""
+    out, pos = [], 0
+    while pos < len(data):
+        k = 1
+        while True:
+            window = data[pos : pos + k * chunk]
+            if len(window) < k * chunk:
+                out.append(window if window.endswith(b"\n") else window + b"\n")
+                return out
+            cut = window.rfind(b"\n")
+            if cut >= 0:
+                break
+            k += 1
+        out.append(window[: cut + 1])
+        pos += cut + 1
+    return out
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".bz2"])
+def test_raw_blocks_boundaries(tmp_path, suffix):
+    import bz2
+    import random
+
+    from geopak_data.sources.yfcc import _raw_blocks
+
+    rng = random.Random(len(suffix))
+    for trial in range(12):
+        lines = [bytes(rng.randrange(32, 127) for _ in range(rng.choice([0, 5, 40, 300]))) for _ in range(rng.randrange(0, 30))]
+        data = b"\n".join(lines) + (b"\n" if rng.random() < 0.7 else b"")
+        chunk = rng.choice([16, 64, 100, 257])
+        path = tmp_path / f"m{trial}.tsv{suffix}"
+        path.write_bytes(gzip.compress(data) if suffix == ".gz" else bz2.compress(data) if suffix == ".bz2" else data)
+        got = [bytes(b) for b in _raw_blocks(path, chunk)]  # copy: a block is valid until the next
+        assert got == _reference_blocks(data, chunk)

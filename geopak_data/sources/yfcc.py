@@ -1,12 +1,17 @@
 """YFCC100M: scan the ``yfcc100m_dataset`` metadata for geotagged photos inside the bbox.
 
 The file is 100M lines (tens of GB), so it is streamed (constant memory) in blocks of
-``crawl.yfcc.chunk_bytes`` that end at a line end. In each block pyarrow's multi-threaded CSV
-parser converts only the three filter columns (longitude, latitude, marker), the bbox/marker
-filter is vectorised (``pyarrow.compute``), and only the few kept lines are split in Python
-(found by their offsets). A block with malformed or empty lines falls back to a line-by-line
-parse that skips the bad lines. Each block is one discovery unit (``c0000042``): a killed
-scan resumes by skipping blocks whose part exists.
+``crawl.yfcc.chunk_bytes`` that end at a line end, read into one reused buffer. Only
+longitude, latitude and marker decide whether a line is kept, so a block is first scanned at
+the byte level in numpy (no per-row Python): tab and newline positions give every line's
+fields, the lines that are photos with both coordinates get those two short fields parsed
+(``pyarrow.compute``, after a strict plain-decimal check), the bbox mask is vectorised, and
+only the few kept lines are decoded and split in Python. A block that scan does not fully
+recognise (a line without exactly 25 fields, a marker other than ``0``/``1``, a coordinate
+that is not a plain decimal, CRLF, control bytes) takes the previous exact path instead:
+pyarrow's CSV parser on the three filter columns, and for malformed or empty lines a
+line-by-line parse that skips the bad lines. Each block is one discovery unit
+(``c0000042``): a killed scan resumes by skipping blocks whose part exists.
 
 Format (tab-separated, no header, 25 columns, 1-based): 1 line number, 2 photo id, 3 hash,
 4 user NSID, 5 user nickname, 6 date taken, 7 date uploaded, 8 capture device, 9 title,
@@ -22,7 +27,9 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,33 +179,45 @@ def _raw_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
     """The (decompressed) file in blocks of about ``chunk_bytes`` ending at a line end.
 
     Block boundaries depend only on the bytes and ``chunk_bytes``, so unit numbers are the
-    same in every run (what lets a killed scan resume by unit). Blocks are views into one
-    buffer per read: no copy beyond the read itself.
+    same in every run (what lets a killed scan resume by unit). The file is read straight
+    into one reused buffer (a fresh allocation and a join per block cost more than the scan
+    itself), so a yielded block is valid only until the next one is asked for. A line longer
+    than a block makes the buffer grow until the line ends.
     """
     stream = pa.input_stream(str(path), compression="detect")
     try:
-        carry = b""
+        buf = bytearray(chunk_bytes)
+        view = memoryview(buf)
+        have = 0  # bytes at the start of buf: the carried tail of the previous block
+        want = chunk_bytes
         while True:
-            pieces = [carry]
-            have = len(carry)
-            while have < chunk_bytes:
-                data = stream.read(chunk_bytes - have)
-                if not data:
+            eof = False
+            while have < want:
+                if want > len(buf):  # only for a line longer than a block
+                    bigger = bytearray(want)
+                    bigger[:have] = view[:have]
+                    buf, view = bigger, memoryview(bigger)
+                got = stream.readinto(view[have:want])
+                if not got:
+                    eof = True
                     break
-                pieces.append(data)
-                have += len(data)
-            buf = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            if not buf:
+                have += got
+            if not have:
                 return
-            if have < chunk_bytes:  # end of file
-                yield memoryview(buf if buf.endswith(b"\n") else buf + b"\n")
+            if eof:
+                if buf[have - 1] != 10:
+                    yield memoryview(bytes(view[:have]) + b"\n")
+                else:
+                    yield view[:have]
                 return
-            cut = buf.rfind(b"\n")
+            cut = buf.rfind(b"\n", 0, have)
             if cut < 0:  # one line longer than a block: keep reading
-                carry = buf
+                want = have + chunk_bytes
                 continue
-            yield memoryview(buf)[: cut + 1]
-            carry = buf[cut + 1 :]
+            yield view[: cut + 1]
+            rest = have - cut - 1
+            view[:rest] = bytes(view[cut + 1 : have])
+            have, want = rest, chunk_bytes
     finally:
         stream.close()
 
@@ -235,9 +254,10 @@ def _scan_block_slow(block: bytes | memoryview, bbox: tuple[float, float, float,
     return Block(rows, kept)
 
 
-def _scan_block(block: bytes | memoryview, bbox: tuple[float, float, float, float]) -> Block:
-    """Filter one block: pyarrow parses only the three filter columns (multi-threaded), the
-    mask is vectorised, and only kept lines are split in Python."""
+def _scan_block_arrow(block: bytes | memoryview, bbox: tuple[float, float, float, float]) -> Block:
+    """Exact path for a block the byte-level scan does not recognise: pyarrow parses only the
+    three filter columns (multi-threaded), the mask is vectorised, only kept lines are split
+    in Python; malformed or empty lines send the block on to the line-by-line parse."""
     import numpy as np
     import pyarrow.csv as pacsv
 
@@ -268,6 +288,172 @@ def _scan_block(block: bytes | memoryview, bbox: tuple[float, float, float, floa
         f = bytes(block[starts[i] : ends[i]]).decode("utf-8", "replace").split("\t")
         kept.append(_row_from_fields(f, float(lon[i]), float(lat[i])))
     return Block(lines, kept)
+
+
+_NSEP = len(YFCC_COLUMNS)  # separators per line: 24 tabs and the newline
+# 0-based index (among a line's separators) of the tab that ends longitude (column 13),
+# latitude (14) and original extension (24, so the marker follows it); the newline is last.
+_LON_END, _LAT_END, _MARKER_TAB = _IDX["longitude"], _IDX["latitude"], _IDX["marker"] - 1
+# A coordinate the fast path parses itself: a plain decimal, which Python's float(), pyarrow's
+# CSV reader and pyarrow's cast all turn into the same correctly rounded double. Anything else
+# (exponent, sign "+", spaces, "nan", "1.", ".5", very long) sends the block to the exact path.
+_PLAIN_DECIMAL = r"^-?[0-9]{1,20}(?:\.[0-9]{1,20})?$"
+_MAX_COORD = 42  # the longest plain decimal above: refused early without gathering it
+
+
+class _Scratch:
+    """Buffers reused from block to block (a fresh block-sized mask costs page faults)."""
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self._np = np
+        self._mask = np.empty(0, bool)
+        self._pattern = np.empty(0, np.uint8)
+        self._other: _Scratch | None = None
+
+    def other(self) -> _Scratch:
+        """The buffers of the second thread."""
+        if self._other is None:
+            self._other = _Scratch()
+        return self._other
+
+    def mask(self, n: int) -> Any:
+        if self._mask.size < n:
+            self._mask = self._np.empty(n, bool)
+        return self._mask[:n]
+
+    def pattern(self, lines: int) -> Any:
+        """The separator bytes of ``lines`` well-formed lines: 24 tabs and a newline each."""
+        if self._pattern.size < lines * _NSEP:
+            one = self._np.array([9] * (_NSEP - 1) + [10], self._np.uint8)
+            self._pattern = self._np.tile(one, max(lines, 2 * self._pattern.size // _NSEP))
+        return self._pattern[: lines * _NSEP]
+
+
+def _plain_decimals(arr: Any, starts: Any, lengths: Any) -> Any:
+    """float64 values of the byte fields ``arr[starts[i] : starts[i] + lengths[i]]``, or None when
+    any field is not a plain decimal. The fields are gathered into one contiguous binary array
+    (vectorised), checked with one regex and converted with one cast."""
+    import numpy as np
+
+    n = len(starts)
+    if int(lengths.max()) > _MAX_COORD:
+        return None
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] >= 1 << 31:  # beyond 32-bit offsets (a block of gigabytes)
+        return None
+    data = arr[np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))]
+    fields = pa.BinaryArray.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)])
+    if not pc.all(pc.match_substring_regex(fields, _PLAIN_DECIMAL)).as_py():
+        return None
+    values = pc.cast(fields.view(pa.string()), pa.float64())  # plain ASCII decimals: valid UTF-8
+    return np.frombuffer(values.buffers()[1], np.float64, count=n, offset=values.offset * 8)
+
+
+_PARALLEL_BYTES = 4 << 20  # blocks at least this big are scanned as two halves in two threads
+
+
+def _scan_block_fast(block: bytes | memoryview, bbox: tuple[float, float, float, float], scratch: _Scratch) -> Block | None:
+    """The byte-level scan of one block, or None when it does not recognise the block (then
+    ``_scan_block_arrow`` decides). A big block is cut at the line end nearest its middle and
+    the halves are scanned in two threads (numpy releases the GIL); lines are independent,
+    so the two results joined are the result of one scan, and either half refusing refuses
+    the block."""
+    size = len(block)
+    if size >= _PARALLEL_BYTES and (os.cpu_count() or 1) > 1:
+        view = memoryview(block)
+        near = bytes(view[size // 2 : size // 2 + (1 << 16)]).find(b"\n")
+        if 0 <= near < size - size // 2 - 1:
+            cut = size // 2 + near + 1
+            second: list[Any] = []
+
+            def run() -> None:
+                try:
+                    second.append(_scan_lines(view[cut:], bbox, scratch.other()))
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    second.append(exc)
+
+            worker = threading.Thread(target=run, name="yfcc-scan", daemon=True)
+            worker.start()
+            try:
+                first = _scan_lines(view[:cut], bbox, scratch)
+            finally:
+                worker.join()
+            if not second:
+                raise RuntimeError("yfcc: scan thread ended without a result")
+            if isinstance(second[0], BaseException):
+                raise second[0]
+            if first is None or second[0] is None:
+                return None
+            return Block(first.rows + second[0].rows, first.kept + second[0].kept)
+    return _scan_lines(block, bbox, scratch)
+
+
+def _scan_lines(block: bytes | memoryview, bbox: tuple[float, float, float, float], scratch: _Scratch) -> Block | None:
+    """The byte-level scan of some whole lines (see the module docstring), or None when they
+    hold anything it does not recognise, so that ``_scan_block_arrow`` decides (same result).
+
+    Every line must have exactly 24 tabs and no other byte below 11, end with ``\\n`` and
+    carry the marker ``0`` or ``1``; the coordinates of the lines that are photos with both
+    coordinates must be plain decimals. On such a block the exact paths agree line by line
+    (a video or a line with an empty coordinate is counted and never kept by either), so
+    this gives the same rows, kept lines and values.
+    """
+    import numpy as np
+
+    size = len(block)
+    arr = np.frombuffer(block, np.uint8)
+    if size == 0 or arr[-1] != 10:
+        return None
+    mask = scratch.mask(size)
+    np.less_equal(arr, 10, out=mask)  # tabs and newlines (and control bytes: refused below)
+    seps = np.flatnonzero(mask)
+    if seps.size % _NSEP:
+        return None
+    lines = seps.size // _NSEP
+    if not np.array_equal(arr[seps], scratch.pattern(lines)):
+        return None
+    # the five separators used, copied out in one pass: before/after longitude, after
+    # latitude, before the marker, the newline
+    cols = seps.reshape(lines, _NSEP)[:, [_LON_END - 1, _LON_END, _LAT_END, _MARKER_TAB, _NSEP - 1]]
+    lon_start, lon_end, lat_end, line_end = cols[:, 0] + 1, cols[:, 1], cols[:, 2], cols[:, 4]
+    marker_at = cols[:, 3] + 1
+    if not np.array_equal(line_end, marker_at + 1):  # the marker is one byte
+        return None
+    marker = arr[marker_at]
+    photo = marker == 48
+    if not np.all(photo | (marker == 49)):
+        return None
+    cand = np.flatnonzero(photo & (lon_end > lon_start) & (lat_end > lon_end + 1))
+    if cand.size == 0:
+        return Block(lines, [])
+    starts = np.empty(2 * cand.size, np.int64)
+    starts[0::2] = lon_start[cand]
+    starts[1::2] = lon_end[cand] + 1
+    lengths = np.empty(2 * cand.size, np.int64)
+    lengths[0::2] = lon_end[cand] - starts[0::2]
+    lengths[1::2] = lat_end[cand] - starts[1::2]
+    values = _plain_decimals(arr, starts, lengths)
+    if values is None:
+        return None
+    lon, lat = values[0::2], values[1::2]
+    keep = (lon >= bbox[0]) & (lon <= bbox[2]) & (lat >= bbox[1]) & (lat <= bbox[3])
+    kept = []
+    for j in np.flatnonzero(keep).tolist():
+        i = int(cand[j])
+        start = int(line_end[i - 1]) + 1 if i else 0
+        f = bytes(block[start : int(line_end[i])]).decode("utf-8", "replace").split("\t")
+        kept.append(_row_from_fields(f, float(lon[j]), float(lat[j])))
+    return Block(lines, kept)
+
+
+def _scan_block(block: bytes | memoryview, bbox: tuple[float, float, float, float], scratch: _Scratch | None = None) -> Block:
+    """Filter one block: the byte-level numpy scan when it recognises the block, else the exact
+    pyarrow / line-by-line paths. ``scratch`` carries reused buffers from block to block."""
+    fast = _scan_block_fast(block, bbox, scratch or _Scratch())
+    return fast if fast is not None else _scan_block_arrow(block, bbox)
 
 
 def _as_float(col: pa.Array) -> pa.Array:
@@ -318,8 +504,9 @@ def scan_blocks(path: str | Path, bbox: tuple[float, float, float, float] | list
     if p.suffix.lower() in (".parquet", ".pq"):
         yield from _parquet_blocks(p, max(1024, chunk_bytes // 256), box)  # type: ignore[arg-type]
         return
+    scratch = _Scratch()
     for block in _raw_blocks(p, chunk_bytes):
-        yield _scan_block(block, box)  # type: ignore[arg-type]
+        yield _scan_block(block, box, scratch)  # type: ignore[arg-type]
 
 
 def check_metadata(path: str | Path, sniff_bytes: int = 1 << 20) -> None:
