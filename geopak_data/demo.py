@@ -25,9 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import GeopakError
 from .progress import log
 
 REPO_PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
+PACKAGED_DEMO_CONFIG = Path(__file__).resolve().parent / "data" / "demo.toml"  # for non-editable installs
 DEFAULT_WORK = Path("demo-work")
 
 # (kind, photo id, lat, lon, accuracy): the records the filters and tagger must catch.
@@ -150,13 +152,18 @@ def run_demo(*, work: Path = DEFAULT_WORK, n_photos: int = 600, seed: int = 0, e
 
     work = Path(work)
     started = time.time()
-    config_path = Path(config_path) if config_path else REPO_PIPELINES / "demo.toml"
+    if config_path is None:
+        repo_config = REPO_PIPELINES / "demo.toml"
+        config_path = repo_config if repo_config.exists() else PACKAGED_DEMO_CONFIG
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise GeopakError(f"demo config not found: {config_path}")
     source = work / "source"
     base_url, stop = _serve(source)
     try:
         log.info("demo: generating %d synthetic photos + %d bad records at %s", n_photos, len(_BAD_RECORDS), base_url)
         meta = generate_source(source, n_photos=n_photos, seed=seed, base_url=base_url)
-        cfg = work_config(work, config_path if config_path.exists() else None, overrides={"crawl.yfcc.metadata": str(meta.resolve()), "crawl.sources": ["yfcc"]})
+        cfg = work_config(work, config_path, overrides={"crawl.yfcc.metadata": str(meta.resolve()), "crawl.sources": ["yfcc"]})
         outcomes = [run_crawl(source="yfcc", work=work, config=cfg, allow_private_hosts=True)]
     finally:
         stop()

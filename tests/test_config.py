@@ -68,3 +68,9 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
 def test_shipped_pipelines_load(name: str) -> None:
     cfg = load_config(REPO / "pipelines" / name)
     assert cfg.crawl.sources
+
+
+def test_packaged_demo_config_matches_the_pipeline_file() -> None:
+    """Non-editable installs read the packaged copy; it must never drift from pipelines/demo.toml."""
+    packaged = REPO / "geopak_data" / "data" / "demo.toml"
+    assert packaged.read_text() == (REPO / "pipelines" / "demo.toml").read_text()
