@@ -409,3 +409,16 @@ def test_crawl_command_end_to_end_against_the_fake(tmp_path: Path) -> None:
         if f.is_file():
             blob = f.read_bytes()
             assert KEY.encode() not in blob and SECRET.encode() not in blob, f
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080/services/rest/"),
+        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/services/rest/"),
+        ("http://127.0.0.1:8080/services/rest/", "http://127.0.0.1:8080/services/rest/"),
+        ("http://127.0.0.1:8080/custom/rest", "http://127.0.0.1:8080/custom/rest"),
+    ],
+)
+def test_endpoint_may_be_a_bare_host(endpoint: str, expected: str) -> None:
+    assert FlickrSource(make_config(), endpoint).api_url == expected

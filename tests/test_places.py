@@ -350,3 +350,15 @@ def test_crawl_command_end_to_end_keeps_the_key_out_of_the_work_folder(tmp_path:
     for f in work.rglob("*"):
         if f.is_file():
             assert KEY.encode() not in f.read_bytes(), f
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/v1", "/v1/"])
+def test_new_endpoint_may_name_the_api_root(suffix: str) -> None:
+    src = get_source("places", config=make_config(), endpoint=f"http://127.0.0.1:8080{suffix}")
+    assert src.base == "http://127.0.0.1:8080"
+
+
+@pytest.mark.parametrize("suffix", ["", "/maps/api", "/maps/api/place/"])
+def test_legacy_endpoint_may_name_the_api_root(suffix: str) -> None:
+    src = get_source("places", config=make_config(api="legacy"), endpoint=f"http://127.0.0.1:8080{suffix}")
+    assert src.base == "http://127.0.0.1:8080"

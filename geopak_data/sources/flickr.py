@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..config import PipelineConfig
 from ..errors import GeopakError
@@ -93,6 +94,15 @@ CLIENT_LOGGERS = (
 )
 ENV_KEY = "FLICKR_API_KEY"
 ENV_SECRET = "FLICKR_API_SECRET"
+
+
+def rest_url(endpoint: str) -> str:
+    """The REST URL for an ``--endpoint``: a bare host (``http://127.0.0.1:8080``) means the
+    standard ``/services/rest/`` path on it; a URL with a path is used as given."""
+    parts = urlsplit(endpoint)
+    if parts.scheme in ("http", "https") and parts.path in ("", "/"):
+        return urlunsplit((parts.scheme, parts.netloc, "/services/rest/", parts.query, ""))
+    return endpoint
 
 
 @dataclass(frozen=True)
@@ -249,7 +259,7 @@ class FlickrSource(Source):
     def __init__(self, config: PipelineConfig, endpoint: str | None = None, **opts: Any):
         super().__init__(config, endpoint, **opts)
         self.cfg = config.crawl.flickr
-        self.api_url = endpoint or self.cfg.endpoint or DEFAULT_ENDPOINT
+        self.api_url = rest_url(endpoint or self.cfg.endpoint or DEFAULT_ENDPOINT)
         self._sleep: Callable[[float], None] = opts.get("sleep") or time.sleep
         clock: Callable[[], float] = opts.get("clock") or time.monotonic
         self.rng: random.Random = opts.get("rng") or random.Random()

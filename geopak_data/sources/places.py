@@ -163,6 +163,10 @@ class PlacesSource(Source):
             raise GeopakError(f"places: unknown api {self.api!r} (new or legacy)")
         default = NEW_ENDPOINT if self.api == "new" else LEGACY_ENDPOINT
         self.base = (endpoint or self.cfg.endpoint or default).rstrip("/")
+        for api_root in ("/v1", "/maps/api/place", "/maps/api"):  # accept a URL that already names the API root
+            if self.base.endswith(api_root):
+                self.base = self.base[: -len(api_root)]
+                break
         self._sleep: Callable[[float], None] = opts.get("sleep") or time.sleep
         clock: Callable[[], float] = opts.get("clock") or time.monotonic
         self.rng: random.Random = opts.get("rng") or random.Random()
