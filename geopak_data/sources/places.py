@@ -311,6 +311,15 @@ class PlacesSource(Source):
                 self._backoff(attempt, what, last, retry_after)
         raise GeopakError(f"places: {what} still failing after {self.cfg.retries + 1} attempts ({last}); run the crawl again later to resume")
 
+    def _first_sighting(self, place_id: str, seen: set[str]) -> bool:
+        """True the first time a place is met (grid circles overlap); counts both outcomes."""
+        if place_id in seen:
+            self.stats["duplicates"] += 1
+            return False
+        seen.add(place_id)
+        self.stats["places"] += 1
+        return True
+
     def _new_records(self, data: Mapping[str, Any], seen: set[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for place in data.get("places") or []:  # an empty result is {}
@@ -318,11 +327,8 @@ class PlacesSource(Source):
             loc = place.get("location") or {}
             if not pid or "latitude" not in loc or "longitude" not in loc:
                 continue
-            if pid in seen:
-                self.stats["duplicates"] += 1
+            if not self._first_sighting(pid, seen):
                 continue
-            seen.add(pid)
-            self.stats["places"] += 1
             title = (place.get("displayName") or {}).get("text", "")
             types = [str(t) for t in place.get("types") or []]
             for i, photo in enumerate((place.get("photos") or [])[: self.cfg.max_photos_per_place]):
@@ -412,11 +418,8 @@ class PlacesSource(Source):
             loc = (place.get("geometry") or {}).get("location") or {}
             if not pid or "lat" not in loc or "lng" not in loc:
                 continue
-            if pid in seen:
-                self.stats["duplicates"] += 1
+            if not self._first_sighting(pid, seen):
                 continue
-            seen.add(pid)
-            self.stats["places"] += 1
             types = [str(t) for t in place.get("types") or []]
             for i, photo in enumerate((place.get("photos") or [])[: self.cfg.max_photos_per_place]):
                 ref = str(photo.get("photo_reference") or "")
