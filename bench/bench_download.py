@@ -98,7 +98,18 @@ def start_servers(folder: Path, procs: int) -> tuple[list[subprocess.Popen], str
     servers = []
     base = ""
     for _ in range(procs):
-        cmd = [sys.executable, "-m", "geopak_data.imageserver", "--folder", str(folder), "--no-fixtures", "--preload", "--reuse-port", "--port", str(port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "geopak_data.imageserver",
+            "--folder",
+            str(folder),
+            "--no-fixtures",
+            "--preload",
+            "--reuse-port",
+            "--port",
+            str(port),
+        ]
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         base = proc.stdout.readline().strip()
@@ -142,18 +153,48 @@ def find_img2dataset(explicit: str | None) -> str | None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="600 images (well under a minute per client on a quiet machine)")
-    ap.add_argument("--images", type=int, default=0, help="number of images (default 3000; --quick 600)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="600 images (well under a minute per client on a quiet machine)",
+    )
+    ap.add_argument(
+        "--images", type=int, default=0, help="number of images (default 3000; --quick 600)"
+    )
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--height", type=int, default=768)
     ap.add_argument("--size", type=int, default=512, help="target longest side for both clients")
     ap.add_argument("--quality", type=int, default=90, help="JPEG quality for both clients")
-    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="worker processes (img2dataset) / image threads (geopak)")
-    ap.add_argument("--concurrency", type=int, default=32, help="requests in flight (geopak) / threads per process (img2dataset)")
-    ap.add_argument("--img2dataset-python", default=None, metavar="PY", help="interpreter of a venv with img2dataset installed")
-    ap.add_argument("--rounds", type=int, default=1, help="alternate the clients this many times; report the best of each")
-    ap.add_argument("--server-procs", type=int, default=1, help="image-server processes sharing the port")
+    ap.add_argument(
+        "--cores",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (img2dataset) / image threads (geopak)",
+    )
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        default=32,
+        help="requests in flight (geopak) / threads per process (img2dataset)",
+    )
+    ap.add_argument(
+        "--img2dataset-python",
+        default=None,
+        metavar="PY",
+        help="interpreter of a venv with img2dataset installed",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternate the clients this many times; report the best of each",
+    )
+    ap.add_argument(
+        "--server-procs", type=int, default=1, help="image-server processes sharing the port"
+    )
     args = ap.parse_args()
     n = args.images or (600 if args.quick else 3000)
     i2d_py = find_img2dataset(args.img2dataset_python)
@@ -162,7 +203,9 @@ def main() -> int:
         root = Path(td)
         t0 = time.perf_counter()
         names = make_images(root / "served", n, args.width, args.height, unique=min(n, 48))
-        print(f"generated {n} JPEGs {args.width}x{args.height} ({(root / 'served' / names[0]).stat().st_size / 1e3:.0f} kB each) in {time.perf_counter() - t0:.1f}s")
+        print(
+            f"generated {n} JPEGs {args.width}x{args.height} ({(root / 'served' / names[0]).stat().st_size / 1e3:.0f} kB each) in {time.perf_counter() - t0:.1f}s"
+        )
         servers, base = start_servers(root / "served", args.server_procs)
         try:
             urls = root / "urls.txt"
@@ -172,17 +215,47 @@ def main() -> int:
             for r in range(args.rounds):
                 out = root / f"geopak-{r}"
                 s0 = cpu_of(servers)
-                res = run_json([sys.executable, "-c", GEOPAK_RUNNER, str(urls), str(out), str(args.cores), str(args.size), str(args.quality), str(args.concurrency)], env)
+                res = run_json(
+                    [
+                        sys.executable,
+                        "-c",
+                        GEOPAK_RUNNER,
+                        str(urls),
+                        str(out),
+                        str(args.cores),
+                        str(args.size),
+                        str(args.quality),
+                        str(args.concurrency),
+                    ],
+                    env,
+                )
                 results["geopak"].append(res)
                 shutil.rmtree(out, ignore_errors=True)
-                print(f"geopak      round {r + 1}: {res['ok']}/{n} ok in {res['seconds']:.2f}s -> {res['ok'] / res['seconds']:.1f} images/s (client cpu {res['cpu']:.1f}s, server cpu {cpu_of(servers) - s0:.1f}s)")
+                print(
+                    f"geopak      round {r + 1}: {res['ok']}/{n} ok in {res['seconds']:.2f}s -> {res['ok'] / res['seconds']:.1f} images/s (client cpu {res['cpu']:.1f}s, server cpu {cpu_of(servers) - s0:.1f}s)"
+                )
                 if i2d_py:
                     out = root / f"i2d-{r}"
                     s0 = cpu_of(servers)
-                    res = run_json([i2d_py, "-c", I2D_RUNNER, str(urls), str(out), str(args.cores), str(args.size), str(args.quality), str(args.concurrency)], {**env, "PYTHONPATH": ""})
+                    res = run_json(
+                        [
+                            i2d_py,
+                            "-c",
+                            I2D_RUNNER,
+                            str(urls),
+                            str(out),
+                            str(args.cores),
+                            str(args.size),
+                            str(args.quality),
+                            str(args.concurrency),
+                        ],
+                        {**env, "PYTHONPATH": ""},
+                    )
                     results["img2dataset"].append(res)
                     shutil.rmtree(out, ignore_errors=True)
-                    print(f"img2dataset round {r + 1}: {res['ok']}/{n} ok in {res['seconds']:.2f}s -> {res['ok'] / res['seconds']:.1f} images/s (client cpu {res['cpu']:.1f}s, server cpu {cpu_of(servers) - s0:.1f}s)")
+                    print(
+                        f"img2dataset round {r + 1}: {res['ok']}/{n} ok in {res['seconds']:.2f}s -> {res['ok'] / res['seconds']:.1f} images/s (client cpu {res['cpu']:.1f}s, server cpu {cpu_of(servers) - s0:.1f}s)"
+                    )
         finally:
             for proc in servers:
                 proc.terminate()
@@ -192,25 +265,46 @@ def main() -> int:
         return max(x["ok"] / x["seconds"] for x in rs)
 
     g = best(results["geopak"])
-    print(f"\nsame {n} images, {args.cores} cores, longest side {args.size}, quality {args.quality}; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"\nsame {n} images, {args.cores} cores, longest side {args.size}, quality {args.quality}; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
     print(f"geopak       {g:8.1f} images/s")
     if results["img2dataset"]:
         i = best(results["img2dataset"])
         print(f"img2dataset  {i:8.1f} images/s")
         print(f"ratio geopak/img2dataset = {g / i:.2f}x (goal >= 1.0x)")
     else:
-        print("img2dataset: not available, no comparison. It is not a project dependency; install it into its own venv:")
+        print(
+            "img2dataset: not available, no comparison. It is not a project dependency; install it into its own venv:"
+        )
         print("  python -m venv /tmp/i2d-venv && /tmp/i2d-venv/bin/pip install img2dataset")
-        print("  python bench/bench_download.py --img2dataset-python /tmp/i2d-venv/bin/python   (or GEOPAK_IMG2DATASET_PYTHON=...)")
+        print(
+            "  python bench/bench_download.py --img2dataset-python /tmp/i2d-venv/bin/python   (or GEOPAK_IMG2DATASET_PYTHON=...)"
+        )
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH line reporter
     from _report import emit
 
     setup = f"{n} images {args.width}x{args.height} -> {args.size} px, {args.cores} cores"
     if results["img2dataset"]:
-        emit("download", "download images/s", g, "images/s", vs="img2dataset", vs_value=best(results["img2dataset"]), note=f"{setup}; goal ratio >= 1.0")
+        emit(
+            "download",
+            "download images/s",
+            g,
+            "images/s",
+            vs="img2dataset",
+            vs_value=best(results["img2dataset"]),
+            note=f"{setup}; goal ratio >= 1.0",
+        )
     else:
-        emit("download", "download images/s", g, "images/s", vs="img2dataset", note=f"img2dataset not installed (set GEOPAK_IMG2DATASET_PYTHON); {setup}")
+        emit(
+            "download",
+            "download images/s",
+            g,
+            "images/s",
+            vs="img2dataset",
+            note=f"img2dataset not installed (set GEOPAK_IMG2DATASET_PYTHON); {setup}",
+        )
     return 0
 
 

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from geopak_data.provinces import NUM_PROVINCES  # noqa: E402
+from geopak_core.regions import NUM_PROVINCES  # noqa: E402
 from geopak_model.cells import CellTable  # noqa: E402
 from geopak_model.config import load_model_config  # noqa: E402
 from geopak_model.inference import predict_batch, predict_features  # noqa: E402
@@ -38,7 +38,13 @@ def synthetic_cells(n: int, seed: int = 0) -> CellTable:
     """n cells spread over the seven provinces (a realistic head size for the real data)."""
     rng = np.random.default_rng(seed)
     prov = np.arange(n) % NUM_PROVINCES
-    return CellTable(cell_id=np.arange(n), province_id=prov, center_lat=rng.uniform(24.5, 36.5, n), center_lon=rng.uniform(61.5, 77.0, n), radius_km=rng.uniform(2, 50, n))
+    return CellTable(
+        cell_id=np.arange(n),
+        province_id=prov,
+        center_lat=rng.uniform(24.5, 36.5, n),
+        center_lon=rng.uniform(61.5, 77.0, n),
+        radius_km=rng.uniform(2, 50, n),
+    )
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -59,7 +65,12 @@ def bench_preset(preset: str, n_cells: int, repeats: int, batch: int) -> dict:
         warnings.simplefilter("ignore", UserWarning)  # random encoders on purpose
         model = build_model(cfg, synthetic_cells(n_cells))
     build_s = time.perf_counter() - t0
-    row: dict = {"preset": preset, "cells": n_cells, "build_s": build_s, "params_total": model.num_parameters()}
+    row: dict = {
+        "preset": preset,
+        "cells": n_cells,
+        "build_s": build_s,
+        "params_total": model.num_parameters(),
+    }
     for phase in (0, 1, 2):
         model.set_phase(phase)
         row[f"trainable_phase{phase}"] = model.num_parameters(trainable_only=True)
@@ -84,10 +95,20 @@ def bench_preset(preset: str, n_cells: int, repeats: int, batch: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["tiny", "base"])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller batches (well under a minute)")
-    ap.add_argument("--cells", type=int, default=700, help="geocells in the synthetic table (default 700)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--json", action="store_true", help="print one JSON object per preset instead of a table")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer repeats and smaller batches (well under a minute)",
+    )
+    ap.add_argument(
+        "--cells", type=int, default=700, help="geocells in the synthetic table (default 700)"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    ap.add_argument(
+        "--json", action="store_true", help="print one JSON object per preset instead of a table"
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(r))
         report(rows)
         return 0
-    print(f"GEOPAK model benchmark - CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.cells} cells{' (quick)' if args.quick else ''}")
+    print(
+        f"GEOPAK model benchmark - CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.cells} cells{' (quick)' if args.quick else ''}"
+    )
     head = f"{'preset':<6} {'params':>9} {'train p0':>9} {'train p1':>9} {'train p2':>9} {'build s':>8} {'1 img ms':>9} {'heads ms/img':>13} {'batch':>6} {'img/s':>8}"
     print(head)
     print("-" * len(head))
@@ -125,9 +148,31 @@ def report(rows: list[dict]) -> None:
     for r in rows:
         p = r["preset"]
         trainable = ", ".join(f"p{i} {r[f'trainable_phase{i}'] / 1e6:.2f}M" for i in (0, 1, 2))
-        emit("model", f"{p}: parameters", r["params_total"], "params", higher_is_better=False, note=f"trainable {trainable}; {r['cells']} cells")
-        emit("model", f"{p}: CPU latency, 1 image", r["latency_ms"], "ms", higher_is_better=False, note=f"encoders + heads + mixture; {threads} threads")
-        emit("model", f"{p}: CPU throughput, batch {r['batch']}", r["img_per_s"], "img/s", vs="batch of 1", vs_value=1000.0 / r["latency_ms"], note=f"heads alone {r['heads_ms_per_img']:.3f} ms/img")
+        emit(
+            "model",
+            f"{p}: parameters",
+            r["params_total"],
+            "params",
+            higher_is_better=False,
+            note=f"trainable {trainable}; {r['cells']} cells",
+        )
+        emit(
+            "model",
+            f"{p}: CPU latency, 1 image",
+            r["latency_ms"],
+            "ms",
+            higher_is_better=False,
+            note=f"encoders + heads + mixture; {threads} threads",
+        )
+        emit(
+            "model",
+            f"{p}: CPU throughput, batch {r['batch']}",
+            r["img_per_s"],
+            "img/s",
+            vs="batch of 1",
+            vs_value=1000.0 / r["latency_ms"],
+            note=f"heads alone {r['heads_ms_per_img']:.3f} ms/img",
+        )
 
 
 if __name__ == "__main__":

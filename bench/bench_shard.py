@@ -40,29 +40,50 @@ import pyarrow.parquet as pq  # noqa: E402
 import webdataset as wds  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from geopak_core.regions import PROVINCES  # noqa: E402
 from geopak_data.config import load_config  # noqa: E402
-from geopak_data.provinces import PROVINCES  # noqa: E402
 from geopak_data.records import DOWNLOADED_SCHEMA, make_key  # noqa: E402
 from geopak_data.shard import json_bytes, run_shard  # noqa: E402
 
-CENTRES = [(0, 24.86, 67.01), (0, 25.40, 68.37), (1, 31.52, 74.36), (1, 30.20, 71.47), (2, 34.01, 71.58), (3, 33.69, 73.05), (4, 35.92, 74.31), (5, 30.18, 66.97), (6, 34.37, 73.47)]
+CENTRES = [
+    (0, 24.86, 67.01),
+    (0, 25.40, 68.37),
+    (1, 31.52, 74.36),
+    (1, 30.20, 71.47),
+    (2, 34.01, 71.58),
+    (3, 33.69, 73.05),
+    (4, 35.92, 74.31),
+    (5, 30.18, 66.97),
+    (6, 34.37, 73.47),
+]
 
 
 def make_work(work: Path, n: int, side: int, seed: int = 0) -> int:
     """Generate ``n`` images and the cluster-stage tables; returns the image bytes written."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
-    noise = [rng.normal(0, 18, size=(side, side, 3)).astype(np.float32) for _ in range(8)]  # rolled per image
+    noise = [
+        rng.normal(0, 18, size=(side, side, 3)).astype(np.float32) for _ in range(8)
+    ]  # rolled per image
     rows = []
     total = 0
     for i in range(n):
         cell = int(rng.integers(0, len(CENTRES)))
         pid, clat, clon = CENTRES[cell]
         colour = rng.uniform(40, 215, size=3).astype(np.float32)
-        img = colour[None, None, :] * (0.6 + 0.4 * (xx * rng.uniform() + yy * rng.uniform()))[..., None]
-        img += np.roll(noise[i % len(noise)], shift=(int(rng.integers(0, side)), int(rng.integers(0, side))), axis=(0, 1))
+        img = (
+            colour[None, None, :]
+            * (0.6 + 0.4 * (xx * rng.uniform() + yy * rng.uniform()))[..., None]
+        )
+        img += np.roll(
+            noise[i % len(noise)],
+            shift=(int(rng.integers(0, side)), int(rng.integers(0, side))),
+            axis=(0, 1),
+        )
         buf = io.BytesIO()
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB").save(buf, format="JPEG", quality=88)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB").save(
+            buf, format="JPEG", quality=88
+        )
         data = buf.getvalue()
         key = make_key("yfcc", str(10_000_000 + i))
         rel = f"images/yfcc/{key[-2:]}/{key}.jpg"
@@ -71,27 +92,59 @@ def make_work(work: Path, n: int, side: int, seed: int = 0) -> int:
         total += len(data)
         rows.append(
             {
-                "key": key, "source": "yfcc", "source_id": str(10_000_000 + i), "url": f"https://farm1.example/{i}.jpg",
-                "lat": clat + float(rng.normal(0, 0.05)), "lon": clon + float(rng.normal(0, 0.05)), "accuracy": 16,
-                "license": "CC BY 2.0", "license_id": "4", "license_url": "https://creativecommons.org/licenses/by/2.0/",
-                "owner": f"owner{int(rng.integers(0, 800))}", "title": f"photo {i}", "tags": "",
-                "date_taken": f"20{10 + i % 10}-{1 + i % 12:02d}-{1 + i % 28:02d} 12:00:00", "attribution": "", "restricted": False,
-                "image_path": rel, "sha256": hashlib.sha256(data).hexdigest(), "width": side, "height": side, "bytes": len(data),
-                "original_width": side * 4, "original_height": side * 4, "phash": f"{int(rng.integers(0, 2**63)):016x}",
-                "province": PROVINCES[pid], "province_id": pid, "cell_id": cell,
+                "key": key,
+                "source": "yfcc",
+                "source_id": str(10_000_000 + i),
+                "url": f"https://farm1.example/{i}.jpg",
+                "lat": clat + float(rng.normal(0, 0.05)),
+                "lon": clon + float(rng.normal(0, 0.05)),
+                "accuracy": 16,
+                "license": "CC BY 2.0",
+                "license_id": "4",
+                "license_url": "https://creativecommons.org/licenses/by/2.0/",
+                "owner": f"owner{int(rng.integers(0, 800))}",
+                "title": f"photo {i}",
+                "tags": "",
+                "date_taken": f"20{10 + i % 10}-{1 + i % 12:02d}-{1 + i % 28:02d} 12:00:00",
+                "attribution": "",
+                "restricted": False,
+                "image_path": rel,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "width": side,
+                "height": side,
+                "bytes": len(data),
+                "original_width": side * 4,
+                "original_height": side * 4,
+                "phash": f"{int(rng.integers(0, 2**63)):016x}",
+                "province": PROVINCES[pid],
+                "province_id": pid,
+                "cell_id": cell,
             }
         )
-    extra = [("phash", pa.string()), ("province", pa.string()), ("province_id", pa.int8()), ("cell_id", pa.int32())]
+    extra = [
+        ("phash", pa.string()),
+        ("province", pa.string()),
+        ("province_id", pa.int8()),
+        ("cell_id", pa.int32()),
+    ]
     schema = pa.schema(list(DOWNLOADED_SCHEMA) + [pa.field(a, b) for a, b in extra])
     (work / "cluster").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({f.name: [r[f.name] for r in rows] for f in schema}, schema=schema), work / "cluster" / "records.parquet")
+    pq.write_table(
+        pa.table({f.name: [r[f.name] for r in rows] for f in schema}, schema=schema),
+        work / "cluster" / "records.parquet",
+    )
     counts = np.bincount([r["cell_id"] for r in rows], minlength=len(CENTRES))
     pq.write_table(
         pa.table(
             {
-                "cell_id": pa.array(range(len(CENTRES)), pa.int32()), "province_id": pa.array([c[0] for c in CENTRES], pa.int8()),
-                "province": [PROVINCES[c[0]] for c in CENTRES], "center_lat": [c[1] for c in CENTRES], "center_lon": [c[2] for c in CENTRES],
-                "radius_km": [10.0] * len(CENTRES), "n_samples": counts.tolist(), "urban": [True] * len(CENTRES),
+                "cell_id": pa.array(range(len(CENTRES)), pa.int32()),
+                "province_id": pa.array([c[0] for c in CENTRES], pa.int8()),
+                "province": [PROVINCES[c[0]] for c in CENTRES],
+                "center_lat": [c[1] for c in CENTRES],
+                "center_lon": [c[2] for c in CENTRES],
+                "radius_km": [10.0] * len(CENTRES),
+                "n_samples": counts.tolist(),
+                "urban": [True] * len(CENTRES),
             }
         ),
         work / "cluster" / "cells.parquet",
@@ -102,7 +155,34 @@ def make_work(work: Path, n: int, side: int, seed: int = 0) -> int:
 def samples(work: Path) -> list[tuple[str, Path, bytes]]:
     """(key, image file, json bytes) per record; the image bytes are read during each timed copy."""
     recs = pq.read_table(work / "cluster" / "records.parquet").to_pylist()
-    return [(r["key"], work / r["image_path"], json_bytes({k: r[k] for k in ("key", "lat", "lon", "province", "province_id", "cell_id", "source", "source_id", "url", "license", "owner", "date_taken", "width", "height")})) for r in recs]
+    return [
+        (
+            r["key"],
+            work / r["image_path"],
+            json_bytes(
+                {
+                    k: r[k]
+                    for k in (
+                        "key",
+                        "lat",
+                        "lon",
+                        "province",
+                        "province_id",
+                        "cell_id",
+                        "source",
+                        "source_id",
+                        "url",
+                        "license",
+                        "owner",
+                        "date_taken",
+                        "width",
+                        "height",
+                    )
+                }
+            ),
+        )
+        for r in recs
+    ]
 
 
 def tarfile_copy(path: Path, data: list[tuple[str, Path, bytes]]) -> None:
@@ -136,12 +216,26 @@ def best_of(repeat: int, fn) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=10_000, help="generated images (default 10,000)")
     ap.add_argument("--side", type=int, default=256, help="image side in pixels (default 256)")
-    ap.add_argument("--repeat", type=int, default=3, help="timed rounds; the best of each is reported")
-    ap.add_argument("--max-shard-samples", type=int, default=2_000, help="shard size for the geopak run (default 2,000)")
-    ap.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temporary one, removed after)")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="timed rounds; the best of each is reported"
+    )
+    ap.add_argument(
+        "--max-shard-samples",
+        type=int,
+        default=2_000,
+        help="shard size for the geopak run (default 2,000)",
+    )
+    ap.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="scratch folder (default: a temporary one, removed after)",
+    )
     ap.add_argument("--quick", action="store_true", help="1,000 images, 1 repeat")
     args = ap.parse_args(argv)
     if args.quick:
@@ -154,8 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         gen_s = time.perf_counter() - t0
         data = samples(work)
         payload = img_bytes + sum(len(m) for _, _, m in data)
-        print(f"images: {args.n:,} generated {args.side}x{args.side} JPEGs, {img_bytes / 1e6:,.1f} MB ({img_bytes / args.n / 1e3:.1f} KB each) in {gen_s:.1f}s; cpu cores: {os.cpu_count()}")
-        print(f"payload per run: {payload / 1e6:,.1f} MB (images + json); webdataset {wds.__version__ if hasattr(wds, '__version__') else '?'}")
+        print(
+            f"images: {args.n:,} generated {args.side}x{args.side} JPEGs, {img_bytes / 1e6:,.1f} MB ({img_bytes / args.n / 1e3:.1f} KB each) in {gen_s:.1f}s; cpu cores: {os.cpu_count()}"
+        )
+        print(
+            f"payload per run: {payload / 1e6:,.1f} MB (images + json); webdataset {wds.__version__ if hasattr(wds, '__version__') else '?'}"
+        )
 
         for _, img, _ in data:  # warm the page cache: every method then reads from memory
             img.read_bytes()
@@ -184,16 +282,53 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print(f"{'':44} {'seconds':>8} {'MB/s':>9} {'samples/s':>10} {'of ceiling':>10}")
         for name, sec in rows:
-            print(f"{name:44} {sec:8.2f} {payload / 1e6 / sec:9.1f} {args.n / sec:10,.0f} {ceiling / sec:10.0%}")
-        print(json.dumps({"n": args.n, "payload_mb": round(payload / 1e6, 1), "tarfile_mb_s": round(payload / 1e6 / ceiling, 1), "tarwriter_mb_s": round(payload / 1e6 / writer, 1), "shard_mb_s": round(payload / 1e6 / stage, 1), "shard_samples_s": round(args.n / stage, 1)}))
+            print(
+                f"{name:44} {sec:8.2f} {payload / 1e6 / sec:9.1f} {args.n / sec:10,.0f} {ceiling / sec:10.0%}"
+            )
+        print(
+            json.dumps(
+                {
+                    "n": args.n,
+                    "payload_mb": round(payload / 1e6, 1),
+                    "tarfile_mb_s": round(payload / 1e6 / ceiling, 1),
+                    "tarwriter_mb_s": round(payload / 1e6 / writer, 1),
+                    "shard_mb_s": round(payload / 1e6 / stage, 1),
+                    "shard_samples_s": round(args.n / stage, 1),
+                }
+            )
+        )
 
         sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH line reporter
         from _report import emit
 
         note = f"{args.n:,} images {args.side}px, {payload / 1e6:,.1f} MB"
-        emit("shard", "shard MB/s (whole stage)", payload / 1e6 / stage, "MB/s", vs="plain tarfile copy (ceiling)", vs_value=payload / 1e6 / ceiling, note=note)
-        emit("shard", "shard samples/s (whole stage)", args.n / stage, "samples/s", vs="plain tarfile copy (ceiling)", vs_value=args.n / ceiling, note=note)
-        emit("shard", "webdataset TarWriter only MB/s", payload / 1e6 / writer, "MB/s", vs="plain tarfile copy (ceiling)", vs_value=payload / 1e6 / ceiling, note=note)
+        emit(
+            "shard",
+            "shard MB/s (whole stage)",
+            payload / 1e6 / stage,
+            "MB/s",
+            vs="plain tarfile copy (ceiling)",
+            vs_value=payload / 1e6 / ceiling,
+            note=note,
+        )
+        emit(
+            "shard",
+            "shard samples/s (whole stage)",
+            args.n / stage,
+            "samples/s",
+            vs="plain tarfile copy (ceiling)",
+            vs_value=args.n / ceiling,
+            note=note,
+        )
+        emit(
+            "shard",
+            "webdataset TarWriter only MB/s",
+            payload / 1e6 / writer,
+            "MB/s",
+            vs="plain tarfile copy (ceiling)",
+            vs_value=payload / 1e6 / ceiling,
+            note=note,
+        )
     finally:
         if args.dir is None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from geopak_data.boundaries import load_boundaries  # noqa: E402
-from geopak_data.errors import GeopakError  # noqa: E402
+from geopak_core.boundaries import load_boundaries  # noqa: E402
+from geopak_core.errors import GeopakError  # noqa: E402
 from geopak_data.tagging import ProvinceTagger, TagResult  # noqa: E402
 
 GOAL = 1_000_000
@@ -47,9 +47,16 @@ def naive_tag(polys, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=1_000_000, help="points to tag (default 1,000,000)")
-    ap.add_argument("--naive-sample", type=int, default=20_000, help="points for the naive loop (default 20,000)")
+    ap.add_argument(
+        "--naive-sample",
+        type=int,
+        default=20_000,
+        help="points for the naive loop (default 20,000)",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="timed repetitions; the best is reported")
     ap.add_argument("--tolerance-km", type=float, default=5.0)
     ap.add_argument("--boundaries", default=None, metavar="FILE")
@@ -92,20 +99,43 @@ def main(argv: list[str] | None = None) -> int:
     extra = int((res.status[:k][~inside] == TagResult.INSIDE).sum())
 
     counts = np.bincount(res.status, minlength=4)
-    print(f"boundaries: {polys.attrs.get('source')} (load {t1 - t0:.2f}s, prepare {t2 - t1:.2f}s); cpu cores: {os.cpu_count()}")
-    print(f"points: {args.n:,} uniform over lon {x0 - 1:.1f}..{x1 + 1:.1f}, lat {y0 - 1:.1f}..{y1 + 1:.1f}")
-    print(f"  inside a province {counts[0]:,} | snapped within {args.tolerance_km:g} km {counts[1]:,} | outside {counts[2]:,} | invalid {counts[3]:,}")
+    print(
+        f"boundaries: {polys.attrs.get('source')} (load {t1 - t0:.2f}s, prepare {t2 - t1:.2f}s); cpu cores: {os.cpu_count()}"
+    )
+    print(
+        f"points: {args.n:,} uniform over lon {x0 - 1:.1f}..{x1 + 1:.1f}, lat {y0 - 1:.1f}..{y1 + 1:.1f}"
+    )
+    print(
+        f"  inside a province {counts[0]:,} | snapped within {args.tolerance_km:g} km {counts[1]:,} | outside {counts[2]:,} | invalid {counts[3]:,}"
+    )
     print(f"vectorised: {best:.3f}s best of {args.repeat} -> {rate:,.0f} points/s")
-    print(f"naive per-point polygon.contains loop: {k:,} points in {naive_s:.2f}s -> {naive_rate:,.0f} points/s")
+    print(
+        f"naive per-point polygon.contains loop: {k:,} points in {naive_s:.2f}s -> {naive_rate:,.0f} points/s"
+    )
     print(f"speed-up: {rate / naive_rate:,.0f}x")
-    print(f"agreement on the naive sample: {int(inside.sum()) - disagree:,}/{int(inside.sum()):,} points the naive loop put in a province got the same id; {extra} points it left out were called inside")
+    print(
+        f"agreement on the naive sample: {int(inside.sum()) - disagree:,}/{int(inside.sum()):,} points the naive loop put in a province got the same id; {extra} points it left out were called inside"
+    )
     print(f"goal >= {GOAL:,} points/s: {'met' if rate >= GOAL else 'NOT met'}")
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH line reporter
     from _report import emit
 
-    agree = "agrees with the naive loop" if disagree == 0 and extra == 0 else f"DISAGREES with the naive loop ({disagree} ids, {extra} extra)"
-    emit("tag", "tag points/s", rate, "points/s", vs=f"naive polygon.contains loop ({k:,} pts)", vs_value=naive_rate, goal=GOAL, note=f"{args.n:,} points; {agree}")
+    agree = (
+        "agrees with the naive loop"
+        if disagree == 0 and extra == 0
+        else f"DISAGREES with the naive loop ({disagree} ids, {extra} extra)"
+    )
+    emit(
+        "tag",
+        "tag points/s",
+        rate,
+        "points/s",
+        vs=f"naive polygon.contains loop ({k:,} pts)",
+        vs_value=naive_rate,
+        goal=GOAL,
+        note=f"{args.n:,} points; {agree}",
+    )
     return 0 if disagree == 0 and extra == 0 else 1
 
 

@@ -32,7 +32,9 @@ from geopak_model.testing import make_toy_shards  # noqa: E402
 from geopak_model.train import TrainStep  # noqa: E402
 
 
-def loader_rate(folder: D.ShardFolder, transform, batch_size: int, workers: int, max_batches: int) -> float:
+def loader_rate(
+    folder: D.ShardFolder, transform, batch_size: int, workers: int, max_batches: int
+) -> float:
     spec = D.LoaderSpec(batch_size=batch_size, shuffle_buffer=200, seed=0, num_workers=workers)
     it = D.image_batches(folder.shards("train"), transform, spec, epoch=0)
     next(it)  # worker start-up is not throughput
@@ -47,7 +49,10 @@ def step_rate(model, batches: list[dict], phase: int, device: torch.device) -> f
     model.to(device).train()
     step = TrainStep(model, torch.ones(7), phase).to(device)
     opt = torch.optim.AdamW(model.param_groups(1e-3, 5e-5), lr=1e-3)
-    batches = [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in b.items()} for b in batches]
+    batches = [
+        {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in b.items()}
+        for b in batches
+    ]
     loss, _ = step(batches[0])  # warm-up
     loss.backward()
     opt.zero_grad()
@@ -80,8 +85,12 @@ def epoch_seconds(model, source, phase: int, device: torch.device) -> tuple[floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shards", type=Path, default=None, help="shard folder (default: a generated toy one)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--shards", type=Path, default=None, help="shard folder (default: a generated toy one)"
+    )
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--quick", action="store_true", help="small sizes, well under a minute")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -98,27 +107,68 @@ def main(argv: list[str] | None = None) -> int:
     bs = 16 if args.quick else args.batch_size
 
     with tempfile.TemporaryDirectory() as tmp:
-        shards = args.shards or make_toy_shards(Path(tmp) / "shards", n=n_images, per_shard=32, seed=0)
+        shards = args.shards or make_toy_shards(
+            Path(tmp) / "shards", n=n_images, per_shard=32, seed=0
+        )
         folder = D.open_shard_folder(shards)
         model = build_or_load_model(folder=folder, preset=args.preset, seed=0)
-        print(f"bench_train: preset={args.preset} device={device} threads={torch.get_num_threads()} batch={bs} train images={folder.size('train')}")
+        print(
+            f"bench_train: preset={args.preset} device={device} threads={torch.get_num_threads()} batch={bs} train images={folder.size('train')}"
+        )
 
         tf_train = model.transforms(train=True)
-        rows = [("loader, 0 workers (decode+augment)", loader_rate(folder, tf_train, bs, 0, n_steps), "img/s")]
+        rows = [
+            (
+                "loader, 0 workers (decode+augment)",
+                loader_rate(folder, tf_train, bs, 0, n_steps),
+                "img/s",
+            )
+        ]
         if args.workers > 1:
-            rows.append((f"loader, {args.workers} workers", loader_rate(folder, tf_train, bs, args.workers, n_steps), "img/s"))
+            rows.append(
+                (
+                    f"loader, {args.workers} workers",
+                    loader_rate(folder, tf_train, bs, args.workers, n_steps),
+                    "img/s",
+                )
+            )
 
         spec = D.LoaderSpec(batch_size=bs, shuffle_buffer=200, seed=0)
         batches = list(islice(D.image_batches(folder.shards("train"), tf_train, spec), n_steps + 1))
-        rows.append(("train step phase 1 (frozen encoders)", step_rate(model, batches, 1, device), "img/s"))
-        rows.append(("train step phase 2 (last blocks unfrozen)", step_rate(model, batches, 2, device), "img/s"))
+        rows.append(
+            ("train step phase 1 (frozen encoders)", step_rate(model, batches, 1, device), "img/s")
+        )
+        rows.append(
+            (
+                "train step phase 2 (last blocks unfrozen)",
+                step_rate(model, batches, 2, device),
+                "img/s",
+            )
+        )
 
         t0 = time.perf_counter()
-        embed(shards=shards, out=Path(tmp) / "feats", checkpoint=None, preset=args.preset, splits=("train",), batch_size=bs, device=args.device, num_workers=0, seed=0)
+        embed(
+            shards=shards,
+            out=Path(tmp) / "feats",
+            checkpoint=None,
+            preset=args.preset,
+            splits=("train",),
+            batch_size=bs,
+            device=args.device,
+            num_workers=0,
+            seed=0,
+        )
         t_embed = time.perf_counter() - t0
-        cached = build_or_load_model(folder=folder, checkpoint=str(Path(tmp) / "feats" / "model.pt"))
+        cached = build_or_load_model(
+            folder=folder, checkpoint=str(Path(tmp) / "feats" / "model.pt")
+        )
         feats = load_features(Path(tmp) / "feats", "train", folder=folder)
-        t_img, n_img = epoch_seconds(cached, D.image_batches(folder.shards("train"), cached.transforms(train=True), spec), 1, device)
+        t_img, n_img = epoch_seconds(
+            cached,
+            D.image_batches(folder.shards("train"), cached.transforms(train=True), spec),
+            1,
+            device,
+        )
         t_feat, n_feat = epoch_seconds(cached, D.feature_batches(feats, spec), 1, device)
         rows += [
             ("embedding cache build (train split)", t_embed, "s"),
@@ -139,9 +189,32 @@ def main(argv: list[str] | None = None) -> int:
     setup = f"{args.preset}, {device}, batch {bs}, {torch.get_num_threads()} threads"
     for name, value, unit in rows:
         if name.startswith("loader"):
-            emit("train", name, value, unit, vs="train step phase 1", vs_value=step1, note=f"ratio > 1: the loader keeps up; {setup}")
-    emit("train", "train step phase 2 (last blocks unfrozen)", fig["train step phase 2 (last blocks unfrozen)"], "img/s", note=f"phase 1: {step1:.1f} img/s; {setup}")
-    emit("train", f"phase-1 epoch from cache ({n_feat} img)", t_feat, "s", vs="phase-1 epoch from images", vs_value=t_img, higher_is_better=False, note=f"cache build {t_embed:.2f} s; {setup}")
+            emit(
+                "train",
+                name,
+                value,
+                unit,
+                vs="train step phase 1",
+                vs_value=step1,
+                note=f"ratio > 1: the loader keeps up; {setup}",
+            )
+    emit(
+        "train",
+        "train step phase 2 (last blocks unfrozen)",
+        fig["train step phase 2 (last blocks unfrozen)"],
+        "img/s",
+        note=f"phase 1: {step1:.1f} img/s; {setup}",
+    )
+    emit(
+        "train",
+        f"phase-1 epoch from cache ({n_feat} img)",
+        t_feat,
+        "s",
+        vs="phase-1 epoch from images",
+        vs_value=t_img,
+        higher_is_better=False,
+        note=f"cache build {t_embed:.2f} s; {setup}",
+    )
     return 0
 
 

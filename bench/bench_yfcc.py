@@ -24,18 +24,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from geopak_core.io import PartStore  # noqa: E402
 from geopak_data.config import load_config  # noqa: E402
-from geopak_data.io import PartStore  # noqa: E402
 from geopak_data.sources import NullProgress  # noqa: E402
 from geopak_data.sources.yfcc import YfccSource, scan_blocks, yfcc_line  # noqa: E402
 
 GOAL = 1_000_000  # rows/s, plain file (issue 3)
 WORDS = "lahore karachi mountain river sunset mosque street market bridge lake valley fort garden temple beach road city night snow train".split()
 LICENSES = [
-    ("Attribution-NonCommercial-ShareAlike License", "http://creativecommons.org/licenses/by-nc-sa/2.0/"),
+    (
+        "Attribution-NonCommercial-ShareAlike License",
+        "http://creativecommons.org/licenses/by-nc-sa/2.0/",
+    ),
     ("Attribution License", "http://creativecommons.org/licenses/by/2.0/"),
     ("Attribution-ShareAlike License", "http://creativecommons.org/licenses/by-sa/2.0/"),
-    ("Attribution-NonCommercial-NoDerivs License", "http://creativecommons.org/licenses/by-nc-nd/2.0/"),
+    (
+        "Attribution-NonCommercial-NoDerivs License",
+        "http://creativecommons.org/licenses/by-nc-nd/2.0/",
+    ),
 ]
 
 
@@ -100,11 +106,17 @@ def write_file(path: Path, rows: int, compress: bool) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="500k rows (well under a minute)")
-    ap.add_argument("--rows", type=int, default=0, help="rows to generate (default 3M, --quick 500k)")
+    ap.add_argument(
+        "--rows", type=int, default=0, help="rows to generate (default 3M, --quick 500k)"
+    )
     ap.add_argument("--gzip", action="store_true", help="also time a .gz copy")
-    ap.add_argument("--keep", type=Path, default=None, help="write the generated file here and keep it")
+    ap.add_argument(
+        "--keep", type=Path, default=None, help="write the generated file here and keep it"
+    )
     args = ap.parse_args()
     rows = args.rows or (500_000 if args.quick else 3_000_000)
     cfg = load_config()
@@ -115,8 +127,12 @@ def main() -> int:
         t0 = time.perf_counter()
         for p in paths:
             write_file(p, rows, p.suffix == ".gz")
-        print(f"generated {rows:,} rows ({paths[0].stat().st_size / rows:.0f} bytes/row) in {time.perf_counter() - t0:.1f}s")
-        for _ in scan_blocks(paths[0], cfg.crawl.bbox, chunk_bytes=1 << 20):  # warm-up: thread pools, page cache
+        print(
+            f"generated {rows:,} rows ({paths[0].stat().st_size / rows:.0f} bytes/row) in {time.perf_counter() - t0:.1f}s"
+        )
+        for _ in scan_blocks(
+            paths[0], cfg.crawl.bbox, chunk_bytes=1 << 20
+        ):  # warm-up: thread pools, page cache
             break
         rates: dict[str, tuple[float, float]] = {}  # "scan <file>" -> (rows/s, rows/cpu-s)
         for p in paths:
@@ -128,7 +144,9 @@ def main() -> int:
                 kept += len(block.kept)
             dt, dc = time.perf_counter() - t0, cpu_seconds() - c0
             rates[f"scan {p.name}"] = (scanned / dt, scanned / dc)
-            print(f"scan     {p.name:<26} {scanned:>10,} rows {dt:6.2f}s wall {dc:6.2f}s cpu  {scanned / dt / 1e6:5.2f} M rows/s  {scanned / dc / 1e6:5.2f} M rows/cpu-s  {size_mb / dt:5.0f} MB/s  ({kept:,} kept)")
+            print(
+                f"scan     {p.name:<26} {scanned:>10,} rows {dt:6.2f}s wall {dc:6.2f}s cpu  {scanned / dt / 1e6:5.2f} M rows/s  {scanned / dc / 1e6:5.2f} M rows/cpu-s  {size_mb / dt:5.0f} MB/s  ({kept:,} kept)"
+            )
             src = YfccSource(cfg, metadata=p)
             parts = PartStore(Path(td) / f"parts-{p.name}")
             c0, t0 = cpu_seconds(), time.perf_counter()
@@ -136,11 +154,17 @@ def main() -> int:
             dt, dc = time.perf_counter() - t0, cpu_seconds() - c0
             found = parts.read_all().num_rows
             rates[f"discover {p.name}"] = (scanned / dt, scanned / dc)
-            print(f"discover {p.name:<26} {scanned:>10,} rows {dt:6.2f}s wall {dc:6.2f}s cpu  {scanned / dt / 1e6:5.2f} M rows/s  {scanned / dc / 1e6:5.2f} M rows/cpu-s  ({found:,} records)")
+            print(
+                f"discover {p.name:<26} {scanned:>10,} rows {dt:6.2f}s wall {dc:6.2f}s cpu  {scanned / dt / 1e6:5.2f} M rows/s  {scanned / dc / 1e6:5.2f} M rows/cpu-s  ({found:,} records)"
+            )
         import os
 
-        print(f"cores: {os.cpu_count()}, load average: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print("goal: >= 1.00 M rows/s on the plain file (the scan is CPU-bound; .gz/.bz2 add decompression)")
+        print(
+            f"cores: {os.cpu_count()}, load average: {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+        )
+    print(
+        "goal: >= 1.00 M rows/s on the plain file (the scan is CPU-bound; .gz/.bz2 add decompression)"
+    )
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH line reporter
     from _report import emit
@@ -149,7 +173,14 @@ def main() -> int:
         stage, fname = name.split(" ", 1)
         plain = fname == paths[0].name
         what = "metadata scan" if stage == "scan" else "discovery (scan + records + Parquet)"
-        emit("yfcc", f"YFCC {what} rows/s{'' if plain else ' (' + fname + ')'}", per_s, "rows/s", goal=GOAL if plain and stage == "scan" else None, note=f"{rows:,} rows; {per_cpu_s / 1e6:.2f} M rows per CPU-second")
+        emit(
+            "yfcc",
+            f"YFCC {what} rows/s{'' if plain else ' (' + fname + ')'}",
+            per_s,
+            "rows/s",
+            goal=GOAL if plain and stage == "scan" else None,
+            note=f"{rows:,} rows; {per_cpu_s / 1e6:.2f} M rows per CPU-second",
+        )
     return 0
 
 

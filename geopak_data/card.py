@@ -15,15 +15,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from geopak_core.errors import GeopakError
+from geopak_core.regions import ISO_CODES, PROVINCES
+
 from .config import PipelineConfig
-from .errors import GeopakError
-from .provinces import ISO_CODES, PROVINCES
 
 # Folder name -> the split name datasets/the Hub use (datasets maps a `val/` folder to
 # "validation" too, so both ways of loading agree).
 HUB_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 TASK_CATEGORIES = ["image-classification", "other"]
-TAGS = ["geolocation", "geospatial", "pakistan", "webdataset", "image", "geocells", "creative-commons"]
+TAGS = [
+    "geolocation",
+    "geospatial",
+    "pakistan",
+    "webdataset",
+    "image",
+    "geocells",
+    "creative-commons",
+]
 
 _SIZE_BINS = [
     (1_000, "n<1K"),
@@ -101,7 +110,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align:
 
     if not align:
         first = rows[0] if rows else [""] * len(headers)
-        align = "".join("r" if isinstance(v, int | float) and not isinstance(v, bool) else "l" for v in first)
+        align = "".join(
+            "r" if isinstance(v, int | float) and not isinstance(v, bool) else "l" for v in first
+        )
     sep = ["---:" if a == "r" else ":---" for a in align]
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
@@ -132,13 +143,21 @@ def _pct(a: float, b: float) -> str:
     return f"{100.0 * a / b:.1f}%" if b else "-"
 
 
-def render_card(*, stats: dict[str, Any], cells: list[dict[str, Any]], config: PipelineConfig, map_file: str | None = "map.png") -> str:
+def render_card(
+    *,
+    stats: dict[str, Any],
+    cells: list[dict[str, Any]],
+    config: PipelineConfig,
+    map_file: str | None = "map.png",
+) -> str:
     """The full ``README.md`` text for a shard folder described by ``stats`` and ``cells``."""
     from huggingface_hub import DatasetCardData
 
     name = config.shard.dataset_name or "geopak"
     total = int(stats["samples"])
-    splits = [s for s in ("train", "val", "test") if stats["splits"].get(s, {}).get("shards", 0) > 0]
+    splits = [
+        s for s in ("train", "val", "test") if stats["splits"].get(s, {}).get("shards", 0) > 0
+    ]
     meta = card_metadata(n_samples=total, splits=splits, pretty_name=name)
     yaml = DatasetCardData(**meta).to_yaml()
     sources = stats.get("sources", {})
@@ -166,8 +185,12 @@ def render_card(*, stats: dict[str, Any], cells: list[dict[str, Any]], config: P
     for s in splits:
         n = stats["splits"][s]["shards"]
         add(f"{s}/geopak-{s}-000000.tar ... ({n} shard{'s' if n != 1 else ''})")
-    add("cells.parquet   one row per geocell (cell_id, province_id, province, center_lat, center_lon, radius_km, n_samples, urban)")
-    add("index.parquet   one row per sample: key, split, shard and every field of the sample's json")
+    add(
+        "cells.parquet   one row per geocell (cell_id, province_id, province, center_lat, center_lon, radius_km, n_samples, urban)"
+    )
+    add(
+        "index.parquet   one row per sample: key, split, shard and every field of the sample's json"
+    )
     add("stats.json      counts per split, province, cell, source; reject reasons; config hash")
     add("```")
     add("")
@@ -180,10 +203,14 @@ def render_card(*, stats: dict[str, Any], cells: list[dict[str, Any]], config: P
     add("```python")
     add("import webdataset as wds")
     last = max(0, stats["splits"].get("train", {}).get("shards", 1) - 1)
-    add(f'ds = wds.WebDataset("train/geopak-train-{{000000..{last:06d}}}.tar").decode("pil").to_tuple("jpg", "json")')
+    add(
+        f'ds = wds.WebDataset("train/geopak-train-{{000000..{last:06d}}}.tar").decode("pil").to_tuple("jpg", "json")'
+    )
     add("")
     add("from datasets import load_dataset")
-    add('ds = load_dataset("webdataset", data_dir="path/to/this/folder")  # splits: train, validation, test')
+    add(
+        'ds = load_dataset("webdataset", data_dir="path/to/this/folder")  # splits: train, validation, test'
+    )
     add("```")
     add("")
 
@@ -192,12 +219,27 @@ def render_card(*, stats: dict[str, Any], cells: list[dict[str, Any]], config: P
     rows = []
     for s in splits:
         info = stats["splits"][s]
-        rows.append([s, HUB_SPLIT_NAMES[s], int(info["samples"]), _pct(info["samples"], total), int(info["shards"]), f"{info['bytes'] / 1e6:,.1f} MB"])
-    add(markdown_table(["folder", "Hub split", "samples", "share", "shards", "size"], rows, "llrrrr"))
+        rows.append(
+            [
+                s,
+                HUB_SPLIT_NAMES[s],
+                int(info["samples"]),
+                _pct(info["samples"], total),
+                int(info["shards"]),
+                f"{info['bytes'] / 1e6:,.1f} MB",
+            ]
+        )
+    add(
+        markdown_table(
+            ["folder", "Hub split", "samples", "share", "shards", "size"], rows, "llrrrr"
+        )
+    )
     add("")
     add(stats.get("split_rule", ""))
     add("")
-    add("`val` is for model selection; `test` is held out and must never be used to pick a checkpoint.")
+    add(
+        "`val` is for model selection; `test` is held out and must never be used to pick a checkpoint."
+    )
     add("")
 
     add("## Provinces")
@@ -205,10 +247,40 @@ def render_card(*, stats: dict[str, Any], cells: list[dict[str, Any]], config: P
     rows = []
     for p in provinces:
         if p["total"] == 0:
-            rows.append([p["province_id"], p["province"], ISO_CODES[p["province_id"]], 0, "-", 0, 0, 0, p.get("cells", 0)])
+            rows.append(
+                [
+                    p["province_id"],
+                    p["province"],
+                    ISO_CODES[p["province_id"]],
+                    0,
+                    "-",
+                    0,
+                    0,
+                    0,
+                    p.get("cells", 0),
+                ]
+            )
             continue
-        rows.append([p["province_id"], p["province"], ISO_CODES[p["province_id"]], p["total"], _pct(p["total"], total), p["train"], p["val"], p["test"], p.get("cells", 0)])
-    add(markdown_table(["id", "province", "ISO", "samples", "share", "train", "val", "test", "cells"], rows, "rllrrrrrr"))
+        rows.append(
+            [
+                p["province_id"],
+                p["province"],
+                ISO_CODES[p["province_id"]],
+                p["total"],
+                _pct(p["total"], total),
+                p["train"],
+                p["val"],
+                p["test"],
+                p.get("cells", 0),
+            ]
+        )
+    add(
+        markdown_table(
+            ["id", "province", "ISO", "samples", "share", "train", "val", "test", "cells"],
+            rows,
+            "rllrrrrrr",
+        )
+    )
     add("")
 
     add("## Geocells")
@@ -226,36 +298,95 @@ def render_card(*, stats: dict[str, Any], cells: list[dict[str, Any]], config: P
             continue
         ns = sorted(int(c["n_samples"]) for c in mine)
         radii = sorted(float(c["radius_km"]) for c in mine)
-        rows.append([pname, len(mine), sum(bool(c.get("urban")) for c in mine), ns[0], ns[len(ns) // 2], ns[-1], radii[len(radii) // 2], radii[-1]])
+        rows.append(
+            [
+                pname,
+                len(mine),
+                sum(bool(c.get("urban")) for c in mine),
+                ns[0],
+                ns[len(ns) // 2],
+                ns[-1],
+                radii[len(radii) // 2],
+                radii[-1],
+            ]
+        )
     if rows:
-        add(markdown_table(["province", "cells", "urban", "min samples", "median samples", "max samples", "median radius km", "max radius km"], rows, "lrrrrrrr"))
+        add(
+            markdown_table(
+                [
+                    "province",
+                    "cells",
+                    "urban",
+                    "min samples",
+                    "median samples",
+                    "max samples",
+                    "median radius km",
+                    "max radius km",
+                ],
+                rows,
+                "lrrrrrrr",
+            )
+        )
         add("")
     if cells:
         add("<details><summary>Every cell</summary>")
         add("")
         crow = [
-            [int(c["cell_id"]), c["province"], round(float(c["center_lat"]), 4), round(float(c["center_lon"]), 4), round(float(c["radius_km"]), 2), int(c["n_samples"]), "yes" if c.get("urban") else "no"]
+            [
+                int(c["cell_id"]),
+                c["province"],
+                round(float(c["center_lat"]), 4),
+                round(float(c["center_lon"]), 4),
+                round(float(c["radius_km"]), 2),
+                int(c["n_samples"]),
+                "yes" if c.get("urban") else "no",
+            ]
             for c in sorted(cells, key=lambda c: int(c["cell_id"]))
         ]
-        add(markdown_table(["cell", "province", "center lat", "center lon", "radius km", "samples", "urban"], [[r[0], r[1], f"{r[2]:.4f}", f"{r[3]:.4f}", f"{r[4]:.2f}", r[5], r[6]] for r in crow], "rlrrrrl"))
+        add(
+            markdown_table(
+                ["cell", "province", "center lat", "center lon", "radius km", "samples", "urban"],
+                [
+                    [r[0], r[1], f"{r[2]:.4f}", f"{r[3]:.4f}", f"{r[4]:.2f}", r[5], r[6]]
+                    for r in crow
+                ],
+                "rlrrrrl",
+            )
+        )
         add("")
         add("</details>")
         add("")
 
     add("## Sources")
     add("")
-    rows = [[s, v["total"], _pct(v["total"], total), v.get("train", 0), v.get("val", 0), v.get("test", 0)] for s, v in sorted(sources.items())]
+    rows = [
+        [
+            s,
+            v["total"],
+            _pct(v["total"], total),
+            v.get("train", 0),
+            v.get("val", 0),
+            v.get("test", 0),
+        ]
+        for s, v in sorted(sources.items())
+    ]
     if rows:
         add(markdown_table(["source", "samples", "share", "train", "val", "test"], rows, "lrrrrr"))
         add("")
 
     add("## How it was built")
     add("")
-    add("Built with [geopak](https://github.com/geopak/geopak) in stages, each resumable and recorded in a manifest:")
+    add(
+        "Built with [geopak](https://github.com/geopak/geopak) in stages, each resumable and recorded in a manifest:"
+    )
     add("")
-    add("1. **Crawl**: " + ("; ".join(SOURCE_NOTES.get(s, s) for s in sorted(sources)) or "no sources") + ". "
+    add(
+        "1. **Crawl**: "
+        + ("; ".join(SOURCE_NOTES.get(s, s) for s in sorted(sources)) or "no sources")
+        + ". "
         "Downloads respect `noai`/`noimageai` opt-out headers and store images re-encoded as JPEG "
-        f"(longest side at most {config.download.max_side} px).")
+        f"(longest side at most {config.download.max_side} px)."
+    )
     f = config.filter
     add(
         "2. **Filter**: files that do not decode fully, shorter side below "
@@ -271,21 +402,31 @@ def render_card(*, stats: dict[str, Any], cells: list[dict[str, Any]], config: P
         f"domain); points up to {config.tag.border_tolerance_km:g} km outside the national border (coast, GPS error) get the "
         "nearest province, points farther out are rejected."
     )
-    add("4. **Geocells**: HDBSCAN per province with radius limits (see above); isolated points that fit no cell are rejected.")
-    add("5. **Shard**: leakage-free grouped, stratified splits; samples shuffled across each split with a fixed seed; "
-        f"shards of at most {config.shard.max_shard_samples:,} samples or {config.shard.max_shard_bytes / 1e9:g} GB.")
+    add(
+        "4. **Geocells**: HDBSCAN per province with radius limits (see above); isolated points that fit no cell are rejected."
+    )
+    add(
+        "5. **Shard**: leakage-free grouped, stratified splits; samples shuffled across each split with a fixed seed; "
+        f"shards of at most {config.shard.max_shard_samples:,} samples or {config.shard.max_shard_bytes / 1e9:g} GB."
+    )
     add("")
     rejects = stats.get("rejects", {})
     if rejects:
         add("Photos dropped on the way, by stage and reason:")
         add("")
-        rows = [[stage, reason, n] for stage, reasons in rejects.items() for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
+        rows = [
+            [stage, reason, n]
+            for stage, reasons in rejects.items()
+            for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
         add(markdown_table(["stage", "reason", "photos"], rows, "llr"))
         add("")
     excl = stats.get("excluded", {})
     if excl.get("restricted") or excl.get("removal_list"):
-        add(f"Excluded at shard time: {excl.get('restricted', 0):,} photos whose source forbids redistribution, "
-            f"{excl.get('removal_list', 0):,} on the removal list.")
+        add(
+            f"Excluded at shard time: {excl.get('restricted', 0):,} photos whose source forbids redistribution, "
+            f"{excl.get('removal_list', 0):,} on the removal list."
+        )
         add("")
 
     add("## Licences")
@@ -309,7 +450,16 @@ def render_card(*, stats: dict[str, Any], cells: list[dict[str, Any]], config: P
         add("")
     lic = stats.get("licenses", {})
     if lic:
-        add(markdown_table(["licence", "photos", "share"], [[k or "(unknown)", v, _pct(v, total)] for k, v in sorted(lic.items(), key=lambda kv: (-kv[1], kv[0]))], "lrr"))
+        add(
+            markdown_table(
+                ["licence", "photos", "share"],
+                [
+                    [k or "(unknown)", v, _pct(v, total)]
+                    for k, v in sorted(lic.items(), key=lambda kv: (-kv[1], kv[0]))
+                ],
+                "lrr",
+            )
+        )
         add("")
 
     add("## Known biases and limitations")
@@ -322,13 +472,21 @@ def render_card(*, stats: dict[str, Any], cells: list[dict[str, Any]], config: P
         "rural areas, the desert and the western border are thin. Province-balanced sampling or per-province "
         "metrics are recommended."
     )
-    add("- **Who takes photos.** Sources are photo-sharing platforms, so the images over-represent landmarks, "
-        "tourism, daylight and good weather, and the viewpoints of a small number of very active uploaders.")
-    add("- **Coordinates.** Locations are the uploader's geotag (GPS or manual placement) and can be off by up to "
-        "the accuracy level kept by the filter; landmark photos from GLDv2 carry the landmark's coordinates.")
-    add("- **Time.** Most photos come from the years the platforms were popular (2005-2015 for YFCC100M).")
-    add("- **Automatic filtering.** Blur, duplicate and indoor filters are automatic and imperfect; a few indoor "
-        "or unrelated photos remain and some valid ones were dropped.")
+    add(
+        "- **Who takes photos.** Sources are photo-sharing platforms, so the images over-represent landmarks, "
+        "tourism, daylight and good weather, and the viewpoints of a small number of very active uploaders."
+    )
+    add(
+        "- **Coordinates.** Locations are the uploader's geotag (GPS or manual placement) and can be off by up to "
+        "the accuracy level kept by the filter; landmark photos from GLDv2 carry the landmark's coordinates."
+    )
+    add(
+        "- **Time.** Most photos come from the years the platforms were popular (2005-2015 for YFCC100M)."
+    )
+    add(
+        "- **Automatic filtering.** Blur, duplicate and indoor filters are automatic and imperfect; a few indoor "
+        "or unrelated photos remain and some valid ones were dropped."
+    )
     add("")
 
     add("## Removal requests")
@@ -356,7 +514,9 @@ def render_card(*, stats: dict[str, Any], cells: list[dict[str, Any]], config: P
     add("\n\n".join(CITATIONS[k] for k in keys))
     add("```")
     add("")
-    add(f"Config hash: `{stats.get('config_hash', '')}` (shard settings `{stats.get('shard_config_hash', '')}`).")
+    add(
+        f"Config hash: `{stats.get('config_hash', '')}` (shard settings `{stats.get('shard_config_hash', '')}`)."
+    )
     add("")
     return "\n".join(out)
 
@@ -406,8 +566,14 @@ def validate_card(folder: str | Path) -> dict[str, Any]:
     patterns = _data_file_patterns(data)
     if not patterns:
         raise GeopakError(f"{path}: configs has no data_files")
-    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    files = [
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
     for split, pattern in patterns:
         if not any(fnmatch.fnmatch(f, pattern) for f in files):
-            raise GeopakError(f"{path}: data_files pattern '{pattern}' (split {split}) matches no file in {folder}")
+            raise GeopakError(
+                f"{path}: data_files pattern '{pattern}' (split {split}) matches no file in {folder}"
+            )
     return data

@@ -12,9 +12,10 @@ import importlib
 import logging
 import sys
 
+from geopak_core.errors import GeopakError
+from geopak_core.progress import setup_logging
+
 from . import __version__
-from .errors import GeopakError
-from .progress import setup_logging
 
 COMMAND_MODULES = (
     "geopak_data.crawl",

@@ -29,10 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from geopak_core.errors import GeopakError
+from geopak_core.io import atomic_write_json, atomic_write_parquet
+from geopak_core.progress import log
+
 from .config import PipelineConfig
-from .errors import GeopakError
-from .io import atomic_write_json, atomic_write_parquet
-from .progress import log
 from .records import REJECT_SCHEMA, reject_rows
 from .runner import StageContext, StageOutcome, StageResult, run_stage
 
@@ -69,11 +70,15 @@ def _read_input(path: Path) -> pa.Table:
         raise GeopakError(f"{path}: not a readable Parquet file ({exc})") from None
     missing = [c for c in ("key", "lat", "lon", "province_id") if c not in table.column_names]
     if missing:
-        raise GeopakError(f"{path}: missing column(s) {', '.join(missing)}; run `geopak-data tag` first")
+        raise GeopakError(
+            f"{path}: missing column(s) {', '.join(missing)}; run `geopak-data tag` first"
+        )
     for c in ("lat", "lon", "province_id"):
         nulls = table.column(c).null_count
         if nulls:
-            raise GeopakError(f"{path}: {nulls} row(s) with an empty {c}; run `geopak-data tag` again")
+            raise GeopakError(
+                f"{path}: {nulls} row(s) with an empty {c}; run `geopak-data tag` again"
+            )
     return table
 
 
@@ -93,10 +98,15 @@ def cells_table(cells: Any, keys: np.ndarray, meta: dict[str, Any]) -> pa.Table:
         "limit_km": pa.array(cells["limit_km"].to_numpy(), pa.float64()),
         "isolated": pa.array(cells["isolated"].to_numpy(), pa.bool_()),
         "center_key": pa.array(center_key, pa.string()),
-        "neighbours": pa.array([np.asarray(v, dtype=np.int32).tolist() for v in cells["neighbours"]], pa.list_(pa.int32())),
+        "neighbours": pa.array(
+            [np.asarray(v, dtype=np.int32).tolist() for v in cells["neighbours"]],
+            pa.list_(pa.int32()),
+        ),
         "crs": pa.array(list(cells["crs"]), pa.string()),
     }
-    schema = CELLS_SCHEMA.with_metadata({b"geopak": json.dumps(meta, sort_keys=True).encode("utf-8")})
+    schema = CELLS_SCHEMA.with_metadata(
+        {b"geopak": json.dumps(meta, sort_keys=True).encode("utf-8")}
+    )
     return pa.table(cols, schema=schema)
 
 
@@ -136,8 +146,13 @@ def _do(ctx: StageContext) -> StageResult:
 
     rej_idx = np.flatnonzero(res.rejected)
     if len(rej_idx):
-        detail = [f"no geocell within its limit and fewer than {cfg.min_isolated} photos to form one ({lat[i]:.5f}, {lon[i]:.5f})" for i in rej_idx]
-        rejects = reject_rows(table.take(pa.array(rej_idx)), stage=STAGE, reason=REASON, detail=detail)
+        detail = [
+            f"no geocell within its limit and fewer than {cfg.min_isolated} photos to form one ({lat[i]:.5f}, {lon[i]:.5f})"
+            for i in rej_idx
+        ]
+        rejects = reject_rows(
+            table.take(pa.array(rej_idx)), stage=STAGE, reason=REASON, detail=detail
+        )
     else:
         rejects = REJECT_SCHEMA.empty_table()
 
@@ -186,13 +201,26 @@ def _do(ctx: StageContext) -> StageResult:
     )
     if viol:  # never expected: build_geocells enforces every limit; say so loudly if it happens
         log.error("cluster: %d constraint violation(s): %s", viol, report["violations"])
-    return StageResult(counts=counts, outputs=list(paths.values()), summary=summary, notes={"cells_per_province": report["cells_per_province"]})
+    return StageResult(
+        counts=counts,
+        outputs=list(paths.values()),
+        summary=summary,
+        notes={"cells_per_province": report["cells_per_province"]},
+    )
 
 
 def run_cluster(*, work: Path, config: PipelineConfig, force: bool = False) -> StageOutcome:
     """Build the geocells of ``work`` (see the module docstring); skipped when already done."""
     work = Path(work)
-    return run_stage(work=work, name=STAGE, config=config, sections=["cluster"], inputs={"tag": input_path(work)}, fn=_do, force=force)
+    return run_stage(
+        work=work,
+        name=STAGE,
+        config=config,
+        sections=["cluster"],
+        inputs={"tag": input_path(work)},
+        fn=_do,
+        force=force,
+    )
 
 
 def _cmd(args: argparse.Namespace) -> int:

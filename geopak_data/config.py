@@ -11,15 +11,14 @@ import dataclasses
 import hashlib
 import json
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, GeopakError
-from .geo import PAKISTAN_BBOX
-from .provinces import PROVINCES
+from geopak_core.errors import ConfigError, GeopakError
+from geopak_core.geo import PAKISTAN_BBOX
+from geopak_core.regions import PROVINCES
+from geopak_core.typedconfig import from_dict
 
 # ----------------------------------------------------------------------------- sections
 
@@ -34,24 +33,45 @@ class FlickrConfig:
     min_date: str = "2004-01-01"
     max_date: str = ""  # empty: today
     window_days: int = 365
-    licenses: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 16])
+    licenses: list[int] = field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 16]
+    )
     per_page: int = 250
     result_cap: int = 4000
     calls_per_hour: int = 3600
     min_accuracy: int = 1
     max_photos: int = 0  # 0: no limit
     retries: int = 5
-    min_tile_deg: float = 0.01  # split a capped tile spatially down to this side, then halve the window
+    min_tile_deg: float = (
+        0.01  # split a capped tile spatially down to this side, then halve the window
+    )
     max_side_px: int = 1600  # pick the largest url_* whose longer side is <= this
-    backoff_s: float = 1.0  # first retry delay; doubles per attempt (with jitter) up to max_backoff_s
+    backoff_s: float = (
+        1.0  # first retry delay; doubles per attempt (with jitter) up to max_backoff_s
+    )
     max_backoff_s: float = 120.0
     timeout_s: float = 60.0
 
     def validate(self, key: str) -> None:
-        _check(1 <= self.per_page <= 250, f"{key}.per_page", self.per_page, "must be 1..250 (Flickr geo queries return at most 250 per page)")
-        _check(self.result_cap >= self.per_page, f"{key}.result_cap", self.result_cap, "must be >= per_page")
+        _check(
+            1 <= self.per_page <= 250,
+            f"{key}.per_page",
+            self.per_page,
+            "must be 1..250 (Flickr geo queries return at most 250 per page)",
+        )
+        _check(
+            self.result_cap >= self.per_page,
+            f"{key}.result_cap",
+            self.result_cap,
+            "must be >= per_page",
+        )
         _check(self.min_tile_deg > 0, f"{key}.min_tile_deg", self.min_tile_deg, "must be > 0")
-        _check(all(isinstance(x, int) and 0 <= x <= 16 for x in self.licenses) and bool(self.licenses), f"{key}.licenses", self.licenses, "must be a non-empty list of Flickr licence ids 0..16")
+        _check(
+            all(isinstance(x, int) and 0 <= x <= 16 for x in self.licenses) and bool(self.licenses),
+            f"{key}.licenses",
+            self.licenses,
+            "must be a non-empty list of Flickr licence ids 0..16",
+        )
         _check(self.timeout_s > 0, f"{key}.timeout_s", self.timeout_s, "must be > 0")
         _check(self.calls_per_hour > 0, f"{key}.calls_per_hour", self.calls_per_hour, "must be > 0")
         _check(self.window_days >= 1, f"{key}.window_days", self.window_days, "must be >= 1")
@@ -86,11 +106,15 @@ class PlacesConfig:
 
     api: str = "new"  # "new" (Places API New) or "legacy" (googlemaps client)
     endpoint: str = ""  # empty: the real service for the chosen api
-    anchors: list[list[Any]] = field(default_factory=lambda: [list(a) for a in DEFAULT_PLACES_ANCHORS])  # [lat, lon, name]
+    anchors: list[list[Any]] = field(
+        default_factory=lambda: [list(a) for a in DEFAULT_PLACES_ANCHORS]
+    )  # [lat, lon, name]
     radius_m: float = 5000.0
     grid_step_km: float = 8.0
     grid_size: int = 3  # grid_size x grid_size searches per anchor
-    included_types: list[str] = field(default_factory=lambda: ["tourist_attraction", "park", "historical_landmark", "mosque"])
+    included_types: list[str] = field(
+        default_factory=lambda: ["tourist_attraction", "park", "historical_landmark", "mosque"]
+    )
     max_photos_per_place: int = 10
     max_width_px: int = 1600
     page_token_delay_s: float = 2.0
@@ -103,16 +127,45 @@ class PlacesConfig:
 
     def validate(self, key: str) -> None:
         _check(self.api in ("new", "legacy"), f"{key}.api", self.api, "must be 'new' or 'legacy'")
-        _check(0 < self.radius_m <= 50000, f"{key}.radius_m", self.radius_m, "must be in (0, 50000]")
+        _check(
+            0 < self.radius_m <= 50000, f"{key}.radius_m", self.radius_m, "must be in (0, 50000]"
+        )
         _check(self.grid_size >= 1, f"{key}.grid_size", self.grid_size, "must be >= 1")
         _check(self.grid_step_km > 0, f"{key}.grid_step_km", self.grid_step_km, "must be > 0")
-        _check(1 <= self.max_result_count <= 20, f"{key}.max_result_count", self.max_result_count, "must be 1..20")
-        _check(1 <= self.max_width_px <= 4800, f"{key}.max_width_px", self.max_width_px, "must be 1..4800")
-        _check(self.calls_per_minute > 0, f"{key}.calls_per_minute", self.calls_per_minute, "must be > 0")
-        _check(bool(self.included_types), f"{key}.included_types", self.included_types, "must name at least one place type")
+        _check(
+            1 <= self.max_result_count <= 20,
+            f"{key}.max_result_count",
+            self.max_result_count,
+            "must be 1..20",
+        )
+        _check(
+            1 <= self.max_width_px <= 4800,
+            f"{key}.max_width_px",
+            self.max_width_px,
+            "must be 1..4800",
+        )
+        _check(
+            self.calls_per_minute > 0,
+            f"{key}.calls_per_minute",
+            self.calls_per_minute,
+            "must be > 0",
+        )
+        _check(
+            bool(self.included_types),
+            f"{key}.included_types",
+            self.included_types,
+            "must name at least one place type",
+        )
         for i, a in enumerate(self.anchors):
-            ok = len(a) >= 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in a[:2])
-            _check(ok and -90 <= a[0] <= 90 and -180 <= a[1] <= 180, f"{key}.anchors[{i}]", a, "must be [lat, lon, name]")
+            ok = len(a) >= 2 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in a[:2]
+            )
+            _check(
+                ok and -90 <= a[0] <= 90 and -180 <= a[1] <= 180,
+                f"{key}.anchors[{i}]",
+                a,
+                "must be [lat, lon, name]",
+            )
 
 
 @dataclass
@@ -120,7 +173,9 @@ class YfccConfig:
     """YFCC100M metadata scan (see sources/yfcc.py)."""
 
     metadata: str = ""  # yfcc100m_dataset TSV (.bz2/.gz/plain) or Parquet
-    chunk_bytes: int = 32 * 1024 * 1024  # TSV block per discovery unit (Parquet: rows per unit / 256)
+    chunk_bytes: int = (
+        32 * 1024 * 1024
+    )  # TSV block per discovery unit (Parquet: rows per unit / 256)
 
     def validate(self, key: str) -> None:
         _check(self.chunk_bytes >= 4096, f"{key}.chunk_bytes", self.chunk_bytes, "must be >= 4096")
@@ -147,7 +202,12 @@ class CrawlConfig:
 
     def validate(self, key: str) -> None:
         for s in self.sources:
-            _check(s in ("flickr", "places", "yfcc", "gldv2"), f"{key}.sources", s, "unknown source (flickr, places, yfcc, gldv2)")
+            _check(
+                s in ("flickr", "places", "yfcc", "gldv2"),
+                f"{key}.sources",
+                s,
+                "unknown source (flickr, places, yfcc, gldv2)",
+            )
         _check_bbox(self.bbox, f"{key}.bbox")
 
 
@@ -177,12 +237,22 @@ class DownloadConfig:
         _check(self.retries >= 0, f"{key}.retries", self.retries, "must be >= 0")
         _check(self.max_bytes >= 1024, f"{key}.max_bytes", self.max_bytes, "must be >= 1024")
         _check(self.max_pixels >= 1, f"{key}.max_pixels", self.max_pixels, "must be >= 1")
-        _check(0 <= self.max_redirects <= 20, f"{key}.max_redirects", self.max_redirects, "must be 0..20")
+        _check(
+            0 <= self.max_redirects <= 20,
+            f"{key}.max_redirects",
+            self.max_redirects,
+            "must be 0..20",
+        )
         _check(self.workers >= 0, f"{key}.workers", self.workers, "must be >= 0")
         _check(self.per_host >= 1, f"{key}.per_host", self.per_host, "must be >= 1")
         _check(self.timeout_s > 0, f"{key}.timeout_s", self.timeout_s, "must be > 0")
         _check(self.max_side >= 32, f"{key}.max_side", self.max_side, "must be >= 32")
-        _check(1 <= self.jpeg_quality <= 100, f"{key}.jpeg_quality", self.jpeg_quality, "must be 1..100")
+        _check(
+            1 <= self.jpeg_quality <= 100,
+            f"{key}.jpeg_quality",
+            self.jpeg_quality,
+            "must be 1..100",
+        )
         _check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "must be >= 1")
 
 
@@ -203,19 +273,48 @@ class FilterConfig:
     min_accuracy: int = 11  # Flickr/YFCC accuracy: 11 ~ city level, 16 street level
     check_indoor: bool = True
     indoor_threshold: float = 0.5
-    clip_weights: str = ""  # local open_clip checkpoint file (arch: clip_model) or open_clip local-dir folder
+    clip_weights: str = (
+        ""  # local open_clip checkpoint file (arch: clip_model) or open_clip local-dir folder
+    )
     clip_model: str = "ViT-B-32"  # open_clip architecture of a clip_weights file
-    places365_weights: str = ""  # torchvision ResNet Places365 state dict; IO_places365.txt beside it
+    places365_weights: str = (
+        ""  # torchvision ResNet Places365 state dict; IO_places365.txt beside it
+    )
     batch_size: int = 256  # images per resumable unit
 
     def validate(self, key: str) -> None:
         _check(self.min_side >= 1, f"{key}.min_side", self.min_side, "must be >= 1")
         _check(self.max_aspect >= 1.0, f"{key}.max_aspect", self.max_aspect, "must be >= 1")
-        _check(self.min_laplacian_var >= 0, f"{key}.min_laplacian_var", self.min_laplacian_var, "must be >= 0")
-        _check(0.0 <= self.min_entropy <= 8.0, f"{key}.min_entropy", self.min_entropy, "must be 0..8 bits")
-        _check(0 <= self.phash_max_distance <= 32, f"{key}.phash_max_distance", self.phash_max_distance, "must be 0..32")
-        _check(0 <= self.min_accuracy <= 16, f"{key}.min_accuracy", self.min_accuracy, "must be 0..16 (Flickr accuracy levels)")
-        _check(0.0 <= self.indoor_threshold <= 1.0, f"{key}.indoor_threshold", self.indoor_threshold, "must be 0..1")
+        _check(
+            self.min_laplacian_var >= 0,
+            f"{key}.min_laplacian_var",
+            self.min_laplacian_var,
+            "must be >= 0",
+        )
+        _check(
+            0.0 <= self.min_entropy <= 8.0,
+            f"{key}.min_entropy",
+            self.min_entropy,
+            "must be 0..8 bits",
+        )
+        _check(
+            0 <= self.phash_max_distance <= 32,
+            f"{key}.phash_max_distance",
+            self.phash_max_distance,
+            "must be 0..32",
+        )
+        _check(
+            0 <= self.min_accuracy <= 16,
+            f"{key}.min_accuracy",
+            self.min_accuracy,
+            "must be 0..16 (Flickr accuracy levels)",
+        )
+        _check(
+            0.0 <= self.indoor_threshold <= 1.0,
+            f"{key}.indoor_threshold",
+            self.indoor_threshold,
+            "must be 0..1",
+        )
         _check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "must be >= 1")
 
 
@@ -225,7 +324,12 @@ class TagConfig:
     border_tolerance_km: float = 5.0
 
     def validate(self, key: str) -> None:
-        _check(0 <= self.border_tolerance_km <= 100, f"{key}.border_tolerance_km", self.border_tolerance_km, "must be 0..100")
+        _check(
+            0 <= self.border_tolerance_km <= 100,
+            f"{key}.border_tolerance_km",
+            self.border_tolerance_km,
+            "must be 0..100",
+        )
 
 
 @dataclass
@@ -235,7 +339,9 @@ class ClusterConfig:
     min_cluster_size: int = 20
     min_samples: int = 5
     cluster_selection_epsilon_km: float = 0.5
-    hdbscan_max_points: int = 200_000  # bigger provinces: HDBSCAN on a seeded sample, rest by nearest (0: never)
+    hdbscan_max_points: int = (
+        200_000  # bigger provinces: HDBSCAN on a seeded sample, rest by nearest (0: never)
+    )
     urban_radius_km: float = 5.0
     rural_radius_km: float = 50.0
     urban_density_radius_km: float = 2.0
@@ -249,21 +355,76 @@ class ClusterConfig:
     seed: int = 0
 
     def validate(self, key: str) -> None:
-        _check(self.min_cluster_size >= 2, f"{key}.min_cluster_size", self.min_cluster_size, "must be >= 2")
+        _check(
+            self.min_cluster_size >= 2,
+            f"{key}.min_cluster_size",
+            self.min_cluster_size,
+            "must be >= 2",
+        )
         _check(self.min_samples >= 1, f"{key}.min_samples", self.min_samples, "must be >= 1")
-        _check(0 < self.urban_radius_km <= self.rural_radius_km, f"{key}.urban_radius_km", self.urban_radius_km, "must be > 0 and <= rural_radius_km")
-        _check(self.min_samples_per_cell >= 1, f"{key}.min_samples_per_cell", self.min_samples_per_cell, "must be >= 1")
+        _check(
+            0 < self.urban_radius_km <= self.rural_radius_km,
+            f"{key}.urban_radius_km",
+            self.urban_radius_km,
+            "must be > 0 and <= rural_radius_km",
+        )
+        _check(
+            self.min_samples_per_cell >= 1,
+            f"{key}.min_samples_per_cell",
+            self.min_samples_per_cell,
+            "must be >= 1",
+        )
         _check(self.min_isolated >= 1, f"{key}.min_isolated", self.min_isolated, "must be >= 1")
-        _check(self.cluster_selection_epsilon_km >= 0, f"{key}.cluster_selection_epsilon_km", self.cluster_selection_epsilon_km, "must be >= 0")
-        _check(self.hdbscan_max_points == 0 or self.hdbscan_max_points >= 1000, f"{key}.hdbscan_max_points", self.hdbscan_max_points, "must be 0 (no sampling) or >= 1000")
-        _check(self.urban_density_radius_km > 0, f"{key}.urban_density_radius_km", self.urban_density_radius_km, "must be > 0")
-        _check(self.urban_density_min_neighbours >= 1, f"{key}.urban_density_min_neighbours", self.urban_density_min_neighbours, "must be >= 1")
-        _check(self.cells_per_1000_samples >= 0, f"{key}.cells_per_1000_samples", self.cells_per_1000_samples, "must be >= 0")
-        _check(self.cells_per_10000_km2 >= 0, f"{key}.cells_per_10000_km2", self.cells_per_10000_km2, "must be >= 0")
+        _check(
+            self.cluster_selection_epsilon_km >= 0,
+            f"{key}.cluster_selection_epsilon_km",
+            self.cluster_selection_epsilon_km,
+            "must be >= 0",
+        )
+        _check(
+            self.hdbscan_max_points == 0 or self.hdbscan_max_points >= 1000,
+            f"{key}.hdbscan_max_points",
+            self.hdbscan_max_points,
+            "must be 0 (no sampling) or >= 1000",
+        )
+        _check(
+            self.urban_density_radius_km > 0,
+            f"{key}.urban_density_radius_km",
+            self.urban_density_radius_km,
+            "must be > 0",
+        )
+        _check(
+            self.urban_density_min_neighbours >= 1,
+            f"{key}.urban_density_min_neighbours",
+            self.urban_density_min_neighbours,
+            "must be >= 1",
+        )
+        _check(
+            self.cells_per_1000_samples >= 0,
+            f"{key}.cells_per_1000_samples",
+            self.cells_per_1000_samples,
+            "must be >= 0",
+        )
+        _check(
+            self.cells_per_10000_km2 >= 0,
+            f"{key}.cells_per_10000_km2",
+            self.cells_per_10000_km2,
+            "must be >= 0",
+        )
         _check(self.neighbours_k >= 0, f"{key}.neighbours_k", self.neighbours_k, "must be >= 0")
         for name, n in self.target_cells.items():
-            _check(name in PROVINCES, f"{key}.target_cells", name, f"unknown province (one of {', '.join(PROVINCES)})")
-            _check(isinstance(n, int) and n >= 1, f"{key}.target_cells.{name}", n, "must be an integer >= 1")
+            _check(
+                name in PROVINCES,
+                f"{key}.target_cells",
+                name,
+                f"unknown province (one of {', '.join(PROVINCES)})",
+            )
+            _check(
+                isinstance(n, int) and n >= 1,
+                f"{key}.target_cells.{name}",
+                n,
+                "must be an integer >= 1",
+            )
 
 
 @dataclass
@@ -278,21 +439,50 @@ class ShardConfig:
     max_shard_samples: int = 10_000
     seed: int = 0
     removal_list: str = ""  # file of source ids (or keys) to exclude
-    burst_radius_km: float = 1.0  # same owner + same day + closer than this -> one group (one split)
-    near_duplicate_distance: int = 6  # phash Hamming distance at or below which photos share a split
+    burst_radius_km: float = (
+        1.0  # same owner + same day + closer than this -> one group (one split)
+    )
+    near_duplicate_distance: int = (
+        6  # phash Hamming distance at or below which photos share a split
+    )
     include_restricted: bool = False
     dataset_name: str = "geopak"
 
     def validate(self, key: str) -> None:
         total = self.train_fraction + self.val_fraction + self.test_fraction
-        _check(abs(total - 1.0) < 1e-6, f"{key}.train_fraction", self.train_fraction, f"train+val+test fractions must sum to 1 (got {total:g})")
+        _check(
+            abs(total - 1.0) < 1e-6,
+            f"{key}.train_fraction",
+            self.train_fraction,
+            f"train+val+test fractions must sum to 1 (got {total:g})",
+        )
         for name in ("train_fraction", "val_fraction", "test_fraction"):
             v = getattr(self, name)
             _check(0.0 <= v <= 1.0, f"{key}.{name}", v, "must be 0..1")
-        _check(self.max_shard_samples >= 1, f"{key}.max_shard_samples", self.max_shard_samples, "must be >= 1")
-        _check(self.max_shard_bytes >= 1024, f"{key}.max_shard_bytes", self.max_shard_bytes, "must be >= 1024")
-        _check(self.burst_radius_km >= 0, f"{key}.burst_radius_km", self.burst_radius_km, "must be >= 0")
-        _check(0 <= self.near_duplicate_distance <= 16, f"{key}.near_duplicate_distance", self.near_duplicate_distance, "must be 0..16")
+        _check(
+            self.max_shard_samples >= 1,
+            f"{key}.max_shard_samples",
+            self.max_shard_samples,
+            "must be >= 1",
+        )
+        _check(
+            self.max_shard_bytes >= 1024,
+            f"{key}.max_shard_bytes",
+            self.max_shard_bytes,
+            "must be >= 1024",
+        )
+        _check(
+            self.burst_radius_km >= 0,
+            f"{key}.burst_radius_km",
+            self.burst_radius_km,
+            "must be >= 0",
+        )
+        _check(
+            0 <= self.near_duplicate_distance <= 16,
+            f"{key}.near_duplicate_distance",
+            self.near_duplicate_distance,
+            "must be 0..16",
+        )
 
 
 @dataclass
@@ -325,9 +515,19 @@ def _check(ok: bool, key: str, value: Any, reason: str) -> None:
 
 
 def _check_bbox(b: Any, key: str) -> None:
-    _check(isinstance(b, list | tuple) and len(b) == 4, key, b, "must be [lon_min, lat_min, lon_max, lat_max]")
+    _check(
+        isinstance(b, list | tuple) and len(b) == 4,
+        key,
+        b,
+        "must be [lon_min, lat_min, lon_max, lat_max]",
+    )
     lon_min, lat_min, lon_max, lat_max = b
-    _check(-180 <= lon_min < lon_max <= 180 and -90 <= lat_min < lat_max <= 90, key, b, "must be [lon_min, lat_min, lon_max, lat_max] with min < max")
+    _check(
+        -180 <= lon_min < lon_max <= 180 and -90 <= lat_min < lat_max <= 90,
+        key,
+        b,
+        "must be [lon_min, lat_min, lon_max, lat_max] with min < max",
+    )
 
 
 def getattr_path(obj: Any, dotted: str) -> Any:
@@ -340,62 +540,6 @@ def config_hash(obj: Any) -> str:
     """A short stable hash of a JSON-able value (used to detect config changes)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if origin is list:
-        (inner,) = typing.get_args(tp) or (Any,)
-        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
-    if origin is dict:
-        kt, vt = typing.get_args(tp) or (Any, Any)
-        return isinstance(value, dict) and all(_type_ok(k, kt) and _type_ok(v, vt) for k, v in value.items())
-    if isinstance(tp, type):
-        return isinstance(value, tp)
-    return True
-
-
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a (TOML) dict, checking keys and types recursively."""
-    if not isinstance(data, dict):
-        raise ConfigError(prefix or "<root>", data, "must be a table")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for k in data:
-        if k not in names:
-            key = f"{prefix}.{k}" if prefix else k
-            raise ConfigError(key, data[k], f"unknown key (known: {', '.join(sorted(names))})")
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        value = data[f.name]
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = from_dict(tp, value, key)
-            continue
-        if tp is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not _type_ok(value, tp):
-            raise ConfigError(key, value, f"expected {getattr(tp, '__name__', str(tp))}")
-        kwargs[f.name] = value
-    obj = cls(**kwargs)
-    if hasattr(obj, "validate"):
-        obj.validate(prefix)
-    return obj
 
 
 def validate_all(cfg: PipelineConfig) -> PipelineConfig:
@@ -413,7 +557,9 @@ def validate_all(cfg: PipelineConfig) -> PipelineConfig:
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> PipelineConfig:
     """Load a pipeline TOML file (or the defaults when ``path`` is None).
 
     Relative file paths inside the config (metadata files, boundaries, removal lists) are
@@ -479,7 +625,11 @@ def dump_toml(cfg: PipelineConfig) -> str:
         raise TypeError(type(v))
 
     def emit(obj: Any, prefix: str) -> None:
-        scalars = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj) if not dataclasses.is_dataclass(getattr(obj, f.name))]
+        scalars = [
+            (f.name, getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not dataclasses.is_dataclass(getattr(obj, f.name))
+        ]
         if prefix:
             lines.append(f"\n[{prefix}]")
         for k, v in scalars:

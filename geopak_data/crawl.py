@@ -32,26 +32,38 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import cliutil
-from .config import PipelineConfig, config_hash
-from .errors import GeopakError
-from .io import (
+from geopak_core.errors import GeopakError
+from geopak_core.io import (
     PartStore,
     atomic_write_json,
     atomic_write_parquet,
     clean_stale_temps,
     read_json,
 )
-from .progress import log, progress
+from geopak_core.progress import log, progress
+
+from . import cliutil
+from .config import PipelineConfig, config_hash
 from .records import DOWNLOAD_FIELDS, DOWNLOADED_SCHEMA, REJECT_SCHEMA, SOURCE_SCHEMA, reject_rows
 from .runner import StageContext, StageOutcome, StageResult, fingerprint, run_stage
 
 OUTCOME_FIELDS: list[tuple[str, pa.DataType]] = [("reason", pa.string()), ("detail", pa.string())]
 # A download part: one row per candidate of the batch, in candidate order. Only the outcome is
 # stored; the merge joins it with the current candidates, so metadata edits never re-download.
-BATCH_SCHEMA = pa.schema([pa.field("key", pa.string())] + [pa.field(n, t) for n, t in DOWNLOAD_FIELDS + OUTCOME_FIELDS])
+BATCH_SCHEMA = pa.schema(
+    [pa.field("key", pa.string())] + [pa.field(n, t) for n, t in DOWNLOAD_FIELDS + OUTCOME_FIELDS]
+)
 # Download settings that change what is stored (the others only change speed).
-_OUTPUT_KEYS = ("max_bytes", "max_pixels", "max_side", "jpeg_quality", "respect_noai", "batch_size", "max_redirects", "user_agent")
+_OUTPUT_KEYS = (
+    "max_bytes",
+    "max_pixels",
+    "max_side",
+    "jpeg_quality",
+    "respect_noai",
+    "batch_size",
+    "max_redirects",
+    "user_agent",
+)
 _DISCOVERED = "DISCOVERY_COMPLETE"
 _RETRY = "retry_pending.json"
 
@@ -66,7 +78,12 @@ def _dedup_first(table: pa.Table) -> pa.Table:
     if table.num_rows == 0:
         return table
     idx = pa.array(range(table.num_rows), pa.int64())
-    firsts = pa.table({"key": table.column("key"), "i": idx}).group_by("key", use_threads=False).aggregate([("i", "min")]).column("i_min")
+    firsts = (
+        pa.table({"key": table.column("key"), "i": idx})
+        .group_by("key", use_threads=False)
+        .aggregate([("i", "min")])
+        .column("i_min")
+    )
     return table.take(pc.take(firsts, pc.sort_indices(firsts)))
 
 
@@ -75,11 +92,28 @@ def _dedup_first(table: pa.Table) -> pa.Table:
 
 def _discover(ctx: StageContext, src: Any, limit: int) -> tuple[Path, dict[str, int]]:
     cfg = ctx.config
-    section = dataclasses.asdict(getattr(cfg.crawl, src.name)) if hasattr(cfg.crawl, src.name) else {}
-    key = config_hash({"source": src.name, "section": section, "bbox": list(cfg.crawl.bbox), "extra": src.extra(), "inputs": {k: fingerprint(v) for k, v in src.inputs().items()}})
+    section = (
+        dataclasses.asdict(getattr(cfg.crawl, src.name)) if hasattr(cfg.crawl, src.name) else {}
+    )
+    key = config_hash(
+        {
+            "source": src.name,
+            "section": section,
+            "bbox": list(cfg.crawl.bbox),
+            "extra": src.extra(),
+            "inputs": {k: fingerprint(v) for k, v in src.inputs().items()},
+        }
+    )
     parts = ctx.part_store("discover", key)
     if not (parts.folder / _DISCOVERED).exists():
-        log.info("crawl:%s: discovering (%s)%s", src.name, src.describe(), f"; resuming after {len(parts.done_units())} finished units" if parts.done_units() else "")
+        log.info(
+            "crawl:%s: discovering (%s)%s",
+            src.name,
+            src.describe(),
+            f"; resuming after {len(parts.done_units())} finished units"
+            if parts.done_units()
+            else "",
+        )
         with progress(desc=f"discover {src.name}", unit="photo") as bar:
             src.discover(parts, progress=bar)
         (parts.folder / _DISCOVERED).write_text("ok\n")
@@ -90,9 +124,15 @@ def _discover(ctx: StageContext, src: Any, limit: int) -> tuple[Path, dict[str, 
     if limit and cands.num_rows > limit:
         cands = cands.slice(0, limit)
     n = cands.num_rows
-    cands = cands.set_column(cands.schema.get_field_index("source"), "source", pa.array([src.name] * n, pa.string()))
+    cands = cands.set_column(
+        cands.schema.get_field_index("source"), "source", pa.array([src.name] * n, pa.string())
+    )
     if src.restricted:
-        cands = cands.set_column(cands.schema.get_field_index("restricted"), "restricted", pa.array([True] * n, pa.bool_()))
+        cands = cands.set_column(
+            cands.schema.get_field_index("restricted"),
+            "restricted",
+            pa.array([True] * n, pa.bool_()),
+        )
     path = ctx.stage_dir / "candidates.parquet"
     atomic_write_parquet(path, cands)
     return path, {"discovered": discovered, "duplicates": duplicates, "candidates": n}
@@ -109,7 +149,11 @@ def _fetch_list_hash(cands: pa.Table) -> str:
     h = hashlib.sha256()
     keys, urls = cands.column("key").to_pylist(), cands.column("url").to_pylist()
     for i in range(0, len(keys), 65536):
-        h.update("".join(f"{k}\t{u}\n" for k, u in zip(keys[i : i + 65536], urls[i : i + 65536], strict=True)).encode())
+        h.update(
+            "".join(
+                f"{k}\t{u}\n" for k, u in zip(keys[i : i + 65536], urls[i : i + 65536], strict=True)
+            ).encode()
+        )
     return h.hexdigest()
 
 
@@ -118,7 +162,9 @@ def _batch_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(cols, schema=BATCH_SCHEMA)
 
 
-def _download(ctx: StageContext, src: Any, cands_path: Path, *, allow_private_hosts: bool, retry_failed: bool) -> tuple[PartStore, list[str], dict[str, int]]:
+def _download(
+    ctx: StageContext, src: Any, cands_path: Path, *, allow_private_hosts: bool, retry_failed: bool
+) -> tuple[PartStore, list[str], dict[str, int]]:
     from .download import DownloadItem, DownloadOutcome, download_items
 
     dcfg = ctx.config.download
@@ -126,7 +172,13 @@ def _download(ctx: StageContext, src: Any, cands_path: Path, *, allow_private_ho
     n = cands.num_rows
     bs = dcfg.batch_size
     out_cfg = {k: getattr(dcfg, k) for k in _OUTPUT_KEYS}
-    key = config_hash({"candidates": _fetch_list_hash(cands), "download": out_cfg, "allow_private_hosts": allow_private_hosts})
+    key = config_hash(
+        {
+            "candidates": _fetch_list_hash(cands),
+            "download": out_cfg,
+            "allow_private_hosts": allow_private_hosts,
+        }
+    )
     parts = ctx.part_store("download", key)
     units = [f"b{i:07d}" for i in range((n + bs - 1) // bs)]
     done = parts.done_units()
@@ -172,7 +224,13 @@ def _download(ctx: StageContext, src: Any, cands_path: Path, *, allow_private_ho
         if pending_retry:
             retry_path.unlink(missing_ok=True)
         return parts, units, dict(counts)
-    log.info("crawl:%s: downloading %d images in %d batches%s", src.name, total, len(plan), f" ({len(retry_units)} batches retried)" if retry_units else "")
+    log.info(
+        "crawl:%s: downloading %d images in %d batches%s",
+        src.name,
+        total,
+        len(plan),
+        f" ({len(retry_units)} batches retried)" if retry_units else "",
+    )
 
     unit_of: dict[int, str] = {}
     for u, ix in plan:
@@ -186,7 +244,12 @@ def _download(ctx: StageContext, src: Any, cands_path: Path, *, allow_private_ho
             for i in ix:
                 rec = cand_rows[i]
                 url, headers = src.request_for(rec)
-                yield DownloadItem(index=i, url=url or "", headers=headers, dest=work / image_relpath(src.name, rec["key"]))
+                yield DownloadItem(
+                    index=i,
+                    url=url or "",
+                    headers=headers,
+                    dest=work / image_relpath(src.name, rec["key"]),
+                )
 
     bar = progress(total=total, desc=f"download {src.name}", unit="img")
 
@@ -194,7 +257,17 @@ def _download(ctx: StageContext, src: Any, cands_path: Path, *, allow_private_ho
         u = unit_of[o.index]
         row: dict[str, Any] = {"key": cand_rows[o.index]["key"]}
         if o.ok:
-            row.update(image_path=image_relpath(src.name, row["key"]), sha256=o.sha256, width=o.width, height=o.height, bytes=o.bytes, original_width=o.original_width, original_height=o.original_height, reason="", detail="")
+            row.update(
+                image_path=image_relpath(src.name, row["key"]),
+                sha256=o.sha256,
+                width=o.width,
+                height=o.height,
+                bytes=o.bytes,
+                original_width=o.original_width,
+                original_height=o.original_height,
+                reason="",
+                detail="",
+            )
         else:
             row.update({name: None for name, _ in DOWNLOAD_FIELDS})
             row.update(image_path="", sha256="", reason=o.reason, detail=o.detail)
@@ -215,7 +288,11 @@ def _download(ctx: StageContext, src: Any, cands_path: Path, *, allow_private_ho
             del batches[u]
 
     try:
-        asyncio.run(download_items(items(), config=dcfg, on_outcome=on_outcome, allow_private_hosts=allow_private_hosts))
+        asyncio.run(
+            download_items(
+                items(), config=dcfg, on_outcome=on_outcome, allow_private_hosts=allow_private_hosts
+            )
+        )
     finally:
         bar.close()
     retry_path.unlink(missing_ok=True)
@@ -225,28 +302,45 @@ def _download(ctx: StageContext, src: Any, cands_path: Path, *, allow_private_ho
 # ----------------------------------------------------------------------------- merge
 
 
-def _merge(ctx: StageContext, src: Any, cands_path: Path, parts: PartStore, units: list[str]) -> tuple[list[Path], dict[str, int], Counter[str]]:
+def _merge(
+    ctx: StageContext, src: Any, cands_path: Path, parts: PartStore, units: list[str]
+) -> tuple[list[Path], dict[str, int], Counter[str]]:
     missing = [u for u in units if not parts.has(u)]
     if missing:  # cannot happen unless parts were deleted while running; never merge a partial set
-        raise GeopakError(f"crawl:{src.name}: download batches {', '.join(missing[:3])} are missing; run the crawl again")
+        raise GeopakError(
+            f"crawl:{src.name}: download batches {', '.join(missing[:3])} are missing; run the crawl again"
+        )
     outcomes = parts.read_all(units, schema=BATCH_SCHEMA)
     cands = pq.read_table(cands_path)
-    if outcomes.num_rows != cands.num_rows or not outcomes.column("key").equals(cands.column("key")):
-        raise GeopakError(f"crawl:{src.name}: download batches do not match the candidates; run again with --force")
+    if outcomes.num_rows != cands.num_rows or not outcomes.column("key").equals(
+        cands.column("key")
+    ):
+        raise GeopakError(
+            f"crawl:{src.name}: download batches do not match the candidates; run again with --force"
+        )
     table = cands
     for name, _typ in DOWNLOAD_FIELDS + OUTCOME_FIELDS:
         table = table.append_column(name, outcomes.column(name))
     ok_mask = pc.equal(table.column("reason"), "")
     ok = table.filter(ok_mask).select(DOWNLOADED_SCHEMA.names).cast(DOWNLOADED_SCHEMA)
     bad = table.filter(pc.invert(ok_mask))
-    rejects = reject_rows(bad, stage=ctx.name, reason=bad.column("reason").to_pylist(), detail=bad.column("detail").to_pylist())
+    rejects = reject_rows(
+        bad,
+        stage=ctx.name,
+        reason=bad.column("reason").to_pylist(),
+        detail=bad.column("detail").to_pylist(),
+    )
     rec_path = ctx.stage_dir / "records.parquet"
     rej_path = ctx.stage_dir / "rejects.parquet"
     atomic_write_parquet(rec_path, ok)
     atomic_write_parquet(rej_path, rejects.cast(REJECT_SCHEMA))
     _prune_images(ctx.work, src.name, set(ok.column("image_path").to_pylist()))
     reasons = Counter(bad.column("reason").to_pylist())
-    return [cands_path, rec_path, rej_path], {"downloaded": ok.num_rows, "failed": bad.num_rows}, reasons
+    return (
+        [cands_path, rec_path, rej_path],
+        {"downloaded": ok.num_rows, "failed": bad.num_rows},
+        reasons,
+    )
 
 
 def _prune_images(work: Path, source: str, keep: set[str]) -> None:
@@ -296,18 +390,33 @@ def run_crawl(
     src = get_source(source, config=config, endpoint=endpoint, **opts)
     allow = bool(allow_private_hosts or config.download.allow_private_hosts)
     name = f"crawl:{source}"
-    extra = {**src.extra(), "bbox": list(config.crawl.bbox), "limit": limit, "allow_private_hosts": allow}
+    extra = {
+        **src.extra(),
+        "bbox": list(config.crawl.bbox),
+        "limit": limit,
+        "allow_private_hosts": allow,
+    }
 
     def _do(ctx: StageContext) -> StageResult:
         cands_path, disc = _discover(ctx, src, limit)
-        parts, units, dl = _download(ctx, src, cands_path, allow_private_hosts=allow, retry_failed=retry_failed)
+        parts, units, dl = _download(
+            ctx, src, cands_path, allow_private_hosts=allow, retry_failed=retry_failed
+        )
         outputs, counts, reasons = _merge(ctx, src, cands_path, parts, units)
         all_counts = {**disc, **counts}
         if dl.get("recovered"):
             all_counts["recovered"] = dl["recovered"]
         why = ", ".join(f"{r} {c}" for r, c in reasons.most_common(6))
-        summary = f"{name}: {disc['candidates']} candidates ({disc['duplicates']} duplicates), {counts['downloaded']} downloaded, {counts['failed']} failed" + (f" ({why})" if why else "")
-        return StageResult(counts=all_counts, outputs=outputs, summary=summary, notes={"reject_reasons": dict(reasons), "source": src.describe()})
+        summary = (
+            f"{name}: {disc['candidates']} candidates ({disc['duplicates']} duplicates), {counts['downloaded']} downloaded, {counts['failed']} failed"
+            + (f" ({why})" if why else "")
+        )
+        return StageResult(
+            counts=all_counts,
+            outputs=outputs,
+            summary=summary,
+            notes={"reject_reasons": dict(reasons), "source": src.describe()},
+        )
 
     return run_stage(
         work=Path(work),
@@ -348,14 +457,59 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", choices=("flickr", "places", "yfcc", "gldv2"), help="where the photos come from")
+    p.add_argument(
+        "source", choices=("flickr", "places", "yfcc", "gldv2"), help="where the photos come from"
+    )
     cliutil.add_common(p)
-    p.add_argument("--endpoint", default=None, metavar="URL", help="API base URL (default: the real service; e.g. a loopback test server)")
-    p.add_argument("--metadata", type=cliutil.existing_file, default=None, metavar="FILE", help="yfcc: yfcc100m_dataset TSV (plain/.gz/.bz2) or Parquet")
-    p.add_argument("--train-csv", type=cliutil.existing_file, default=None, metavar="FILE", help="gldv2: train.csv (id,url,landmark_id)")
-    p.add_argument("--landmarks", type=cliutil.existing_file, default=None, metavar="FILE", help="gldv2: landmark table (landmark_id,lat,lon[,name])")
-    p.add_argument("--attribution-csv", type=cliutil.existing_file, default=None, metavar="FILE", help="gldv2: train_attribution.csv (id,url,author,license,title)")
-    p.add_argument("--retry-failed", action="store_true", help="download again every record that failed in an earlier run")
-    p.add_argument("--allow-private-hosts", action="store_true", help="let downloads reach private/loopback/link-local addresses (tests, local mirrors)")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="keep only the first N candidates (0: all)")
+    p.add_argument(
+        "--endpoint",
+        default=None,
+        metavar="URL",
+        help="API base URL (default: the real service; e.g. a loopback test server)",
+    )
+    p.add_argument(
+        "--metadata",
+        type=cliutil.existing_file,
+        default=None,
+        metavar="FILE",
+        help="yfcc: yfcc100m_dataset TSV (plain/.gz/.bz2) or Parquet",
+    )
+    p.add_argument(
+        "--train-csv",
+        type=cliutil.existing_file,
+        default=None,
+        metavar="FILE",
+        help="gldv2: train.csv (id,url,landmark_id)",
+    )
+    p.add_argument(
+        "--landmarks",
+        type=cliutil.existing_file,
+        default=None,
+        metavar="FILE",
+        help="gldv2: landmark table (landmark_id,lat,lon[,name])",
+    )
+    p.add_argument(
+        "--attribution-csv",
+        type=cliutil.existing_file,
+        default=None,
+        metavar="FILE",
+        help="gldv2: train_attribution.csv (id,url,author,license,title)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="download again every record that failed in an earlier run",
+    )
+    p.add_argument(
+        "--allow-private-hosts",
+        action="store_true",
+        help="let downloads reach private/loopback/link-local addresses (tests, local mirrors)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep only the first N candidates (0: all)",
+    )
     p.set_defaults(func=_cmd)

@@ -66,8 +66,16 @@ def keep_rank(df: pd.DataFrame) -> np.ndarray:
         h = pd.to_numeric(df["height"], errors="coerce").to_numpy(dtype=np.float64)
         res = np.where(res > 0, res, np.nan_to_num(w * h))
     if "date_taken" in df:
-        raw = df["date_taken"].astype(object).where(df["date_taken"].notna(), "").astype(str).str.strip()
-        dates = pd.to_datetime(raw.where(raw != "", None), errors="coerce", format="ISO8601", utc=True)
+        raw = (
+            df["date_taken"]
+            .astype(object)
+            .where(df["date_taken"].notna(), "")
+            .astype(str)
+            .str.strip()
+        )
+        dates = pd.to_datetime(
+            raw.where(raw != "", None), errors="coerce", format="ISO8601", utc=True
+        )
         secs = (dates - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
         t = np.where(np.isfinite(secs), secs, np.inf)
     else:
@@ -148,7 +156,9 @@ def near_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.nd
     return pairs[:, 0], pairs[:, 1]
 
 
-def near_groups(hashes: np.ndarray, max_distance: int, valid: np.ndarray | None = None) -> np.ndarray:
+def near_groups(
+    hashes: np.ndarray, max_distance: int, valid: np.ndarray | None = None
+) -> np.ndarray:
     """Connected-component label per hash (-1 where ``valid`` is False or the hash is alone)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -220,8 +230,18 @@ def find_duplicates(
         dist = hamming_distance(hashes[dup], hashes[win[dup]])
         reason[dup] = "near_duplicate"
         kept[dup] = keys[win[dup]]
-        detail[dup] = [f"pHash {d} bits from {k}" for d, k in zip(dist, keys[win[dup]], strict=True)]
+        detail[dup] = [
+            f"pHash {d} bits from {k}" for d, k in zip(dist, keys[win[dup]], strict=True)
+        ]
     return DedupResult(reason, kept, detail)
 
 
-__all__ = ["KEEP_RULE", "DedupResult", "exact_groups", "find_duplicates", "keep_rank", "near_groups", "near_pairs"]
+__all__ = [
+    "KEEP_RULE",
+    "DedupResult",
+    "exact_groups",
+    "find_duplicates",
+    "keep_rank",
+    "near_groups",
+    "near_pairs",
+]

@@ -25,11 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import GeopakError
-from .progress import log
+from geopak_core.errors import GeopakError
+from geopak_core.progress import log
 
 REPO_PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
-PACKAGED_DEMO_CONFIG = Path(__file__).resolve().parent / "data" / "demo.toml"  # for non-editable installs
+PACKAGED_DEMO_CONFIG = (
+    Path(__file__).resolve().parent / "data" / "demo.toml"
+)  # for non-editable installs
 DEFAULT_WORK = Path("demo-work")
 
 # (kind, photo id, lat, lon, accuracy): the records the filters and tagger must catch.
@@ -53,7 +55,8 @@ def generate_source(folder: Path, *, n_photos: int, seed: int, base_url: str) ->
     import numpy as np
     from PIL import Image
 
-    from .io import atomic_write_bytes
+    from geopak_core.io import atomic_write_bytes
+
     from .sources.yfcc import write_yfcc_tsv
     from .synthetic import jpeg_bytes, render_photo, sample_locations
 
@@ -73,7 +76,18 @@ def generate_source(folder: Path, *, n_photos: int, seed: int, base_url: str) ->
         if not path.exists():
             atomic_write_bytes(path, data)
         day = int(rng.integers(0, 3000))
-        rows.append(_row(pid, loc["lat"], loc["lon"], 16, base_url, owners[int(rng.integers(0, len(owners)))], day, f"{loc['place']} view {i}"))
+        rows.append(
+            _row(
+                pid,
+                loc["lat"],
+                loc["lon"],
+                16,
+                base_url,
+                owners[int(rng.integers(0, len(owners)))],
+                day,
+                f"{loc['place']} view {i}",
+            )
+        )
     for kind, pid, lat, lon, acc in _BAD_RECORDS:
         path = images / f"{pid}.jpg"
         if kind == "html":
@@ -100,7 +114,9 @@ def generate_source(folder: Path, *, n_photos: int, seed: int, base_url: str) ->
     return meta
 
 
-def _row(pid: str, lat: float, lon: float, acc: int, base_url: str, owner: str, day: int, title: str) -> dict[str, Any]:
+def _row(
+    pid: str, lat: float, lon: float, acc: int, base_url: str, owner: str, day: int, title: str
+) -> dict[str, Any]:
     import datetime as dt
     import zlib
 
@@ -140,7 +156,15 @@ def _serve(folder: Path) -> tuple[str, Any]:
     return base, stop
 
 
-def run_demo(*, work: Path = DEFAULT_WORK, n_photos: int = 600, seed: int = 0, epochs: int = 12, config_path: Path | None = None, train: bool = True) -> dict[str, Any]:
+def run_demo(
+    *,
+    work: Path = DEFAULT_WORK,
+    n_photos: int = 600,
+    seed: int = 0,
+    epochs: int = 12,
+    config_path: Path | None = None,
+    train: bool = True,
+) -> dict[str, Any]:
     """Run the offline demo end to end; returns the paths and figures of the report."""
     from .cluster import run_cluster
     from .crawl import run_crawl
@@ -161,9 +185,18 @@ def run_demo(*, work: Path = DEFAULT_WORK, n_photos: int = 600, seed: int = 0, e
     source = work / "source"
     base_url, stop = _serve(source)
     try:
-        log.info("demo: generating %d synthetic photos + %d bad records at %s", n_photos, len(_BAD_RECORDS), base_url)
+        log.info(
+            "demo: generating %d synthetic photos + %d bad records at %s",
+            n_photos,
+            len(_BAD_RECORDS),
+            base_url,
+        )
         meta = generate_source(source, n_photos=n_photos, seed=seed, base_url=base_url)
-        cfg = work_config(work, config_path, overrides={"crawl.yfcc.metadata": str(meta.resolve()), "crawl.sources": ["yfcc"]})
+        cfg = work_config(
+            work,
+            config_path,
+            overrides={"crawl.yfcc.metadata": str(meta.resolve()), "crawl.sources": ["yfcc"]},
+        )
         outcomes = [run_crawl(source="yfcc", work=work, config=cfg, allow_private_hosts=True)]
     finally:
         stop()
@@ -187,13 +220,13 @@ def _train_and_evaluate(*, work: Path, shards: Path, epochs: int, seed: int) -> 
     evaluate end to end from pixels on ``test`` next to the baselines, predict a few photos."""
     import torch
 
+    from geopak_core.geo import haversine_km
     from geopak_model.embed import embed
     from geopak_model.evaluate import evaluate_checkpoint
     from geopak_model.metrics import format_table
     from geopak_model.predictor import GeopakPredictor
     from geopak_model.train import train
 
-    from .geo import haversine_km
     from .maps import plot_map
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -203,44 +236,101 @@ def _train_and_evaluate(*, work: Path, shards: Path, epochs: int, seed: int) -> 
     log.info("demo: caching frozen tiny-encoder features")
     embed(out=feats, preset="tiny", **common)
     log.info("demo: phase 0 (province pre-training)")
-    train(out=runs / "phase0", phase=0, features=feats, epochs=max(2, epochs // 4), batch_size=32, plots=False, **common)
+    train(
+        out=runs / "phase0",
+        phase=0,
+        features=feats,
+        epochs=max(2, epochs // 4),
+        batch_size=32,
+        plots=False,
+        **common,
+    )
     log.info("demo: phase 1 (geographic training: province, geocells, offsets)")
-    train(out=runs / "phase1", phase=1, features=feats, load_from=runs / "phase0" / "best.pt", epochs=epochs, batch_size=32, eval_every=max(1, epochs // 4), **common)
+    train(
+        out=runs / "phase1",
+        phase=1,
+        features=feats,
+        load_from=runs / "phase0" / "best.pt",
+        epochs=epochs,
+        batch_size=32,
+        eval_every=max(1, epochs // 4),
+        **common,
+    )
     best = runs / "phase1" / "best.pt"
     report_dir = work / "report"
     log.info("demo: evaluating %s on test, end to end from pixels", best)
-    result = evaluate_checkpoint(shards=shards, checkpoint=best, split="test", num_workers=0, device="cpu", plots_dir=report_dir / "plots")
+    result = evaluate_checkpoint(
+        shards=shards,
+        checkpoint=best,
+        split="test",
+        num_workers=0,
+        device="cpu",
+        plots_dir=report_dir / "plots",
+    )
     table = format_table(result, result.get("baselines"))
     print(table)
 
     import pyarrow.parquet as pq
 
     index = pq.read_table(shards / "index.parquet").to_pandas()
-    test = index[index["split"] == "test"].sort_values("key").groupby("province_id", sort=True).head(1)
+    test = (
+        index[index["split"] == "test"].sort_values("key").groupby("province_id", sort=True).head(1)
+    )
     predictor = GeopakPredictor(checkpoint_path=best, device="cpu")
     images = [_image_from_shards(shards, row) for row in test.itertuples()]
     answers = predictor.predict_many(images, batch_size=8)
     predictions = []
     for row, ans in zip(test.itertuples(), answers, strict=True):
         err = float(haversine_km(row.lat, row.lon, ans["lat"], ans["lon"]))
-        predictions.append({"key": row.key, "true_lat": float(row.lat), "true_lon": float(row.lon), "lat": ans["lat"], "lon": ans["lon"], "province": ans["province"], "confidence": float(ans["confidence"]), "error_km": err})
+        predictions.append(
+            {
+                "key": row.key,
+                "true_lat": float(row.lat),
+                "true_lon": float(row.lon),
+                "lat": ans["lat"],
+                "lon": ans["lon"],
+                "province": ans["province"],
+                "confidence": float(ans["confidence"]),
+                "error_km": err,
+            }
+        )
     cells = pq.read_table(shards / "cells.parquet").to_pandas()
     map_path = plot_map(
         report_dir / "map.png",
         points=index[["lat", "lon", "province_id"]],
         cells=cells,
-        predictions=[{"lat": p["lat"], "lon": p["lon"], "true_lat": p["true_lat"], "true_lon": p["true_lon"], "label": f"{p['error_km']:.0f} km"} for p in predictions],
+        predictions=[
+            {
+                "lat": p["lat"],
+                "lon": p["lon"],
+                "true_lat": p["true_lat"],
+                "true_lon": p["true_lon"],
+                "label": f"{p['error_km']:.0f} km",
+            }
+            for p in predictions
+        ],
         title="geopak demo: samples, geocells and test predictions",
     )
-    model_metrics = {k: v for k, v in result.items() if k not in ("baselines", "plots", "inference", "checkpoint", "split")}
+    model_metrics = {
+        k: v
+        for k, v in result.items()
+        if k not in ("baselines", "plots", "inference", "checkpoint", "split")
+    }
     beats = {
-        name: bool(model_metrics["median_km"] < b["median_km"] and model_metrics["province_acc"] > b["province_acc"])
+        name: bool(
+            model_metrics["median_km"] < b["median_km"]
+            and model_metrics["province_acc"] > b["province_acc"]
+        )
         for name, b in (result.get("baselines") or {}).items()
     }
     return {
         "checkpoint": str(best),
         "metrics_table": "```\n" + table + "\n```",
-        "metrics_json": {"median_km": model_metrics["median_km"], "province_acc": model_metrics["province_acc"], "beats_baselines": beats},
+        "metrics_json": {
+            "median_km": model_metrics["median_km"],
+            "province_acc": model_metrics["province_acc"],
+            "beats_baselines": beats,
+        },
         "metrics": result,
         "predictions": predictions,
         "map": str(map_path),
@@ -260,20 +350,41 @@ def _image_from_shards(shards: Path, row: Any) -> Any:
 
 
 def _write_report(work: Path, report: dict[str, Any]) -> None:
-    from .io import atomic_write_json, atomic_write_text
+    from geopak_core.io import atomic_write_json, atomic_write_text
 
     out = work / "report"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "report.json", {k: v for k, v in report.items() if k != "stages"})
-    lines = ["# geopak demo report", "", "## Pipeline stages", "", "```", report["stages"], "```", ""]
+    lines = [
+        "# geopak demo report",
+        "",
+        "## Pipeline stages",
+        "",
+        "```",
+        report["stages"],
+        "```",
+        "",
+    ]
     if "metrics_table" in report:
-        lines += ["## Test split: GEOPAK tiny vs baselines (end to end)", "", report["metrics_table"], ""]
+        lines += [
+            "## Test split: GEOPAK tiny vs baselines (end to end)",
+            "",
+            report["metrics_table"],
+            "",
+        ]
     if "map" in report:
         lines += ["## Cells and predictions", "", f"![map]({Path(report['map']).name})", ""]
     if "predictions" in report:
-        lines += ["## Held-out predictions", "", "| image | true | predicted | province | confidence | error km |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## Held-out predictions",
+            "",
+            "| image | true | predicted | province | confidence | error km |",
+            "|---|---|---|---|---|---|",
+        ]
         for p in report["predictions"]:
-            lines.append(f"| {p['key']} | {p['true_lat']:.3f}, {p['true_lon']:.3f} | {p['lat']:.3f}, {p['lon']:.3f} | {p['province']} | {p['confidence']:.2f} | {p['error_km']:.1f} |")
+            lines.append(
+                f"| {p['key']} | {p['true_lat']:.3f}, {p['true_lon']:.3f} | {p['lat']:.3f}, {p['lon']:.3f} | {p['province']} | {p['confidence']:.2f} | {p['error_km']:.1f} |"
+            )
         lines.append("")
     lines.append(f"Total time: {report.get('seconds', 0)} s")
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
@@ -281,21 +392,50 @@ def _write_report(work: Path, report: dict[str, Any]) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    report = run_demo(work=args.work, n_photos=args.photos, seed=args.seed, epochs=args.epochs, config_path=args.config, train=not args.no_train)
-    print(f"demo finished in {report['seconds']} s; report: {Path(report['work']) / 'report' / 'report.md'}")
+    report = run_demo(
+        work=args.work,
+        n_photos=args.photos,
+        seed=args.seed,
+        epochs=args.epochs,
+        config_path=args.config,
+        train=not args.no_train,
+    )
+    print(
+        f"demo finished in {report['seconds']} s; report: {Path(report['work']) / 'report' / 'report.md'}"
+    )
     if "metrics_json" in report:
         print(json.dumps(report["metrics_json"], indent=None))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="offline end-to-end run on the embedded synthetic source", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", "-w", type=Path, default=DEFAULT_WORK, metavar="W", help=f"work folder (default: {DEFAULT_WORK})")
-    p.add_argument("--config", "-c", type=Path, default=None, metavar="FILE", help="pipeline TOML (default: pipelines/demo.toml)")
-    p.add_argument("--photos", type=int, default=600, help="number of synthetic photos (default 600)")
+    p = sub.add_parser(
+        "demo",
+        help="offline end-to-end run on the embedded synthetic source",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--work",
+        "-w",
+        type=Path,
+        default=DEFAULT_WORK,
+        metavar="W",
+        help=f"work folder (default: {DEFAULT_WORK})",
+    )
+    p.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="pipeline TOML (default: pipelines/demo.toml)",
+    )
+    p.add_argument(
+        "--photos", type=int, default=600, help="number of synthetic photos (default 600)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=12, help="training epochs for the tiny model")
     p.add_argument("--no-train", action="store_true", help="stop after the shard stage")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=_cmd)
-

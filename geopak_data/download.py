@@ -51,8 +51,13 @@ from .ratelimit import retry_after_seconds as parse_retry_after
 log = logging.getLogger("geopak.download")
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-RETRYABLE_REASONS = frozenset({"http_429", "http_5xx", "http_408", "timeout", "connection_error", "truncated", "dns_error"})
-_SECRET_PARAMS = re.compile(r"^(key|api_?key|apikey|token|access_token|auth|signature|sig|secret|client_secret|password|oauth_.*|x-goog-api-key)$", re.I)
+RETRYABLE_REASONS = frozenset(
+    {"http_429", "http_5xx", "http_408", "timeout", "connection_error", "truncated", "dns_error"}
+)
+_SECRET_PARAMS = re.compile(
+    r"^(key|api_?key|apikey|token|access_token|auth|signature|sig|secret|client_secret|password|oauth_.*|x-goog-api-key)$",
+    re.I,
+)
 _AI_OPTOUT = frozenset({"noai", "noimageai"})
 
 
@@ -68,14 +73,25 @@ def redact_url(url: str) -> str:
         return "<unparsable url>"
     netloc = parts.netloc.rsplit("@", 1)[-1]
     if parts.query:
-        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _SECRET_PARAMS.match(k)]
+        kept = [
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if not _SECRET_PARAMS.match(k)
+        ]
         query = urlencode(kept)
     else:
         query = ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
     """Seconds before retry ``attempt`` (0-based): ``Retry-After`` when the server gave one,
     else ``base * 2**attempt`` with jitter in [50%, 100%]; never more than ``cap``."""
     if retry_after is not None:
@@ -157,7 +173,9 @@ def write_image(dest: Path, data: bytes) -> None:
 
 
 def _store(data: bytes, dest: Path, cfg: DownloadConfig) -> StoredImage:
-    img = process_image(data, max_side=cfg.max_side, quality=cfg.jpeg_quality, max_pixels=cfg.max_pixels)
+    img = process_image(
+        data, max_side=cfg.max_side, quality=cfg.jpeg_quality, max_pixels=cfg.max_pixels
+    )
     write_image(dest, img.data)
     return img
 
@@ -236,9 +254,17 @@ class Downloader:
             except FetchFailed as exc:
                 if not exc.retryable or attempt >= self.cfg.retries:
                     raise
-                delay = backoff_delay(attempt, base=self.cfg.backoff_s, cap=self.cfg.max_backoff_s, retry_after=exc.retry_after, rng=self._rng)
+                delay = backoff_delay(
+                    attempt,
+                    base=self.cfg.backoff_s,
+                    cap=self.cfg.max_backoff_s,
+                    retry_after=exc.retry_after,
+                    rng=self._rng,
+                )
                 self.stats["retries"] += 1
-                log.debug("retry %d for %s in %.2fs (%s)", attempt + 1, redact_url(url), delay, exc.reason)
+                log.debug(
+                    "retry %d for %s in %.2fs (%s)", attempt + 1, redact_url(url), delay, exc.reason
+                )
                 attempt += 1
                 await self._sleep(delay)
 
@@ -256,7 +282,9 @@ class Downloader:
             except Blocked as exc:
                 raise FetchFailed(exc.reason, exc.detail) from None
             try:
-                async with self._session.get(current, headers=headers, allow_redirects=False, timeout=timeout) as resp:
+                async with self._session.get(
+                    current, headers=headers, allow_redirects=False, timeout=timeout
+                ) as resp:
                     status = resp.status
                     if status in REDIRECT_STATUSES:
                         location = resp.headers.get("Location")
@@ -268,17 +296,29 @@ class Downloader:
                         current = nxt
                         continue
                     if status == 429:
-                        raise FetchFailed("http_429", "HTTP 429 Too Many Requests", retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+                        raise FetchFailed(
+                            "http_429",
+                            "HTTP 429 Too Many Requests",
+                            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                        )
                     if status >= 500:
-                        raise FetchFailed("http_5xx", f"HTTP {status}", retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+                        raise FetchFailed(
+                            "http_5xx",
+                            f"HTTP {status}",
+                            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                        )
                     if status == 408:
                         raise FetchFailed("http_408", "HTTP 408 Request Timeout")
                     if status != 200:
                         raise FetchFailed(f"http_{status}", f"HTTP {status}")
                     if cfg.respect_noai and robots_optout(resp.headers.getall("X-Robots-Tag", [])):
-                        raise FetchFailed("noai_optout", "X-Robots-Tag forbids AI use (noai/noimageai)")
+                        raise FetchFailed(
+                            "noai_optout", "X-Robots-Tag forbids AI use (noai/noimageai)"
+                        )
                     if resp.content_length is not None and resp.content_length > cfg.max_bytes:
-                        raise FetchFailed("too_large", f"Content-Length {resp.content_length} > {cfg.max_bytes}")
+                        raise FetchFailed(
+                            "too_large", f"Content-Length {resp.content_length} > {cfg.max_bytes}"
+                        )
                     chunks: list[bytes] = []
                     size = 0
                     async for chunk in resp.content.iter_chunked(1 << 16):
@@ -293,15 +333,21 @@ class Downloader:
             except aiohttp.ClientConnectorDNSError as exc:
                 if isinstance(exc.os_error, Blocked):
                     raise FetchFailed(exc.os_error.reason, exc.os_error.detail) from None
-                raise FetchFailed("dns_error", f"cannot resolve {urlsplit(current).hostname}") from None
+                raise FetchFailed(
+                    "dns_error", f"cannot resolve {urlsplit(current).hostname}"
+                ) from None
             except (TimeoutError, aiohttp.ServerTimeoutError):
-                raise FetchFailed("timeout", f"no complete answer within {cfg.timeout_s:g}s") from None
+                raise FetchFailed(
+                    "timeout", f"no complete answer within {cfg.timeout_s:g}s"
+                ) from None
             except aiohttp.ClientPayloadError as exc:
                 raise FetchFailed("truncated", f"body ended early: {type(exc).__name__}") from None
             except aiohttp.InvalidURL:
                 raise FetchFailed("bad_url", f"invalid URL {redact_url(current)}") from None
             except (aiohttp.ClientError, OSError) as exc:
-                raise FetchFailed("connection_error", f"{type(exc).__name__}: {_redact_text(str(exc))}") from None
+                raise FetchFailed(
+                    "connection_error", f"{type(exc).__name__}: {_redact_text(str(exc))}"
+                ) from None
         raise FetchFailed("too_many_redirects", f"more than {cfg.max_redirects} redirects")
 
     async def download(self, item: DownloadItem) -> DownloadOutcome:
@@ -348,7 +394,9 @@ async def download_items(
     """Download every item with ``config.concurrency`` workers; ``on_outcome`` is called (and
     awaited, if it is a coroutine function) once per item in completion order. Returns stats."""
     iterator = iter(items)
-    async with Downloader(config, allow_private_hosts=allow_private_hosts, allow_hosts=allow_hosts, workers=workers) as dl:
+    async with Downloader(
+        config, allow_private_hosts=allow_private_hosts, allow_hosts=allow_hosts, workers=workers
+    ) as dl:
 
         async def worker() -> None:
             for item in iterator:  # a shared iterator: each item is taken by one worker
@@ -361,8 +409,22 @@ async def download_items(
         return dl.stats
 
 
-def download_sync(items: Iterable[DownloadItem], *, config: DownloadConfig, allow_private_hosts: bool | None = None, allow_hosts: tuple[str, ...] = ()) -> list[DownloadOutcome]:
+def download_sync(
+    items: Iterable[DownloadItem],
+    *,
+    config: DownloadConfig,
+    allow_private_hosts: bool | None = None,
+    allow_hosts: tuple[str, ...] = (),
+) -> list[DownloadOutcome]:
     """Blocking convenience wrapper: the outcomes sorted by item index."""
     out: list[DownloadOutcome] = []
-    asyncio.run(download_items(items, config=config, on_outcome=out.append, allow_private_hosts=allow_private_hosts, allow_hosts=allow_hosts))
+    asyncio.run(
+        download_items(
+            items,
+            config=config,
+            on_outcome=out.append,
+            allow_private_hosts=allow_private_hosts,
+            allow_hosts=allow_hosts,
+        )
+    )
     return sorted(out, key=lambda o: o.index)

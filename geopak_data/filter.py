@@ -38,10 +38,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from geopak_core.errors import GeopakError
+from geopak_core.io import atomic_write_json, atomic_write_parquet
+from geopak_core.progress import log, progress
+
 from .config import PipelineConfig, config_hash
-from .errors import GeopakError
-from .io import atomic_write_json, atomic_write_parquet
-from .progress import log, progress
 from .records import REJECT_SCHEMA, reject_rows
 from .runner import StageContext, StageOutcome, StageResult, fingerprint, run_stage
 
@@ -82,7 +83,10 @@ MEASURE_SCHEMA = pa.schema(
 
 def crawl_inputs(work: Path) -> dict[str, Path]:
     """``crawl:<source>`` -> ``W/crawl/<source>/records.parquet`` for every source crawled."""
-    return {f"crawl:{p.parent.name}": p for p in sorted((Path(work) / "crawl").glob("*/records.parquet"))}
+    return {
+        f"crawl:{p.parent.name}": p
+        for p in sorted((Path(work) / "crawl").glob("*/records.parquet"))
+    }
 
 
 def read_crawl_records(inputs: dict[str, Path]) -> pa.Table:
@@ -95,12 +99,16 @@ def read_crawl_records(inputs: dict[str, Path]) -> pa.Table:
             raise GeopakError(f"{label}: cannot read {path} ({exc})") from None
         missing = [c for c in _REQUIRED if c not in t.column_names]
         if missing:
-            raise GeopakError(f"{label}: {path} lacks column(s) {', '.join(missing)}; not a crawl records table")
+            raise GeopakError(
+                f"{label}: {path} lacks column(s) {', '.join(missing)}; not a crawl records table"
+            )
         tables.append(t)
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise GeopakError(f"crawl records of different sources do not fit together: {exc}") from None
+        raise GeopakError(
+            f"crawl records of different sources do not fit together: {exc}"
+        ) from None
     if table.num_rows == 0:
         return table
     return table.take(pc.sort_indices(table, sort_keys=[("key", "ascending")]))
@@ -124,7 +132,14 @@ def _measure_one(work: Path, image_path: str) -> tuple[dict[str, Any], Any]:
     return row, im
 
 
-def measure_unit(work: Path, keys: list[str], paths: list[str], scorer: Any, pool: ThreadPoolExecutor, bar: Any = None) -> pa.Table:
+def measure_unit(
+    work: Path,
+    keys: list[str],
+    paths: list[str],
+    scorer: Any,
+    pool: ThreadPoolExecutor,
+    bar: Any = None,
+) -> pa.Table:
     """Measure one unit of images (in chunks, so only ``_CHUNK`` decoded images are held)."""
     rows: list[dict[str, Any]] = []
     for start in range(0, len(keys), _CHUNK):
@@ -141,7 +156,9 @@ def measure_unit(work: Path, keys: list[str], paths: list[str], scorer: Any, poo
             rows.append(row)
         if bar is not None:
             bar.update(len(chunk))
-    return pa.table({f.name: [r.get(f.name) for r in rows] for f in MEASURE_SCHEMA}, schema=MEASURE_SCHEMA)
+    return pa.table(
+        {f.name: [r.get(f.name) for r in rows] for f in MEASURE_SCHEMA}, schema=MEASURE_SCHEMA
+    )
 
 
 def _measure_key(records: pa.Table, indoor_identity: str, batch_size: int, clip_model: str) -> str:
@@ -153,7 +170,15 @@ def _measure_key(records: pa.Table, indoor_identity: str, batch_size: int, clip_
         if col in records.column_names:
             for v in records.column(col).to_pylist():
                 h.update(str(v).encode("utf-8") + b"\0")
-    return config_hash({"v": MEASURE_VERSION, "images": h.hexdigest(), "indoor": indoor_identity, "clip_model": clip_model, "batch": batch_size})
+    return config_hash(
+        {
+            "v": MEASURE_VERSION,
+            "images": h.hexdigest(),
+            "indoor": indoor_identity,
+            "clip_model": clip_model,
+            "batch": batch_size,
+        }
+    )
 
 
 def decide(df: Any, cfg: Any, indoor_applied: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -173,41 +198,89 @@ def decide(df: Any, cfg: Any, indoor_applied: bool) -> tuple[np.ndarray, np.ndar
         reason[m] = code
         detail[m] = text(np.flatnonzero(m)) if callable(text) else text
 
-    flag(df["key"].duplicated(keep="first").to_numpy(), "duplicate_key", "key seen earlier in the crawl records")
+    flag(
+        df["key"].duplicated(keep="first").to_numpy(),
+        "duplicate_key",
+        "key seen earlier in the crawl records",
+    )
     lat = pd.to_numeric(df["lat"], errors="coerce").to_numpy(dtype=np.float64)
     lon = pd.to_numeric(df["lon"], errors="coerce").to_numpy(dtype=np.float64)
     if cfg.check_coordinates:
-        flag(~(np.isfinite(lat) & np.isfinite(lon)), "missing_coordinates", "latitude or longitude missing/NaN")
+        flag(
+            ~(np.isfinite(lat) & np.isfinite(lon)),
+            "missing_coordinates",
+            "latitude or longitude missing/NaN",
+        )
         with np.errstate(invalid="ignore"):
-            flag((np.abs(lat) > 90) | (np.abs(lon) > 180), "coordinates_out_of_range", lambda i: [f"({a}, {b}) outside +-90/+-180" for a, b in zip(lat[i], lon[i], strict=True)])
+            flag(
+                (np.abs(lat) > 90) | (np.abs(lon) > 180),
+                "coordinates_out_of_range",
+                lambda i: [
+                    f"({a}, {b}) outside +-90/+-180" for a, b in zip(lat[i], lon[i], strict=True)
+                ],
+            )
             flag((lat == 0) & (lon == 0), "null_island", "(0, 0) placeholder coordinates")
         if "accuracy" in df:
             acc = pd.to_numeric(df["accuracy"], errors="coerce").to_numpy(dtype=np.float64)
             with np.errstate(invalid="ignore"):
                 coarse = (acc > 0) & (acc < cfg.min_accuracy)
-            flag(coarse, "coarse_accuracy", lambda i: [f"accuracy {a:g} < {cfg.min_accuracy}" for a in acc[i]])
+            flag(
+                coarse,
+                "coarse_accuracy",
+                lambda i: [f"accuracy {a:g} < {cfg.min_accuracy}" for a in acc[i]],
+            )
     err = df["decode_error"].fillna("").astype(str).to_numpy()
     flag(err != "", "decode_failed", lambda i: list(err[i]))
     w = pd.to_numeric(df["m_width"], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
     h = pd.to_numeric(df["m_height"], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
     if cfg.check_file:
         short, long = np.minimum(w, h), np.maximum(w, h)
-        flag(short < cfg.min_side, "too_small", lambda i: [f"{a}x{b}: short side < {cfg.min_side} px" for a, b in zip(w[i], h[i], strict=True)])
+        flag(
+            short < cfg.min_side,
+            "too_small",
+            lambda i: [
+                f"{a}x{b}: short side < {cfg.min_side} px" for a, b in zip(w[i], h[i], strict=True)
+            ],
+        )
         aspect = long / np.maximum(short, 1)
-        flag(aspect > cfg.max_aspect, "bad_aspect", lambda i: [f"{a}x{b}: aspect {r:.2f} > {cfg.max_aspect:g}" for a, b, r in zip(w[i], h[i], aspect[i], strict=True)])
+        flag(
+            aspect > cfg.max_aspect,
+            "bad_aspect",
+            lambda i: [
+                f"{a}x{b}: aspect {r:.2f} > {cfg.max_aspect:g}"
+                for a, b, r in zip(w[i], h[i], aspect[i], strict=True)
+            ],
+        )
     if cfg.check_information:
         ent = df["entropy"].to_numpy(dtype=np.float64)
         lap = df["laplacian_var"].to_numpy(dtype=np.float64)
-        flag(ent < cfg.min_entropy, "low_entropy", lambda i: [f"entropy {e:.2f} bits < {cfg.min_entropy:g}" for e in ent[i]])
-        flag(lap < cfg.min_laplacian_var, "blurry", lambda i: [f"Laplacian variance {v:.1f} < {cfg.min_laplacian_var:g}" for v in lap[i]])
+        flag(
+            ent < cfg.min_entropy,
+            "low_entropy",
+            lambda i: [f"entropy {e:.2f} bits < {cfg.min_entropy:g}" for e in ent[i]],
+        )
+        flag(
+            lap < cfg.min_laplacian_var,
+            "blurry",
+            lambda i: [f"Laplacian variance {v:.1f} < {cfg.min_laplacian_var:g}" for v in lap[i]],
+        )
     if indoor_applied:
         prob = df["indoor_prob"].to_numpy(dtype=np.float64)
-        flag(prob >= cfg.indoor_threshold, "indoor", lambda i: [f"P(indoor) {p:.2f} >= {cfg.indoor_threshold:g}" for p in prob[i]])
+        flag(
+            prob >= cfg.indoor_threshold,
+            "indoor",
+            lambda i: [f"P(indoor) {p:.2f} >= {cfg.indoor_threshold:g}" for p in prob[i]],
+        )
     alive = reason == ""
     if alive.any() and (cfg.check_exact_duplicates or cfg.check_near_duplicates):
         sub = df.loc[alive].copy()
         sub["width"], sub["height"] = w[alive], h[alive]
-        res = find_duplicates(sub, exact=cfg.check_exact_duplicates, near=cfg.check_near_duplicates, max_distance=cfg.phash_max_distance)
+        res = find_duplicates(
+            sub,
+            exact=cfg.check_exact_duplicates,
+            near=cfg.check_near_duplicates,
+            max_distance=cfg.phash_max_distance,
+        )
         idx = np.flatnonzero(alive)
         reason[idx] = res.reason
         detail[idx] = res.detail
@@ -222,13 +295,48 @@ def _checks_report(cfg: Any, indoor: Any) -> dict[str, Any]:
         return {"enabled": enabled, "applied": enabled, **off, **kw}
 
     return {
-        "coordinates": chk(cfg.check_coordinates, "check_coordinates", min_accuracy=cfg.min_accuracy, reasons=["missing_coordinates", "coordinates_out_of_range", "null_island", "coarse_accuracy"]),
-        "decode": chk(True, reasons=["decode_failed"], note="always enforced: later stages need the pixels"),
-        "file": chk(cfg.check_file, "check_file", min_side=cfg.min_side, max_aspect=cfg.max_aspect, reasons=["too_small", "bad_aspect"]),
-        "information": chk(cfg.check_information, "check_information", min_entropy=cfg.min_entropy, min_laplacian_var=cfg.min_laplacian_var, reasons=["low_entropy", "blurry"]),
+        "coordinates": chk(
+            cfg.check_coordinates,
+            "check_coordinates",
+            min_accuracy=cfg.min_accuracy,
+            reasons=[
+                "missing_coordinates",
+                "coordinates_out_of_range",
+                "null_island",
+                "coarse_accuracy",
+            ],
+        ),
+        "decode": chk(
+            True, reasons=["decode_failed"], note="always enforced: later stages need the pixels"
+        ),
+        "file": chk(
+            cfg.check_file,
+            "check_file",
+            min_side=cfg.min_side,
+            max_aspect=cfg.max_aspect,
+            reasons=["too_small", "bad_aspect"],
+        ),
+        "information": chk(
+            cfg.check_information,
+            "check_information",
+            min_entropy=cfg.min_entropy,
+            min_laplacian_var=cfg.min_laplacian_var,
+            reasons=["low_entropy", "blurry"],
+        ),
         "indoor": {**indoor.as_dict(), "threshold": cfg.indoor_threshold, "reasons": ["indoor"]},
-        "exact_duplicates": chk(cfg.check_exact_duplicates, "check_exact_duplicates", keep_rule=KEEP_RULE, reasons=["exact_duplicate"]),
-        "near_duplicates": chk(cfg.check_near_duplicates, "check_near_duplicates", phash_max_distance=cfg.phash_max_distance, keep_rule=KEEP_RULE, reasons=["near_duplicate"]),
+        "exact_duplicates": chk(
+            cfg.check_exact_duplicates,
+            "check_exact_duplicates",
+            keep_rule=KEEP_RULE,
+            reasons=["exact_duplicate"],
+        ),
+        "near_duplicates": chk(
+            cfg.check_near_duplicates,
+            "check_near_duplicates",
+            phash_max_distance=cfg.phash_max_distance,
+            keep_rule=KEEP_RULE,
+            reasons=["near_duplicate"],
+        ),
     }
 
 
@@ -240,7 +348,9 @@ def run_filter(*, work: Path, config: PipelineConfig, force: bool = False) -> St
     cfg = config.filter
     inputs = crawl_inputs(work)
     if not inputs:
-        raise GeopakError(f"no crawl output in {work / 'crawl'}/*/records.parquet; run `geopak-data crawl SOURCE --work {work}` first")
+        raise GeopakError(
+            f"no crawl output in {work / 'crawl'}/*/records.parquet; run `geopak-data crawl SOURCE --work {work}` first"
+        )
     indoor = indoor_status(cfg)
     indoor_id = "none"
     if indoor.applied:  # the weights' content (size+mtime for very big files), not just their path
@@ -253,25 +363,40 @@ def run_filter(*, work: Path, config: PipelineConfig, force: bool = False) -> St
         n = records.num_rows
         keys = records.column("key").to_pylist()
         paths = [p or "" for p in records.column("image_path").to_pylist()]
-        store = ctx.part_store("measure", _measure_key(records, indoor_id, cfg.batch_size, cfg.clip_model))
+        store = ctx.part_store(
+            "measure", _measure_key(records, indoor_id, cfg.batch_size, cfg.clip_model)
+        )
         units = [f"{i:06d}" for i in range(math.ceil(n / cfg.batch_size))]
         todo = [u for u in units if not store.has(u)]
         if todo:
             scorer = load_indoor_scorer(cfg) if indoor.applied else None
             done = (len(units) - len(todo)) * cfg.batch_size
             if done:
-                log.info("filter: resuming, %d of %d units already measured", len(units) - len(todo), len(units))
+                log.info(
+                    "filter: resuming, %d of %d units already measured",
+                    len(units) - len(todo),
+                    len(units),
+                )
             workers = max(1, min(4, os.cpu_count() or 1))
-            with ThreadPoolExecutor(workers) as pool, progress(total=n, desc="filter: measuring", unit="img", initial=min(done, n)) as bar:
+            with (
+                ThreadPoolExecutor(workers) as pool,
+                progress(
+                    total=n, desc="filter: measuring", unit="img", initial=min(done, n)
+                ) as bar,
+            ):
                 for u in todo:
                     a = int(u) * cfg.batch_size
                     b = min(n, a + cfg.batch_size)
                     store.write(u, measure_unit(work, keys[a:b], paths[a:b], scorer, pool, bar))
         meas = store.read_all(units, schema=MEASURE_SCHEMA)
         if meas.column("key").to_pylist() != keys:
-            raise GeopakError(f"filter: stored measurements in {store.folder} do not match the records; run again with --force")
+            raise GeopakError(
+                f"filter: stored measurements in {store.folder} do not match the records; run again with --force"
+            )
 
-        df = records.select([c for c in records.column_names if c not in MEASURE_SCHEMA.names or c == "key"]).to_pandas()
+        df = records.select(
+            [c for c in records.column_names if c not in MEASURE_SCHEMA.names or c == "key"]
+        ).to_pandas()
         mdf = meas.drop_columns(["key"]).to_pandas()
         for c in mdf.columns:
             df[c] = mdf[c].to_numpy()
@@ -283,12 +408,25 @@ def run_filter(*, work: Path, config: PipelineConfig, force: bool = False) -> St
         out = base.take(pa.array(kept, type=pa.int64()))
         for col in ADDED_COLUMNS:
             out = out.append_column(col, meas.column(col).take(pa.array(kept, type=pa.int64())))
-        rejects = reject_rows(records.take(pa.array(rej, type=pa.int64())), stage=STAGE, reason=[str(r) for r in reason[rej]], detail=[str(d) for d in detail[rej]]) if rej.size else REJECT_SCHEMA.empty_table()
+        rejects = (
+            reject_rows(
+                records.take(pa.array(rej, type=pa.int64())),
+                stage=STAGE,
+                reason=[str(r) for r in reason[rej]],
+                detail=[str(d) for d in detail[rej]],
+            )
+            if rej.size
+            else REJECT_SCHEMA.empty_table()
+        )
 
         by_reason = Counter(str(r) for r in reason[rej])
         by_reason_sorted = {r: by_reason[r] for r in REASON_ORDER if by_reason.get(r)}
         checks = _checks_report(cfg, indoor)
-        not_applied = {name: c.get("reason", "") for name, c in checks.items() if c["enabled"] and not c["applied"]}
+        not_applied = {
+            name: c.get("reason", "")
+            for name, c in checks.items()
+            if c["enabled"] and not c["applied"]
+        }
         disabled = [name for name, c in checks.items() if not c["enabled"]]
         report = {
             "stage": STAGE,
@@ -314,7 +452,9 @@ def run_filter(*, work: Path, config: PipelineConfig, force: bool = False) -> St
         counts["indoor_applied"] = int(indoor.applied)
         counts["checks_not_applied"] = len(not_applied)
         text = ", ".join(f"{r} {c}" for r, c in by_reason_sorted.items())
-        summary = f"filter: {n} in -> {kept.size} kept, {rej.size} rejected" + (f" ({text})" if text else "")
+        summary = f"filter: {n} in -> {kept.size} kept, {rej.size} rejected" + (
+            f" ({text})" if text else ""
+        )
         if "indoor" in not_applied:
             summary += "; indoor check NOT APPLIED (no local CLIP or Places365 weights configured)"
         elif not indoor.enabled:
@@ -323,10 +463,24 @@ def run_filter(*, work: Path, config: PipelineConfig, force: bool = False) -> St
             counts=counts,
             outputs=[out_path, rej_path, rep_path],
             summary=summary,
-            notes={"not_applied": sorted(not_applied), "disabled": disabled, "rejects_by_reason": by_reason_sorted, "indoor": indoor.reason},
+            notes={
+                "not_applied": sorted(not_applied),
+                "disabled": disabled,
+                "rejects_by_reason": by_reason_sorted,
+                "indoor": indoor.reason,
+            },
         )
 
-    return run_stage(work=work, name=STAGE, config=config, sections=["filter"], inputs=inputs, fn=_do, extra={"indoor": indoor_id}, force=force)
+    return run_stage(
+        work=work,
+        name=STAGE,
+        config=config,
+        sections=["filter"],
+        inputs=inputs,
+        fn=_do,
+        extra={"indoor": indoor_id},
+        force=force,
+    )
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -351,4 +505,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd)
 
 
-__all__ = ["ADDED_COLUMNS", "MEASURE_SCHEMA", "REASON_ORDER", "crawl_inputs", "decide", "read_crawl_records", "run_filter"]
+__all__ = [
+    "ADDED_COLUMNS",
+    "MEASURE_SCHEMA",
+    "REASON_ORDER",
+    "crawl_inputs",
+    "decide",
+    "read_crawl_records",
+    "run_filter",
+]

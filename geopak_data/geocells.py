@@ -75,11 +75,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geopak_core.errors import GeopakError
+from geopak_core.geo import EARTH_RADIUS_KM, haversine_km, valid_coordinates
+from geopak_core.progress import log, progress
+from geopak_core.regions import NUM_PROVINCES, PROVINCES
+
 from .config import ClusterConfig
-from .errors import GeopakError
-from .geo import EARTH_RADIUS_KM, haversine_km, valid_coordinates
-from .progress import log, progress
-from .provinces import NUM_PROVINCES, PROVINCES
 from .tables import column, has_column
 
 # Official areas (km^2, rounded) used by the balancing target; index = contract province id.
@@ -168,7 +169,9 @@ def neighbour_counts(xy: np.ndarray, radius_m: float, cap: int, n_jobs: int = -1
     out = np.empty(n, dtype=np.int32)
     chunk = max(1024, _DENSITY_CHUNK_VALUES // k)
     for start in range(0, n, chunk):
-        d, _ = tree.query(xy[start : start + chunk], k=k, distance_upper_bound=radius_m, workers=n_jobs)
+        d, _ = tree.query(
+            xy[start : start + chunk], k=k, distance_upper_bound=radius_m, workers=n_jobs
+        )
         d = np.asarray(d).reshape(-1, k)
         out[start : start + chunk] = np.isfinite(d).sum(axis=1) - 1
     return out
@@ -177,7 +180,9 @@ def neighbour_counts(xy: np.ndarray, radius_m: float, cap: int, n_jobs: int = -1
 # ----------------------------------------------------------------------------- balancing target
 
 
-def target_cells_for(province: int, n_samples: int, config: ClusterConfig, area_km2: float | None = None) -> tuple[int, str]:
+def target_cells_for(
+    province: int, n_samples: int, config: ClusterConfig, area_km2: float | None = None
+) -> tuple[int, str]:
     """The balancing target for one province and where it came from ("config" or "formula").
 
     More photos and more land both deserve more cells; a province can never be asked for more
@@ -188,7 +193,10 @@ def target_cells_for(province: int, n_samples: int, config: ClusterConfig, area_
     if name in config.target_cells:
         return int(config.target_cells[name]), "config"
     area = PROVINCE_AREA_KM2[int(province)] if area_km2 is None else float(area_km2)
-    raw = config.cells_per_1000_samples * n_samples / 1000.0 + config.cells_per_10000_km2 * area / 10000.0
+    raw = (
+        config.cells_per_1000_samples * n_samples / 1000.0
+        + config.cells_per_10000_km2 * area / 10000.0
+    )
     cap = max(1, int(n_samples) // max(1, config.min_samples_per_cell))
     return int(min(max(1, round(raw)), cap)), "formula"
 
@@ -207,7 +215,14 @@ def _chord(km: float) -> float:
     return 2.0 * math.sin(min(math.pi / 2.0, km / (2.0 * EARTH_RADIUS_KM))) + 1e-9
 
 
-def _nearest_within(lat: np.ndarray, lon: np.ndarray, clat: np.ndarray, clon: np.ndarray, limit_km: np.ndarray, k: int = 16) -> np.ndarray:
+def _nearest_within(
+    lat: np.ndarray,
+    lon: np.ndarray,
+    clat: np.ndarray,
+    clon: np.ndarray,
+    limit_km: np.ndarray,
+    k: int = 16,
+) -> np.ndarray:
     """For each point the index of the nearest centre with haversine distance <= its limit, else -1.
 
     A k-d tree on unit vectors finds candidates (chord order = great-circle order); the final
@@ -301,7 +316,9 @@ class _Province:
         self.n_jobs = n_jobs
         self.crs = province_crs(lat, lon)
         self.xy = project(lat, lon, self.crs)
-        self.density = neighbour_counts(self.xy, cfg.urban_density_radius_km * 1000.0, cfg.urban_density_min_neighbours, n_jobs)
+        self.density = neighbour_counts(
+            self.xy, cfg.urban_density_radius_km * 1000.0, cfg.urban_density_min_neighbours, n_jobs
+        )
         self.urban_pt = self.density >= cfg.urban_density_min_neighbours
         self.counts = _Counts()
 
@@ -352,7 +369,9 @@ class _Province:
         mean = p.mean(axis=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            km = KMeans(n_clusters=k, n_init=1, random_state=self.cfg.seed, max_iter=50).fit(fit - mean)
+            km = KMeans(n_clusters=k, n_init=1, random_state=self.cfg.seed, max_iter=50).fit(
+                fit - mean
+            )
         if fit is p:
             labels = km.labels_
         else:
@@ -397,7 +416,9 @@ class _Province:
             return cells, points
         cidx = np.array([c.centre for c in cells], dtype=np.int64)
         limits = np.array([c.limit for c in cells], dtype=np.float64)
-        choice = _nearest_within(self.lat[points], self.lon[points], self.lat[cidx], self.lon[cidx], limits)
+        choice = _nearest_within(
+            self.lat[points], self.lon[points], self.lat[cidx], self.lon[cidx], limits
+        )
         joined = choice >= 0
         self.counts.noise_joined += int(joined.sum())
         order = np.argsort(choice[joined], kind="stable")
@@ -420,7 +441,10 @@ class _Province:
             return [], points
         points = np.sort(points)
         xy = self.xy[points]
-        r = np.where(self.urban_pt[points], self.cfg.urban_radius_km, self.cfg.rural_radius_km) * 1000.0
+        r = (
+            np.where(self.urban_pt[points], self.cfg.urban_radius_km, self.cfg.rural_radius_km)
+            * 1000.0
+        )
         tree = cKDTree(xy)
         counts = np.asarray(tree.query_ball_point(xy, r=r, return_length=True))
         order = np.lexsort((np.arange(len(points)), -counts))
@@ -456,7 +480,9 @@ class _Province:
         heapq.heapify(heap)
         stuck: set[int] = set()
         n_alive = len(cells)
-        max_d = 2.0 * self.cfg.rural_radius_km * 1000.0 * 1.01  # both centres are members of the union
+        max_d = (
+            2.0 * self.cfg.rural_radius_km * 1000.0 * 1.01
+        )  # both centres are members of the union
         min_n = self.cfg.min_samples_per_cell
         while heap and n_alive > 1:
             n, _, _, uid = heapq.heappop(heap)
@@ -574,14 +600,20 @@ class _Province:
             return [], points
         cidx = np.array([c.centre for c in big], dtype=np.int64)
         limits = np.array([c.limit for c in big], dtype=np.float64)
-        choice = _nearest_within(self.lat[points], self.lon[points], self.lat[cidx], self.lon[cidx], limits)
+        choice = _nearest_within(
+            self.lat[points], self.lon[points], self.lat[cidx], self.lon[cidx], limits
+        )
         for j in np.unique(choice[choice >= 0]):
             old = big[int(j)]
             idx = np.concatenate([old.idx, points[choice == j]])
             new = self.stats(idx, old.isolated)
             if not new.ok:
                 idx = np.sort(idx)
-                radius = float(haversine_km(self.lat[idx], self.lon[idx], self.lat[old.centre], self.lon[old.centre]).max())
+                radius = float(
+                    haversine_km(
+                        self.lat[idx], self.lon[idx], self.lat[old.centre], self.lon[old.centre]
+                    ).max()
+                )
                 new = _Cell(idx, old.centre, radius, old.urban, old.limit, old.isolated)
             big[int(j)] = new
         rejected = points[choice < 0]
@@ -710,14 +742,20 @@ def build_geocells(
     pid = np.asarray(province_id)
     n = len(lat)
     if not (len(lon) == n == len(pid)):
-        raise GeopakError(f"lat, lon and province_id differ in length ({n}, {len(lon)}, {len(pid)})")
+        raise GeopakError(
+            f"lat, lon and province_id differ in length ({n}, {len(lon)}, {len(pid)})"
+        )
     bad = np.flatnonzero(~valid_coordinates(lat, lon))
     if bad.size:
-        raise GeopakError(f"{bad.size} point(s) with invalid coordinates, first at row {int(bad[0])} ({lat[bad[0]]}, {lon[bad[0]]})")
+        raise GeopakError(
+            f"{bad.size} point(s) with invalid coordinates, first at row {int(bad[0])} ({lat[bad[0]]}, {lon[bad[0]]})"
+        )
     pid = pid.astype(np.int64) if n else np.zeros(0, dtype=np.int64)
     bad = np.flatnonzero((pid < 0) | (pid >= NUM_PROVINCES))
     if bad.size:
-        raise GeopakError(f"{bad.size} point(s) with province_id outside 0..{NUM_PROVINCES - 1}, first at row {int(bad[0])} ({int(pid[bad[0]])})")
+        raise GeopakError(
+            f"{bad.size} point(s) with province_id outside 0..{NUM_PROVINCES - 1}, first at row {int(bad[0])} ({int(pid[bad[0]])})"
+        )
     if n_jobs == 0:
         n_jobs = -1
 
@@ -732,7 +770,9 @@ def build_geocells(
             t0 = time.perf_counter()
             sel = np.flatnonzero(pid == p)
             sel = sel[np.lexsort((lon[sel], lat[sel]))]  # canonical order
-            target, source = target_cells_for(p, len(sel), config, None if area_km2 is None else area_km2.get(p))
+            target, source = target_cells_for(
+                p, len(sel), config, None if area_km2 is None else area_km2.get(p)
+            )
             prov = _Province(lat[sel], lon[sel], config, n_jobs)
             cells, rejected = prov.run(target)
             for c in cells:
@@ -757,7 +797,9 @@ def build_geocells(
                 "province_id": p,
                 "n_samples": int(len(sel)),
                 "n_kept": int(len(sel) - len(rejected)),
-                "area_km2": PROVINCE_AREA_KM2[p] if area_km2 is None or p not in area_km2 else float(area_km2[p]),
+                "area_km2": PROVINCE_AREA_KM2[p]
+                if area_km2 is None or p not in area_km2
+                else float(area_km2[p]),
                 "target_cells": target,
                 "target_source": source,
                 "cells": nc,
@@ -777,14 +819,40 @@ def build_geocells(
                 "rejected_isolated": k.rejected_isolated,
                 "small_cells_dissolved": k.dissolved_cells,
                 "small_cell_photos_joined": k.dissolved_joined,
-                "cells_below_min_samples": int(sum(c.n < config.min_samples_per_cell for c in cells)),
+                "cells_below_min_samples": int(
+                    sum(c.n < config.min_samples_per_cell for c in cells)
+                ),
                 "crs": prov.crs,
-                "seconds": {name: round(v, 3) for name, v in {**k.seconds, "total": time.perf_counter() - t0}.items()},
+                "seconds": {
+                    name: round(v, 3)
+                    for name, v in {**k.seconds, "total": time.perf_counter() - t0}.items()
+                },
             }
-            log.debug("geocells %s: %d points -> %d cells (target %d) in %.1fs", PROVINCES[p], len(sel), nc, target, time.perf_counter() - t0)
+            log.debug(
+                "geocells %s: %d points -> %d cells (target %d) in %.1fs",
+                PROVINCES[p],
+                len(sel),
+                nc,
+                target,
+                time.perf_counter() - t0,
+            )
 
-    cells = pd.DataFrame(rows, columns=[c for c in CELL_COLUMNS if c not in ("cell_id", "province", "neighbours")])
-    order = np.lexsort((cells["center_index"].to_numpy(), -cells["n_samples"].to_numpy(), cells["center_lon"].to_numpy(), cells["center_lat"].to_numpy(), cells["province_id"].to_numpy())) if len(cells) else np.zeros(0, dtype=np.int64)
+    cells = pd.DataFrame(
+        rows, columns=[c for c in CELL_COLUMNS if c not in ("cell_id", "province", "neighbours")]
+    )
+    order = (
+        np.lexsort(
+            (
+                cells["center_index"].to_numpy(),
+                -cells["n_samples"].to_numpy(),
+                cells["center_lon"].to_numpy(),
+                cells["center_lat"].to_numpy(),
+                cells["province_id"].to_numpy(),
+            )
+        )
+        if len(cells)
+        else np.zeros(0, dtype=np.int64)
+    )
     cells = cells.iloc[order].reset_index(drop=True)
     members = [members[i] for i in order]
     for cid, m in enumerate(members):
@@ -796,7 +864,9 @@ def build_geocells(
     cells["urban"] = cells["urban"].astype(bool)
     cells["isolated"] = cells["isolated"].astype(bool)
     cells["center_index"] = cells["center_index"].astype(np.int64)
-    cells["neighbours"] = nearest_cells(cells["center_lat"].to_numpy(), cells["center_lon"].to_numpy(), config.neighbours_k)
+    cells["neighbours"] = nearest_cells(
+        cells["center_lat"].to_numpy(), cells["center_lon"].to_numpy(), config.neighbours_k
+    )
     cells = cells[list(CELL_COLUMNS)]
 
     rejected = cell_of_point < 0
@@ -819,7 +889,12 @@ def nearest_cells(center_lat: np.ndarray, center_lon: np.ndarray, k: int) -> lis
     q = min(c, kk + 1 + 4)  # a few extra so ties at the boundary are ordered by id
     _, nb = tree.query(_unit(center_lat, center_lon), k=q)
     nb = np.asarray(nb).reshape(c, q)
-    d = haversine_km(np.asarray(center_lat)[:, None], np.asarray(center_lon)[:, None], np.asarray(center_lat)[nb], np.asarray(center_lon)[nb])
+    d = haversine_km(
+        np.asarray(center_lat)[:, None],
+        np.asarray(center_lon)[:, None],
+        np.asarray(center_lat)[nb],
+        np.asarray(center_lon)[nb],
+    )
     out = []
     for i in range(c):
         row, dr = nb[i], d[i]
@@ -828,8 +903,6 @@ def nearest_cells(center_lat: np.ndarray, center_lon: np.ndarray, k: int) -> lis
         o = np.lexsort((row, dr))[:kk]
         out.append(row[o].astype(np.int32))
     return out
-
-
 
 
 def _cell_order(cells: Any) -> np.ndarray | None:
@@ -876,18 +949,28 @@ def assign_to_cells(
     lon = np.asarray(lon, dtype=np.float64)
     pid = np.asarray(province_id).astype(np.int64)
     if not (len(lat) == len(lon) == len(pid)):
-        raise GeopakError(f"lat, lon and province_id differ in length ({len(lat)}, {len(lon)}, {len(pid)})")
+        raise GeopakError(
+            f"lat, lon and province_id differ in length ({len(lat)}, {len(lon)}, {len(pid)})"
+        )
     out = np.full(len(lat), -1, dtype=np.int32)
     if len(lat) == 0:
         return out
-    cid = column(cells, "cell_id").astype(np.int64) if has_column(cells, "cell_id") else np.arange(len(column(cells, "center_lat")))
+    cid = (
+        column(cells, "cell_id").astype(np.int64)
+        if has_column(cells, "cell_id")
+        else np.arange(len(column(cells, "center_lat")))
+    )
     cpid = column(cells, "province_id").astype(np.int64)
     clat = column(cells, "center_lat").astype(np.float64)
     clon = column(cells, "center_lon").astype(np.float64)
     if has_column(cells, "limit_km"):
         limit = column(cells, "limit_km").astype(np.float64)
     else:
-        urban = column(cells, "urban").astype(bool) if has_column(cells, "urban") else np.zeros(len(clat), dtype=bool)
+        urban = (
+            column(cells, "urban").astype(bool)
+            if has_column(cells, "urban")
+            else np.zeros(len(clat), dtype=bool)
+        )
         limit = np.where(urban, float(urban_radius_km), float(rural_radius_km))
     ok = valid_coordinates(lat, lon)
     for p in np.unique(pid):
@@ -901,7 +984,9 @@ def assign_to_cells(
     return out
 
 
-def check_cells(lat: np.ndarray, lon: np.ndarray, province_id: np.ndarray, cell_of_point: np.ndarray, cells: Any) -> dict[str, Any]:
+def check_cells(
+    lat: np.ndarray, lon: np.ndarray, province_id: np.ndarray, cell_of_point: np.ndarray, cells: Any
+) -> dict[str, Any]:
     """Check every promise from scratch: radius within limit, one province per cell, counts.
 
     Recomputes each cell's radius as the max haversine distance of its assigned points to its
@@ -925,7 +1010,9 @@ def check_cells(lat: np.ndarray, lon: np.ndarray, province_id: np.ndarray, cell_
     radius = np.zeros(c)
     np.maximum.at(radius, cop[m], d)
     counts = np.bincount(cop[m], minlength=c)
-    crossing = np.flatnonzero(np.bincount(cop[m], weights=(pid[m] != cpid[cop[m]]).astype(np.float64), minlength=c) > 0)
+    crossing = np.flatnonzero(
+        np.bincount(cop[m], weights=(pid[m] != cpid[cop[m]]).astype(np.float64), minlength=c) > 0
+    )
     over = np.flatnonzero(radius > limit)
     wrong_n = np.flatnonzero(counts != nsamp)
     return {
@@ -933,8 +1020,12 @@ def check_cells(lat: np.ndarray, lon: np.ndarray, province_id: np.ndarray, cell_
         "province_violations": int(len(crossing)),
         "count_mismatches": int(len(wrong_n)),
         "total": int(len(over) + len(crossing) + len(wrong_n)),
-        "violating_cells": sorted({int(x) for x in np.concatenate([over, crossing, wrong_n])})[:100],
-        "max_radius_to_limit": float((radius / np.where(limit > 0, limit, 1.0)).max()) if c else 0.0,
+        "violating_cells": sorted({int(x) for x in np.concatenate([over, crossing, wrong_n])})[
+            :100
+        ],
+        "max_radius_to_limit": float((radius / np.where(limit > 0, limit, 1.0)).max())
+        if c
+        else 0.0,
     }
 
 
@@ -943,10 +1034,25 @@ def _dist(values: np.ndarray) -> dict[str, float]:
     if not len(v):
         return {"count": 0}
     q = np.percentile(v, [0, 10, 25, 50, 75, 90, 100])
-    return {"count": int(len(v)), "mean": round(float(v.mean()), 3), **{k: round(float(x), 3) for k, x in zip(("min", "p10", "p25", "p50", "p75", "p90", "max"), q, strict=True)}}
+    return {
+        "count": int(len(v)),
+        "mean": round(float(v.mean()), 3),
+        **{
+            k: round(float(x), 3)
+            for k, x in zip(("min", "p10", "p25", "p50", "p75", "p90", "max"), q, strict=True)
+        },
+    }
 
 
-def summarize(cells: pd.DataFrame, provinces: dict[str, Any], check: dict[str, Any], config: ClusterConfig, *, n_in: int, n_rejected: int) -> dict[str, Any]:
+def summarize(
+    cells: pd.DataFrame,
+    provinces: dict[str, Any],
+    check: dict[str, Any],
+    config: ClusterConfig,
+    *,
+    n_in: int,
+    n_rejected: int,
+) -> dict[str, Any]:
     """The cluster report: cells per province, distributions, violations, isolated counts."""
     urban = cells["urban"].to_numpy(dtype=bool) if len(cells) else np.zeros(0, dtype=bool)
     radius = cells["radius_km"].to_numpy() if len(cells) else np.zeros(0)

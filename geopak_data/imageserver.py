@@ -50,7 +50,15 @@ from aiohttp import web
 # ----------------------------------------------------------------------------- fixtures
 
 
-def make_jpeg(width: int = 640, height: int = 480, *, mode: str = "RGB", seed: int = 0, quality: int = 90, exif_orientation: int = 0) -> bytes:
+def make_jpeg(
+    width: int = 640,
+    height: int = 480,
+    *,
+    mode: str = "RGB",
+    seed: int = 0,
+    quality: int = 90,
+    exif_orientation: int = 0,
+) -> bytes:
     """A JPEG with some structure (gradients + blocks) so it is neither blank nor noise."""
     import numpy as np
     from PIL import Image
@@ -93,7 +101,12 @@ def make_bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A tiny PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb)."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
     idat = zlib.compress(b"\x00" * 1024, 9)
@@ -221,7 +234,9 @@ def build_app(store: ImageStore) -> web.Application:
         return web.json_response(last_headers.get(request.query.get("path", ""), {}))
 
     async def stats_route(request: web.Request) -> web.Response:
-        return web.json_response({"requests": stats["requests"], "max_inflight": stats["max_inflight"]})
+        return web.json_response(
+            {"requests": stats["requests"], "max_inflight": stats["max_inflight"]}
+        )
 
     app = web.Application()
     app.router.add_get("/i/{name:.+}", image)
@@ -235,7 +250,9 @@ def build_app(store: ImageStore) -> web.Application:
     return app
 
 
-def make_store(images: Mapping[str, bytes] | str | Path | None = None, *, fixtures: bool = True) -> ImageStore:
+def make_store(
+    images: Mapping[str, bytes] | str | Path | None = None, *, fixtures: bool = True
+) -> ImageStore:
     mem = fixture_images() if fixtures else {}
     folder = None
     if isinstance(images, str | Path):
@@ -245,7 +262,13 @@ def make_store(images: Mapping[str, bytes] | str | Path | None = None, *, fixtur
     return ImageStore(mem, folder)
 
 
-def start_image_server(images: Mapping[str, bytes] | str | Path | None = None, *, host: str = "127.0.0.1", port: int = 0, fixtures: bool = True) -> tuple[str, Callable[[], None]]:
+def start_image_server(
+    images: Mapping[str, bytes] | str | Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    fixtures: bool = True,
+) -> tuple[str, Callable[[], None]]:
     """Serve ``images`` (a dict name -> bytes, or a folder) plus the fixtures on loopback.
 
     Runs in a daemon thread with its own event loop; returns ``(base_url, stop)``, e.g.
@@ -295,17 +318,32 @@ def start_image_server(images: Mapping[str, bytes] | str | Path | None = None, *
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m geopak_data.imageserver", description="Serve a folder of images (plus fault fixtures) on loopback.")
+    parser = argparse.ArgumentParser(
+        prog="python -m geopak_data.imageserver",
+        description="Serve a folder of images (plus fault fixtures) on loopback.",
+    )
     parser.add_argument("--folder", type=Path, default=None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--no-fixtures", action="store_true")
-    parser.add_argument("--preload", action="store_true", help="read the folder into memory once (benchmarks: no disk reads per request)")
-    parser.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several server processes can share one port")
+    parser.add_argument(
+        "--preload",
+        action="store_true",
+        help="read the folder into memory once (benchmarks: no disk reads per request)",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="SO_REUSEPORT: several server processes can share one port",
+    )
     args = parser.parse_args(argv)
     if args.preload and args.folder:
         folder = Path(args.folder)
-        images = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        images = {
+            p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
         store = make_store(images, fixtures=not args.no_fixtures)
     else:
         store = make_store(args.folder, fixtures=not args.no_fixtures)
@@ -313,7 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     async def _serve() -> None:
         runner = web.AppRunner(build_app(store), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port, reuse_address=True, reuse_port=args.reuse_port or None, backlog=1024)
+        site = web.TCPSite(
+            runner,
+            args.host,
+            args.port,
+            reuse_address=True,
+            reuse_port=args.reuse_port or None,
+            backlog=1024,
+        )
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         print(f"http://{args.host}:{port}", flush=True)

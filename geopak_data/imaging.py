@@ -89,7 +89,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit greyscale: scale to 8 bits rather than clipping at 255.
         im = im.point(lambda v: v * (1 / 256)).convert("L")
-    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        im.mode == "P" and "transparency" in im.info
+    )
     if has_alpha:
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -97,7 +99,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def process_image(data: bytes, *, max_side: int = 1024, quality: int = 90, max_pixels: int = 89_478_485) -> StoredImage:
+def process_image(
+    data: bytes, *, max_side: int = 1024, quality: int = 90, max_pixels: int = 89_478_485
+) -> StoredImage:
     """Decode ``data`` and return the stored JPEG, or raise ``ImageRejected``.
 
     Reasons: ``not_an_image`` (no image signature), ``decompression_bomb`` (declared pixels
@@ -106,7 +110,11 @@ def process_image(data: bytes, *, max_side: int = 1024, quality: int = 90, max_p
     fmt = sniff(data)
     if fmt is None:
         head = data[:32].lstrip().lower()
-        kind = "HTML" if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")) else "unknown bytes"
+        kind = (
+            "HTML"
+            if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
+            else "unknown bytes"
+        )
         raise ImageRejected("not_an_image", f"{kind} ({len(data)} bytes), no image signature")
     try:
         im = Image.open(io.BytesIO(data))
@@ -119,7 +127,9 @@ def process_image(data: bytes, *, max_side: int = 1024, quality: int = 90, max_p
         if w < 1 or h < 1:
             raise ImageRejected("corrupt_image", f"{fmt}: empty size {w}x{h}")
         if w * h > max_pixels:
-            raise ImageRejected("decompression_bomb", f"{w}x{h} = {w * h} pixels > limit {max_pixels}")
+            raise ImageRejected(
+                "decompression_bomb", f"{w}x{h} = {w * h} pixels > limit {max_pixels}"
+            )
         orientation = 1
         try:
             orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
@@ -144,7 +154,16 @@ def process_image(data: bytes, *, max_side: int = 1024, quality: int = 90, max_p
         raise
     except Image.DecompressionBombError as exc:
         raise ImageRejected("decompression_bomb", str(exc)) from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, IndexError, TypeError, KeyError) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        MemoryError,
+        IndexError,
+        TypeError,
+        KeyError,
+    ) as exc:
         raise ImageRejected("corrupt_image", f"{fmt}: {exc}") from None
     finally:
         im.close()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .errors import GeopakError
+from geopak_core.errors import GeopakError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -60,8 +60,13 @@ class IndoorStatus:
     reason: str  # for humans: why it is not applied / what is used
 
     def as_dict(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "applied": self.applied, "method": self.method, "weights": self.weights, "reason": self.reason}
-
+        return {
+            "enabled": self.enabled,
+            "applied": self.applied,
+            "method": self.method,
+            "weights": self.weights,
+            "reason": self.reason,
+        }
 
 
 class IndoorScorer(Protocol):
@@ -80,16 +85,32 @@ def indoor_status(cfg: FilterConfig) -> IndoorStatus:
         p = Path(cfg.clip_weights)
         if not p.exists():
             raise GeopakError(f"filter.clip_weights: {p} not found")
-        return IndoorStatus(True, True, "clip", str(p), f"open_clip zero-shot ({cfg.clip_model if p.is_file() else 'local-dir'}) from {p}")
+        return IndoorStatus(
+            True,
+            True,
+            "clip",
+            str(p),
+            f"open_clip zero-shot ({cfg.clip_model if p.is_file() else 'local-dir'}) from {p}",
+        )
     if cfg.places365_weights:
         p = Path(cfg.places365_weights)
         if not p.is_file():
             raise GeopakError(f"filter.places365_weights: {p} not found")
         labels = _places_labels_path(cfg)
         if not labels.is_file():
-            raise GeopakError(f"filter.places365_weights: {labels} not found (the IO_places365.txt indoor/outdoor list must sit next to the weights)")
-        return IndoorStatus(True, True, "places365", str(p), f"Places365 indoor/outdoor labels from {p}")
-    return IndoorStatus(True, False, "", "", "NOT APPLIED: no local weights configured (set filter.clip_weights or filter.places365_weights)")
+            raise GeopakError(
+                f"filter.places365_weights: {labels} not found (the IO_places365.txt indoor/outdoor list must sit next to the weights)"
+            )
+        return IndoorStatus(
+            True, True, "places365", str(p), f"Places365 indoor/outdoor labels from {p}"
+        )
+    return IndoorStatus(
+        True,
+        False,
+        "",
+        "",
+        "NOT APPLIED: no local weights configured (set filter.clip_weights or filter.places365_weights)",
+    )
 
 
 def _places_labels_path(cfg: FilterConfig) -> Path:
@@ -117,13 +138,19 @@ class ClipIndoorScorer:
         try:
             if p.is_dir():
                 name = f"local-dir:{p}"
-                model, _, preprocess = open_clip.create_model_and_transforms(name, device=self.device, weights_only=True)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, device=self.device, weights_only=True
+                )
                 tokenizer = open_clip.get_tokenizer(name)
             else:
-                model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(p), device=self.device, weights_only=True)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    model_name, pretrained=str(p), device=self.device, weights_only=True
+                )
                 tokenizer = open_clip.get_tokenizer(model_name)
         except (RuntimeError, ValueError, FileNotFoundError, KeyError) as exc:
-            raise GeopakError(f"filter.clip_weights {p}: cannot load as open_clip {model_name!r} ({str(exc).splitlines()[0][:200]})") from None
+            raise GeopakError(
+                f"filter.clip_weights {p}: cannot load as open_clip {model_name!r} ({str(exc).splitlines()[0][:200]})"
+            ) from None
         model.eval()
         self.model = model
         self.preprocess = preprocess
@@ -135,7 +162,9 @@ class ClipIndoorScorer:
                 m = t.mean(dim=0)
                 classes.append(m / m.norm())
             self.text = torch.stack(classes)  # (2, D): indoor, outdoor
-            self.scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
+            self.scale = (
+                float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
+            )
 
     def score(self, images: list[Image.Image]) -> np.ndarray:
         import torch
@@ -143,7 +172,9 @@ class ClipIndoorScorer:
         out: list[np.ndarray] = []
         with torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
-                batch = torch.stack([self.preprocess(im) for im in images[i : i + self.batch_size]]).to(self.device)
+                batch = torch.stack(
+                    [self.preprocess(im) for im in images[i : i + self.batch_size]]
+                ).to(self.device)
                 f = self.model.encode_image(batch).float()
                 f = f / f.norm(dim=-1, keepdim=True)
                 p = (self.scale * f @ self.text.T).softmax(dim=-1)[:, 0]
@@ -159,7 +190,9 @@ def read_places_io_labels(path: str | Path) -> np.ndarray:
         if not parts:
             continue
         if parts[-1] not in ("1", "2"):
-            raise GeopakError(f"{path}:{n}: expected '<category> 1|2' (1 indoor, 2 outdoor), got {line!r}")
+            raise GeopakError(
+                f"{path}:{n}: expected '<category> 1|2' (1 indoor, 2 outdoor), got {line!r}"
+            )
         flags.append(parts[-1] == "1")
     if len(flags) != 365:
         raise GeopakError(f"{path}: expected 365 categories, found {len(flags)}")
@@ -182,23 +215,39 @@ class Places365IndoorScorer:
         try:
             ckpt = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for unreadable or unsafe files
-            raise GeopakError(f"filter.places365_weights {weights}: cannot load ({str(exc).splitlines()[0][:200]})") from None
+            raise GeopakError(
+                f"filter.places365_weights {weights}: cannot load ({str(exc).splitlines()[0][:200]})"
+            ) from None
         state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-        if not isinstance(state, dict) or "fc.weight" not in {k.removeprefix("module.") for k in state}:
-            raise GeopakError(f"filter.places365_weights {weights}: not a ResNet state dict (no fc.weight)")
+        if not isinstance(state, dict) or "fc.weight" not in {
+            k.removeprefix("module.") for k in state
+        }:
+            raise GeopakError(
+                f"filter.places365_weights {weights}: not a ResNet state dict (no fc.weight)"
+            )
         state = {k.removeprefix("module."): v for k, v in state.items()}
         if state["fc.weight"].shape[0] != 365:
-            raise GeopakError(f"filter.places365_weights {weights}: {state['fc.weight'].shape[0]} classes, expected 365")
+            raise GeopakError(
+                f"filter.places365_weights {weights}: {state['fc.weight'].shape[0]} classes, expected 365"
+            )
         bottleneck = "layer1.0.conv3.weight" in state
         blocks3 = len({k.split(".")[1] for k in state if k.startswith("layer3.")})
-        arch = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50", (True, 23): "resnet101", (True, 36): "resnet152"}.get((bottleneck, blocks3))
+        arch = {
+            (False, 2): "resnet18",
+            (False, 6): "resnet34",
+            (True, 6): "resnet50",
+            (True, 23): "resnet101",
+            (True, 36): "resnet152",
+        }.get((bottleneck, blocks3))
         if arch is None:
             raise GeopakError(f"filter.places365_weights {weights}: unrecognised ResNet layout")
         model = getattr(torchvision.models, arch)(weights=None, num_classes=365)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise GeopakError(f"filter.places365_weights {weights}: does not fit {arch} ({str(exc).splitlines()[0][:160]})") from None
+            raise GeopakError(
+                f"filter.places365_weights {weights}: does not fit {arch} ({str(exc).splitlines()[0][:160]})"
+            ) from None
         self.model = model.eval().to(self.device)
         self.arch = arch
         self.preprocess = transforms.Compose(
@@ -217,7 +266,9 @@ class Places365IndoorScorer:
         mask = self.indoor.to(self.device)
         with torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
-                batch = torch.stack([self.preprocess(im) for im in images[i : i + self.batch_size]]).to(self.device)
+                batch = torch.stack(
+                    [self.preprocess(im) for im in images[i : i + self.batch_size]]
+                ).to(self.device)
                 probs = self.model(batch).float().softmax(dim=-1)
                 out.append(probs[:, mask].sum(dim=-1).clamp(0, 1).cpu().numpy().astype(np.float64))
         return np.concatenate(out) if out else np.empty(0)
@@ -230,7 +281,9 @@ def load_indoor_scorer(cfg: FilterConfig) -> IndoorScorer | None:
         return None
     if st.method == "clip":
         return ClipIndoorScorer(st.weights, cfg.clip_model, batch_size=min(cfg.batch_size, 128))
-    return Places365IndoorScorer(st.weights, _places_labels_path(cfg), batch_size=min(cfg.batch_size, 128))
+    return Places365IndoorScorer(
+        st.weights, _places_labels_path(cfg), batch_size=min(cfg.batch_size, 128)
+    )
 
 
 __all__ = [

@@ -3,7 +3,7 @@
 Used by ``cluster`` (cells.png), ``stats``, the demo and ``geopak-predict --map``. It draws with
 matplotlib's Agg canvas directly (no pyplot state, no display needed, safe in threads) and
 uses no basemap tiles, so it works offline. When ``boundaries`` is None it tries
-``geopak_data.boundaries.load_boundaries()``; if the polygons are unavailable the map is
+``geopak_core.boundaries.load_boundaries()``; if the polygons are unavailable the map is
 drawn without them rather than failing.
 """
 
@@ -16,14 +16,23 @@ from typing import Any
 
 import numpy as np
 
-from .geo import PAKISTAN_BBOX
-from .io import atomic_path
-from .progress import log
-from .provinces import NUM_PROVINCES, PROVINCES
+from geopak_core.geo import PAKISTAN_BBOX
+from geopak_core.io import atomic_path
+from geopak_core.progress import log
+from geopak_core.regions import NUM_PROVINCES, PROVINCES
+
 from .tables import column, has_column
 
 # One colour per contract province id (colour-blind friendly Okabe-Ito palette).
-PROVINCE_COLOURS: tuple[str, ...] = ("#E69F00", "#009E73", "#0072B2", "#D55E00", "#56B4E9", "#CC79A7", "#8C6D31")
+PROVINCE_COLOURS: tuple[str, ...] = (
+    "#E69F00",
+    "#009E73",
+    "#0072B2",
+    "#D55E00",
+    "#56B4E9",
+    "#CC79A7",
+    "#8C6D31",
+)
 _MAX_POINTS = 200_000  # more points than this are thinned (evenly) before drawing
 _KM_PER_DEG_LAT = 110.574
 _KM_PER_DEG_LON_EQ = 111.320
@@ -35,11 +44,14 @@ def _load_boundaries(boundaries: Any) -> Any:
     if boundaries is not None and not isinstance(boundaries, str | Path):
         return boundaries
     try:
-        from .boundaries import load_boundaries
+        from geopak_core.boundaries import load_boundaries
 
         return load_boundaries(boundaries)
     except Exception as exc:  # no polygons is not a reason to lose the map
-        log.info("map drawn without province polygons (%s)", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        log.info(
+            "map drawn without province polygons (%s)",
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
         return None
 
 
@@ -56,7 +68,9 @@ def _points(points: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     else:
         seq = list(points)
         if len(seq) < 2:
-            raise ValueError("points must be (lat, lon[, province_id]) arrays or a table with lat, lon columns")
+            raise ValueError(
+                "points must be (lat, lon[, province_id]) arrays or a table with lat, lon columns"
+            )
         lat, lon = np.asarray(seq[0], dtype=np.float64), np.asarray(seq[1], dtype=np.float64)
         pid = np.asarray(seq[2]) if len(seq) > 2 and seq[2] is not None else None
         return lat, lon, pid
@@ -112,14 +126,23 @@ def plot_map(
         b = [float(v) for v in gdf.total_bounds]
         boxes.append((b[0], b[1], b[2], b[3]))
     if len(lat):
-        boxes.append((float(np.nanmin(lon)), float(np.nanmin(lat)), float(np.nanmax(lon)), float(np.nanmax(lat))))
+        boxes.append(
+            (
+                float(np.nanmin(lon)),
+                float(np.nanmin(lat)),
+                float(np.nanmax(lon)),
+                float(np.nanmax(lat)),
+            )
+        )
     clat = clon = crad = None
     if cells is not None:
         clat = column(cells, "center_lat").astype(np.float64)
         clon = column(cells, "center_lon").astype(np.float64)
         crad = column(cells, "radius_km").astype(np.float64)
         if len(clat):
-            boxes.append((float(np.min(clon)), float(np.min(clat)), float(np.max(clon)), float(np.max(clat))))
+            boxes.append(
+                (float(np.min(clon)), float(np.min(clat)), float(np.max(clon)), float(np.max(clat)))
+            )
     preds = list(predictions or [])
     if preds:
         plat = [float(p["lat"]) for p in preds]
@@ -139,7 +162,9 @@ def plot_map(
         names = list(gdf["province"]) if "province" in gdf.columns else [None] * len(gdf)
         ids = list(gdf["province_id"]) if "province_id" in gdf.columns else [None] * len(gdf)
         for geom, name, p in zip(gdf.geometry, names, ids, strict=True):
-            colour = PROVINCE_COLOURS[int(p) % len(PROVINCE_COLOURS)] if p is not None else "#999999"
+            colour = (
+                PROVINCE_COLOURS[int(p) % len(PROVINCE_COLOURS)] if p is not None else "#999999"
+            )
             for poly in getattr(geom, "geoms", [geom]):
                 if poly.is_empty or not hasattr(poly, "exterior"):
                     continue
@@ -148,7 +173,15 @@ def plot_map(
                 ax.plot(x, y, color="#555555", linewidth=0.6, zorder=2)
             if name:
                 rp = geom.representative_point()
-                ax.annotate(str(name), (rp.x, rp.y), fontsize=7, color="#333333", ha="center", zorder=6, alpha=0.8)
+                ax.annotate(
+                    str(name),
+                    (rp.x, rp.y),
+                    fontsize=7,
+                    color="#333333",
+                    ha="center",
+                    zorder=6,
+                    alpha=0.8,
+                )
 
     if len(lat):
         step = max(1, int(math.ceil(len(lat) / _MAX_POINTS)))
@@ -159,38 +192,129 @@ def plot_map(
             for p in range(NUM_PROVINCES):
                 m = pp == p
                 if np.any(m):
-                    ax.scatter(lo[m], la[m], s=size, color=PROVINCE_COLOURS[p], alpha=0.5, linewidths=0, zorder=3, rasterized=True)
-                    handles.append(Line2D([], [], marker="o", linestyle="", color=PROVINCE_COLOURS[p], label=PROVINCES[p]))
+                    ax.scatter(
+                        lo[m],
+                        la[m],
+                        s=size,
+                        color=PROVINCE_COLOURS[p],
+                        alpha=0.5,
+                        linewidths=0,
+                        zorder=3,
+                        rasterized=True,
+                    )
+                    handles.append(
+                        Line2D(
+                            [],
+                            [],
+                            marker="o",
+                            linestyle="",
+                            color=PROVINCE_COLOURS[p],
+                            label=PROVINCES[p],
+                        )
+                    )
         else:
-            ax.scatter(lo, la, s=size, color="#333333", alpha=0.4, linewidths=0, zorder=3, rasterized=True)
-            handles.append(Line2D([], [], marker="o", linestyle="", color="#333333", label=f"photos ({len(lat):,})"))
+            ax.scatter(
+                lo, la, s=size, color="#333333", alpha=0.4, linewidths=0, zorder=3, rasterized=True
+            )
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    marker="o",
+                    linestyle="",
+                    color="#333333",
+                    label=f"photos ({len(lat):,})",
+                )
+            )
 
     if clat is not None and len(clat):
-        urban = column(cells, "urban").astype(bool) if has_column(cells, "urban") else np.zeros(len(clat), dtype=bool)
+        urban = (
+            column(cells, "urban").astype(bool)
+            if has_column(cells, "urban")
+            else np.zeros(len(clat), dtype=bool)
+        )
         colours = np.where(urban, "#C0392B", "#1F4E9E")
         widths = 2.0 * crad / (_KM_PER_DEG_LON_EQ * np.cos(np.radians(clat)))
         heights = 2.0 * crad / _KM_PER_DEG_LAT
         ec = EllipseCollection(
-            widths, heights, np.zeros(len(clat)), units="xy", offsets=np.column_stack([clon, clat]),
-            offset_transform=ax.transData, facecolors="none", edgecolors=colours, linewidths=0.5, alpha=0.7, zorder=4,
+            widths,
+            heights,
+            np.zeros(len(clat)),
+            units="xy",
+            offsets=np.column_stack([clon, clat]),
+            offset_transform=ax.transData,
+            facecolors="none",
+            edgecolors=colours,
+            linewidths=0.5,
+            alpha=0.7,
+            zorder=4,
         )
         ax.add_collection(ec)
         ax.scatter(clon, clat, s=3, c=colours, linewidths=0, zorder=5)
-        handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="#C0392B", label=f"urban cells ({int(urban.sum())})"))
-        handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="#1F4E9E", label=f"rural cells ({int((~urban).sum())})"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="",
+                markerfacecolor="none",
+                color="#C0392B",
+                label=f"urban cells ({int(urban.sum())})",
+            )
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="",
+                markerfacecolor="none",
+                color="#1F4E9E",
+                label=f"rural cells ({int((~urban).sum())})",
+            )
+        )
 
     if any("true_lat" in p for p in preds):
-        handles.append(Line2D([], [], marker="*", linestyle="", color="#000000", markersize=9, label="prediction"))
-        handles.append(Line2D([], [], marker="x", linestyle="--", color="#000000", label="true location"))
+        handles.append(
+            Line2D(
+                [], [], marker="*", linestyle="", color="#000000", markersize=9, label="prediction"
+            )
+        )
+        handles.append(
+            Line2D([], [], marker="x", linestyle="--", color="#000000", label="true location")
+        )
     for p in preds:
         colour = p.get("color", "#000000")
         if "true_lat" in p and "true_lon" in p:
             tlat, tlon = float(p["true_lat"]), float(p["true_lon"])
-            ax.plot([tlon, float(p["lon"])], [tlat, float(p["lat"])], linestyle="--", linewidth=0.8, color=colour, zorder=6)
+            ax.plot(
+                [tlon, float(p["lon"])],
+                [tlat, float(p["lat"])],
+                linestyle="--",
+                linewidth=0.8,
+                color=colour,
+                zorder=6,
+            )
             ax.scatter([tlon], [tlat], marker="x", s=50, color=colour, linewidths=1.2, zorder=7)
-        ax.scatter([float(p["lon"])], [float(p["lat"])], marker="*", s=160, color=colour, edgecolors="white", linewidths=0.8, zorder=7)
+        ax.scatter(
+            [float(p["lon"])],
+            [float(p["lat"])],
+            marker="*",
+            s=160,
+            color=colour,
+            edgecolors="white",
+            linewidths=0.8,
+            zorder=7,
+        )
         if p.get("label"):
-            ax.annotate(str(p["label"]), (float(p["lon"]), float(p["lat"])), xytext=(6, 6), textcoords="offset points", fontsize=8, zorder=8)
+            ax.annotate(
+                str(p["label"]),
+                (float(p["lon"]), float(p["lat"])),
+                xytext=(6, 6),
+                textcoords="offset points",
+                fontsize=8,
+                zorder=8,
+            )
 
     ax.set_xlim(lon0, lon1)
     ax.set_ylim(lat0, lat1)
@@ -208,4 +332,3 @@ def plot_map(
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
     return out
-

@@ -93,7 +93,9 @@ class Guard:
             return
         ip = _ip_literal(host)
         if ip is not None and not is_public_address(ip):
-            raise Blocked("blocked_private_address", f"{ip} is a private/loopback/link-local address")
+            raise Blocked(
+                "blocked_private_address", f"{ip} is a private/loopback/link-local address"
+            )
         if host.lower() == "localhost" or host.lower().endswith(".localhost"):
             raise Blocked("blocked_private_address", f"{host} is a loopback name")
 
@@ -102,7 +104,9 @@ class Guard:
             return
         bad = [a for a in addresses if not is_public_address(a)]
         if bad:
-            raise Blocked("blocked_private_address", f"{host} resolves to non-public address {bad[0]}")
+            raise Blocked(
+                "blocked_private_address", f"{host} resolves to non-public address {bad[0]}"
+            )
 
 
 class GuardedResolver(AbstractResolver):
@@ -112,7 +116,9 @@ class GuardedResolver(AbstractResolver):
         self.guard = guard
         self.inner = inner or ThreadedResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self.inner.resolve(host, port, family)
         self.guard.check_addresses(host, [r["host"] for r in results])
         return results

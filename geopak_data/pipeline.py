@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geopak_core.progress import log
+
 from .config import PipelineConfig
-from .progress import log
 from .runner import StageOutcome, work_config
 
 STAGES = ("crawl", "filter", "tag", "cluster", "shard")
@@ -27,7 +28,14 @@ def shard_out(cfg: PipelineConfig, work: Path) -> Path:
     return Path(cfg.shard.out) if cfg.shard.out else Path(work) / "shards"
 
 
-def run_pipeline(*, config_path: Path, work: Path | None = None, force: bool = False, allow_private_hosts: bool = False, until: str = "shard") -> list[StageOutcome]:
+def run_pipeline(
+    *,
+    config_path: Path,
+    work: Path | None = None,
+    force: bool = False,
+    allow_private_hosts: bool = False,
+    until: str = "shard",
+) -> list[StageOutcome]:
     """Run crawl (every configured source) -> filter -> tag -> cluster -> shard."""
     from .cluster import run_cluster
     from .config import load_config
@@ -41,7 +49,15 @@ def run_pipeline(*, config_path: Path, work: Path | None = None, force: bool = F
     cfg = work_config(work, config_path)
     outcomes: list[StageOutcome] = []
     for source in cfg.crawl.sources:
-        outcomes.append(run_crawl(source=source, work=work, config=cfg, force=force, allow_private_hosts=allow_private_hosts))
+        outcomes.append(
+            run_crawl(
+                source=source,
+                work=work,
+                config=cfg,
+                force=force,
+                allow_private_hosts=allow_private_hosts,
+            )
+        )
     if until == "crawl":
         return outcomes
     outcomes.append(run_filter(work=work, config=cfg, force=force))
@@ -70,21 +86,52 @@ def summary_table(outcomes: list[StageOutcome]) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    outcomes = run_pipeline(config_path=args.file, work=args.work, force=args.force, allow_private_hosts=args.allow_private_hosts, until=args.until)
+    outcomes = run_pipeline(
+        config_path=args.file,
+        work=args.work,
+        force=args.force,
+        allow_private_hosts=args.allow_private_hosts,
+        until=args.until,
+    )
     print(summary_table(outcomes))
-    log.info("pipeline finished: %d stages (%d already done)", len(outcomes), sum(o.skipped for o in outcomes))
+    log.info(
+        "pipeline finished: %d stages (%d already done)",
+        len(outcomes),
+        sum(o.skipped for o in outcomes),
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from .cliutil import existing_file
 
-    p = sub.add_parser("run", help="run every stage of a pipeline config in order, resuming each", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", type=existing_file, metavar="FILE", help="pipeline config, e.g. pipelines/pakistan.toml")
-    p.add_argument("--work", "-w", type=Path, default=None, metavar="W", help="work folder (default: the config's `work`, else work/<name>)")
+    p = sub.add_parser(
+        "run",
+        help="run every stage of a pipeline config in order, resuming each",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "file",
+        type=existing_file,
+        metavar="FILE",
+        help="pipeline config, e.g. pipelines/pakistan.toml",
+    )
+    p.add_argument(
+        "--work",
+        "-w",
+        type=Path,
+        default=None,
+        metavar="W",
+        help="work folder (default: the config's `work`, else work/<name>)",
+    )
     p.add_argument("--until", choices=STAGES, default="shard", help="stop after this stage")
     p.add_argument("--force", action="store_true", help="re-run every stage even if done")
-    p.add_argument("--allow-private-hosts", action="store_true", help="let downloads reach private/loopback addresses (tests, local mirrors)")
+    p.add_argument(
+        "--allow-private-hosts",
+        action="store_true",
+        help="let downloads reach private/loopback addresses (tests, local mirrors)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     p.set_defaults(func=_cmd_run)
 

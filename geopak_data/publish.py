@@ -22,9 +22,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from geopak_core.errors import GeopakError
+from geopak_core.progress import log
+
 from .card import validate_card
-from .errors import GeopakError
-from .progress import log
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 IGNORE_PATTERNS = [".*", "**/.*", "**/__pycache__/**"]
@@ -65,18 +66,24 @@ def plan_publish(folder: str | Path, *, allow_restricted: bool = False) -> Publi
         raise GeopakError(f"shard folder not found: {folder}")
     for name in REQUIRED_FILES:
         if not (folder / name).is_file():
-            raise GeopakError(f"{folder / name} is missing: not a complete geopak shard folder (run `geopak-data shard` first)")
+            raise GeopakError(
+                f"{folder / name} is missing: not a complete geopak shard folder (run `geopak-data shard` first)"
+            )
     card = validate_card(folder)
     try:
         index = pq.read_table(folder / "index.parquet").to_pandas()
     except Exception as exc:  # noqa: BLE001 - any unreadable index is a bad folder
-        raise GeopakError(f"cannot read {folder / 'index.parquet'}: {str(exc).splitlines()[0]}") from None
+        raise GeopakError(
+            f"cannot read {folder / 'index.parquet'}: {str(exc).splitlines()[0]}"
+        ) from None
     for col in ("key", "split", "shard"):
         if col not in index.columns:
             raise GeopakError(f"{folder / 'index.parquet'} has no '{col}' column")
     missing = sorted(s for s in set(index["shard"]) if not (folder / s).is_file())
     if missing:
-        raise GeopakError(f"{len(missing)} shard(s) named in index.parquet are missing, e.g. {folder / missing[0]}")
+        raise GeopakError(
+            f"{len(missing)} shard(s) named in index.parquet are missing, e.g. {folder / missing[0]}"
+        )
     if "restricted" in index.columns:
         restricted = int(index["restricted"].fillna(False).astype(bool).sum())
     else:
@@ -91,7 +98,9 @@ def plan_publish(folder: str | Path, *, allow_restricted: bool = False) -> Publi
         for p in folder.rglob("*")
         if p.is_file() and not _hidden(p.relative_to(folder))
     )
-    return PublishPlan(folder=folder, files=files, card=card, samples=len(index), restricted=restricted)
+    return PublishPlan(
+        folder=folder, files=files, card=card, samples=len(index), restricted=restricted
+    )
 
 
 def render_plan(plan: PublishPlan) -> str:
@@ -131,7 +140,9 @@ def publish(
     if api is None:
         token = resolve_token()
         if not token:
-            raise GeopakError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
+            raise GeopakError(
+                "no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)"
+            )
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
@@ -140,7 +151,12 @@ def publish(
         api.create_repo(repo_id=repo_id, repo_type="dataset", private=private, exist_ok=True)
         upload_large = getattr(api, "upload_large_folder", None)
         if callable(upload_large):
-            kwargs: dict[str, Any] = {"repo_id": repo_id, "folder_path": str(folder), "repo_type": "dataset", "ignore_patterns": IGNORE_PATTERNS}
+            kwargs: dict[str, Any] = {
+                "repo_id": repo_id,
+                "folder_path": str(folder),
+                "repo_type": "dataset",
+                "ignore_patterns": IGNORE_PATTERNS,
+            }
             if revision:
                 kwargs["revision"] = revision
             upload_large(**kwargs)
@@ -157,7 +173,9 @@ def publish(
         raise
     except Exception as exc:  # noqa: BLE001 - network/auth failures become one line without the token
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GeopakError(f"upload to {repo_id} failed: {_scrub(msg)}; run the same command again to resume") from None
+        raise GeopakError(
+            f"upload to {repo_id} failed: {_scrub(msg)}; run the same command again to resume"
+        ) from None
     return plan
 
 
@@ -167,10 +185,19 @@ def _scrub(text: str) -> str:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    plan = publish(args.dir, repo_id=args.repo_id, dry_run=args.dry_run, allow_restricted=args.allow_restricted, private=args.private, revision=args.revision)
+    plan = publish(
+        args.dir,
+        repo_id=args.repo_id,
+        dry_run=args.dry_run,
+        allow_restricted=args.allow_restricted,
+        private=args.private,
+        revision=args.revision,
+    )
     print(render_plan(plan))
     if args.dry_run:
-        print(f"dry run: card OK ({', '.join(plan.card.get('size_categories', []))}, license {plan.card.get('license')}); nothing uploaded to {args.repo_id}")
+        print(
+            f"dry run: card OK ({', '.join(plan.card.get('size_categories', []))}, license {plan.card.get('license')}); nothing uploaded to {args.repo_id}"
+        )
     else:
         print(f"uploaded to https://huggingface.co/datasets/{args.repo_id}")
     log.debug("publish done")
@@ -178,11 +205,31 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("publish", help="upload a shard folder to a Hugging Face dataset repo (resumable)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dir", type=Path, metavar="DIR", help="the shard folder (output of `geopak-data shard`)")
-    p.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="dataset repository on the Hub (created if missing)")
-    p.add_argument("--dry-run", action="store_true", help="validate the card and list what would be uploaded, with sizes; upload nothing")
-    p.add_argument("--allow-restricted", action="store_true", help="publish even if restricted photos (Google Places) are included -- only with the rights to do so")
+    p = sub.add_parser(
+        "publish",
+        help="upload a shard folder to a Hugging Face dataset repo (resumable)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "dir", type=Path, metavar="DIR", help="the shard folder (output of `geopak-data shard`)"
+    )
+    p.add_argument(
+        "--repo-id",
+        required=True,
+        metavar="ORG/NAME",
+        help="dataset repository on the Hub (created if missing)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the card and list what would be uploaded, with sizes; upload nothing",
+    )
+    p.add_argument(
+        "--allow-restricted",
+        action="store_true",
+        help="publish even if restricted photos (Google Places) are included -- only with the rights to do so",
+    )
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--revision", default=None, help="branch to upload to (default: main)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")

@@ -103,7 +103,9 @@ def hamming_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.bitwise_count(x).astype(np.int64)
 
 
-def size_problem(width: int, height: int, *, min_side: int, max_aspect: float) -> tuple[str, str] | None:
+def size_problem(
+    width: int, height: int, *, min_side: int, max_aspect: float
+) -> tuple[str, str] | None:
     """``(reason, detail)`` when the image is too small or too elongated, else None."""
     short, long = min(width, height), max(width, height)
     if short < min_side:

@@ -52,7 +52,9 @@ class CallBudget:
         self.period_s = float(period_s)
         self.clock = clock
         self.sleep = sleep
-        self._starts: deque[float] = deque()  # start times of recent (and reserved) calls, ascending
+        self._starts: deque[float] = (
+            deque()
+        )  # start times of recent (and reserved) calls, ascending
         self._lock = threading.Lock()
         self.total = 0  # calls granted so far
         self.waited_s = 0.0  # total time spent waiting for budget
@@ -98,7 +100,9 @@ class CallBudget:
             return len(self._starts)
 
 
-def backoff_delay(attempt: int, base_s: float = 1.0, cap_s: float = 60.0, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, base_s: float = 1.0, cap_s: float = 60.0, rng: random.Random | None = None
+) -> float:
     """Exponential back-off with jitter for retry number ``attempt`` (0-based).
 
     ``base * 2**attempt`` capped at ``cap``, then scaled by a random factor in [0.5, 1.0]

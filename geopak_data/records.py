@@ -53,7 +53,10 @@ REJECT_FIELDS: list[tuple[str, pa.DataType]] = [
     ("source_id", pa.string()),
     ("url", pa.string()),
     ("stage", pa.string()),
-    ("reason", pa.string()),  # a short stable code: http_404, not_an_image, blur, outside_pakistan...
+    (
+        "reason",
+        pa.string(),
+    ),  # a short stable code: http_404, not_an_image, blur, outside_pakistan...
     ("detail", pa.string()),  # human-readable detail
 ]
 REJECT_SCHEMA = pa.schema(REJECT_FIELDS)
@@ -90,16 +93,22 @@ def empty_record(**values: Any) -> dict[str, Any]:
     return rec
 
 
-def records_to_table(records: Iterable[Mapping[str, Any]], schema: pa.Schema = SOURCE_SCHEMA) -> pa.Table:
+def records_to_table(
+    records: Iterable[Mapping[str, Any]], schema: pa.Schema = SOURCE_SCHEMA
+) -> pa.Table:
     rows = list(records)
     cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
     return pa.table(cols, schema=schema)
 
 
-def reject_rows(table_or_rows: Any, *, stage: str, reason: str | list[str], detail: str | list[str] = "") -> pa.Table:
+def reject_rows(
+    table_or_rows: Any, *, stage: str, reason: str | list[str], detail: str | list[str] = ""
+) -> pa.Table:
     """Rejects for the given records (a table or list of dicts), all with one reason or one each."""
     if isinstance(table_or_rows, pa.Table):
-        rows = table_or_rows.select([c for c in ("key", "source", "source_id", "url") if c in table_or_rows.column_names]).to_pylist()
+        rows = table_or_rows.select(
+            [c for c in ("key", "source", "source_id", "url") if c in table_or_rows.column_names]
+        ).to_pylist()
     else:
         rows = list(table_or_rows)
     n = len(rows)

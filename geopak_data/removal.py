@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GeopakError
+from geopak_core.errors import GeopakError
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,14 @@ class RemovalList:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def mask(self, *, key: Sequence[object], source: Sequence[object], source_id: Sequence[object], url: Sequence[object]) -> np.ndarray:
+    def mask(
+        self,
+        *,
+        key: Sequence[object],
+        source: Sequence[object],
+        source_id: Sequence[object],
+        url: Sequence[object],
+    ) -> np.ndarray:
         """True for every record that one of the entries names."""
         e = self.entries
         if not e:
@@ -52,7 +59,11 @@ class RemovalList:
 def parse_removal_text(text: str) -> frozenset[str]:
     out = set()
     for line in text.splitlines():
-        entry = line.split("#", 1)[0].strip() if not line.lstrip().startswith(("http://", "https://")) else line.strip()
+        entry = (
+            line.split("#", 1)[0].strip()
+            if not line.lstrip().startswith(("http://", "https://"))
+            else line.strip()
+        )
         if entry:
             out.add(entry)
     return frozenset(out)
@@ -64,7 +75,9 @@ def load_removal_list(path: str | Path | None) -> RemovalList:
         return RemovalList()
     p = Path(path)
     if not p.is_file():
-        raise GeopakError(f"removal list not found: {p} (config shard.removal_list); create it (one key or source id per line) or unset the key")
+        raise GeopakError(
+            f"removal list not found: {p} (config shard.removal_list); create it (one key or source id per line) or unset the key"
+        )
     try:
         text = p.read_text("utf-8")
     except UnicodeDecodeError:

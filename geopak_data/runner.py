@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geopak_core.errors import GeopakError
+from geopak_core.io import PartStore, atomic_write_json, atomic_write_text, file_sha256, read_json
+from geopak_core.progress import log
+
 from .config import PipelineConfig, config_hash, dump_toml, getattr_path, load_config
-from .errors import GeopakError
-from .io import PartStore, atomic_write_json, atomic_write_text, file_sha256, read_json
-from .progress import log
 
 MANIFEST = "manifest.json"
 WORK_CONFIG = "pipeline.toml"
@@ -93,7 +94,11 @@ def fingerprint(path: Path) -> str:
     if not p.exists():
         return ""
     if p.is_dir():
-        parts = sorted(str(q.relative_to(p)) + ":" + fingerprint(q) for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
+        parts = sorted(
+            str(q.relative_to(p)) + ":" + fingerprint(q)
+            for q in p.rglob("*")
+            if q.is_file() and not q.name.startswith(".")
+        )
         return config_hash(parts)
     st = p.stat()
     if st.st_size > _BIG_FILE:
@@ -109,7 +114,9 @@ def _locked(path: Path, blocking: bool = True) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), flags)
         except BlockingIOError:
-            raise GeopakError(f"another geopak process is running this stage ({path.name}); wait for it or stop it") from None
+            raise GeopakError(
+                f"another geopak process is running this stage ({path.name}); wait for it or stop it"
+            ) from None
         try:
             yield
         finally:
@@ -185,7 +192,9 @@ def run_stage(
     input_fps = {label: fingerprint(Path(p)) for label, p in inputs.items()}
     missing = [label for label, fp in input_fps.items() if not fp]
     if missing:
-        raise GeopakError(f"{name}: missing input {', '.join(missing)} ({', '.join(str(inputs[m]) for m in missing)}); run the earlier stage first")
+        raise GeopakError(
+            f"{name}: missing input {', '.join(missing)} ({', '.join(str(inputs[m]) for m in missing)}); run the earlier stage first"
+        )
 
     sdir = stage_dir(work, name)
     with _locked(work / f".{name.replace(':', '_')}.lock", blocking=False):
@@ -194,8 +203,14 @@ def run_stage(
         resumed = False
         if prev and not force:
             if prev.get("status") == "done":
-                outputs_ok = all(fingerprint(work / rel) == fp for rel, fp in prev.get("outputs", {}).items())
-                if prev.get("config_hash") == chash and prev.get("inputs") == input_fps and outputs_ok:
+                outputs_ok = all(
+                    fingerprint(work / rel) == fp for rel, fp in prev.get("outputs", {}).items()
+                )
+                if (
+                    prev.get("config_hash") == chash
+                    and prev.get("inputs") == input_fps
+                    and outputs_ok
+                ):
                     counts = prev.get("counts", {})
                     msg = f"{name}: already done ({_fmt_counts(counts)}); nothing to do"
                     log.info(msg)
@@ -210,23 +225,59 @@ def run_stage(
                 log.info("%s: re-running because %s", name, "; ".join(changes) or "of a change")
             elif prev.get("status") in ("running", "failed", "interrupted"):
                 resumed = prev.get("config_hash") == chash and prev.get("inputs") == input_fps
-                how = {"running": "was killed", "failed": f"failed ({prev.get('error', '')})", "interrupted": "was interrupted"}[prev["status"]]
-                log.info("%s: previous run %s; %s", name, how, "resuming where it stopped" if resumed else "its config or inputs changed, starting over")
+                how = {
+                    "running": "was killed",
+                    "failed": f"failed ({prev.get('error', '')})",
+                    "interrupted": "was interrupted",
+                }[prev["status"]]
+                log.info(
+                    "%s: previous run %s; %s",
+                    name,
+                    how,
+                    "resuming where it stopped"
+                    if resumed
+                    else "its config or inputs changed, starting over",
+                )
         elif force:
             changes.append("forced")
 
         started = time.time()
-        manifest.update(name, status="running", pid=os.getpid(), config_hash=chash, config=snapshot, inputs=input_fps, started=started)
-        ctx = StageContext(work=work, name=name, stage_dir=sdir, config=config, config_hash=chash, previous=prev, resumed=resumed)
+        manifest.update(
+            name,
+            status="running",
+            pid=os.getpid(),
+            config_hash=chash,
+            config=snapshot,
+            inputs=input_fps,
+            started=started,
+        )
+        ctx = StageContext(
+            work=work,
+            name=name,
+            stage_dir=sdir,
+            config=config,
+            config_hash=chash,
+            previous=prev,
+            resumed=resumed,
+        )
         sdir.mkdir(parents=True, exist_ok=True)
         try:
             result = fn(ctx)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            manifest.update(name, status=status, pid=None, error=f"{type(exc).__name__}: {exc}"[:1000], finished=time.time())
+            manifest.update(
+                name,
+                status=status,
+                pid=None,
+                error=f"{type(exc).__name__}: {exc}"[:1000],
+                finished=time.time(),
+            )
             raise
         seconds = time.time() - started
-        outputs = {str(Path(o).resolve().relative_to(work.resolve())): fingerprint(Path(o)) for o in result.outputs}
+        outputs = {
+            str(Path(o).resolve().relative_to(work.resolve())): fingerprint(Path(o))
+            for o in result.outputs
+        }
         manifest.update(
             name,
             status="done",
@@ -248,7 +299,9 @@ def _fmt_counts(counts: dict[str, Any]) -> str:
     return ", ".join(f"{v} {k}" for k, v in counts.items()) or "no counts"
 
 
-def work_config(work: Path, config_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+def work_config(
+    work: Path, config_path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> PipelineConfig:
     """The config a stage command uses: ``--config`` (remembered in the work folder), else the
     work folder's remembered one, else the defaults."""
     work = Path(work)

@@ -38,12 +38,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from geopak_core.errors import GeopakError
+from geopak_core.io import (
+    FILE_MODE,
+    atomic_write_json,
+    atomic_write_parquet,
+    atomic_write_text,
+    read_json,
+)
+from geopak_core.progress import log, progress
+from geopak_core.regions import NUM_PROVINCES, PROVINCES
+
 from . import __version__
 from .config import PipelineConfig, config_hash
-from .errors import GeopakError
-from .io import FILE_MODE, atomic_write_json, atomic_write_parquet, atomic_write_text, read_json
-from .progress import log, progress
-from .provinces import NUM_PROVINCES, PROVINCES
 from .removal import load_removal_list
 from .runner import Manifest, StageContext, StageOutcome, StageResult, run_stage
 from .splits import SPLITS, assign_splits, shuffle_order
@@ -78,8 +85,32 @@ JSON_FIELDS: tuple[str, ...] = (
     "height",
     "split",
 )
-REQUIRED_COLUMNS = ("key", "source", "source_id", "url", "lat", "lon", "license", "owner", "date_taken", "image_path", "width", "height", "province_id", "cell_id")
-CELL_COLUMNS = ("cell_id", "province_id", "province", "center_lat", "center_lon", "radius_km", "n_samples", "urban")
+REQUIRED_COLUMNS = (
+    "key",
+    "source",
+    "source_id",
+    "url",
+    "lat",
+    "lon",
+    "license",
+    "owner",
+    "date_taken",
+    "image_path",
+    "width",
+    "height",
+    "province_id",
+    "cell_id",
+)
+CELL_COLUMNS = (
+    "cell_id",
+    "province_id",
+    "province",
+    "center_lat",
+    "center_lon",
+    "radius_km",
+    "n_samples",
+    "urban",
+)
 RESTRICTED_SOURCES = frozenset({"places"})
 INDEX_SCHEMA = pa.schema(
     [
@@ -117,7 +148,9 @@ def shard_name(split: str, number: int) -> str:
     return f"{split}/geopak-{split}-{number:06d}.tar"
 
 
-def split_rule_text(*, fractions: dict[str, float], burst_radius_km: float, near_duplicate_distance: int, seed: int) -> str:
+def split_rule_text(
+    *, fractions: dict[str, float], burst_radius_km: float, near_duplicate_distance: int, seed: int
+) -> str:
     """The split rule in words, for stats.json and the dataset card."""
     return (
         f"Splits are {', '.join(f'{s} {100 * f:g}%' for s, f in fractions.items())} of the photos, dealt as whole "
@@ -166,7 +199,12 @@ def _header_bytes(name: str) -> int:
 
 def sample_tar_bytes(key: str, jpg_size: int, json_size: int) -> int:
     """Bytes one sample adds to a tar: two headers plus two padded payloads."""
-    return _header_bytes(f"{key}.jpg") + _padded(jpg_size) + _header_bytes(f"{key}.json") + _padded(json_size)
+    return (
+        _header_bytes(f"{key}.jpg")
+        + _padded(jpg_size)
+        + _header_bytes(f"{key}.json")
+        + _padded(json_size)
+    )
 
 
 def tar_size(sample_bytes: int) -> int:
@@ -244,7 +282,9 @@ class ShardState:
         return cls(path, str(out), dict(data.get("shards", {})))
 
     def save(self) -> None:
-        atomic_write_json(self.path, {"format": FORMAT_VERSION, "out": self.out, "shards": self.shards})
+        atomic_write_json(
+            self.path, {"format": FORMAT_VERSION, "out": self.out, "shards": self.shards}
+        )
 
     def intact(self, out: Path, name: str, fp: str | None = None) -> bool:
         entry = self.shards.get(name)
@@ -261,7 +301,9 @@ def out_intact(work: Path, out: Path) -> bool:
         return False
     if not all(state.intact(out, name) for name in state.shards):
         return False
-    return all((out / f).is_file() for f in ("index.parquet", "cells.parquet", "stats.json", "README.md"))
+    return all(
+        (out / f).is_file() for f in ("index.parquet", "cells.parquet", "stats.json", "README.md")
+    )
 
 
 def stage_path(work: Path) -> Path:
@@ -271,7 +313,9 @@ def stage_path(work: Path) -> Path:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_tar(path: Path, samples: list[tuple[str, bytes, bytes]], on_ready: Any = None) -> dict[str, int]:
+def write_tar(
+    path: Path, samples: list[tuple[str, bytes, bytes]], on_ready: Any = None
+) -> dict[str, int]:
     """Write ``(key, jpg, json)`` samples to ``path`` via a temporary name; return its identity.
 
     ``on_ready(identity)`` runs after the temporary file is complete and fsynced but before
@@ -285,7 +329,9 @@ def write_tar(path: Path, samples: list[tuple[str, bytes, bytes]], on_ready: Any
     try:
         os.chmod(tmp, FILE_MODE)  # mkstemp's 0600 would leave the shards unreadable to others
         with os.fdopen(fd, "wb") as fh:
-            writer = wds.TarWriter(fh, user=TAR_USER, group=TAR_USER, mode=0o444, mtime=TAR_MTIME, encoder=False)
+            writer = wds.TarWriter(
+                fh, user=TAR_USER, group=TAR_USER, mode=0o444, mtime=TAR_MTIME, encoder=False
+            )
             for key, jpg, meta in samples:
                 writer.write({"__key__": key, "jpg": jpg, "json": meta})
             writer.close()
@@ -322,11 +368,19 @@ def _load_inputs(work: Path) -> tuple[Any, Any]:
         records = pq.read_table(rec_path).to_pandas()
         cells = pq.read_table(cells_path).to_pandas()
     except (OSError, pa.ArrowInvalid) as exc:
-        raise GeopakError(f"cannot read the cluster stage's output in {work / 'cluster'}: {str(exc).splitlines()[0]}") from None
+        raise GeopakError(
+            f"cannot read the cluster stage's output in {work / 'cluster'}: {str(exc).splitlines()[0]}"
+        ) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in records.columns]
     if missing:
-        raise GeopakError(f"{rec_path}: missing columns {', '.join(missing)}; re-run the earlier stages")
-    missing = [c for c in ("cell_id", "province_id", "center_lat", "center_lon", "radius_km") if c not in cells.columns]
+        raise GeopakError(
+            f"{rec_path}: missing columns {', '.join(missing)}; re-run the earlier stages"
+        )
+    missing = [
+        c
+        for c in ("cell_id", "province_id", "center_lat", "center_lon", "radius_km")
+        if c not in cells.columns
+    ]
     if missing:
         raise GeopakError(f"{cells_path}: missing columns {', '.join(missing)}; re-run cluster")
     for col in ("license_url", "attribution", "title", "phash", "sha256"):
@@ -334,10 +388,14 @@ def _load_inputs(work: Path) -> tuple[Any, Any]:
             records[col] = ""
     if "restricted" not in records.columns:
         records["restricted"] = records["source"].isin(RESTRICTED_SOURCES)
-    records["restricted"] = records["restricted"].fillna(False).astype(bool) | records["source"].isin(RESTRICTED_SOURCES)
+    records["restricted"] = records["restricted"].fillna(False).astype(bool) | records[
+        "source"
+    ].isin(RESTRICTED_SOURCES)
     dup = records["key"][records["key"].duplicated()]
     if len(dup):
-        raise GeopakError(f"{rec_path}: key {dup.iloc[0]!r} appears more than once ({len(dup)} duplicates); re-run cluster")
+        raise GeopakError(
+            f"{rec_path}: key {dup.iloc[0]!r} appears more than once ({len(dup)} duplicates); re-run cluster"
+        )
     cells = cells.sort_values("cell_id").reset_index(drop=True)
     ids = cells["cell_id"].astype(np.int64).to_numpy()
     if not np.array_equal(ids, np.arange(len(ids))):
@@ -364,8 +422,14 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
     df = df.sort_values("key", kind="stable").reset_index(drop=True)
     n = len(df)
     if n == 0:
-        what = f"all {n_input} are restricted (set shard.include_restricted only if you may redistribute them)" if n_input else "it is empty"
-        raise GeopakError(f"shard: no records to shard in {work / 'cluster' / 'records.parquet'}: {what}")
+        what = (
+            f"all {n_input} are restricted (set shard.include_restricted only if you may redistribute them)"
+            if n_input
+            else "it is empty"
+        )
+        raise GeopakError(
+            f"shard: no records to shard in {work / 'cluster' / 'records.parquet'}: {what}"
+        )
 
     cell_ids = df["cell_id"].astype(np.int64).to_numpy()
     prov_ids = df["province_id"].astype(np.int64).to_numpy()
@@ -375,7 +439,9 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
     cell_prov = cells["province_id"].astype(np.int64).to_numpy()
     if n and np.any(cell_prov[cell_ids] != prov_ids):
         bad = int(np.flatnonzero(cell_prov[cell_ids] != prov_ids)[0])
-        raise GeopakError(f"record {df['key'][bad]!r} is tagged province {prov_ids[bad]} but its cell {cell_ids[bad]} lies in province {cell_prov[cell_ids[bad]]}; re-run cluster")
+        raise GeopakError(
+            f"record {df['key'][bad]!r} is tagged province {prov_ids[bad]} but its cell {cell_ids[bad]} lies in province {cell_prov[cell_ids[bad]]}; re-run cluster"
+        )
     if n and (prov_ids.min() < 0 or prov_ids.max() >= NUM_PROVINCES):
         raise GeopakError("records hold a province_id outside 0..6; re-run tag")
 
@@ -398,7 +464,12 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
     split_names = res.names()
 
     removal = load_removal_list(cfg.removal_list)
-    removed = removal.mask(key=df["key"].tolist(), source=df["source"].tolist(), source_id=df["source_id"].tolist(), url=df["url"].tolist())
+    removed = removal.mask(
+        key=df["key"].tolist(),
+        source=df["source"].tolist(),
+        source_id=df["source_id"].tolist(),
+        url=df["url"].tolist(),
+    )
 
     # Exact member sizes. Every image that will be written must be there (a gap means a broken
     # work folder); a removed photo's file may already be deleted: its recorded size stands in,
@@ -421,7 +492,9 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
             else:
                 missing.append(i)
     if missing:
-        raise GeopakError(f"{len(missing)} image file(s) missing, e.g. {paths[missing[0]]} (key {df['key'].iat[missing[0]]}); re-run crawl to fetch them again")
+        raise GeopakError(
+            f"{len(missing)} image file(s) missing, e.g. {paths[missing[0]]} (key {df['key'].iat[missing[0]]}); re-run crawl to fetch them again"
+        )
 
     centers = cells[["center_lat", "center_lon"]].to_numpy(np.float64)
     rows = df.to_dict("records")
@@ -453,7 +526,10 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
         }
         metas.append(meta)
         blobs.append(json_bytes(meta))
-    tar_sizes = np.array([sample_tar_bytes(m["key"], int(img_sizes[i]), len(blobs[i])) for i, m in enumerate(metas)], dtype=np.int64)
+    tar_sizes = np.array(
+        [sample_tar_bytes(m["key"], int(img_sizes[i]), len(blobs[i])) for i, m in enumerate(metas)],
+        dtype=np.int64,
+    )
 
     # The plan: per split, a seeded shuffle, then the cut into shards (removed rows included).
     plan: list[tuple[str, np.ndarray]] = []
@@ -462,7 +538,9 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
         if members.size == 0:
             continue
         members = members[shuffle_order(df["key"].to_numpy()[members].tolist(), cfg.seed)]
-        for number, chunk in enumerate(pack(tar_sizes[members], cfg.max_shard_bytes, cfg.max_shard_samples)):
+        for number, chunk in enumerate(
+            pack(tar_sizes[members], cfg.max_shard_bytes, cfg.max_shard_samples)
+        ):
             plan.append((shard_name(split, number), members[chunk]))
 
     out.mkdir(parents=True, exist_ok=True)
@@ -476,13 +554,17 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
             continue
         h = hashlib.sha256(f"geopak-shard-v{FORMAT_VERSION}\x1f{name}".encode())
         for i in kept.tolist():
-            h.update(b"\x1e" + metas[i]["key"].encode() + b"\x1f" + blobs[i] + b"\x1f" + shas[i].encode())
+            h.update(
+                b"\x1e" + metas[i]["key"].encode() + b"\x1f" + blobs[i] + b"\x1f" + shas[i].encode()
+            )
         planned[name] = kept
         fps[name] = h.hexdigest()
 
     # Tars the plan no longer has (an older plan, or every sample removed) go first.
     for split in SPLITS:
-        for old in sorted((out / split).glob(f"geopak-{split}-*.tar")) if (out / split).is_dir() else []:
+        for old in (
+            sorted((out / split).glob(f"geopak-{split}-*.tar")) if (out / split).is_dir() else []
+        ):
             rel = f"{split}/{old.name}"
             if rel not in planned:
                 old.unlink()
@@ -495,7 +577,12 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
     todo = [name for name in planned if not state.intact(out, name, fps[name])]
     kept_count = len(planned) - len(todo)
     if kept_count and todo:
-        log.info("shard: %d of %d shards already complete; writing %d", kept_count, len(planned), len(todo))
+        log.info(
+            "shard: %d of %d shards already complete; writing %d",
+            kept_count,
+            len(planned),
+            len(todo),
+        )
     bar = progress(total=int(sum(planned[t].size for t in todo)), desc="shard", unit="img")
     for name in todo:
         samples = []
@@ -503,7 +590,9 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
             jpg = paths[i].read_bytes()
             want = shas[i]
             if want and hashlib.sha256(jpg).hexdigest() != want:
-                raise GeopakError(f"{paths[i]} changed since it was downloaded (sha256 mismatch for {metas[i]['key']}); re-run crawl for it or restore the file")
+                raise GeopakError(
+                    f"{paths[i]} changed since it was downloaded (sha256 mismatch for {metas[i]['key']}); re-run crawl for it or restore the file"
+                )
             samples.append((metas[i]["key"], jpg, blobs[i]))
 
         def record(ident: dict[str, int], name: str = name, count: int = len(samples)) -> None:
@@ -540,11 +629,15 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
     cells_out = cells.copy()
     cells_out["n_samples"] = np.bincount(kept_cells, minlength=len(cells)).astype(np.int64)
     for si, split in enumerate(SPLITS):
-        cells_out[f"n_{split}"] = np.bincount(kept_cells[kept_split == si], minlength=len(cells)).astype(np.int64)
+        cells_out[f"n_{split}"] = np.bincount(
+            kept_cells[kept_split == si], minlength=len(cells)
+        ).astype(np.int64)
     cells_out["province"] = [PROVINCES[int(p)] for p in cells_out["province_id"]]
     front = [c for c in CELL_COLUMNS if c in cells_out.columns]
     cells_out = cells_out[front + [c for c in cells_out.columns if c not in front]]
-    atomic_write_parquet(out / "cells.parquet", pa.Table.from_pandas(cells_out, preserve_index=False))
+    atomic_write_parquet(
+        out / "cells.parquet", pa.Table.from_pandas(cells_out, preserve_index=False)
+    )
 
     rejects = collect_rejects(work)
     notes = filter_notes(work)
@@ -568,10 +661,20 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
     )
     atomic_write_json(out / "stats.json", stats)
 
-    map_file = write_map(out / "map.png", index.select(["lat", "lon", "province_id"]).to_pandas(), cells_out, title=f"{cfg.dataset_name}: {len(order):,} photos, {len(cells_out):,} geocells")
+    map_file = write_map(
+        out / "map.png",
+        index.select(["lat", "lon", "province_id"]).to_pandas(),
+        cells_out,
+        title=f"{cfg.dataset_name}: {len(order):,} photos, {len(cells_out):,} geocells",
+    )
     from .card import render_card
 
-    atomic_write_text(out / "README.md", render_card(stats=stats, cells=cells_out.to_dict("records"), config=ctx.config, map_file=map_file))
+    atomic_write_text(
+        out / "README.md",
+        render_card(
+            stats=stats, cells=cells_out.to_dict("records"), config=ctx.config, map_file=map_file
+        ),
+    )
 
     counts = {
         "input": n_input,
@@ -593,7 +696,12 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
         + (f"; {', '.join(extra)}" if extra else "")
         + f" -> {out}"
     )
-    return StageResult(counts=counts, outputs=[ctx.stage_dir / "state.json"], summary=summary, notes={"out": str(out)})
+    return StageResult(
+        counts=counts,
+        outputs=[ctx.stage_dir / "state.json"],
+        summary=summary,
+        notes={"out": str(out)},
+    )
 
 
 def build_stats(
@@ -614,7 +722,11 @@ def build_stats(
     splits: dict[str, dict[str, int]] = {}
     for s in SPLITS:
         names = [k for k in planned if k.startswith(f"{s}/")]
-        splits[s] = {"samples": int((index["split"] == s).sum()) if len(index) else 0, "shards": len(names), "bytes": int(sum(sizes[k] for k in names))}
+        splits[s] = {
+            "samples": int((index["split"] == s).sum()) if len(index) else 0,
+            "shards": len(names),
+            "bytes": int(sum(sizes[k] for k in names)),
+        }
 
     def by(col: str) -> dict[Any, dict[str, int]]:
         out: dict[Any, dict[str, int]] = {}
@@ -628,7 +740,12 @@ def build_stats(
     prov = by("province_id")
     cells_per_prov = cells.groupby("province_id").size().to_dict() if len(cells) else {}
     provinces = [
-        {"province_id": pid, "province": PROVINCES[pid], **prov.get(pid, {**{s: 0 for s in SPLITS}, "total": 0}), "cells": int(cells_per_prov.get(pid, 0))}
+        {
+            "province_id": pid,
+            "province": PROVINCES[pid],
+            **prov.get(pid, {**{s: 0 for s in SPLITS}, "total": 0}),
+            "cells": int(cells_per_prov.get(pid, 0)),
+        }
         for pid in range(NUM_PROVINCES)
     ]
     cell_counts = by("cell_id")
@@ -653,7 +770,12 @@ def build_stats(
         "shard_config_hash": shard_config_hash,
         "seed": cfg.seed,
         "fractions": fractions,
-        "split_rule": split_rule_text(fractions=fractions, burst_radius_km=cfg.burst_radius_km, near_duplicate_distance=cfg.near_duplicate_distance, seed=cfg.seed),
+        "split_rule": split_rule_text(
+            fractions=fractions,
+            burst_radius_km=cfg.burst_radius_km,
+            near_duplicate_distance=cfg.near_duplicate_distance,
+            seed=cfg.seed,
+        ),
         "samples": int(len(index)),
         "splits": splits,
         "provinces": provinces,
@@ -684,23 +806,39 @@ def write_map(path: Path, points: Any, cells: Any, *, title: str = "") -> str | 
     return path.name
 
 
-def run_shard(*, work: Path, config: PipelineConfig, out: Path | None = None, force: bool = False) -> StageOutcome:
+def run_shard(
+    *, work: Path, config: PipelineConfig, out: Path | None = None, force: bool = False
+) -> StageOutcome:
     """Run the shard stage: W's clustered records -> the shard folder ``out`` (default W/shards)."""
     work = Path(work)
     out = Path(out) if out else (Path(config.shard.out) if config.shard.out else work / "shards")
     for name in ("records.parquet", "cells.parquet"):
         if not (work / "cluster" / name).is_file():
-            raise GeopakError(f"shard: {work / 'cluster' / name} not found; run cluster first (geopak-data cluster --work {work})")
-    inputs: dict[str, Path] = {"records": work / "cluster" / "records.parquet", "cells": work / "cluster" / "cells.parquet"}
+            raise GeopakError(
+                f"shard: {work / 'cluster' / name} not found; run cluster first (geopak-data cluster --work {work})"
+            )
+    inputs: dict[str, Path] = {
+        "records": work / "cluster" / "records.parquet",
+        "cells": work / "cluster" / "cells.parquet",
+    }
     if config.shard.removal_list:
-        load_removal_list(config.shard.removal_list)  # a configured list must exist: clear error now
+        load_removal_list(
+            config.shard.removal_list
+        )  # a configured list must exist: clear error now
         inputs["removal_list"] = Path(config.shard.removal_list)
-    for p in sorted(work.glob("crawl/*/rejects.parquet")) + [work / s / "rejects.parquet" for s in ("filter", "tag", "cluster")] + [work / "filter" / "report.json"]:
+    for p in (
+        sorted(work.glob("crawl/*/rejects.parquet"))
+        + [work / s / "rejects.parquet" for s in ("filter", "tag", "cluster")]
+        + [work / "filter" / "report.json"]
+    ):
         if p.is_file():
             inputs[str(p.relative_to(work))] = p
     prev = Manifest(work).entry(STAGE)
     if not force and prev and prev.get("status") == "done" and not out_intact(work, out):
-        log.info("shard: the shard folder %s no longer matches the last run; rebuilding what is missing or changed", out)
+        log.info(
+            "shard: the shard folder %s no longer matches the last run; rebuilding what is missing or changed",
+            out,
+        )
         force = True
     return run_stage(
         work=work,
@@ -733,5 +871,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(p)
-    p.add_argument("--out", "-o", type=Path, default=None, metavar="DIR", help="shard folder (default: config shard.out, else W/shards)")
+    p.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="shard folder (default: config shard.out, else W/shards)",
+    )
     p.set_defaults(func=_cmd)

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .geo import haversine_km
+from geopak_core.geo import haversine_km
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -106,7 +106,9 @@ def _day(value: object) -> str:
 # ----------------------------------------------------------------------------- linking
 
 
-def _bucket_pairs(labels: np.ndarray, valid: np.ndarray, close: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _bucket_pairs(
+    labels: np.ndarray, valid: np.ndarray, close: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """All pairs (i, j) with the same label (among valid rows) for which ``close`` holds.
 
     ``close(a, b)`` must broadcast: it gets two index vectors, or a column and a row of
@@ -149,11 +151,19 @@ def _bucket_pairs(labels: np.ndarray, valid: np.ndarray, close: Callable[[np.nda
 
 def _codes(values: Sequence[object]) -> np.ndarray:
     """Integer codes for arbitrary hashable values (equal values, equal codes)."""
-    _, inv = np.unique(np.asarray([str(v) for v in values], dtype=object).astype(str), return_inverse=True)
+    _, inv = np.unique(
+        np.asarray([str(v) for v in values], dtype=object).astype(str), return_inverse=True
+    )
     return inv.astype(np.int64)
 
 
-def burst_pairs(owner: Sequence[object], date_taken: Sequence[object], lat: np.ndarray, lon: np.ndarray, radius_km: float) -> tuple[np.ndarray, np.ndarray]:
+def burst_pairs(
+    owner: Sequence[object],
+    date_taken: Sequence[object],
+    lat: np.ndarray,
+    lon: np.ndarray,
+    radius_km: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of photos by the same owner on the same day closer than ``radius_km``."""
     owners = ["" if o is None else str(o).strip() for o in owner]
     valid = np.array([bool(o) for o in owners], dtype=bool)
@@ -170,7 +180,9 @@ def burst_pairs(owner: Sequence[object], date_taken: Sequence[object], lat: np.n
     return _bucket_pairs(labels, valid, close)
 
 
-def duplicate_pairs(sha256: Sequence[object], phash: Sequence[object], max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+def duplicate_pairs(
+    sha256: Sequence[object], phash: Sequence[object], max_distance: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs with the same sha256, or perceptual hashes at most ``max_distance`` bits apart.
 
     Near pairs are found by multi-index hashing: split the 64 bits into ``max_distance + 1``
@@ -257,7 +269,9 @@ def deal_groups(
     cell = np.asarray(cell_id, dtype=np.int64)
     frac = np.asarray(fractions, dtype=np.float64)
     if frac.shape != (len(SPLITS),) or np.any(frac < 0) or frac.sum() <= 0:
-        raise ValueError(f"fractions must be {len(SPLITS)} non-negative numbers with a positive sum")
+        raise ValueError(
+            f"fractions must be {len(SPLITS)} non-negative numbers with a positive sum"
+        )
     frac = frac / frac.sum()
     active = np.flatnonzero(frac > 0)
     result = np.zeros(n, dtype=np.int8)
@@ -271,7 +285,9 @@ def deal_groups(
     size = np.diff(bounds)
     keys_arr = np.asarray(keys, dtype=object)
     first_key = [str(keys_arr[order[bounds[g]]]) for g in range(n_groups)]
-    tiebreak = np.fromiter((stable_u64(seed, "deal", k) for k in first_key), dtype=np.uint64, count=n_groups)
+    tiebreak = np.fromiter(
+        (stable_u64(seed, "deal", k) for k in first_key), dtype=np.uint64, count=n_groups
+    )
 
     p_levels, p_idx = np.unique(prov, return_inverse=True)
     c_levels, c_idx = np.unique(cell, return_inverse=True)
@@ -282,7 +298,9 @@ def deal_groups(
     p_cur = np.zeros_like(p_target)
     c_cur = np.zeros_like(c_target)
 
-    def composition(level_idx: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def composition(
+        level_idx: np.ndarray, n_levels: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(offsets per group, level per entry, count per entry): a group's rows by level."""
         uniq, counts = np.unique(group * n_levels + level_idx, return_counts=True)
         g_of = uniq // n_levels
@@ -398,4 +416,10 @@ def assign_splits(
     group = np.empty(n, dtype=np.int64)
     split[perm] = split_sorted
     group[perm] = group_sorted
-    return SplitResult(split=split, group=group, n_groups=int(group_sorted.max()) + 1 if n else 0, burst_links=n_burst, duplicate_links=n_dup)
+    return SplitResult(
+        split=split,
+        group=group,
+        n_groups=int(group_sorted.max()) + 1 if n else 0,
+        burst_links=n_burst,
+        duplicate_links=n_dup,
+    )

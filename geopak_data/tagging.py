@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .geo import haversine_km, valid_coordinates
-from .provinces import PROVINCES
+from geopak_core.geo import haversine_km, valid_coordinates
+from geopak_core.regions import PROVINCES
 
 if TYPE_CHECKING:
     import geopandas
@@ -98,7 +98,14 @@ class ProvinceTagger:
 
         self._fwd = Transformer.from_crs("EPSG:4326", PAKISTAN_LCC, always_xy=True)
         self._inv = Transformer.from_crs(PAKISTAN_LCC, "EPSG:4326", always_xy=True)
-        proj = np.array([shapely.transform(g, lambda xy: np.column_stack(self._fwd.transform(xy[:, 0], xy[:, 1]))) for g in geoms])
+        proj = np.array(
+            [
+                shapely.transform(
+                    g, lambda xy: np.column_stack(self._fwd.transform(xy[:, 0], xy[:, 1]))
+                )
+                for g in geoms
+            ]
+        )
         # Border pieces: every ring of every province cut into short lines, each tagged with
         # its province, in an STRtree. Nearest piece = nearest province for outside points.
         pieces: list[object] = []
@@ -118,7 +125,9 @@ class ProvinceTagger:
         country = shapely.union_all(proj)
         margin_m = self.tolerance_km * 1000.0 * 1.02 + 200.0
         zone = shapely.buffer(country, margin_m, quad_segs=4) if margin_m > 0 else country
-        zone = shapely.transform(zone, lambda xy: np.column_stack(self._inv.transform(xy[:, 0], xy[:, 1])))
+        zone = shapely.transform(
+            zone, lambda xy: np.column_stack(self._inv.transform(xy[:, 0], xy[:, 1]))
+        )
         zone = shapely.make_valid(zone)
         shapely.prepare(zone)
         self._zone = zone
@@ -209,7 +218,15 @@ class ProvinceTagger:
         self._exact(idx[code == _MIXED], lat, lon, pid, border, status)
         return TagResult(pid, border, status)
 
-    def _exact(self, idx: np.ndarray, lat: np.ndarray, lon: np.ndarray, pid: np.ndarray, border: np.ndarray, status: np.ndarray) -> None:
+    def _exact(
+        self,
+        idx: np.ndarray,
+        lat: np.ndarray,
+        lon: np.ndarray,
+        pid: np.ndarray,
+        border: np.ndarray,
+        status: np.ndarray,
+    ) -> None:
         """Exact tests for the points ``idx`` (those in mixed grid cells); fills the outputs."""
         import shapely
 
@@ -248,7 +265,9 @@ class ProvinceTagger:
         px, py = self._fwd.transform(lon, lat)
         pts = shapely.points(px, py)
         search_m = self.tolerance_km * 1000.0 * 1.1 + 1000.0
-        (src, dst), _ = self._tree.query_nearest(pts, max_distance=search_m, return_distance=True, all_matches=False)
+        (src, dst), _ = self._tree.query_nearest(
+            pts, max_distance=search_m, return_distance=True, all_matches=False
+        )
         d_km = np.full(lat.shape[0], np.inf)
         owner = np.full(lat.shape[0], OUTSIDE, dtype=np.int8)
         if src.size:
@@ -262,7 +281,9 @@ class ProvinceTagger:
         return d_km, owner
 
 
-def tag_points(lat: np.ndarray, lon: np.ndarray, boundaries: geopandas.GeoDataFrame, tolerance_km: float = 5.0) -> TagResult:
+def tag_points(
+    lat: np.ndarray, lon: np.ndarray, boundaries: geopandas.GeoDataFrame, tolerance_km: float = 5.0
+) -> TagResult:
     """One-shot helper: build a ``ProvinceTagger`` and tag the points."""
     return ProvinceTagger(boundaries, tolerance_km).tag(lat, lon)
 

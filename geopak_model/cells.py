@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from geopak_data.errors import GeopakError
-from geopak_data.geo import valid_coordinates
-from geopak_data.provinces import NUM_PROVINCES, PROVINCES
+from geopak_core.errors import GeopakError
+from geopak_core.geo import valid_coordinates
+from geopak_core.regions import NUM_PROVINCES, PROVINCES
 
 REQUIRED_COLUMNS = ("cell_id", "province_id", "center_lat", "center_lon", "radius_km")
 
@@ -48,20 +48,30 @@ class CellTable:
             raise GeopakError("cell table is empty: the model needs at least one geocell")
         for name in ("province_id", "center_lat", "center_lon", "radius_km"):
             if len(getattr(self, name)) != n:
-                raise GeopakError(f"cell table column {name} has {len(getattr(self, name))} rows, expected {n}")
+                raise GeopakError(
+                    f"cell table column {name} has {len(getattr(self, name))} rows, expected {n}"
+                )
         if self.n_samples is not None and len(self.n_samples) != n:
-            raise GeopakError(f"cell table column n_samples has {len(self.n_samples)} rows, expected {n}")
+            raise GeopakError(
+                f"cell table column n_samples has {len(self.n_samples)} rows, expected {n}"
+            )
         if not np.array_equal(self.cell_id, np.arange(n)):
             raise GeopakError("cell table cell_id must be contiguous from 0 in row order")
         bad = np.flatnonzero((self.province_id < 0) | (self.province_id >= NUM_PROVINCES))
         if bad.size:
-            raise GeopakError(f"cell {int(bad[0])} has province_id {int(self.province_id[bad[0]])}, expected 0..{NUM_PROVINCES - 1}")
+            raise GeopakError(
+                f"cell {int(bad[0])} has province_id {int(self.province_id[bad[0]])}, expected 0..{NUM_PROVINCES - 1}"
+            )
         bad = np.flatnonzero(~valid_coordinates(self.center_lat, self.center_lon))
         if bad.size:
-            raise GeopakError(f"cell {int(bad[0])} has an invalid center ({self.center_lat[bad[0]]}, {self.center_lon[bad[0]]})")
+            raise GeopakError(
+                f"cell {int(bad[0])} has an invalid center ({self.center_lat[bad[0]]}, {self.center_lon[bad[0]]})"
+            )
         bad = np.flatnonzero(~np.isfinite(self.radius_km) | (self.radius_km < 0))
         if bad.size:
-            raise GeopakError(f"cell {int(bad[0])} has an invalid radius_km {self.radius_km[bad[0]]}")
+            raise GeopakError(
+                f"cell {int(bad[0])} has an invalid radius_km {self.radius_km[bad[0]]}"
+            )
 
     @property
     def num_cells(self) -> int:
@@ -78,7 +88,9 @@ class CellTable:
         """Training photos per province (from n_samples), for class weights; None if unknown."""
         if self.n_samples is None:
             return None
-        return np.bincount(self.province_id, weights=self.n_samples, minlength=NUM_PROVINCES).astype(np.int64)
+        return np.bincount(
+            self.province_id, weights=self.n_samples, minlength=NUM_PROVINCES
+        ).astype(np.int64)
 
     @classmethod
     def from_parquet(cls, path: str | Path) -> CellTable:

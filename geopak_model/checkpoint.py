@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from geopak_data.errors import GeopakError
-from geopak_data.io import atomic_path
-from geopak_data.provinces import PROVINCES
+from geopak_core.errors import GeopakError
+from geopak_core.io import atomic_path
+from geopak_core.regions import PROVINCES
 
 from .cells import CellTable
 from .config import ModelConfig
@@ -34,7 +34,18 @@ log = logging.getLogger(__name__)
 
 FORMAT = "geopak-checkpoint"
 FORMAT_VERSION = 1
-_PLAIN = (str, int, float, bool, bytes, type(None), torch.Tensor, torch.dtype, torch.Size, torch.device)
+_PLAIN = (
+    str,
+    int,
+    float,
+    bool,
+    bytes,
+    type(None),
+    torch.Tensor,
+    torch.dtype,
+    torch.Size,
+    torch.device,
+)
 
 
 def _check_plain(obj: Any, where: str) -> None:
@@ -44,14 +55,18 @@ def _check_plain(obj: Any, where: str) -> None:
     if isinstance(obj, Mapping):
         for k, v in obj.items():
             if not isinstance(k, str | int | float | bool | type(None)):
-                raise TypeError(f"checkpoint {where} has a key of type {type(k).__name__}; use plain types")
+                raise TypeError(
+                    f"checkpoint {where} has a key of type {type(k).__name__}; use plain types"
+                )
             _check_plain(v, f"{where}[{k!r}]")
         return
     if isinstance(obj, list | tuple | set):
         for i, v in enumerate(obj):
             _check_plain(v, f"{where}[{i}]")
         return
-    raise TypeError(f"checkpoint {where} is a {type(obj).__module__}.{type(obj).__name__}; store only tensors and plain containers (e.g. torch.from_numpy(...))")
+    raise TypeError(
+        f"checkpoint {where} is a {type(obj).__module__}.{type(obj).__name__}; store only tensors and plain containers (e.g. torch.from_numpy(...))"
+    )
 
 
 def make_payload(model: GeopakModel, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -70,7 +85,9 @@ def make_payload(model: GeopakModel, extra: dict[str, Any] | None = None) -> dic
     return payload
 
 
-def save_checkpoint(path: str | Path, model: GeopakModel, *, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path, model: GeopakModel, *, extra: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` (and ``extra`` training state) to ``path`` atomically; returns the path."""
     payload = make_payload(model, extra)
     path = Path(path)
@@ -91,16 +108,24 @@ def read_payload(path: str | Path, map_location: str | torch.device = "cpu") -> 
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found:
-            raise GeopakError(f"{p}: refused: the file holds pickled Python objects ({found.group(1)}) that are not tensors or plain data (unsafe to load)") from None
-        raise GeopakError(f"{p}: not a readable checkpoint (its pickle holds data that weights-only loading does not accept)") from None
+            raise GeopakError(
+                f"{p}: refused: the file holds pickled Python objects ({found.group(1)}) that are not tensors or plain data (unsafe to load)"
+            ) from None
+        raise GeopakError(
+            f"{p}: not a readable checkpoint (its pickle holds data that weights-only loading does not accept)"
+        ) from None
     except Exception as exc:  # not a zip / truncated / wrong magic: all mean "not our file"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GeopakError(f"{p}: not a readable checkpoint ({first.split('. ')[0][:200]})") from None
+        raise GeopakError(
+            f"{p}: not a readable checkpoint ({first.split('. ')[0][:200]})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise GeopakError(f"{p}: not a GEOPAK checkpoint (no '{FORMAT}' header)")
     version = payload.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise GeopakError(f"{p}: checkpoint format version {version!r} is newer than this geopak understands ({FORMAT_VERSION})")
+        raise GeopakError(
+            f"{p}: checkpoint format version {version!r} is newer than this geopak understands ({FORMAT_VERSION})"
+        )
     missing = [k for k in ("config", "cells", "state_dict") if k not in payload]
     if missing:
         raise GeopakError(f"{p}: checkpoint is missing {', '.join(missing)}")
@@ -114,17 +139,23 @@ def model_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>
     except GeopakError as exc:
         raise GeopakError(f"{path}: {exc}") from None
     if list(payload.get("provinces", PROVINCES)) != list(PROVINCES):
-        raise GeopakError(f"{path}: province list {payload.get('provinces')} differs from the contract's")
+        raise GeopakError(
+            f"{path}: province list {payload.get('provinces')} differs from the contract's"
+        )
     model = GeopakModel(config, cells)
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
-        raise GeopakError(f"{path}: weights do not match the stored config ({str(exc).splitlines()[0]})") from None
+        raise GeopakError(
+            f"{path}: weights do not match the stored config ({str(exc).splitlines()[0]})"
+        ) from None
     model.set_phase(int(payload.get("phase", 1)))
     return model
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GeopakModel, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[GeopakModel, dict[str, Any]]:
     """(model in eval mode on ``map_location``, payload). The payload's ``extra`` holds
     whatever training state was saved with it."""
     payload = read_payload(path, map_location="cpu")

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geopak_data.config import from_dict as _typed_from_dict
-from geopak_data.errors import ConfigError, GeopakError
+from geopak_core.errors import ConfigError, GeopakError
+from geopak_core.typedconfig import from_dict as _typed_from_dict
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -100,15 +100,33 @@ class ModelConfig:
 
         check(bool(self.clip_model), "clip_model", "must name an open_clip architecture")
         if self.clip_model_cfg:
-            missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in self.clip_model_cfg]
-            check(not missing, "clip_model_cfg", f"missing {', '.join(missing)} (open_clip model config)")
+            missing = [
+                k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in self.clip_model_cfg
+            ]
+            check(
+                not missing,
+                "clip_model_cfg",
+                f"missing {', '.join(missing)} (open_clip model config)",
+            )
         for enc in ("clip", "places"):
             check(getattr(self, f"{enc}_image_size") >= 16, f"{enc}_image_size", "must be >= 16")
             check(len(getattr(self, f"{enc}_mean")) == 3, f"{enc}_mean", "must have 3 values (RGB)")
             std = getattr(self, f"{enc}_std")
-            check(len(std) == 3 and all(s > 0 for s in std), f"{enc}_std", "must have 3 positive values")
-            check(getattr(self, f"{enc}_interpolation") in INTERPOLATIONS, f"{enc}_interpolation", f"must be one of {INTERPOLATIONS}")
-            check(0.1 <= getattr(self, f"{enc}_crop_pct") <= 1.0, f"{enc}_crop_pct", "must be in [0.1, 1]")
+            check(
+                len(std) == 3 and all(s > 0 for s in std),
+                f"{enc}_std",
+                "must have 3 positive values",
+            )
+            check(
+                getattr(self, f"{enc}_interpolation") in INTERPOLATIONS,
+                f"{enc}_interpolation",
+                f"must be one of {INTERPOLATIONS}",
+            )
+            check(
+                0.1 <= getattr(self, f"{enc}_crop_pct") <= 1.0,
+                f"{enc}_crop_pct",
+                "must be in [0.1, 1]",
+            )
         check(self.places_arch in PLACES_ARCHS, "places_arch", f"must be one of {PLACES_ARCHS}")
         check(self.places_num_classes >= 1, "places_num_classes", "must be >= 1")
         for name in ("fusion_dim", "province_emb_dim", "cell_emb_dim"):
@@ -157,7 +175,9 @@ def load_model_config(preset_or_path: str, **overrides: Any) -> ModelConfig:
     else:
         path = PRESETS_DIR / f"{preset_or_path}.toml"
         if not path.is_file():
-            raise ConfigError("preset", preset_or_path, f"unknown preset (known: {', '.join(list_presets())})")
+            raise ConfigError(
+                "preset", preset_or_path, f"unknown preset (known: {', '.join(list_presets())})"
+            )
     try:
         data = tomllib.loads(path.read_text("utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -40,8 +40,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from geopak_data.errors import GeopakError
-from geopak_data.provinces import NUM_PROVINCES
+from geopak_core.errors import GeopakError
+from geopak_core.regions import NUM_PROVINCES
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ class ShardFolder:
     def require_split(self, split: str) -> list[Path]:
         shards = self.shards(split)
         if not shards:
-            raise GeopakError(f"no shards for split '{split}' in {self.root} (expected {split}/geopak-{split}-NNNNNN.tar)")
+            raise GeopakError(
+                f"no shards for split '{split}' in {self.root} (expected {split}/geopak-{split}-NNNNNN.tar)"
+            )
         return shards
 
     @cached_property
@@ -82,9 +84,13 @@ class ShardFolder:
         out: dict[str, dict[str, np.ndarray]] = {}
         if path.exists():
             try:
-                table = pq.read_table(path, columns=["key", "split", "shard", *LABEL_FIELDS]).to_pandas()
+                table = pq.read_table(
+                    path, columns=["key", "split", "shard", *LABEL_FIELDS]
+                ).to_pandas()
             except Exception as exc:  # noqa: BLE001 - not Parquet, or a contract column missing
-                raise GeopakError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                raise GeopakError(
+                    f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                ) from None
             for split, df in table.groupby("split"):
                 out[str(split)] = {c: df[c].to_numpy() for c in ("key", "shard", *LABEL_FIELDS)}
         else:
@@ -107,7 +113,9 @@ class ShardFolder:
         return int(len(self.labels(split)["key"]))
 
     def province_counts(self, split: str = "train") -> np.ndarray:
-        return np.bincount(self.labels(split)["province_id"].astype(np.int64), minlength=NUM_PROVINCES)
+        return np.bincount(
+            self.labels(split)["province_id"].astype(np.int64), minlength=NUM_PROVINCES
+        )
 
     def cell_counts(self, split: str = "train") -> np.ndarray:
         return np.bincount(self.labels(split)["cell_id"].astype(np.int64), minlength=self.num_cells)
@@ -187,14 +195,23 @@ def _meta_stage(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Parse the json member and keep the undecoded jpg: cheap, so balancing/skipping stay cheap."""
     for sample in src:
         if "json" not in sample or "jpg" not in sample:
-            raise GeopakError(f"sample {sample.get('__key__')!r} in {sample.get('__url__')} lacks .jpg or .json")
+            raise GeopakError(
+                f"sample {sample.get('__key__')!r} in {sample.get('__url__')} lacks .jpg or .json"
+            )
         meta = json.loads(sample["json"])
-        yield {"key": meta.get("key", sample["__key__"]), "meta": meta, "jpg": sample["jpg"], "url": sample.get("__url__")}
+        yield {
+            "key": meta.get("key", sample["__key__"]),
+            "meta": meta,
+            "jpg": sample["jpg"],
+            "url": sample.get("__url__"),
+        }
 
 
 def _balance_stage(src, factors: np.ndarray, seed: int, epoch: int):
     for sample in src:
-        n = repeat_count(float(factors[int(sample["meta"]["province_id"])]), seed, epoch, sample["key"])
+        n = repeat_count(
+            float(factors[int(sample["meta"]["province_id"])]), seed, epoch, sample["key"]
+        )
         for rep in range(n):
             yield {**sample, "rep": rep}
 
@@ -218,7 +235,9 @@ def _decode_stage(src, transform: Callable, seed: int | None, epoch: int):
         try:
             img = Image.open(io.BytesIO(s["jpg"])).convert("RGB")
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise GeopakError(f"sample {s['key']!r} in {s.get('url')}: not a readable image ({exc.__class__.__name__})") from None
+            raise GeopakError(
+                f"sample {s['key']!r} in {s.get('url')}: not a readable image ({exc.__class__.__name__})"
+            ) from None
         if seed is None:
             clip_px, places_px = transform(img)
         else:
@@ -271,14 +290,28 @@ class LoaderSpec:
     world_size: int = 1
 
 
-def image_pipeline(shards: list[Path], transform: Callable, spec: LoaderSpec, *, epoch: int = 0, skip_samples: int = 0) -> wds.DataPipeline:
+def image_pipeline(
+    shards: list[Path],
+    transform: Callable,
+    spec: LoaderSpec,
+    *,
+    epoch: int = 0,
+    skip_samples: int = 0,
+) -> wds.DataPipeline:
     """The per-epoch stream: shards -> (shuffle) -> node/worker split -> samples -> batches."""
     urls = [str(s) for s in shards]
     split_shards = len(urls) >= spec.world_size
     stages: list[Any] = [wds.SimpleShardList(urls)]
     if spec.shuffle:
         # same permutation on every rank (seed, epoch), so split_by_node hands out disjoint shards
-        stages.append(wds.detshuffle(bufsize=len(urls), initial=len(urls), seed=stable_seed("shards", spec.seed) % 2**31, epoch=epoch - 1))
+        stages.append(
+            wds.detshuffle(
+                bufsize=len(urls),
+                initial=len(urls),
+                seed=stable_seed("shards", spec.seed) % 2**31,
+                epoch=epoch - 1,
+            )
+        )
     if spec.world_size > 1 and split_shards:
         stages.append(wds.pipelinefilter(_split_by_node)(spec.rank, spec.world_size))
     stages += [wds.split_by_worker, wds.tarfile_to_samples(), wds.pipelinefilter(_meta_stage)()]
@@ -289,7 +322,12 @@ def image_pipeline(shards: list[Path], transform: Callable, spec: LoaderSpec, *,
         stages.append(wds.pipelinefilter(_balance_stage)(spec.balance_factors, spec.seed, epoch))
     if spec.shuffle and spec.shuffle_buffer > 1:
         stages.append(
-            wds.detshuffle(bufsize=spec.shuffle_buffer, initial=spec.shuffle_buffer, seed=stable_seed("samples", spec.seed) % 2**31, epoch=epoch - 1)
+            wds.detshuffle(
+                bufsize=spec.shuffle_buffer,
+                initial=spec.shuffle_buffer,
+                seed=stable_seed("samples", spec.seed) % 2**31,
+                epoch=epoch - 1,
+            )
         )
     if skip_samples:
         stages.append(wds.pipelinefilter(_skip_stage)(skip_samples))
@@ -300,20 +338,33 @@ def image_pipeline(shards: list[Path], transform: Callable, spec: LoaderSpec, *,
 
 
 def image_batches(
-    shards: list[Path], transform: Callable, spec: LoaderSpec, *, epoch: int = 0, skip_batches: int = 0
+    shards: list[Path],
+    transform: Callable,
+    spec: LoaderSpec,
+    *,
+    epoch: int = 0,
+    skip_batches: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Batches of one epoch of ``shards``, ``skip_batches`` already-trained batches left out."""
     workers = min(spec.num_workers, max(1, len(shards) // max(1, spec.world_size)))
     if workers != spec.num_workers and spec.num_workers > 1:
-        log.debug("using %d loader workers (only %d shards per rank)", workers, len(shards) // max(1, spec.world_size))
+        log.debug(
+            "using %d loader workers (only %d shards per rank)",
+            workers,
+            len(shards) // max(1, spec.world_size),
+        )
     if workers <= 1:
-        yield from image_pipeline(shards, transform, spec, epoch=epoch, skip_samples=skip_batches * spec.batch_size)
+        yield from image_pipeline(
+            shards, transform, spec, epoch=epoch, skip_samples=skip_batches * spec.batch_size
+        )
         return
     pipe = image_pipeline(shards, transform, replace(spec, drop_last=False), epoch=epoch)
     # A private generator: otherwise the DataLoader draws its workers' seed from the global
     # torch RNG (dropout's), so a resumed run, which builds one loader more, would diverge.
     gen = torch.Generator().manual_seed(stable_seed("loader", spec.seed, epoch) % 2**63)
-    loader = torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=workers, persistent_workers=False, generator=gen)
+    loader = torch.utils.data.DataLoader(
+        pipe, batch_size=None, num_workers=workers, persistent_workers=False, generator=gen
+    )
     # Each worker ends its own stream with a partial batch; re-batching here gives the epoch
     # exactly epoch_batches() full batches, as with one worker (the step count and LR
     # schedule are computed from that number).
@@ -323,12 +374,21 @@ def image_batches(
         raise GeopakError(str(exc).strip().splitlines()[-1].split("GeopakError: ", 1)[-1]) from None
 
 
-def _rebatch(batches: Iterator[dict[str, Any]], size: int, drop_last: bool) -> Iterator[dict[str, Any]]:
+def _rebatch(
+    batches: Iterator[dict[str, Any]], size: int, drop_last: bool
+) -> Iterator[dict[str, Any]]:
     """Batches of any sizes -> batches of exactly ``size`` (the last one partial unless dropped)."""
     pending: list[dict[str, Any]] = []
     for b in batches:
         for i, key in enumerate(b["key"]):
-            pending.append({"key": key, "clip": b["clip"][i], "places": b["places"][i], **{f: b[f][i].item() for f in LABEL_FIELDS}})
+            pending.append(
+                {
+                    "key": key,
+                    "clip": b["clip"][i],
+                    "places": b["places"][i],
+                    **{f: b[f][i].item() for f in LABEL_FIELDS},
+                }
+            )
         while len(pending) >= size:
             yield collate(pending[:size])
             pending = pending[size:]
@@ -375,7 +435,10 @@ def feature_batches(
     n = len(feats)
     if spec.balance_factors is not None:
         reps = np.array(
-            [repeat_count(float(spec.balance_factors[int(p)]), spec.seed, epoch, str(k)) for p, k in zip(feats.province_id.tolist(), feats.key, strict=True)],
+            [
+                repeat_count(float(spec.balance_factors[int(p)]), spec.seed, epoch, str(k))
+                for p, k in zip(feats.province_id.tolist(), feats.key, strict=True)
+            ],
             dtype=np.int64,
         )
         order = torch.from_numpy(np.repeat(np.arange(n), reps))

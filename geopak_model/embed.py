@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from geopak_data.errors import GeopakError
-from geopak_data.io import atomic_path, atomic_write_json, clean_stale_temps, read_json
-from geopak_data.progress import progress
+from geopak_core.errors import GeopakError
+from geopak_core.io import atomic_path, atomic_write_json, clean_stale_temps, read_json
+from geopak_core.progress import progress
 
 from .data import SPLITS, FeatureSet, LoaderSpec, image_batches, open_shard_folder
 from .evaluate import autocast
@@ -59,11 +59,20 @@ def resolve_device(device: str | None) -> torch.device:
     except (RuntimeError, TypeError):
         raise GeopakError(f"--device {device!r}: expected cpu, cuda, cuda:N or auto") from None
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise GeopakError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise GeopakError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     return dev
 
 
-def build_or_load_model(*, folder: Any, preset: str = "base", model_config: str | None = None, checkpoint: str | None = None, seed: int = 0) -> Any:
+def build_or_load_model(
+    *,
+    folder: Any,
+    preset: str = "base",
+    model_config: str | None = None,
+    checkpoint: str | None = None,
+    seed: int = 0,
+) -> Any:
     """A model for this shard folder: from a checkpoint, else built from a preset/TOML (seeded)."""
     from .cells import CellTable
     from .checkpoint import load_checkpoint
@@ -75,7 +84,9 @@ def build_or_load_model(*, folder: Any, preset: str = "base", model_config: str 
             raise GeopakError(f"checkpoint not found: {checkpoint}")
         model, _ = load_checkpoint(checkpoint, map_location="cpu")
         if model.cells.num_cells != folder.num_cells:
-            raise GeopakError(f"{checkpoint} has {model.cells.num_cells} geocells but {folder.cells_path} has {folder.num_cells}: train on the shard folder it was made for")
+            raise GeopakError(
+                f"{checkpoint} has {model.cells.num_cells} geocells but {folder.cells_path} has {folder.num_cells}: train on the shard folder it was made for"
+            )
         return model
     cfg = load_model_config(model_config or preset)
     cells = CellTable.from_parquet(folder.cells_path)
@@ -112,12 +123,20 @@ def embed(
         # continuing a cache: reuse its model so the remaining parts match the finished ones
         model = build_or_load_model(folder=folder, checkpoint=str(out / "model.pt"))
     else:
-        model = build_or_load_model(folder=folder, preset=preset, model_config=model_config, checkpoint=checkpoint, seed=seed)
+        model = build_or_load_model(
+            folder=folder,
+            preset=preset,
+            model_config=model_config,
+            checkpoint=checkpoint,
+            seed=seed,
+        )
     fp = encoder_fingerprint(model)
     if old is not None and old.get("encoder_fingerprint") != fp:
         raise GeopakError(f"{out} holds features of different encoders; choose another --out")
     if old is not None and old.get("dtype") != dtype:
-        raise GeopakError(f"{out} holds {old.get('dtype')} features, not {dtype}; choose another --out")
+        raise GeopakError(
+            f"{out} holds {old.get('dtype')} features, not {dtype}; choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(out)
     if not (out / "model.pt").is_file():
@@ -137,7 +156,12 @@ def embed(
     dev = resolve_device(device)
     model.to(dev).eval()
     transform = model.transforms(train=False)
-    todo = [(split, shard) for split in splits for shard in folder.shards(split) if not (out / split / f"{shard.stem}.npz").exists()]
+    todo = [
+        (split, shard)
+        for split in splits
+        for shard in folder.shards(split)
+        if not (out / split / f"{shard.stem}.npz").exists()
+    ]
     done = sum(len(folder.shards(s)) for s in splits) - len(todo)
     if not todo:
         log.info("embedding cache %s is complete (%d parts): nothing to do", out, done)
@@ -148,11 +172,15 @@ def embed(
     n_samples = 0
     todo_splits = {s for s, _ in todo}
     total = sum(folder.size(s) for s in todo_splits) if folder.index else None
-    spec = LoaderSpec(batch_size=batch_size, shuffle=False, augment_seeded=False, num_workers=num_workers)
+    spec = LoaderSpec(
+        batch_size=batch_size, shuffle=False, augment_seeded=False, num_workers=num_workers
+    )
     np_dtype = np.float16 if dtype == "float16" else np.float32
     with progress(total=total, desc="embed", unit="img") as bar, torch.inference_mode():
         for split, shard in todo:
-            cols: dict[str, list[Any]] = {k: [] for k in ("key", "clip", "places", "lat", "lon", "province_id", "cell_id")}
+            cols: dict[str, list[Any]] = {
+                k: [] for k in ("key", "clip", "places", "lat", "lon", "province_id", "cell_id")
+            }
             for batch in image_batches([shard], transform, spec):
                 with autocast(dev, amp):
                     c, p = model.encode(batch["clip"].to(dev), batch["places"].to(dev))
@@ -166,43 +194,72 @@ def embed(
             n_samples += n
             arrays = {
                 "key": np.array(cols["key"], dtype=str),
-                "clip": np.concatenate(cols["clip"]) if n else np.zeros((0, model.clip_dim), np_dtype),
-                "places": np.concatenate(cols["places"]) if n else np.zeros((0, model.places_dim), np_dtype),
-                **{k: np.concatenate(cols[k]) if n else np.zeros(0) for k in ("lat", "lon", "province_id", "cell_id")},
+                "clip": np.concatenate(cols["clip"])
+                if n
+                else np.zeros((0, model.clip_dim), np_dtype),
+                "places": np.concatenate(cols["places"])
+                if n
+                else np.zeros((0, model.places_dim), np_dtype),
+                **{
+                    k: np.concatenate(cols[k]) if n else np.zeros(0)
+                    for k in ("lat", "lon", "province_id", "cell_id")
+                },
             }
             target = out / split / f"{shard.stem}.npz"
             with atomic_path(target, suffix=".npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
             bar.set_postfix_str(f"{split}/{shard.name}")
     dt = time.perf_counter() - t0
-    log.info("embedded %d images in %.1fs (%.1f img/s) into %s", n_samples, dt, n_samples / max(dt, 1e-9), out)
-    return {"out": str(out), "parts_written": len(todo), "parts_skipped": done, "samples": n_samples, "seconds": dt}
+    log.info(
+        "embedded %d images in %.1fs (%.1f img/s) into %s",
+        n_samples,
+        dt,
+        n_samples / max(dt, 1e-9),
+        out,
+    )
+    return {
+        "out": str(out),
+        "parts_written": len(todo),
+        "parts_skipped": done,
+        "samples": n_samples,
+        "seconds": dt,
+    }
 
 
 def read_manifest(feats: str | os.PathLike) -> dict[str, Any]:
     path = Path(feats) / "manifest.json"
     manifest = read_json(path)
     if manifest is None:
-        raise GeopakError(f"{feats} is not an embedding cache (no manifest.json); run `geopak-train embed` first")
+        raise GeopakError(
+            f"{feats} is not an embedding cache (no manifest.json); run `geopak-train embed` first"
+        )
     return manifest
 
 
-def load_features(feats: str | os.PathLike, split: str, *, folder: Any = None, model: Any = None) -> FeatureSet:
+def load_features(
+    feats: str | os.PathLike, split: str, *, folder: Any = None, model: Any = None
+) -> FeatureSet:
     """All parts of one split as tensors; checks they belong to ``model`` and cover ``folder``."""
     feats = Path(feats)
     manifest = read_manifest(feats)
     if model is not None and manifest["encoder_fingerprint"] != encoder_fingerprint(model):
-        raise GeopakError(f"{feats} was made by different encoder weights than this model's; re-run `geopak-train embed` or --load-from its model.pt")
+        raise GeopakError(
+            f"{feats} was made by different encoder weights than this model's; re-run `geopak-train embed` or --load-from its model.pt"
+        )
     expected = [s.stem for s in folder.shards(split)] if folder is not None else None
     parts = sorted((feats / split).glob("*.npz"))
     if expected is not None:
         missing = sorted(set(expected) - {p.stem for p in parts})
         if missing:
-            raise GeopakError(f"embedding cache {feats} lacks {split}/{missing[0]}.npz ({len(missing)} missing); run `geopak-train embed` again to finish it")
+            raise GeopakError(
+                f"embedding cache {feats} lacks {split}/{missing[0]}.npz ({len(missing)} missing); run `geopak-train embed` again to finish it"
+            )
         parts = [feats / split / f"{stem}.npz" for stem in expected]
     if not parts:
         raise GeopakError(f"embedding cache {feats} has no {split} features")
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("key", "clip", "places", "lat", "lon", "province_id", "cell_id")}
+    cols: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("key", "clip", "places", "lat", "lon", "province_id", "cell_id")
+    }
     for p in parts:
         with np.load(p, allow_pickle=False) as z:
             for k in cols:

@@ -27,7 +27,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-from geopak_data.errors import GeopakError
+from geopak_core.errors import GeopakError
 
 from .config import ModelConfig
 
@@ -58,20 +58,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise GeopakError(f"{p}: cannot be loaded as plain tensors (weights_only=True): {str(exc).splitlines()[0]}") from None
+            raise GeopakError(
+                f"{p}: cannot be loaded as plain tensors (weights_only=True): {str(exc).splitlines()[0]}"
+            ) from None
     if isinstance(sd, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
             if key in sd and isinstance(sd[key], dict):
                 sd = sd[key]
                 break
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+    if (
+        not isinstance(sd, dict)
+        or not sd
+        or not all(isinstance(v, torch.Tensor) for v in sd.values())
+    ):
         raise GeopakError(f"{p}: no state dict of tensors found")
     if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return dict(sd)
 
 
-def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
+def _load_strict(
+    module: nn.Module, sd: dict[str, torch.Tensor], path: str | Path, what: str
+) -> None:
     """load_state_dict with a one-line error naming the first mismatched keys and the file."""
     own = module.state_dict()
     missing = [k for k in own if k not in sd]
@@ -105,18 +113,26 @@ def preprocess_info(config: ModelConfig, encoder: str) -> dict[str, Any]:
 
 
 def _interp(name: str) -> T.InterpolationMode:
-    return {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR, "nearest": T.InterpolationMode.NEAREST}[name]
+    return {
+        "bicubic": T.InterpolationMode.BICUBIC,
+        "bilinear": T.InterpolationMode.BILINEAR,
+        "nearest": T.InterpolationMode.NEAREST,
+    }[name]
 
 
 def eval_transform(pp: dict[str, Any]) -> T.Compose:
     """Resize the short side to size/crop_pct, center-crop to size, normalise."""
     size = int(pp["size"])
-    return T.Compose([
-        T.Resize(int(round(size / float(pp["crop_pct"]))), interpolation=_interp(pp["interpolation"])),
-        T.CenterCrop(size),
-        T.ToTensor(),
-        T.Normalize(pp["mean"], pp["std"]),
-    ])
+    return T.Compose(
+        [
+            T.Resize(
+                int(round(size / float(pp["crop_pct"]))), interpolation=_interp(pp["interpolation"])
+            ),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(pp["mean"], pp["std"]),
+        ]
+    )
 
 
 class PairTransform:
@@ -133,11 +149,15 @@ class PairTransform:
         self.clip_pp, self.places_pp, self.train = dict(clip_pp), dict(places_pp), bool(train)
         if self.train:
             side = max(int(clip_pp["size"]), int(places_pp["size"]))
-            self.shared = T.Compose([
-                T.RandomResizedCrop(side, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-                T.RandomHorizontalFlip(),
-                T.ColorJitter(0.2, 0.2, 0.1, 0.02),
-            ])
+            self.shared = T.Compose(
+                [
+                    T.RandomResizedCrop(
+                        side, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC
+                    ),
+                    T.RandomHorizontalFlip(),
+                    T.ColorJitter(0.2, 0.2, 0.1, 0.02),
+                ]
+            )
             self.clip = self._after_shared(clip_pp)
             self.places = self._after_shared(places_pp)
         else:
@@ -146,11 +166,15 @@ class PairTransform:
 
     @staticmethod
     def _after_shared(pp: dict[str, Any]) -> T.Compose:
-        return T.Compose([
-            T.Resize((int(pp["size"]), int(pp["size"])), interpolation=_interp(pp["interpolation"])),
-            T.ToTensor(),
-            T.Normalize(pp["mean"], pp["std"]),
-        ])
+        return T.Compose(
+            [
+                T.Resize(
+                    (int(pp["size"]), int(pp["size"])), interpolation=_interp(pp["interpolation"])
+                ),
+                T.ToTensor(),
+                T.Normalize(pp["mean"], pp["std"]),
+            ]
+        )
 
     def __call__(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         if image.mode != "RGB":
@@ -176,7 +200,9 @@ class ClipEncoder(nn.Module):
         else:
             cfg = open_clip.get_model_config(config.clip_model)
             if cfg is None:
-                raise GeopakError(f"unknown open_clip architecture {config.clip_model!r} (see open_clip.list_models())")
+                raise GeopakError(
+                    f"unknown open_clip architecture {config.clip_model!r} (see open_clip.list_models())"
+                )
         vision_cfg = dict(cfg["vision_cfg"])
         vision_cfg["image_size"] = int(config.clip_image_size)
         # Only the image tower is built: the text tower would be discarded anyway, and for
@@ -184,7 +210,9 @@ class ClipEncoder(nn.Module):
         # the function open_clip's own CLIP class uses to build its image tower.
         from open_clip.model import _build_vision_tower
 
-        self.visual = _build_vision_tower(int(cfg["embed_dim"]), vision_cfg, quick_gelu=bool(cfg.get("quick_gelu", False)))
+        self.visual = _build_vision_tower(
+            int(cfg["embed_dim"]), vision_cfg, quick_gelu=bool(cfg.get("quick_gelu", False))
+        )
         self.out_dim = int(cfg["embed_dim"])
         self.name = config.clip_model
 
@@ -212,13 +240,26 @@ class ClipEncoder(nn.Module):
             return [b for i in range(1, 5) for b in getattr(v, f"layer{i}")]
         if hasattr(v, "trunk") and hasattr(v.trunk, "blocks"):  # timm-backed towers
             return list(v.trunk.blocks)
-        raise GeopakError(f"cannot find the blocks of the {self.name} image tower for partial fine-tuning")
+        raise GeopakError(
+            f"cannot find the blocks of the {self.name} image tower for partial fine-tuning"
+        )
 
     def stem_prefixes(self) -> tuple[str, ...]:
         """Parameters before the first block; everything else outside blocks is the tail."""
-        vit = ("visual.conv1", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre")
+        vit = (
+            "visual.conv1",
+            "visual.class_embedding",
+            "visual.positional_embedding",
+            "visual.ln_pre",
+        )
         resnet = ("visual.bn1", "visual.conv2", "visual.bn2", "visual.conv3", "visual.bn3")
-        timm = ("visual.trunk.patch_embed", "visual.trunk.cls_token", "visual.trunk.reg_token", "visual.trunk.pos_embed", "visual.trunk.norm_pre")
+        timm = (
+            "visual.trunk.patch_embed",
+            "visual.trunk.cls_token",
+            "visual.trunk.reg_token",
+            "visual.trunk.pos_embed",
+            "visual.trunk.norm_pre",
+        )
         return vit + resnet + timm
 
 
@@ -227,7 +268,9 @@ class PlacesEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.net = torchvision.models.get_model(config.places_arch, weights=None, num_classes=config.places_num_classes)
+        self.net = torchvision.models.get_model(
+            config.places_arch, weights=None, num_classes=config.places_num_classes
+        )
         self.out_dim = int(self.net.fc.in_features)
         self.num_classes = int(config.places_num_classes)
         # The classifier is not part of the feature path; removing it keeps unused
@@ -243,7 +286,12 @@ class PlacesEncoder(nn.Module):
         sd = read_state_dict(path)
         fc = sd.get("fc.weight")
         if fc is not None and fc.shape[0] != self.num_classes:
-            log.warning("%s: classifier has %d classes, expected %d (it is dropped anyway)", path, fc.shape[0], self.num_classes)
+            log.warning(
+                "%s: classifier has %d classes, expected %d (it is dropped anyway)",
+                path,
+                fc.shape[0],
+                self.num_classes,
+            )
         sd = {f"net.{k}": v for k, v in sd.items() if not k.startswith("fc.")}
         _load_strict(self, sd, path, f"torchvision {self.name}")
 

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from geopak_data.progress import setup_logging
+from geopak_core.progress import setup_logging
 
 from .train_cli import _guarded, _Parser, _positive_int
 
@@ -31,14 +31,49 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Checkpoints are selected on val; report figures on test (the default split).",
     )
-    p.add_argument("--shards", type=Path, required=True, metavar="DIR", help="shard folder written by `geopak-data shard`")
-    p.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a geopak-train checkpoint (best.pt)")
-    p.add_argument("--split", choices=("train", "val", "test"), default="test", help="split to evaluate (default test)")
+    p.add_argument(
+        "--shards",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="shard folder written by `geopak-data shard`",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        metavar="CKPT",
+        help="a geopak-train checkpoint (best.pt)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default="test",
+        help="split to evaluate (default test)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--features", type=Path, default=None, metavar="FEATS", help="use an embedding cache made with this checkpoint's encoders")
-    p.add_argument("--plots", type=Path, default=None, metavar="DIR", help="also write error CDF, per-province accuracy and confusion PNGs here")
+    p.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        metavar="FEATS",
+        help="use an embedding cache made with this checkpoint's encoders",
+    )
+    p.add_argument(
+        "--plots",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write error CDF, per-province accuracy and confusion PNGs here",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N")
-    p.add_argument("--workers", type=int, default=2, metavar="N", help="DataLoader workers decoding JPEGs (default 2)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="DataLoader workers decoding JPEGs (default 2)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     return p

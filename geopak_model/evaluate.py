@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from geopak_data.errors import GeopakError
-from geopak_data.geo import haversine_km
+from geopak_core.errors import GeopakError
+from geopak_core.geo import haversine_km
 
 from . import metrics as M
 from .data import ShardFolder
@@ -37,7 +37,9 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
-def ranked_cells(outputs: Mapping[str, torch.Tensor], model: Any, k: int = TOPK_CELLS) -> torch.Tensor:
+def ranked_cells(
+    outputs: Mapping[str, torch.Tensor], model: Any, k: int = TOPK_CELLS
+) -> torch.Tensor:
     """Cells ordered by joint probability P(province) * P(cell | province), top k: (B, k)."""
     from .inference import joint_cell_probs
 
@@ -45,7 +47,9 @@ def ranked_cells(outputs: Mapping[str, torch.Tensor], model: Any, k: int = TOPK_
     return joint.topk(min(k, joint.shape[1]), dim=-1).indices
 
 
-def predict_from_features(model: Any, clip_feat: torch.Tensor, places_feat: torch.Tensor, **inference_kw: Any) -> tuple[dict[str, Any], torch.Tensor, dict[str, torch.Tensor]]:
+def predict_from_features(
+    model: Any, clip_feat: torch.Tensor, places_feat: torch.Tensor, **inference_kw: Any
+) -> tuple[dict[str, Any], torch.Tensor, dict[str, torch.Tensor]]:
     """heads -> mixture of hypotheses: the predictor's answer for already-encoded images.
 
     Returns (prediction dict, top-k ranked cells, raw head outputs).
@@ -54,7 +58,12 @@ def predict_from_features(model: Any, clip_feat: torch.Tensor, places_feat: torc
 
     outputs = model.heads(clip_feat, places_feat)
     cfg = model.config
-    kw = {"top_provinces": cfg.top_provinces, "top_cells": cfg.top_cells, "mode": cfg.inference_mode, **inference_kw}
+    kw = {
+        "top_provinces": cfg.top_provinces,
+        "top_cells": cfg.top_cells,
+        "mode": cfg.inference_mode,
+        **inference_kw,
+    }
     pred = mixture_of_hypotheses(outputs, model, model.cells, **kw)
     return pred, ranked_cells(outputs, model), outputs
 
@@ -84,7 +93,12 @@ class Predictions:
         return len(self.key)
 
     def errors_km(self) -> np.ndarray:
-        return haversine_km(self.array("pred_lat"), self.array("pred_lon"), self.array("true_lat"), self.array("true_lon"))
+        return haversine_km(
+            self.array("pred_lat"),
+            self.array("pred_lon"),
+            self.array("true_lat"),
+            self.array("true_lon"),
+        )
 
 
 @torch.inference_mode()
@@ -110,13 +124,25 @@ def predict_batches(
         for batch in batches:
             with autocast(device, amp):
                 if "clip_feat" in batch:
-                    clip_feat, places_feat = batch["clip_feat"].to(device), batch["places_feat"].to(device)
+                    clip_feat, places_feat = (
+                        batch["clip_feat"].to(device),
+                        batch["places_feat"].to(device),
+                    )
                 else:
-                    clip_feat, places_feat = model.encode(batch["clip"].to(device), batch["places"].to(device))
+                    clip_feat, places_feat = model.encode(
+                        batch["clip"].to(device), batch["places"].to(device)
+                    )
                 pred, ranked, outputs = predict_from_features(model, clip_feat, places_feat)
                 if loss_fn is not None:
-                    labels = {k: batch[k].to(device) for k in ("lat", "lon", "province_id", "cell_id")}
-                    outputs = {**outputs, "offset": model.offset(outputs["fused"], labels["cell_id"], labels["province_id"])}
+                    labels = {
+                        k: batch[k].to(device) for k in ("lat", "lon", "province_id", "cell_id")
+                    }
+                    outputs = {
+                        **outputs,
+                        "offset": model.offset(
+                            outputs["fused"], labels["cell_id"], labels["province_id"]
+                        ),
+                    }
                     total, parts = loss_fn(outputs, labels)
                     n = len(batch["key"])
                     out.loss_sum += float(total) * n
@@ -141,7 +167,9 @@ def predict_batches(
 
 def _np(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+        return (
+            x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+        )
     return np.asarray(x)
 
 
@@ -151,8 +179,12 @@ def baseline_answers_for(folder: ShardFolder) -> dict[str, dict[str, Any]]:
 
     train = folder.labels("train")
     if len(train["key"]) == 0:
-        raise GeopakError(f"{folder.root}: the train split is empty; baselines need training labels")
-    cells = pq.read_table(folder.cells_path, columns=["cell_id", "province_id", "center_lat", "center_lon"]).to_pandas()
+        raise GeopakError(
+            f"{folder.root}: the train split is empty; baselines need training labels"
+        )
+    cells = pq.read_table(
+        folder.cells_path, columns=["cell_id", "province_id", "center_lat", "center_lon"]
+    ).to_pandas()
     cells = cells.sort_values("cell_id")
     return M.baseline_answers(
         train_cell_ids=train["cell_id"],
@@ -188,21 +220,32 @@ def report(preds: Predictions, baselines: Mapping[str, Mapping[str, Any]] | None
     return out
 
 
-def write_plots(preds: Predictions, result: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]] | None, folder: str | Path, prefix: str = "") -> list[Path]:
+def write_plots(
+    preds: Predictions,
+    result: Mapping[str, Any],
+    baselines: Mapping[str, Mapping[str, Any]] | None,
+    folder: str | Path,
+    prefix: str = "",
+) -> list[Path]:
     """Error CDF (model and baselines), per-province accuracy and the confusion matrix."""
     from . import plots
 
     folder = Path(folder)
     errors = {"model": preds.errors_km()}
     for name, ans in (baselines or {}).items():
-        errors[name] = haversine_km(ans["lat"], ans["lon"], preds.array("true_lat"), preds.array("true_lon"))
+        errors[name] = haversine_km(
+            ans["lat"], ans["lon"], preds.array("true_lat"), preds.array("true_lon")
+        )
     by = {"model": result.get("province_acc_by_province", {})}
     for name, res in (result.get("baselines") or {}).items():
         by[name] = res.get("province_acc_by_province", {})
     return [
         plots.error_cdf(errors, folder / f"{prefix}error_cdf.png"),
         plots.province_accuracy(by, folder / f"{prefix}province_accuracy.png"),
-        plots.confusion(M.confusion_matrix(preds.array("true_province"), preds.array("pred_province")), folder / f"{prefix}confusion.png"),
+        plots.confusion(
+            M.confusion_matrix(preds.array("true_province"), preds.array("pred_province")),
+            folder / f"{prefix}confusion.png",
+        ),
     ]
 
 
@@ -220,7 +263,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """What ``geopak-eval`` prints: the checkpoint's end-to-end metrics on ``split`` of the
     shard folder, with both baselines (from the folder's train split) on the same samples."""
-    from geopak_data.progress import progress
+    from geopak_core.progress import progress
 
     from .checkpoint import load_checkpoint
     from .data import LoaderSpec, feature_batches, image_batches, open_shard_folder
@@ -231,10 +274,16 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     model, payload = load_checkpoint(checkpoint, map_location=dev)
     if model.cells.num_cells != folder.num_cells:
-        raise GeopakError(f"{checkpoint} was trained on {model.cells.num_cells} geocells but {folder.cells_path} has {folder.num_cells}: evaluate on the dataset it was trained for")
-    spec = LoaderSpec(batch_size=batch_size, shuffle=False, augment_seeded=False, num_workers=num_workers)
+        raise GeopakError(
+            f"{checkpoint} was trained on {model.cells.num_cells} geocells but {folder.cells_path} has {folder.num_cells}: evaluate on the dataset it was trained for"
+        )
+    spec = LoaderSpec(
+        batch_size=batch_size, shuffle=False, augment_seeded=False, num_workers=num_workers
+    )
     if features is not None:
-        batches: Iterable[Mapping[str, Any]] = feature_batches(load_features(features, split, folder=folder, model=model), spec)
+        batches: Iterable[Mapping[str, Any]] = feature_batches(
+            load_features(features, split, folder=folder, model=model), spec
+        )
     else:
         batches = image_batches(folder.shards(split), model.transforms(train=False), spec)
     with progress(total=folder.size(split) or None, desc=f"eval {split}", unit="img") as bar:
@@ -247,9 +296,15 @@ def evaluate_checkpoint(
     result = {
         "split": split,
         "checkpoint": str(checkpoint),
-        "inference": {"top_provinces": cfg.top_provinces, "top_cells": cfg.top_cells, "mode": cfg.inference_mode},
+        "inference": {
+            "top_provinces": cfg.top_provinces,
+            "top_cells": cfg.top_cells,
+            "mode": cfg.inference_mode,
+        },
         **result,
     }
     if plots_dir is not None:
-        result["plots"] = [str(p) for p in write_plots(preds, result, baselines, plots_dir, prefix=f"{split}_")]
+        result["plots"] = [
+            str(p) for p in write_plots(preds, result, baselines, plots_dir, prefix=f"{split}_")
+        ]
     return result

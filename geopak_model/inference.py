@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from geopak_data.provinces import NUM_PROVINCES
+from geopak_core.regions import NUM_PROVINCES
 
 from .cells import CellTable
 from .model import GeopakModel, conditional_cell_log_probs
@@ -55,7 +55,9 @@ def mixture_of_hypotheses(
     if mode not in ("mean", "best"):
         raise ValueError(f"mode must be 'mean' or 'best', got {mode!r}")
     if cells is not None and cells.num_cells != model.cell_centers.shape[0]:
-        raise ValueError(f"cell table has {cells.num_cells} cells, the model {model.cell_centers.shape[0]}")
+        raise ValueError(
+            f"cell table has {cells.num_cells} cells, the model {model.cell_centers.shape[0]}"
+        )
     P, K = int(top_provinces), int(top_cells)
     fused = model_outputs["fused"]
     B, N = model_outputs["cell_logits"].shape
@@ -70,14 +72,18 @@ def mixture_of_hypotheses(
     cond = conditional_cell_log_probs(model_outputs["cell_logits"], cell_province)  # (B, N)
     in_sel = cell_province[None, None, :] == sel_prov[:, :, None]  # (B, P, N)
     k = min(K, N)
-    cell_logp, cell_idx = cond[:, None, :].masked_fill(~in_sel, float("-inf")).topk(k, dim=2)  # (B, P, k)
+    cell_logp, cell_idx = (
+        cond[:, None, :].masked_fill(~in_sel, float("-inf")).topk(k, dim=2)
+    )  # (B, P, k)
     valid = torch.isfinite(cell_logp)
     joint = torch.where(valid, sel_prob[:, :, None] * cell_logp.exp(), torch.zeros_like(cell_logp))
 
     cell_ids = torch.where(valid, cell_idx, torch.zeros_like(cell_idx)).reshape(B, P * k)
     prov_ids = sel_prov[:, :, None].expand(B, P, k).reshape(B, P * k)
     joint, valid = joint.reshape(B, P * k), valid.reshape(B, P * k)
-    pred = model.cell_centers[cell_ids] + model.offset(fused, cell_ids, prov_ids).float()  # (B, M, 2)
+    pred = (
+        model.cell_centers[cell_ids] + model.offset(fused, cell_ids, prov_ids).float()
+    )  # (B, M, 2)
 
     best = joint.argmax(dim=1)
     rows = torch.arange(B, device=dev)
@@ -89,13 +95,16 @@ def mixture_of_hypotheses(
         answer = pred[rows, best]
         province_id = prov_ids[rows, best]
 
-    hyp = torch.stack([
-        torch.where(valid, prov_ids, -1).float(),
-        torch.where(valid, cell_ids, -1).float(),
-        torch.where(valid, pred[..., 0], 0.0),
-        torch.where(valid, pred[..., 1], 0.0),
-        joint,
-    ], dim=2)
+    hyp = torch.stack(
+        [
+            torch.where(valid, prov_ids, -1).float(),
+            torch.where(valid, cell_ids, -1).float(),
+            torch.where(valid, pred[..., 0], 0.0),
+            torch.where(valid, pred[..., 1], 0.0),
+            joint,
+        ],
+        dim=2,
+    )
     order = joint.argsort(dim=1, descending=True, stable=True)
     hyp = hyp.gather(1, order[:, :, None].expand(-1, -1, 5))
     if k < K:  # fewer cells in the whole table than K: pad to the documented P·K rows
@@ -115,7 +124,9 @@ def mixture_of_hypotheses(
     }
 
 
-def _run(model: GeopakModel, fn, top_provinces: int | None, top_cells: int | None, mode: str | None) -> dict[str, torch.Tensor]:
+def _run(
+    model: GeopakModel, fn, top_provinces: int | None, top_cells: int | None, mode: str | None
+) -> dict[str, torch.Tensor]:
     """Evaluate ``fn()`` -> head outputs in eval mode and inference_mode, restoring the mode."""
     cfg = model.config
     was_training = model.training
@@ -149,7 +160,13 @@ def predict_batch(
     """Images -> answers, end to end. Defaults (P, K, mode) come from the model's config;
     inputs are moved to the model's device; the model's train/eval mode is left as found."""
     dev = _device(model)
-    return _run(model, lambda: model(clip_pixels.to(dev), places_pixels.to(dev)), top_provinces, top_cells, mode)
+    return _run(
+        model,
+        lambda: model(clip_pixels.to(dev), places_pixels.to(dev)),
+        top_provinces,
+        top_cells,
+        mode,
+    )
 
 
 def predict_features(
@@ -162,4 +179,10 @@ def predict_features(
 ) -> dict[str, torch.Tensor]:
     """As ``predict_batch`` from cached encoder features (the embedding cache)."""
     dev = _device(model)
-    return _run(model, lambda: model.heads(clip_feat.to(dev), places_feat.to(dev)), top_provinces, top_cells, mode)
+    return _run(
+        model,
+        lambda: model.heads(clip_feat.to(dev), places_feat.to(dev)),
+        top_provinces,
+        top_cells,
+        mode,
+    )

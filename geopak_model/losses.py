@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geopak_data.geo import EARTH_RADIUS_KM
-from geopak_data.provinces import NUM_PROVINCES
+from geopak_core.geo import EARTH_RADIUS_KM
+from geopak_core.regions import NUM_PROVINCES
 
 from .cells import CellTable
 from .config import ModelConfig
@@ -43,7 +43,10 @@ def haversine_km_torch(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> torch.Tens
     zero gradient instead.
     """
     lat1, lon1, lat2, lon2 = (torch.deg2rad(_f32(v)) for v in (lat1, lon1, lat2, lon2))
-    a = torch.sin((lat2 - lat1) / 2) ** 2 + torch.cos(lat1) * torch.cos(lat2) * torch.sin((lon2 - lon1) / 2) ** 2
+    a = (
+        torch.sin((lat2 - lat1) / 2) ** 2
+        + torch.cos(lat1) * torch.cos(lat2) * torch.sin((lon2 - lon1) / 2) ** 2
+    )
     ok = a > _EPS_A
     a_safe = torch.where(ok, a, torch.ones_like(a)).clamp(max=1.0)
     d = 2.0 * EARTH_RADIUS_KM * torch.asin(torch.sqrt(a_safe))
@@ -65,10 +68,17 @@ def province_class_weights(counts: Any, power: float = 1.0) -> torch.Tensor:
     return w.float()
 
 
-def province_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None, smoothing: float = 0.0) -> torch.Tensor:
+def province_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    smoothing: float = 0.0,
+) -> torch.Tensor:
     """Weighted cross-entropy (torch's definition: mean weighted by the targets' weights)."""
     w = None if weights is None else weights.to(device=logits.device, dtype=torch.float32)
-    return F.cross_entropy(logits.float(), target.long(), weight=w, label_smoothing=float(smoothing))
+    return F.cross_entropy(
+        logits.float(), target.long(), weight=w, label_smoothing=float(smoothing)
+    )
 
 
 def smoothed_cell_targets(
@@ -83,7 +93,9 @@ def smoothed_cell_targets(
     ``in_province[b]`` marks the cells of sample b's true province; other cells get q = 0.
     Subtracting d_min changes nothing mathematically but keeps exp() in range for far photos.
     """
-    d = haversine_km_torch(true_lat[:, None], true_lon[:, None], centers[None, :, 0], centers[None, :, 1])
+    d = haversine_km_torch(
+        true_lat[:, None], true_lon[:, None], centers[None, :, 0], centers[None, :, 1]
+    )
     d = d.masked_fill(~in_province, float("inf"))
     d_min = d.min(dim=1, keepdim=True).values
     logits = (-(d - d_min) / float(tau_km)).masked_fill(~in_province, float("-inf"))
@@ -108,13 +120,21 @@ def cell_loss(
     return kl.sum(dim=1).mean()
 
 
-def offset_loss(offset: torch.Tensor, cell_ids: torch.Tensor, centers: torch.Tensor, true_lat: torch.Tensor, true_lon: torch.Tensor) -> torch.Tensor:
+def offset_loss(
+    offset: torch.Tensor,
+    cell_ids: torch.Tensor,
+    centers: torch.Tensor,
+    true_lat: torch.Tensor,
+    true_lon: torch.Tensor,
+) -> torch.Tensor:
     """Mean haversine km between (center of ``cell_ids`` + offset) and the true location."""
     pred = centers[cell_ids.long()] + offset.float()
     return haversine_km_torch(pred[:, 0], pred[:, 1], true_lat, true_lon).mean()
 
 
-def aux_loss(aux_latlon: torch.Tensor, true_lat: torch.Tensor, true_lon: torch.Tensor) -> torch.Tensor:
+def aux_loss(
+    aux_latlon: torch.Tensor, true_lat: torch.Tensor, true_lon: torch.Tensor
+) -> torch.Tensor:
     """Mean haversine km of the auxiliary (lat, lon) regression."""
     return haversine_km_torch(aux_latlon[:, 0], aux_latlon[:, 1], true_lat, true_lon).mean()
 
@@ -122,7 +142,12 @@ def aux_loss(aux_latlon: torch.Tensor, true_lat: torch.Tensor, true_lon: torch.T
 def phase_lambdas(config: ModelConfig, phase: int | None) -> dict[str, float]:
     """Loss weights for a phase. Phase 0 trains the province path only: the other heads are
     frozen then, but their losses would still push gradients into the shared fusion layer."""
-    lam = {"prov": config.lambda_prov, "cell": config.lambda_cell, "off": config.lambda_off, "aux": config.lambda_aux}
+    lam = {
+        "prov": config.lambda_prov,
+        "cell": config.lambda_cell,
+        "off": config.lambda_off,
+        "aux": config.lambda_aux,
+    }
     if phase == 0:
         lam.update(cell=0.0, off=0.0, aux=0.0)
     return lam
@@ -149,7 +174,9 @@ def total_loss(
     device = outputs["province_logits"].device
     lat, lon = batch["lat"].to(device), batch["lon"].to(device)
     prov, cell = batch["province_id"].to(device).long(), batch["cell_id"].to(device).long()
-    centers = torch.tensor(np.stack([cells.center_lat, cells.center_lon], axis=1), dtype=torch.float32, device=device)
+    centers = torch.tensor(
+        np.stack([cells.center_lat, cells.center_lon], axis=1), dtype=torch.float32, device=device
+    )
     cell_province = torch.as_tensor(cells.province_id, device=device)
     lam = phase_lambdas(config, phase)
 
@@ -161,14 +188,20 @@ def total_loss(
     parts: dict[str, torch.Tensor] = {}
     total = torch.zeros((), device=device)
     if lam["prov"] > 0:
-        parts["prov"] = province_loss(outputs["province_logits"], prov, province_weights, config.province_smoothing)
+        parts["prov"] = province_loss(
+            outputs["province_logits"], prov, province_weights, config.province_smoothing
+        )
     if lam["cell"] > 0:
-        parts["cell"] = cell_loss(outputs["cell_logits"], lat, lon, prov, cell_province, centers, config.tau_km)
+        parts["cell"] = cell_loss(
+            outputs["cell_logits"], lat, lon, prov, cell_province, centers, config.tau_km
+        )
     if lam["off"] > 0:
         off = outputs.get("offset")
         if off is None:
             if model is None:
-                raise ValueError("total_loss needs outputs['offset'] or model= to compute the offset loss")
+                raise ValueError(
+                    "total_loss needs outputs['offset'] or model= to compute the offset loss"
+                )
             off = model.offset(outputs["fused"], cell, prov)
         parts["off"] = offset_loss(off, cell, centers, lat, lon)
     if lam["aux"] > 0:

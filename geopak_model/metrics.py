@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from geopak_data.geo import EARTH_RADIUS_KM, haversine_km
-from geopak_data.provinces import NUM_PROVINCES, PROVINCES
+from geopak_core.geo import EARTH_RADIUS_KM, haversine_km
+from geopak_core.regions import NUM_PROVINCES, PROVINCES
 
 ACC_THRESHOLDS_KM: tuple[int, ...] = (1, 25, 200, 750)
 METRIC_KEYS: tuple[str, ...] = (
@@ -125,7 +125,10 @@ def compute_metrics(
 
 
 def _to_xyz(lat, lon) -> np.ndarray:
-    la, lo = np.radians(np.asarray(lat, dtype=np.float64)), np.radians(np.asarray(lon, dtype=np.float64))
+    la, lo = (
+        np.radians(np.asarray(lat, dtype=np.float64)),
+        np.radians(np.asarray(lon, dtype=np.float64)),
+    )
     return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)
 
 
@@ -259,7 +262,9 @@ def _fmt(v: Any, key: str) -> str:
     return f"{100.0 * v:.1f}%"
 
 
-def format_table(model: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+def format_table(
+    model: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]] | None = None
+) -> str:
     """A fixed-width table: one row per metric, one column for the model and each baseline."""
     baselines = baselines or {}
     cols = ["model", *baselines.keys()]
@@ -273,11 +278,26 @@ def format_table(model: Mapping[str, Any], baselines: Mapping[str, Mapping[str, 
     for k in keys:
         rows.append([k, *(_fmt(s.get(k), k) for s in sources)])
     for p in provinces:
-        rows.append([f"  {p}", *(_fmt((s.get("province_acc_by_province") or {}).get(p), "acc") for s in sources)])
+        rows.append(
+            [
+                f"  {p}",
+                *(_fmt((s.get("province_acc_by_province") or {}).get(p), "acc") for s in sources),
+            ]
+        )
     header = ["metric", *cols]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))]
+    lines = [
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    ]
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
     return "\n".join(lines)

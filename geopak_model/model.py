@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from geopak_data.geo import EARTH_RADIUS_KM
-from geopak_data.provinces import NUM_PROVINCES
+from geopak_core.geo import EARTH_RADIUS_KM
+from geopak_core.regions import NUM_PROVINCES
 
 from .cells import CellTable
 from .config import ModelConfig
@@ -47,7 +47,9 @@ def mlp(d_in: int, hidden: list[int], d_out: int, dropout: float = 0.0) -> nn.Se
     return nn.Sequential(*layers)
 
 
-def conditional_cell_log_probs(cell_logits: torch.Tensor, cell_province: torch.Tensor) -> torch.Tensor:
+def conditional_cell_log_probs(
+    cell_logits: torch.Tensor, cell_province: torch.Tensor
+) -> torch.Tensor:
     """log P(cell | its province): a log-softmax within each province's columns. (B, N) fp32.
 
     A large finite fill (not -inf) keeps gradients finite for provinces that have no cells.
@@ -74,7 +76,9 @@ class GatedFusion(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, clip_feat: torch.Tensor, places_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, clip_feat: torch.Tensor, places_feat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         c, s = self.clip_proj(clip_feat), self.places_proj(places_feat)
         g = torch.sigmoid(self.gate(torch.cat([c, s], dim=-1)))
         fused = self.drop(self.norm(g * c + (1.0 - g) * s))
@@ -93,17 +97,24 @@ class GeopakModel(nn.Module):
         self.clip = ClipEncoder(config)
         self.places = PlacesEncoder(config)
         self.clip_dim, self.places_dim = self.clip.out_dim, self.places.out_dim
-        self.preprocess = {"clip": preprocess_info(config, "clip"), "places": preprocess_info(config, "places")}
+        self.preprocess = {
+            "clip": preprocess_info(config, "clip"),
+            "places": preprocess_info(config, "places"),
+        }
 
         self.fusion = GatedFusion(self.clip_dim, self.places_dim, F, config.fusion_dropout)
         hidden = [config.head_hidden] if config.head_hidden else []
         self.province_head = mlp(F, hidden, NUM_PROVINCES)
         # One expert per province that has cells, sized by its cell count.
         self.present = [p for p, n in enumerate(cells.cells_per_province()) if n > 0]
-        self.cell_heads = nn.ModuleDict({str(p): mlp(F, hidden, len(cells.cells_of_province(p))) for p in self.present})
+        self.cell_heads = nn.ModuleDict(
+            {str(p): mlp(F, hidden, len(cells.cells_of_province(p))) for p in self.present}
+        )
         self.province_emb = nn.Embedding(NUM_PROVINCES, config.province_emb_dim)
         self.cell_emb = nn.Embedding(N, config.cell_emb_dim)
-        self.offset_head = mlp(F + config.province_emb_dim + config.cell_emb_dim, config.offset_hidden, 2)
+        self.offset_head = mlp(
+            F + config.province_emb_dim + config.cell_emb_dim, config.offset_hidden, 2
+        )
         self.aux_head = mlp(F, config.aux_hidden, 2)
         # Zero-init the last layers: training starts from "the cell center" and "the centroid".
         for head in (self.offset_head, self.aux_head):
@@ -114,19 +125,27 @@ class GeopakModel(nn.Module):
         # travels in the checkpoint as plain data and rebuilds these.
         perm = torch.cat([torch.from_numpy(cells.cells_of_province(p)) for p in self.present])
         centers = torch.from_numpy(np.stack([cells.center_lat, cells.center_lon], axis=1)).float()
-        self.register_buffer("cell_province", torch.from_numpy(cells.province_id.copy()), persistent=False)
+        self.register_buffer(
+            "cell_province", torch.from_numpy(cells.province_id.copy()), persistent=False
+        )
         self.register_buffer("cell_centers", centers, persistent=False)  # (N, 2) degrees
-        self.register_buffer("cell_radius_km", torch.from_numpy(cells.radius_km.copy()).float(), persistent=False)
+        self.register_buffer(
+            "cell_radius_km", torch.from_numpy(cells.radius_km.copy()).float(), persistent=False
+        )
         self.register_buffer("cell_col_inverse", torch.argsort(perm), persistent=False)
         self.register_buffer("aux_mean", centers.mean(0), persistent=False)
-        self.register_buffer("aux_scale", centers.std(0, unbiased=False).clamp_min(1.0), persistent=False)
+        self.register_buffer(
+            "aux_scale", centers.std(0, unbiased=False).clamp_min(1.0), persistent=False
+        )
 
         self.phase = -1
         self.set_phase(1)  # encoders frozen by default, as in the seed
 
     # ------------------------------------------------------------------ forward pieces
 
-    def encode(self, clip_pixels: torch.Tensor, places_pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, clip_pixels: torch.Tensor, places_pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both encoders; a fully frozen one runs without autograd (no activations kept)."""
         feats = []
         for enc, x in ((self.clip, clip_pixels), (self.places, places_pixels)):
@@ -148,7 +167,9 @@ class GeopakModel(nn.Module):
             "aux_latlon": self.aux_mean + self.aux_head(fused) * self.aux_scale,
         }
 
-    def offset(self, fused: torch.Tensor, cell_ids: torch.Tensor, province_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def offset(
+        self, fused: torch.Tensor, cell_ids: torch.Tensor, province_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Bounded (Δlat, Δlon) in degrees for each cell in ``cell_ids`` ((B,) or (B, M)).
 
         The raw output is tanh-squashed to ±offset_bound and scaled by the cell's radius in km
@@ -196,10 +217,19 @@ class GeopakModel(nn.Module):
         self.requires_grad_(False)
         trainable: list[nn.Module] = [self.fusion, self.province_head]
         if phase >= 1:
-            trainable += [self.cell_heads, self.province_emb, self.cell_emb, self.offset_head, self.aux_head]
+            trainable += [
+                self.cell_heads,
+                self.province_emb,
+                self.cell_emb,
+                self.offset_head,
+                self.aux_head,
+            ]
         for m in trainable:
             m.requires_grad_(True)
-        for enc, frozen in ((self.clip, self.config.freeze_clip), (self.places, self.config.freeze_places)):
+        for enc, frozen in (
+            (self.clip, self.config.freeze_clip),
+            (self.places, self.config.freeze_places),
+        ):
             if not frozen:
                 enc.requires_grad_(True)
             elif phase == 2 and n > 0:
@@ -221,12 +251,16 @@ class GeopakModel(nn.Module):
                         m.eval()
         return self
 
-    def param_groups(self, base_lr: float, encoder_lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+    def param_groups(
+        self, base_lr: float, encoder_lr: float, weight_decay: float = 0.0
+    ) -> list[dict[str, Any]]:
         """Optimiser groups for the trainable parameters: heads at ``base_lr``, each encoder
         at ``encoder_lr`` (much smaller: phase 2 adapts, it must not overwrite pretraining).
         With weight_decay > 0, biases and norm gains (1-D) go to separate no-decay groups."""
         named = {
-            "heads": [(n, p) for n, p in self.named_parameters() if not n.startswith(("clip.", "places."))],
+            "heads": [
+                (n, p) for n, p in self.named_parameters() if not n.startswith(("clip.", "places."))
+            ],
             "clip": list(self.clip.named_parameters()),
             "places": list(self.places.named_parameters()),
         }
@@ -235,10 +269,17 @@ class GeopakModel(nn.Module):
             lr = base_lr if name == "heads" else encoder_lr
             params = [p for _, p in params if p.requires_grad]
             if weight_decay > 0:
-                split = [(name, [p for p in params if p.dim() >= 2], weight_decay), (f"{name}_no_decay", [p for p in params if p.dim() < 2], 0.0)]
+                split = [
+                    (name, [p for p in params if p.dim() >= 2], weight_decay),
+                    (f"{name}_no_decay", [p for p in params if p.dim() < 2], 0.0),
+                ]
             else:
                 split = [(name, params, 0.0)]
-            groups += [{"name": gname, "params": ps, "lr": lr, "weight_decay": wd} for gname, ps, wd in split if ps]
+            groups += [
+                {"name": gname, "params": ps, "lr": lr, "weight_decay": wd}
+                for gname, ps, wd in split
+                if ps
+            ]
         return groups
 
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -249,7 +290,7 @@ def _unfreeze_tail(enc: ClipEncoder | PlacesEncoder, n: int) -> None:
     """Unfreeze the last n blocks and every parameter after the blocks (e.g. ViT ln_post/proj)."""
     blocks = enc.blocks()
     in_blocks = {id(p) for b in blocks for p in b.parameters()}
-    for b in blocks[-min(n, len(blocks)):]:
+    for b in blocks[-min(n, len(blocks)) :]:
         b.requires_grad_(True)
     for name, p in enc.named_parameters():
         if id(p) not in in_blocks and not name.startswith(enc.stem_prefixes()):
@@ -264,7 +305,10 @@ def build_model(config: ModelConfig, cells: CellTable) -> GeopakModel:
     """
     model = GeopakModel(config, cells)
     random = []
-    for enc, path, what in ((model.clip, config.clip_weights, "CLIP"), (model.places, config.places_weights, "Places365")):
+    for enc, path, what in (
+        (model.clip, config.clip_weights, "CLIP"),
+        (model.places, config.places_weights, "Places365"),
+    ):
         if path:
             enc.load_weights(path)
             log.info("loaded %s weights from %s", what, path)

@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from geopak_data.io import atomic_path  # noqa: E402
-from geopak_data.provinces import PROVINCES  # noqa: E402
+from geopak_core.io import atomic_path  # noqa: E402
+from geopak_core.regions import PROVINCES  # noqa: E402
 
 from .metrics import ACC_THRESHOLDS_KM  # noqa: E402
 
@@ -31,11 +31,17 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def loss_curves(train_log: Sequence[Mapping[str, Any]], evals: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+def loss_curves(
+    train_log: Sequence[Mapping[str, Any]],
+    evals: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+) -> Path:
     """Training loss per logged step, validation loss and val median km per evaluation."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     if train_log:
-        ax1.plot([r["step"] for r in train_log], [r["loss"] for r in train_log], label="train", lw=1)
+        ax1.plot(
+            [r["step"] for r in train_log], [r["loss"] for r in train_log], label="train", lw=1
+        )
     val = [e for e in evals if e.get("val_loss") is not None]
     if val:
         ax1.plot([e["step"] for e in val], [e["val_loss"] for e in val], "o-", label="val")
@@ -47,7 +53,11 @@ def loss_curves(train_log: Sequence[Mapping[str, Any]], evals: Sequence[Mapping[
     if med:
         ax2.plot([e["step"] for e in med], [e["median_km"] for e in med], "o-", label="model")
         for name, style in (("densest_cell", "--"), ("geographic_median", ":")):
-            base = [(e["step"], e["baselines"][name]["median_km"]) for e in med if name in e.get("baselines", {})]
+            base = [
+                (e["step"], e["baselines"][name]["median_km"])
+                for e in med
+                if name in e.get("baselines", {})
+            ]
             if base:
                 ax2.plot(*zip(*base, strict=True), style, label=name.replace("_", " "))
     ax2.set_xlabel("optimizer step")
@@ -63,7 +73,12 @@ def error_cdf(errors_km: Mapping[str, np.ndarray], path: str | os.PathLike) -> P
     for name, err in errors_km.items():
         e = np.sort(np.asarray(err, dtype=np.float64))
         if e.size:
-            ax.step(np.maximum(e, 0.01), np.arange(1, e.size + 1) / e.size, where="post", label=name.replace("_", " "))
+            ax.step(
+                np.maximum(e, 0.01),
+                np.arange(1, e.size + 1) / e.size,
+                where="post",
+                label=name.replace("_", " "),
+            )
     for t in ACC_THRESHOLDS_KM:
         ax.axvline(t, color="grey", lw=0.5, ls=":")
     ax.set_xscale("log")
@@ -75,15 +90,23 @@ def error_cdf(errors_km: Mapping[str, np.ndarray], path: str | os.PathLike) -> P
     return _save(fig, path)
 
 
-def province_accuracy(by_predictor: Mapping[str, Mapping[str, float]], path: str | os.PathLike) -> Path:
+def province_accuracy(
+    by_predictor: Mapping[str, Mapping[str, float]], path: str | os.PathLike
+) -> Path:
     """Grouped bars: accuracy within each true province, one bar per predictor."""
     names = [p for p in PROVINCES if any(p in d for d in by_predictor.values())]
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4.5))
     width = 0.8 / max(1, len(by_predictor))
     x = np.arange(len(names))
     for i, (pred, accs) in enumerate(by_predictor.items()):
-        ax.bar(x + i * width, [accs.get(p, 0.0) for p in names], width, label=pred.replace("_", " "))
-    ax.set_xticks(x + width * (len(by_predictor) - 1) / 2, [n.replace(" ", "\n", 1) for n in names], fontsize=8)
+        ax.bar(
+            x + i * width, [accs.get(p, 0.0) for p in names], width, label=pred.replace("_", " ")
+        )
+    ax.set_xticks(
+        x + width * (len(by_predictor) - 1) / 2,
+        [n.replace(" ", "\n", 1) for n in names],
+        fontsize=8,
+    )
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.set_title("province accuracy by true province")
@@ -105,7 +128,15 @@ def confusion(matrix: np.ndarray, path: str | os.PathLike) -> Path:
     for i in range(k):
         for j in range(k):
             if m[i, j]:
-                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(m[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("province confusion (row-normalised)")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from geopak_data.errors import GeopakError
+from geopak_core.errors import GeopakError
 
 log = logging.getLogger("geopak_model.predict")
 
@@ -30,22 +30,67 @@ def build_parser() -> argparse.ArgumentParser:
         "(or the single best one with --best).",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, ...)")
-    p.add_argument("--checkpoint", "-c", required=True, metavar="CKPT", help="checkpoint written by geopak-train (best.pt / last.pt)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image: image, province, province_id, lat, lon, confidence, cell_id, hypotheses")
-    p.add_argument("--map", metavar="OUT.png", type=Path, default=None, help="also draw the answers and their hypotheses on a map of the provinces")
-    p.add_argument("--boundaries", metavar="FILE", default=None, help="province polygons for --map (default: $GEOPAK_BOUNDARIES or the boundaries cache; never downloaded here)")
-    p.add_argument("--best", action="store_true", help="answer with the single most probable hypothesis instead of the weighted mean")
-    p.add_argument("--top-provinces", type=int, default=None, metavar="P", help="provinces considered per image (default: the checkpoint's, 2)")
-    p.add_argument("--top-cells", type=int, default=None, metavar="K", help="cells considered per province (default: the checkpoint's, 5)")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument(
+        "--checkpoint",
+        "-c",
+        required=True,
+        metavar="CKPT",
+        help="checkpoint written by geopak-train (best.pt / last.pt)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per image: image, province, province_id, lat, lon, confidence, cell_id, hypotheses",
+    )
+    p.add_argument(
+        "--map",
+        metavar="OUT.png",
+        type=Path,
+        default=None,
+        help="also draw the answers and their hypotheses on a map of the provinces",
+    )
+    p.add_argument(
+        "--boundaries",
+        metavar="FILE",
+        default=None,
+        help="province polygons for --map (default: $GEOPAK_BOUNDARIES or the boundaries cache; never downloaded here)",
+    )
+    p.add_argument(
+        "--best",
+        action="store_true",
+        help="answer with the single most probable hypothesis instead of the weighted mean",
+    )
+    p.add_argument(
+        "--top-provinces",
+        type=int,
+        default=None,
+        metavar="P",
+        help="provinces considered per image (default: the checkpoint's, 2)",
+    )
+    p.add_argument(
+        "--top-cells",
+        type=int,
+        default=None,
+        metavar="K",
+        help="cells considered per province (default: the checkpoint's, 5)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        metavar="N",
+        help="images per forward pass (default 16)",
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from geopak_data.progress import setup_logging
+    from geopak_core.progress import setup_logging
 
     setup_logging(args.verbose)
     try:
@@ -59,16 +104,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    for name, value in (("--top-provinces", args.top_provinces), ("--top-cells", args.top_cells), ("--batch-size", args.batch_size)):
+    for name, value in (
+        ("--top-provinces", args.top_provinces),
+        ("--top-cells", args.top_cells),
+        ("--batch-size", args.batch_size),
+    ):
         if value is not None and value < 1:
             raise GeopakError(f"{name} must be >= 1, got {value}")
     for img in args.images:  # fail before the (slow) model load
         if not Path(img).is_file():
             raise GeopakError(f"image not found: {img}")
-    if args.map is not None and args.map.suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
+    if args.map is not None and args.map.suffix.lower() not in (
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".pdf",
+        ".svg",
+    ):
         raise GeopakError(f"--map {args.map}: use a .png, .jpg, .pdf or .svg file name")
 
-    from geopak_data.progress import progress
+    from geopak_core.progress import progress
 
     from .predictor import GeopakPredictor  # torch & open_clip: imported after the cheap checks
 
@@ -79,10 +134,18 @@ def _run(args: argparse.Namespace) -> int:
         top_provinces=args.top_provinces,
         top_cells=args.top_cells,
     )
-    log.debug("loaded %s (%s preset, %d cells, mode %s)", args.checkpoint, predictor.model.config.preset, predictor.model.cells.num_cells, predictor.mode)
+    log.debug(
+        "loaded %s (%s preset, %d cells, mode %s)",
+        args.checkpoint,
+        predictor.model.config.preset,
+        predictor.model.cells.num_cells,
+        predictor.mode,
+    )
     if len(args.images) >= 8:  # a bar for a handful of images is only noise
         with progress(total=len(args.images), desc="predict", unit="img") as bar:
-            results = predictor.predict_many(args.images, batch_size=args.batch_size, progress=bar.update)
+            results = predictor.predict_many(
+                args.images, batch_size=args.batch_size, progress=bar.update
+            )
     else:
         results = predictor.predict_many(args.images, batch_size=args.batch_size)
     for img, r in zip(args.images, results, strict=True):
@@ -99,9 +162,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _format(r: dict[str, Any]) -> str:
-    lines = [f"{r['image']}: {r['province']} ({r['confidence']:.2f})  lat {r['lat']:.5f}, lon {r['lon']:.5f}"]
+    lines = [
+        f"{r['image']}: {r['province']} ({r['confidence']:.2f})  lat {r['lat']:.5f}, lon {r['lon']:.5f}"
+    ]
     for h in r["hypotheses"][:3]:
-        lines.append(f"    {h['probability']:.3f}  {h['province']}, cell {h['cell_id']}: {h['lat']:.4f}, {h['lon']:.4f}")
+        lines.append(
+            f"    {h['probability']:.3f}  {h['province']}, cell {h['cell_id']}: {h['lat']:.4f}, {h['lon']:.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -112,7 +179,7 @@ def _polygons(explicit: str | None) -> Any:
     """Province polygons as a GeoDataFrame, or None. Only local files: the env var, an
     explicit path, or an already verified cache; predicting must never wait on a download."""
     try:
-        from geopak_data import boundaries as gb
+        from geopak_core import boundaries as gb
     except ImportError:
         gb = None
     path: str | Path | None = explicit or os.environ.get("GEOPAK_BOUNDARIES", "").strip() or None
@@ -136,11 +203,13 @@ def _polygons(explicit: str | None) -> Any:
         return None
 
 
-def draw_map(items: list[tuple[Any, dict[str, Any]]], out: Path, boundaries: str | None = None) -> Path:
+def draw_map(
+    items: list[tuple[Any, dict[str, Any]]], out: Path, boundaries: str | None = None
+) -> Path:
     """Draw answers (stars) and their hypotheses (circles, area ∝ probability)."""
     from matplotlib.figure import Figure
 
-    from geopak_data.io import atomic_path
+    from geopak_core.io import atomic_path
 
     fig = Figure(figsize=(8, 8), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
@@ -150,19 +219,51 @@ def draw_map(items: list[tuple[Any, dict[str, Any]]], out: Path, boundaries: str
         if "province" in gdf.columns:
             for _, row in gdf.iterrows():
                 pt = row.geometry.representative_point()
-                ax.annotate(str(row["province"]), (pt.x, pt.y), fontsize=7, color="0.4", ha="center")
-    colors = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+                ax.annotate(
+                    str(row["province"]), (pt.x, pt.y), fontsize=7, color="0.4", ha="center"
+                )
+    colors = [
+        "tab:red",
+        "tab:blue",
+        "tab:green",
+        "tab:purple",
+        "tab:orange",
+        "tab:brown",
+        "tab:pink",
+        "tab:olive",
+        "tab:cyan",
+    ]
     for i, (img, r) in enumerate(items):
         color = colors[i % len(colors)]
         hyps = r["hypotheses"]
         if hyps:
             top = max(h["probability"] for h in hyps) or 1.0
-            ax.scatter([h["lon"] for h in hyps], [h["lat"] for h in hyps], s=[20 + 280 * h["probability"] / top for h in hyps], facecolors="none", edgecolors=color, linewidths=1.0, alpha=0.8)
-        ax.scatter([r["lon"]], [r["lat"]], marker="*", s=260, color=color, edgecolors="black", linewidths=0.6, zorder=5, label=f"{Path(str(img)).name}: {r['province']} ({r['confidence']:.2f})")
+            ax.scatter(
+                [h["lon"] for h in hyps],
+                [h["lat"] for h in hyps],
+                s=[20 + 280 * h["probability"] / top for h in hyps],
+                facecolors="none",
+                edgecolors=color,
+                linewidths=1.0,
+                alpha=0.8,
+            )
+        ax.scatter(
+            [r["lon"]],
+            [r["lat"]],
+            marker="*",
+            s=260,
+            color=color,
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=5,
+            label=f"{Path(str(img)).name}: {r['province']} ({r['confidence']:.2f})",
+        )
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
     mid_lat = sum(r["lat"] for _, r in items) / max(1, len(items)) if items else 30.0
-    ax.set_aspect(1.0 / math.cos(math.radians(mid_lat)), adjustable="datalim")  # km-true at mid latitude
+    ax.set_aspect(
+        1.0 / math.cos(math.radians(mid_lat)), adjustable="datalim"
+    )  # km-true at mid latitude
     ax.grid(True, linewidth=0.3, alpha=0.5)
     ax.legend(loc="lower right", fontsize=7)
     ax.set_title("GEOPAK: answers (★) and hypotheses (○, size ∝ probability)")

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from geopak_data.errors import GeopakError
-from geopak_data.provinces import PROVINCES
+from geopak_core.errors import GeopakError
+from geopak_core.regions import PROVINCES
 
 from .checkpoint import load_checkpoint
 from .encoders import PairTransform
@@ -42,7 +42,9 @@ def load_image(image: ImageInput) -> Image.Image:
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise GeopakError(f"{p}: not a readable image ({exc.__class__.__name__})") from None
         except Image.DecompressionBombError as exc:  # not an OSError: Pillow's pixel-count guard
-            raise GeopakError(f"{p}: refused, too many pixels ({exc.args[0].split(',')[0]})") from None
+            raise GeopakError(
+                f"{p}: refused, too many pixels ({exc.args[0].split(',')[0]})"
+            ) from None
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
@@ -86,7 +88,12 @@ class GeopakPredictor:
         cell_id, hypotheses=[{province, province_id, cell, cell_id, lat, lon, probability}, ...]}."""
         return self.predict_many([image], batch_size=1)[0]
 
-    def predict_many(self, images: Sequence[ImageInput] | Iterable[ImageInput], batch_size: int = 16, progress: Any = None) -> list[dict[str, Any]]:
+    def predict_many(
+        self,
+        images: Sequence[ImageInput] | Iterable[ImageInput],
+        batch_size: int = 16,
+        progress: Any = None,
+    ) -> list[dict[str, Any]]:
         """Answers in input order. ``progress`` (optional) is called with the batch size after
         each batch, e.g. a tqdm bar's ``update``."""
         if batch_size < 1:
@@ -94,11 +101,13 @@ class GeopakPredictor:
         images = list(images)
         results: list[dict[str, Any]] = []
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
+            chunk = images[start : start + batch_size]
             pairs = [self.transform(load_image(im)) for im in chunk]
             clip = torch.stack([c for c, _ in pairs])
             places = torch.stack([s for _, s in pairs])
-            out = predict_batch(self.model, clip, places, self.top_provinces, self.top_cells, self.mode)
+            out = predict_batch(
+                self.model, clip, places, self.top_provinces, self.top_cells, self.mode
+            )
             results += _to_python(out)
             if progress is not None:
                 progress(len(chunk))
@@ -123,23 +132,29 @@ def _to_python(out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
             if row[H_CELL] < 0:  # padding (province with fewer than K cells)
                 continue
             pid = int(row[H_PROVINCE])
-            hyps.append({
+            hyps.append(
+                {
+                    "province": PROVINCES[pid],
+                    "province_id": pid,
+                    "cell": int(
+                        row[H_CELL]
+                    ),  # the contract's row is (province, cell, lat, lon, probability)
+                    "cell_id": int(row[H_CELL]),
+                    "lat": _deg(row[H_LAT]),
+                    "lon": _deg(row[H_LON]),
+                    "probability": _prob(row[H_PROB]),
+                }
+            )
+        pid = int(cpu["province_id"][b])
+        results.append(
+            {
                 "province": PROVINCES[pid],
                 "province_id": pid,
-                "cell": int(row[H_CELL]),  # the contract's row is (province, cell, lat, lon, probability)
-                "cell_id": int(row[H_CELL]),
-                "lat": _deg(row[H_LAT]),
-                "lon": _deg(row[H_LON]),
-                "probability": _prob(row[H_PROB]),
-            })
-        pid = int(cpu["province_id"][b])
-        results.append({
-            "province": PROVINCES[pid],
-            "province_id": pid,
-            "lat": _deg(cpu["lat"][b]),
-            "lon": _deg(cpu["lon"][b]),
-            "confidence": _prob(cpu["confidence"][b]),
-            "cell_id": int(cpu["cell_id"][b]),
-            "hypotheses": hyps,
-        })
+                "lat": _deg(cpu["lat"][b]),
+                "lon": _deg(cpu["lon"][b]),
+                "confidence": _prob(cpu["confidence"][b]),
+                "cell_id": int(cpu["cell_id"][b]),
+                "hypotheses": hyps,
+            }
+        )
     return results

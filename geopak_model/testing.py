@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
 
-from geopak_data.provinces import PROVINCES
+from geopak_core.regions import PROVINCES
 
 # (province_id, [(cell lat, cell lon), ...]) around real places so distances are realistic.
 TOY_LAYOUT: tuple[tuple[int, tuple[tuple[float, float], ...]], ...] = (
@@ -61,7 +61,14 @@ def toy_cells() -> list[dict[str, Any]]:
     return rows
 
 
-def toy_image(province_id: int, cell_index: int, dlat: float, dlon: float, rng: np.random.Generator, size: int = 64) -> Image.Image:
+def toy_image(
+    province_id: int,
+    cell_index: int,
+    dlat: float,
+    dlon: float,
+    rng: np.random.Generator,
+    size: int = 64,
+) -> Image.Image:
     """A photo whose hue encodes the province, stripes the cell, and shading the offset."""
     base = np.array(_PROVINCE_RGB[province_id], dtype=np.float32)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -118,7 +125,9 @@ def make_toy_shards(
     return write_shard_folder(out, samples, cells, per_shard=per_shard)
 
 
-def sample_meta(key: str, lat: float, lon: float, cell: dict[str, Any], size: int = 64, source: str = "toy") -> dict[str, Any]:
+def sample_meta(
+    key: str, lat: float, lon: float, cell: dict[str, Any], size: int = 64, source: str = "toy"
+) -> dict[str, Any]:
     """The ``{key}.json`` of one sample, with every field the contract requires."""
     pid = int(cell["province_id"])
     return {
@@ -141,7 +150,13 @@ def sample_meta(key: str, lat: float, lon: float, cell: dict[str, Any], size: in
     }
 
 
-def write_shard_folder(out: str | Path, samples: list[dict[str, Any]], cells: list[dict[str, Any]], *, per_shard: int = 40) -> Path:
+def write_shard_folder(
+    out: str | Path,
+    samples: list[dict[str, Any]],
+    cells: list[dict[str, Any]],
+    *,
+    per_shard: int = 40,
+) -> Path:
     """Write ``samples`` (dicts with ``split``, ``jpg`` bytes, ``json`` meta) in the contract's
     layout: tars per split, cells.parquet (n_samples filled in), index.parquet, stats.json."""
     out = Path(out)
@@ -153,7 +168,13 @@ def write_shard_folder(out: str | Path, samples: list[dict[str, Any]], cells: li
             name = f"geopak-{split}-{shard_no:06d}.tar"
             with wds.TarWriter(str(out / split / name)) as tw:
                 for s in rows[shard_no * per_shard : (shard_no + 1) * per_shard]:
-                    tw.write({"__key__": s["json"]["key"], "jpg": s["jpg"], "json": json.dumps(s["json"]).encode()})
+                    tw.write(
+                        {
+                            "__key__": s["json"]["key"],
+                            "jpg": s["jpg"],
+                            "json": json.dumps(s["json"]).encode(),
+                        }
+                    )
                     index_rows.append({"split": split, "shard": f"{split}/{name}", **s["json"]})
 
     counts = Counter(r["cell_id"] for r in index_rows)

@@ -42,9 +42,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from geopak_data.errors import ConfigError, GeopakError
-from geopak_data.io import atomic_write_text, clean_stale_temps
-from geopak_data.progress import progress
+from geopak_core.errors import ConfigError, GeopakError
+from geopak_core.io import atomic_write_text, clean_stale_temps
+from geopak_core.progress import progress
 
 from . import evaluate as E
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -62,7 +62,11 @@ from .metrics import format_table
 
 log = logging.getLogger(__name__)
 
-PHASE_DEFAULTS = {0: {"epochs": 8, "lr": 1e-3}, 1: {"epochs": 30, "lr": 1e-3}, 2: {"epochs": 5, "lr": 1e-4}}
+PHASE_DEFAULTS = {
+    0: {"epochs": 8, "lr": 1e-3},
+    1: {"epochs": 30, "lr": 1e-3},
+    2: {"epochs": 5, "lr": 1e-4},
+}
 
 
 @dataclass
@@ -140,7 +144,9 @@ class TrainStep(nn.Module):
         self.register_buffer("province_weights", province_weights, persistent=False)
         self.phase = phase
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from .losses import total_loss
 
         m = self.model
@@ -151,7 +157,14 @@ class TrainStep(nn.Module):
         outputs = m.heads(clip_feat, places_feat)
         if self.phase >= 1:
             outputs["offset"] = m.offset(outputs["fused"], batch["cell_id"], batch["province_id"])
-        return total_loss(outputs, batch, m.cells, m.config, province_weights=self.province_weights, phase=self.phase)
+        return total_loss(
+            outputs,
+            batch,
+            m.cells,
+            m.config,
+            province_weights=self.province_weights,
+            phase=self.phase,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,10 +191,16 @@ def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def _truncate_jsonl(path: Path, max_step: int, max_epoch: int | None = None) -> list[dict[str, Any]]:
+def _truncate_jsonl(
+    path: Path, max_step: int, max_epoch: int | None = None
+) -> list[dict[str, Any]]:
     """Keep only rows the resumed state has already passed: later ones are about to be
     produced again (a validation row belongs to the epoch it closes, hence ``max_epoch``)."""
-    rows = [r for r in _read_jsonl(path) if r.get("step", 0) <= max_step and (max_epoch is None or r.get("epoch", 0) <= max_epoch)]
+    rows = [
+        r
+        for r in _read_jsonl(path)
+        if r.get("step", 0) <= max_step and (max_epoch is None or r.get("epoch", 0) <= max_epoch)
+    ]
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     return rows
 
@@ -245,24 +264,48 @@ def train(
         raise GeopakError(f"no val samples in {folder.root}: checkpoints are selected on val")
     if features is not None:
         if cfg.phase == 2:
-            raise GeopakError("--features trains phases 0 and 1 only: phase 2 fine-tunes the encoders, so it needs images")
+            raise GeopakError(
+                "--features trains phases 0 and 1 only: phase 2 fine-tunes the encoders, so it needs images"
+            )
         read_manifest(features)
 
     rank, world, device = _setup_distributed(cfg.device)
     is_main = rank == 0
     last_path, best_path = out / "last.pt", out / "best.pt"
-    model, state = _start_model(cfg, folder, out, resume=resume, load_from=load_from, features=features, preset=preset, model_config=model_config, is_main=is_main)
+    model, state = _start_model(
+        cfg,
+        folder,
+        out,
+        resume=resume,
+        load_from=load_from,
+        features=features,
+        preset=preset,
+        model_config=model_config,
+        is_main=is_main,
+    )
     if state is not None and state.get("finished"):
-        return {"out": str(out), "finished": True, "already_done": True, "step": int(state["step"]), "best": state.get("best")}
+        return {
+            "out": str(out),
+            "finished": True,
+            "already_done": True,
+            "step": int(state["step"]),
+            "best": state.get("best"),
+        }
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(out)
     model.set_phase(cfg.phase, model.config.unfreeze_last_n)
-    if features is not None and any(p.requires_grad for p in (*model.clip.parameters(), *model.places.parameters())):
-        raise GeopakError("--features needs frozen encoders, but this model config trains them (freeze_clip/freeze_places = false)")
+    if features is not None and any(
+        p.requires_grad for p in (*model.clip.parameters(), *model.places.parameters())
+    ):
+        raise GeopakError(
+            "--features needs frozen encoders, but this model config trains them (freeze_clip/freeze_places = false)"
+        )
     model.to(device)
     if is_main and device.type == "cpu" and features is None and model.config.preset == "base":
-        log.warning("the base preset (ViT-B/16 + ResNet-50) runs at a few images/s on CPU: use a GPU, an embedding cache (--features), or --preset tiny for a CPU-sized model")
+        log.warning(
+            "the base preset (ViT-B/16 + ResNet-50) runs at a few images/s on CPU: use a GPU, an embedding cache (--features), or --preset tiny for a CPU-sized model"
+        )
 
     # --- data --------------------------------------------------------------------------------
     counts = folder.province_counts("train")
@@ -277,7 +320,9 @@ def train(
         shuffle=True,
         shuffle_buffer=cfg.shuffle_buffer,
         seed=cfg.seed,
-        balance_factors=balance_factors(counts, cfg.balance_power) if cfg.balance in ("sample", "both") else None,
+        balance_factors=balance_factors(counts, cfg.balance_power)
+        if cfg.balance in ("sample", "both")
+        else None,
         num_workers=cfg.num_workers,
         rank=rank,
         world_size=world,
@@ -295,14 +340,21 @@ def train(
     # --- optimisation ------------------------------------------------------------------------
     step_module = TrainStep(model, prov_weights, cfg.phase).to(device)
     if world > 1:
-        ddp = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+        ddp = nn.parallel.DistributedDataParallel(
+            step_module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
     else:
         ddp = step_module
     groups = model.param_groups(cfg.lr, cfg.lr * cfg.encoder_lr_scale, cfg.weight_decay)
     if not groups:
         raise GeopakError(f"phase {cfg.phase} leaves nothing to train in this model")
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup=warmup, total=total_steps, min_ratio=cfg.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, warmup=warmup, total=total_steps, min_ratio=cfg.min_lr_ratio),
+    )
     trainable = [p for g in groups for p in g["params"]]
 
     step, epoch, micro_in_epoch = 0, 0, 0
@@ -310,11 +362,17 @@ def train(
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        step, epoch, micro_in_epoch = int(state["step"]), int(state["epoch"]), int(state["micro_in_epoch"])
+        step, epoch, micro_in_epoch = (
+            int(state["step"]),
+            int(state["epoch"]),
+            int(state["micro_in_epoch"]),
+        )
         best = state.get("best")
         restore_rng_state(state["rng"])
         if is_main:
-            log.info("resumed %s at step %d (epoch %d, batch %d)", out, step, epoch + 1, micro_in_epoch)
+            log.info(
+                "resumed %s at step %d (epoch %d, batch %d)", out, step, epoch + 1, micro_in_epoch
+            )
     else:
         torch.manual_seed(cfg.seed + rank)
         np.random.seed(cfg.seed + rank)
@@ -357,7 +415,16 @@ def train(
     stop = False
     model.train()
     while epoch < cfg.epochs and not stop:
-        bar = progress(total=micro_per_epoch, initial=micro_in_epoch, desc=f"phase {cfg.phase} epoch {epoch + 1}/{cfg.epochs}", unit="batch") if is_main else None
+        bar = (
+            progress(
+                total=micro_per_epoch,
+                initial=micro_in_epoch,
+                desc=f"phase {cfg.phase} epoch {epoch + 1}/{cfg.epochs}",
+                unit="batch",
+            )
+            if is_main
+            else None
+        )
         source = epoch_source(epoch, micro_in_epoch)
         pending = 0  # micro-batches accumulated since the last optimiser step
         t_epoch, n_epoch = time.perf_counter(), 0
@@ -368,7 +435,10 @@ def train(
             batch = next(source, None)
             if not _all_have_batch(batch is not None, device, world):
                 break
-            batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            batch = {
+                k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                for k, v in batch.items()
+            }
             sync = pending + 1 == cfg.grad_accum or micro_in_epoch + 1 == micro_per_epoch
             ctx = ddp.no_sync() if (world > 1 and not sync) else _null()
             with ctx:
@@ -411,24 +481,75 @@ def train(
             window, window_parts = [], {}
         if stop or epoch == cfg.epochs or epoch % cfg.eval_every == 0:
             if is_main:
-                row = _validate(model, val_source(), device, cfg, baselines, step=step, epoch=epoch, out=out, seconds=time.perf_counter() - t_start)
+                row = _validate(
+                    model,
+                    val_source(),
+                    device,
+                    cfg,
+                    baselines,
+                    step=step,
+                    epoch=epoch,
+                    out=out,
+                    seconds=time.perf_counter() - t_start,
+                )
                 evals.append(row)
-                if best is None or (row["median_km"] is not None and row["median_km"] < best["median_km"]):
-                    best = {k: row[k] for k in ("step", "epoch", "median_km", "mean_km", "province_acc", "cell_top1")}
-                    save_checkpoint(best_path, model, extra={"train": {"phase": cfg.phase, "step": step, "epoch": epoch, "val": _plain(_strip(row))}})
-                    log.info("new best val median %.1f km at step %d -> %s", row["median_km"], step, best_path)
+                if best is None or (
+                    row["median_km"] is not None and row["median_km"] < best["median_km"]
+                ):
+                    best = {
+                        k: row[k]
+                        for k in (
+                            "step",
+                            "epoch",
+                            "median_km",
+                            "mean_km",
+                            "province_acc",
+                            "cell_top1",
+                        )
+                    }
+                    save_checkpoint(
+                        best_path,
+                        model,
+                        extra={
+                            "train": {
+                                "phase": cfg.phase,
+                                "step": step,
+                                "epoch": epoch,
+                                "val": _plain(_strip(row)),
+                            }
+                        },
+                    )
+                    log.info(
+                        "new best val median %.1f km at step %d -> %s",
+                        row["median_km"],
+                        step,
+                        best_path,
+                    )
             if world > 1:
                 best = _broadcast_obj(best)
         save_last(finished=stop or epoch >= cfg.epochs)
 
     # --- summary -----------------------------------------------------------------------------
     elapsed = time.perf_counter() - t_start
-    summary = {"out": str(out), "phase": cfg.phase, "step": step, "epochs": epoch, "finished": True, "best": best, "seconds": elapsed, "samples_per_s": seen / max(elapsed, 1e-9)}
+    summary = {
+        "out": str(out),
+        "phase": cfg.phase,
+        "step": step,
+        "epochs": epoch,
+        "finished": True,
+        "best": best,
+        "seconds": elapsed,
+        "samples_per_s": seen / max(elapsed, 1e-9),
+    }
     if is_main:
         plots = _final_plots(out, evals) if cfg.plots and evals else []
         summary["plots"] = [str(p) for p in plots]
         if evals:
-            log.info("final validation (step %d):\n%s", evals[-1]["step"], format_table(_strip(evals[-1]), evals[-1].get("baselines")))
+            log.info(
+                "final validation (step %d):\n%s",
+                evals[-1]["step"],
+                format_table(_strip(evals[-1]), evals[-1].get("baselines")),
+            )
         log.info(
             "done: phase %d, %d steps in %.0fs (%.1f img/s); best val median %s km at step %s; wrote %s, %s, %s",
             cfg.phase, step, elapsed, summary["samples_per_s"],
@@ -444,7 +565,18 @@ def train(
 # helpers of the loop
 
 
-def _start_model(cfg: TrainConfig, folder: Any, out: Path, *, resume: bool, load_from: Any, features: Any, preset: str, model_config: str | None, is_main: bool) -> tuple[Any, dict[str, Any] | None]:
+def _start_model(
+    cfg: TrainConfig,
+    folder: Any,
+    out: Path,
+    *,
+    resume: bool,
+    load_from: Any,
+    features: Any,
+    preset: str,
+    model_config: str | None,
+    is_main: bool,
+) -> tuple[Any, dict[str, Any] | None]:
     """(model, training state to resume or None). A finished run comes back with its state
     so the caller can say "nothing to do"; an unfinished one needs ``resume``."""
     last_path = out / "last.pt"
@@ -454,17 +586,26 @@ def _start_model(cfg: TrainConfig, folder: Any, out: Path, *, resume: bool, load
         if state is None:
             raise GeopakError(f"{last_path} has no training state to resume from")
         if int(state["phase"]) != cfg.phase:
-            raise GeopakError(f"{out} holds a phase {state['phase']} run, not phase {cfg.phase}; choose another --out")
+            raise GeopakError(
+                f"{out} holds a phase {state['phase']} run, not phase {cfg.phase}; choose another --out"
+            )
         if state.get("finished"):
             if is_main:
                 log.info("run %s already finished at step %d: nothing to do", out, state["step"])
             return model, state
         if not resume:
-            raise GeopakError(f"{out} holds an unfinished run (step {state['step']}); pass --resume to continue it or choose another --out")
+            raise GeopakError(
+                f"{out} holds an unfinished run (step {state['step']}); pass --resume to continue it or choose another --out"
+            )
         saved = state.get("config", {})
         for name in ("batch_size", "grad_accum", "seed", "balance", "epochs"):
             if name in saved and saved[name] != getattr(cfg, name):
-                log.warning("resuming with %s=%s (the run started with %s): the result will differ from an uninterrupted run", name, getattr(cfg, name), saved[name])
+                log.warning(
+                    "resuming with %s=%s (the run started with %s): the result will differ from an uninterrupted run",
+                    name,
+                    getattr(cfg, name),
+                    saved[name],
+                )
         return model, state
     if resume and is_main:
         log.info("nothing to resume in %s: starting a new run", out)
@@ -472,14 +613,23 @@ def _start_model(cfg: TrainConfig, folder: Any, out: Path, *, resume: bool, load
         return build_or_load_model(folder=folder, checkpoint=str(load_from)), None
     if features is not None and (Path(features) / "model.pt").is_file():
         if model_config:
-            log.warning("--config is ignored with --features: the model comes from %s", Path(features) / "model.pt")
+            log.warning(
+                "--config is ignored with --features: the model comes from %s",
+                Path(features) / "model.pt",
+            )
         return build_or_load_model(folder=folder, checkpoint=str(Path(features) / "model.pt")), None
-    return build_or_load_model(folder=folder, preset=preset, model_config=model_config, seed=cfg.seed), None
+    return build_or_load_model(
+        folder=folder, preset=preset, model_config=model_config, seed=cfg.seed
+    ), None
 
 
-def _sources(model: Any, folder: Any, features: Any, spec: LoaderSpec, cfg: TrainConfig) -> tuple[Any, Any]:
+def _sources(
+    model: Any, folder: Any, features: Any, spec: LoaderSpec, cfg: TrainConfig
+) -> tuple[Any, Any]:
     """epoch_source(epoch, skip_batches) and val_source(): batches of pixels or of cached features."""
-    eval_spec = LoaderSpec(batch_size=cfg.batch_size, shuffle=False, augment_seeded=False, num_workers=cfg.num_workers)
+    eval_spec = LoaderSpec(
+        batch_size=cfg.batch_size, shuffle=False, augment_seeded=False, num_workers=cfg.num_workers
+    )
     if features is not None:
         train_feats = load_features(features, "train", folder=folder, model=model)
         val_feats = load_features(features, "val", folder=folder)
@@ -489,7 +639,9 @@ def _sources(model: Any, folder: Any, features: Any, spec: LoaderSpec, cfg: Trai
         )
     train_tf, eval_tf = model.transforms(train=True), model.transforms(train=False)
     return (
-        lambda epoch, skip: image_batches(folder.shards("train"), train_tf, spec, epoch=epoch, skip_batches=skip),
+        lambda epoch, skip: image_batches(
+            folder.shards("train"), train_tf, spec, epoch=epoch, skip_batches=skip
+        ),
         lambda: image_batches(folder.shards("val"), eval_tf, eval_spec),
     )
 
@@ -502,7 +654,9 @@ class _null:
         return None
 
 
-def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, params: list[torch.Tensor], clip: float) -> None:
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer, scheduler: Any, params: list[torch.Tensor], clip: float
+) -> None:
     if clip > 0:
         torch.nn.utils.clip_grad_norm_(params, clip)
     optimizer.step()
@@ -517,20 +671,51 @@ def _average_grads(params: list[torch.Tensor], world: int) -> None:
             p.grad /= world
 
 
-def _after_step(bar: Any, n_epoch: int, t_epoch: float, window: list[float], optimizer: torch.optim.Optimizer) -> None:
+def _after_step(
+    bar: Any, n_epoch: int, t_epoch: float, window: list[float], optimizer: torch.optim.Optimizer
+) -> None:
     if bar is None:
         return
     bar.update(1)
     rate = n_epoch / max(time.perf_counter() - t_epoch, 1e-9)
-    bar.set_postfix(loss=f"{np.mean(window[-20:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", img_s=f"{rate:.0f}", refresh=False)
+    bar.set_postfix(
+        loss=f"{np.mean(window[-20:]):.3f}",
+        lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+        img_s=f"{rate:.0f}",
+        refresh=False,
+    )
 
 
-def _log_train(out: Path, step: int, epoch: int, window: list[float], parts: dict[str, list[float]], optimizer: torch.optim.Optimizer) -> None:
-    row = {"step": step, "epoch": epoch, "loss": float(np.mean(window)), "lr": optimizer.param_groups[0]["lr"], **{f"loss_{k}": float(np.mean(v)) for k, v in parts.items() if k != "total"}}
+def _log_train(
+    out: Path,
+    step: int,
+    epoch: int,
+    window: list[float],
+    parts: dict[str, list[float]],
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    row = {
+        "step": step,
+        "epoch": epoch,
+        "loss": float(np.mean(window)),
+        "lr": optimizer.param_groups[0]["lr"],
+        **{f"loss_{k}": float(np.mean(v)) for k, v in parts.items() if k != "total"},
+    }
     _append_jsonl(out / "train_log.jsonl", row)
 
 
-def _validate(model: nn.Module, batches: Any, device: torch.device, cfg: TrainConfig, baselines: dict[str, Any], *, step: int, epoch: int, out: Path, seconds: float) -> dict[str, Any]:
+def _validate(
+    model: nn.Module,
+    batches: Any,
+    device: torch.device,
+    cfg: TrainConfig,
+    baselines: dict[str, Any],
+    *,
+    step: int,
+    epoch: int,
+    out: Path,
+    seconds: float,
+) -> dict[str, Any]:
     from .losses import total_loss
 
     def loss_fn(outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> Any:
@@ -540,7 +725,14 @@ def _validate(model: nn.Module, batches: Any, device: torch.device, cfg: TrainCo
     if len(preds) == 0:  # the index promised val samples, the tars hold none
         raise GeopakError("the val shards yielded no samples: checkpoints are selected on val")
     result = E.report(preds, baselines)
-    row = {"step": step, "epoch": epoch, "phase": cfg.phase, "split": "val", "seconds": round(seconds, 2), **result}
+    row = {
+        "step": step,
+        "epoch": epoch,
+        "phase": cfg.phase,
+        "split": "val",
+        "seconds": round(seconds, 2),
+        **result,
+    }
     _append_jsonl(out / "metrics.jsonl", row)
     base = result.get("baselines", {})
     log.info(
@@ -557,7 +749,11 @@ def _validate(model: nn.Module, batches: Any, device: torch.device, cfg: TrainCo
 def _final_plots(out: Path, evals: list[dict[str, Any]]) -> list[Path]:
     from . import plots
 
-    return [plots.loss_curves(_read_jsonl(out / "train_log.jsonl"), evals, out / "plots" / "loss_curves.png")]
+    return [
+        plots.loss_curves(
+            _read_jsonl(out / "train_log.jsonl"), evals, out / "plots" / "loss_curves.png"
+        )
+    ]
 
 
 def _strip(row: dict[str, Any]) -> dict[str, Any]:

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from geopak_data.errors import GeopakError
-from geopak_data.progress import setup_logging
+from geopak_core.errors import GeopakError
+from geopak_core.progress import setup_logging
 
 PROG = "geopak-train"
 PRESETS = ("tiny", "base")
@@ -49,10 +49,29 @@ def _positive_float(value: str) -> float:
 
 
 def _model_source(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="base", metavar="{tiny,base}", help="model preset (default: base = CLIP ViT-B/16 + ResNet-50 Places365; tiny for smoke runs)")
-    p.add_argument("--config", type=Path, default=None, metavar="MODEL.toml", help="model config file instead of a preset (encoder weights, sizes, loss weights)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging (-vv: also third-party libraries)")
+    p.add_argument(
+        "--preset",
+        default="base",
+        metavar="{tiny,base}",
+        help="model preset (default: base = CLIP ViT-B/16 + ResNet-50 Places365; tiny for smoke runs)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="MODEL.toml",
+        help="model config file instead of a preset (encoder weights, sizes, loss weights)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)"
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="debug logging (-vv: also third-party libraries)",
+    )
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -66,33 +85,154 @@ def build_train_parser() -> argparse.ArgumentParser:
         ),
         epilog="RUN_DIR receives best.pt (best val median km), last.pt (what --resume continues), metrics.jsonl, train_log.jsonl and plots/.",
     )
-    p.add_argument("--shards", type=Path, required=True, metavar="DIR", help="shard folder written by `geopak-data shard`")
+    p.add_argument(
+        "--shards",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="shard folder written by `geopak-data shard`",
+    )
     p.add_argument("--phase", type=int, required=True, choices=(0, 1, 2), help="training phase")
-    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder (created)")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="RUN_DIR", help="run folder (created)"
+    )
     _model_source(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt (exactly where it stopped)")
-    p.add_argument("--load-from", type=Path, default=None, metavar="CKPT", help="start from this checkpoint's weights (e.g. the previous phase's best.pt)")
-    p.add_argument("--features", type=Path, default=None, metavar="FEATS", help="train phase 0/1 from an embedding cache instead of images (starts from FEATS/model.pt unless --load-from)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in RUN_DIR from last.pt (exactly where it stopped)",
+    )
+    p.add_argument(
+        "--load-from",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="start from this checkpoint's weights (e.g. the previous phase's best.pt)",
+    )
+    p.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        metavar="FEATS",
+        help="train phase 0/1 from an embedding cache instead of images (starts from FEATS/model.pt unless --load-from)",
+    )
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="epochs (default per phase: 8 / 30 / 5)")
-    g.add_argument("--batch-size", type=_positive_int, default=64, metavar="N", help="images per micro-batch and rank (default 64)")
-    g.add_argument("--grad-accum", type=_positive_int, default=1, metavar="N", help="micro-batches per optimiser step (default 1)")
-    g.add_argument("--lr", type=_positive_float, default=None, metavar="F", help="peak learning rate of the heads (default per phase: 1e-3 / 1e-3 / 1e-4)")
-    g.add_argument("--encoder-lr-scale", type=_positive_float, default=0.05, metavar="F", help="phase 2: encoder LR = lr x F (default 0.05)")
-    g.add_argument("--weight-decay", type=float, default=0.01, metavar="F", help="AdamW weight decay (default 0.01)")
-    g.add_argument("--warmup-steps", type=int, default=None, metavar="N", help="linear warm-up steps before the cosine decay (default: 5%% of the run)")
-    g.add_argument("--grad-clip", type=float, default=1.0, metavar="F", help="max gradient norm, 0 = off (default 1.0)")
-    g.add_argument("--balance", choices=("weights", "sample", "both", "none"), default="weights", help="protect rare provinces by class weights, province-balanced resampling, both or neither (default weights)")
-    g.add_argument("--balance-power", type=float, default=0.5, metavar="F", help="resampling strength: 1 = equal provinces, 0 = natural (default 0.5)")
-    g.add_argument("--seed", type=int, default=0, help="seed for data order, augmentation and init (default 0)")
-    g.add_argument("--max-steps", type=_positive_int, default=None, metavar="N", help="stop after N optimiser steps (smoke runs)")
+    g.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="epochs (default per phase: 8 / 30 / 5)",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="images per micro-batch and rank (default 64)",
+    )
+    g.add_argument(
+        "--grad-accum",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="micro-batches per optimiser step (default 1)",
+    )
+    g.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        metavar="F",
+        help="peak learning rate of the heads (default per phase: 1e-3 / 1e-3 / 1e-4)",
+    )
+    g.add_argument(
+        "--encoder-lr-scale",
+        type=_positive_float,
+        default=0.05,
+        metavar="F",
+        help="phase 2: encoder LR = lr x F (default 0.05)",
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.01,
+        metavar="F",
+        help="AdamW weight decay (default 0.01)",
+    )
+    g.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="linear warm-up steps before the cosine decay (default: 5%% of the run)",
+    )
+    g.add_argument(
+        "--grad-clip",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="max gradient norm, 0 = off (default 1.0)",
+    )
+    g.add_argument(
+        "--balance",
+        choices=("weights", "sample", "both", "none"),
+        default="weights",
+        help="protect rare provinces by class weights, province-balanced resampling, both or neither (default weights)",
+    )
+    g.add_argument(
+        "--balance-power",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="resampling strength: 1 = equal provinces, 0 = natural (default 0.5)",
+    )
+    g.add_argument(
+        "--seed", type=int, default=0, help="seed for data order, augmentation and init (default 0)"
+    )
+    g.add_argument(
+        "--max-steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N optimiser steps (smoke runs)",
+    )
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     d = p.add_argument_group("data and bookkeeping")
-    d.add_argument("--workers", type=int, default=4, metavar="N", help="DataLoader workers decoding JPEGs (default 4)")
-    d.add_argument("--shuffle-buffer", type=int, default=2000, metavar="N", help="samples in the shuffle buffer (default 2000)")
-    d.add_argument("--checkpoint-every", type=int, default=500, metavar="N", help="write last.pt every N optimiser steps, 0 = epoch ends only (default 500)")
-    d.add_argument("--eval-every", type=_positive_int, default=1, metavar="N", help="validate every N epochs (default 1; the last epoch always)")
-    d.add_argument("--log-every", type=_positive_int, default=20, metavar="N", help="log the training loss every N steps (default 20)")
+    d.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        metavar="N",
+        help="DataLoader workers decoding JPEGs (default 4)",
+    )
+    d.add_argument(
+        "--shuffle-buffer",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="samples in the shuffle buffer (default 2000)",
+    )
+    d.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=500,
+        metavar="N",
+        help="write last.pt every N optimiser steps, 0 = epoch ends only (default 500)",
+    )
+    d.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="validate every N epochs (default 1; the last epoch always)",
+    )
+    d.add_argument(
+        "--log-every",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="log the training loss every N steps (default 20)",
+    )
     d.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     return p
 
@@ -105,15 +245,46 @@ def build_embed_parser() -> argparse.ArgumentParser:
             f"from them (`{PROG} --features FEATS`) in a fraction of the time. Resumable: finished shards are skipped."
         ),
     )
-    p.add_argument("--shards", type=Path, required=True, metavar="DIR", help="shard folder written by `geopak-data shard`")
-    p.add_argument("--out", type=Path, required=True, metavar="FEATS", help="cache folder (created)")
+    p.add_argument(
+        "--shards",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="shard folder written by `geopak-data shard`",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="FEATS", help="cache folder (created)"
+    )
     _model_source(p)
-    p.add_argument("--checkpoint", type=Path, default=None, metavar="CKPT", help="use this checkpoint's encoders instead of a preset/config")
-    p.add_argument("--splits", default="train,val,test", help="comma-separated splits to embed (default train,val,test)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="use this checkpoint's encoders instead of a preset/config",
+    )
+    p.add_argument(
+        "--splits",
+        default="train,val,test",
+        help="comma-separated splits to embed (default train,val,test)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N")
-    p.add_argument("--workers", type=int, default=2, metavar="N", help="DataLoader workers decoding JPEGs (default 2)")
-    p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored feature precision (default float32)")
-    p.add_argument("--seed", type=int, default=0, help="seed for a randomly initialised model (default 0)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="DataLoader workers decoding JPEGs (default 2)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="stored feature precision (default float32)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed for a randomly initialised model (default 0)"
+    )
     return p
 
 
@@ -122,7 +293,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     model_config = str(args.config) if args.config else None
     if not model_config and args.preset not in PRESETS:
-        raise GeopakError(f"unknown --preset {args.preset!r} (choose tiny or base, or pass --config FILE)")
+        raise GeopakError(
+            f"unknown --preset {args.preset!r} (choose tiny or base, or pass --config FILE)"
+        )
     summary = train(
         shards=args.shards,
         out=args.out,
@@ -162,9 +335,13 @@ def _run_embed(args: argparse.Namespace) -> int:
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     bad = [s for s in splits if s not in ("train", "val", "test")]
     if bad or not splits:
-        raise GeopakError(f"--splits {args.splits!r}: expected a comma-separated subset of train,val,test")
+        raise GeopakError(
+            f"--splits {args.splits!r}: expected a comma-separated subset of train,val,test"
+        )
     if not args.config and not args.checkpoint and args.preset not in PRESETS:
-        raise GeopakError(f"unknown --preset {args.preset!r} (choose tiny or base, or pass --config FILE)")
+        raise GeopakError(
+            f"unknown --preset {args.preset!r} (choose tiny or base, or pass --config FILE)"
+        )
     embed(
         shards=args.shards,
         out=args.out,
@@ -199,7 +376,9 @@ def _guarded(run: Any, args: argparse.Namespace, prog: str = PROG) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        print(
+            f"{prog}: interrupted; run the same command with --resume to continue", file=sys.stderr
+        )
         return 130
     finally:
         logging.shutdown()

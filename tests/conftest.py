@@ -13,7 +13,9 @@ _DEFAULT_BOUNDARIES = REPO.parent / "shared" / "boundaries" / "geoBoundaries-PAK
 os.environ.setdefault("GEOPAK_NO_PROGRESS", "1")
 if "GEOPAK_BOUNDARIES" not in os.environ and _DEFAULT_BOUNDARIES.exists():
     os.environ["GEOPAK_BOUNDARIES"] = str(_DEFAULT_BOUNDARIES)
-elif os.environ.get("GEOPAK_BOUNDARIES") and not Path(os.environ["GEOPAK_BOUNDARIES"]).is_absolute():
+elif (
+    os.environ.get("GEOPAK_BOUNDARIES") and not Path(os.environ["GEOPAK_BOUNDARIES"]).is_absolute()
+):
     os.environ["GEOPAK_BOUNDARIES"] = str(Path(os.environ["GEOPAK_BOUNDARIES"]).resolve())
 
 
@@ -22,5 +24,7 @@ def boundaries_path() -> Path:
     """The geoBoundaries PAK ADM1 file the tests use (never committed to the repo)."""
     p = Path(os.environ.get("GEOPAK_BOUNDARIES", ""))
     if not p.is_file():
-        raise RuntimeError("set GEOPAK_BOUNDARIES to the geoBoundaries PAK ADM1 GeoJSON (see README)")
+        raise RuntimeError(
+            "set GEOPAK_BOUNDARIES to the geoBoundaries PAK ADM1 GeoJSON (see README)"
+        )
     return p

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from geopak_core.errors import GeopakError
+
 from ..config import PipelineConfig
-from ..errors import GeopakError
 from .base import NullProgress, Progress, Source, write_unit
 
 # name -> (module, class)
@@ -23,7 +24,9 @@ SOURCES: dict[str, tuple[str, str]] = {
 }
 
 
-def get_source(name: str, *, config: PipelineConfig, endpoint: str | None = None, **opts: Any) -> Source:
+def get_source(
+    name: str, *, config: PipelineConfig, endpoint: str | None = None, **opts: Any
+) -> Source:
     """The source called ``name`` built with the pipeline config, an endpoint override and
     source-specific options (e.g. ``metadata=`` for yfcc, ``train_csv=`` for gldv2)."""
     if name not in SOURCES:

@@ -20,8 +20,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from geopak_core.io import PartStore
+
 from ..config import PipelineConfig
-from ..io import PartStore
 from ..records import SOURCE_SCHEMA, records_to_table
 
 

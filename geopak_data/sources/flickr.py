@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from geopak_core.errors import GeopakError
+from geopak_core.io import PartStore
+
 from ..config import PipelineConfig
-from ..errors import GeopakError
-from ..io import PartStore
 from ..ratelimit import CallBudget, backoff_delay, redact_in_logs
 from ..records import empty_record
 from .base import Progress, Source, write_unit
@@ -73,12 +74,26 @@ FLICKR_LICENSES: dict[int, tuple[str, str]] = {
 }
 
 # Image sizes, smallest first: the extra name's suffix and Flickr's nominal longer side.
-URL_SIZES: list[tuple[str, int]] = [("m", 500), ("z", 640), ("c", 800), ("l", 1024), ("h", 1600), ("k", 2048), ("o", 0)]
-EXTRAS = "geo,license,owner_name,date_taken,date_upload,tags,media," + ",".join(f"url_{s}" for s, _ in URL_SIZES)
+URL_SIZES: list[tuple[str, int]] = [
+    ("m", 500),
+    ("z", 640),
+    ("c", 800),
+    ("l", 1024),
+    ("h", 1600),
+    ("k", 2048),
+    ("o", 0),
+]
+EXTRAS = "geo,license,owner_name,date_taken,date_upload,tags,media," + ",".join(
+    f"url_{s}" for s, _ in URL_SIZES
+)
 
-TRANSIENT_CODES = frozenset({10, 105, 106, 201})  # search unavailable, service unavailable, temporary failures
+TRANSIENT_CODES = frozenset(
+    {10, 105, 106, 201}
+)  # search unavailable, service unavailable, temporary failures
 _HTTP_STATUS = re.compile(r"Status code (\d{3})")
-_MIN_WINDOW_S = 60  # below this a capped query cannot be split further (and cannot occur in practice)
+_MIN_WINDOW_S = (
+    60  # below this a capped query cannot be split further (and cannot occur in practice)
+)
 _DATE_FMT = "%Y-%m-%d %H:%M:%S"
 _UNIT_PAGE = re.compile(r"^(?P<node>.+)-p(?P<page>\d{4})of(?P<pages>\d{4})$")
 
@@ -130,8 +145,16 @@ class Query:
     def quadrants(self) -> list[Query]:
         lon0, lat0, lon1, lat1 = self.bbox
         lonm, latm = (lon0 + lon1) / 2.0, (lat0 + lat1) / 2.0
-        boxes = [(lon0, lat0, lonm, latm), (lonm, lat0, lon1, latm), (lon0, latm, lonm, lat1), (lonm, latm, lon1, lat1)]
-        return [Query(self.tile, self.window, f"{self.path}s{i}", b, self.start, self.end) for i, b in enumerate(boxes)]
+        boxes = [
+            (lon0, lat0, lonm, latm),
+            (lonm, lat0, lon1, latm),
+            (lon0, latm, lonm, lat1),
+            (lonm, latm, lon1, lat1),
+        ]
+        return [
+            Query(self.tile, self.window, f"{self.path}s{i}", b, self.start, self.end)
+            for i, b in enumerate(boxes)
+        ]
 
     def halves(self) -> list[Query]:
         mid = self.start + (self.end - self.start) // 2
@@ -149,7 +172,9 @@ def _parse_day(value: str, key: str) -> int:
     try:
         d = dt.date.fromisoformat(value)
     except ValueError:
-        raise GeopakError(f"config key 'crawl.flickr.{key}' = {value!r}: must be a date YYYY-MM-DD") from None
+        raise GeopakError(
+            f"config key 'crawl.flickr.{key}' = {value!r}: must be a date YYYY-MM-DD"
+        ) from None
     return int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp())
 
 
@@ -216,7 +241,9 @@ def photo_record(photo: Mapping[str, Any], *, max_side: int = 1600) -> dict[str,
     if not url:
         return None
     lic_id = _int(photo.get("license"))
-    lic_name, lic_url = FLICKR_LICENSES.get(lic_id if lic_id is not None else -1, (f"Flickr licence {photo.get('license', '')}", ""))
+    lic_name, lic_url = FLICKR_LICENSES.get(
+        lic_id if lic_id is not None else -1, (f"Flickr licence {photo.get('license', '')}", "")
+    )
     owner_nsid = _text(photo.get("owner"))
     owner = _text(photo.get("ownername")) or owner_nsid
     taken = _text(photo.get("datetaken"))
@@ -225,7 +252,9 @@ def photo_record(photo: Mapping[str, Any], *, max_side: int = 1600) -> dict[str,
     elif taken:
         taken = taken.replace(" ", "T", 1)
     page = f"https://www.flickr.com/photos/{owner_nsid}/{pid}" if owner_nsid else ""
-    attribution = f"Photo by {owner or 'unknown'} on Flickr, {lic_name}" + (f" ({page})" if page else "")
+    attribution = f"Photo by {owner or 'unknown'} on Flickr, {lic_name}" + (
+        f" ({page})" if page else ""
+    )
     return empty_record(
         source=SOURCE,
         source_id=pid,
@@ -296,7 +325,12 @@ class FlickrSource(Source):
         out = []
         for r in range(rows):
             for c in range(cols):
-                box = (lon0 + c * step, lat0 + r * step, min(lon1, lon0 + (c + 1) * step), min(lat1, lat0 + (r + 1) * step))
+                box = (
+                    lon0 + c * step,
+                    lat0 + r * step,
+                    min(lon1, lon0 + (c + 1) * step),
+                    min(lat1, lat0 + (r + 1) * step),
+                )
                 out.append((f"r{r:03d}c{c:03d}", tuple(round(v, 9) for v in box)))
         return out  # type: ignore[return-value]
 
@@ -315,7 +349,9 @@ class FlickrSource(Source):
             stop = int(time.time()) + 86400
             clip = False
         if stop <= start:
-            raise GeopakError(f"config key 'crawl.flickr.max_date' = {self.cfg.max_date!r}: must be after min_date {self.cfg.min_date}")
+            raise GeopakError(
+                f"config key 'crawl.flickr.max_date' = {self.cfg.max_date!r}: must be after min_date {self.cfg.min_date}"
+            )
         step = int(self.cfg.window_days) * 86400
         out = []
         s = start
@@ -326,7 +362,9 @@ class FlickrSource(Source):
         return out
 
     def roots(self) -> list[Query]:
-        return [Query(t, w, "n", box, s, e) for t, box in self.tiles() for w, s, e in self.windows()]
+        return [
+            Query(t, w, "n", box, s, e) for t, box in self.tiles() for w, s, e in self.windows()
+        ]
 
     def discover(self, parts: PartStore, *, progress: Progress) -> None:
         """Crawl every root query (tile x window), splitting capped ones; see the module doc."""
@@ -366,7 +404,15 @@ class FlickrSource(Source):
                 seen.update(str(v) for v in table.column("source_id").to_pylist())
         return seen
 
-    def _crawl(self, root: Query, parts: PartStore, done: set[str], known_pages: dict[str, int], seen: set[str], progress: Progress) -> None:
+    def _crawl(
+        self,
+        root: Query,
+        parts: PartStore,
+        done: set[str],
+        known_pages: dict[str, int],
+        seen: set[str],
+        progress: Progress,
+    ) -> None:
         stack = [root]
         while stack:
             if self._limit_reached(seen):
@@ -388,7 +434,13 @@ class FlickrSource(Source):
                     children = self._children(node)
                     if children:
                         self.stats["splits"] += 1
-                        log.debug("flickr: %s has %d > %d results; splitting into %d", node.name, total, self.cfg.result_cap, len(children))
+                        log.debug(
+                            "flickr: %s has %d > %d results; splitting into %d",
+                            node.name,
+                            total,
+                            self.cfg.result_cap,
+                            len(children),
+                        )
                         self._commit(parts, done, node.split_unit, [], progress)
                         stack.extend(reversed(children))
                         continue
@@ -402,7 +454,9 @@ class FlickrSource(Source):
                     )
                     pages = min(pages, max(1, self.cfg.result_cap // max(1, perpage)))
                 pages = max(1, min(int(pages), 9999))
-                self._commit(parts, done, node.page_unit(1, pages), self._records(photos, seen), progress)
+                self._commit(
+                    parts, done, node.page_unit(1, pages), self._records(photos, seen), progress
+                )
             else:
                 first = 1
             for page in range(first, pages + 1):
@@ -422,12 +476,21 @@ class FlickrSource(Source):
             return node.halves()
         return []
 
-    def _commit(self, parts: PartStore, done: set[str], unit: str, records: list[dict[str, Any]], progress: Progress) -> None:
+    def _commit(
+        self,
+        parts: PartStore,
+        done: set[str],
+        unit: str,
+        records: list[dict[str, Any]],
+        progress: Progress,
+    ) -> None:
         write_unit(parts, unit, records)
         done.add(unit)
         self.stats["photos"] += len(records)
         progress.update(len(records))
-        progress.set_postfix_str(f"calls={self.stats['calls']} splits={self.stats['splits']}", refresh=False)
+        progress.set_postfix_str(
+            f"calls={self.stats['calls']} splits={self.stats['splits']}", refresh=False
+        )
 
     def _records(self, photos: Mapping[str, Any], seen: set[str]) -> list[dict[str, Any]]:
         out = []
@@ -456,15 +519,26 @@ class FlickrSource(Source):
         key = os.environ.get(ENV_KEY, "").strip()
         secret = os.environ.get(ENV_SECRET, "").strip()
         if not key:
-            raise GeopakError(f"{ENV_KEY} is not set: create a key at https://www.flickr.com/services/apps/create/ and export {ENV_KEY} and {ENV_SECRET}")
+            raise GeopakError(
+                f"{ENV_KEY} is not set: create a key at https://www.flickr.com/services/apps/create/ and export {ENV_KEY} and {ENV_SECRET}"
+            )
         if not secret:
-            raise GeopakError(f"{ENV_SECRET} is not set: export the secret that belongs to {ENV_KEY}")
+            raise GeopakError(
+                f"{ENV_SECRET} is not set: export the secret that belongs to {ENV_KEY}"
+            )
         import flickrapi
 
         self._secrets = (key, secret)
         for s in self._secrets:
             redact_in_logs(s, CLIENT_LOGGERS)
-        api = flickrapi.FlickrAPI(key, secret, format="parsed-json", store_token=False, cache=False, timeout=self.cfg.timeout_s)
+        api = flickrapi.FlickrAPI(
+            key,
+            secret,
+            format="parsed-json",
+            store_token=False,
+            cache=False,
+            timeout=self.cfg.timeout_s,
+        )
         api.REST_URL = self.api_url  # instance attribute: the class default stays the real service
         self._api = api
         return api
@@ -488,7 +562,9 @@ class FlickrSource(Source):
         resp = self.call("flickr.photos.search", **self.search_params(node, page))
         photos = resp.get("photos")
         if not isinstance(photos, Mapping):
-            raise GeopakError(f"flickr: unexpected photos.search response for {node.name} page {page} (no 'photos' object); is --endpoint a Flickr REST endpoint?")
+            raise GeopakError(
+                f"flickr: unexpected photos.search response for {node.name} page {page} (no 'photos' object); is --endpoint a Flickr REST endpoint?"
+            )
         return photos
 
     def call(self, method: str, **params: Any) -> Mapping[str, Any]:
@@ -514,11 +590,17 @@ class FlickrSource(Source):
                 if status is not None:
                     last = f"HTTP {status}"
                     if status != 429 and status < 500:
-                        raise GeopakError(self._scrub(f"flickr: {method} answered HTTP {status} at {self.api_url}; check --endpoint")) from None
+                        raise GeopakError(
+                            self._scrub(
+                                f"flickr: {method} answered HTTP {status} at {self.api_url}; check --endpoint"
+                            )
+                        ) from None
                 else:
                     last = self._scrub(f"API error {exc.code}: {_error_text(exc)}")
                     if exc.code not in TRANSIENT_CODES:
-                        raise GeopakError(self._fail_message(method, exc.code, _error_text(exc))) from None
+                        raise GeopakError(
+                            self._fail_message(method, exc.code, _error_text(exc))
+                        ) from None
             except requests.RequestException as exc:
                 last = self._scrub(f"{type(exc).__name__}: {exc}")
             except ValueError as exc:  # body was not JSON (an HTML error page, a proxy)
@@ -526,9 +608,18 @@ class FlickrSource(Source):
             if attempt + 1 < attempts:
                 self.stats["retries"] += 1
                 delay = backoff_delay(attempt, self.cfg.backoff_s, self.cfg.max_backoff_s, self.rng)
-                log.info("flickr: %s failed (%s); retry %d/%d in %.1fs", method, last, attempt + 1, attempts - 1, delay)
+                log.info(
+                    "flickr: %s failed (%s); retry %d/%d in %.1fs",
+                    method,
+                    last,
+                    attempt + 1,
+                    attempts - 1,
+                    delay,
+                )
                 self._sleep(delay)
-        raise GeopakError(f"flickr: {method} still failing after {attempts} attempts ({last}); run the crawl again later to resume")
+        raise GeopakError(
+            f"flickr: {method} still failing after {attempts} attempts ({last}); run the crawl again later to resume"
+        )
 
     def _fail_message(self, method: str, code: int | None, text: str) -> str:
         hint = {

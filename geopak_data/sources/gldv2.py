@@ -23,10 +23,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from geopak_core.errors import GeopakError
+from geopak_core.geo import in_bbox, valid_coordinates
+from geopak_core.io import PartStore
+
 from ..config import PipelineConfig
-from ..errors import GeopakError
-from ..geo import in_bbox, valid_coordinates
-from ..io import PartStore
 from ..records import empty_record, make_key
 from .base import Progress, Source, write_unit
 
@@ -49,11 +50,17 @@ def _csv_blocks(path: Path, columns: list[str] | None = None) -> Iterator[pa.Rec
             stream,
             read_options=pacsv.ReadOptions(block_size=_BLOCK, use_threads=True),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(include_columns=columns or [], column_types=dict.fromkeys(columns or [], pa.string()), strings_can_be_null=False),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=columns or [],
+                column_types=dict.fromkeys(columns or [], pa.string()),
+                strings_can_be_null=False,
+            ),
         )
         yield from reader
     except pa.ArrowInvalid as exc:
-        raise GeopakError(f"{path}: not a readable CSV with columns {', '.join(columns or [])}: {str(exc).splitlines()[0]}") from None
+        raise GeopakError(
+            f"{path}: not a readable CSV with columns {', '.join(columns or [])}: {str(exc).splitlines()[0]}"
+        ) from None
     finally:
         stream.close()
 
@@ -63,10 +70,16 @@ def _header(path: Path) -> list[str]:
 
     stream = pa.input_stream(str(path), compression="detect")
     try:
-        reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=1 << 20), convert_options=pacsv.ConvertOptions(column_types={}))
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(block_size=1 << 20),
+            convert_options=pacsv.ConvertOptions(column_types={}),
+        )
         return list(reader.schema.names)
     except (pa.ArrowInvalid, StopIteration) as exc:
-        raise GeopakError(f"{path}: not a readable CSV: {str(exc).splitlines()[0] if str(exc) else 'empty'}") from None
+        raise GeopakError(
+            f"{path}: not a readable CSV: {str(exc).splitlines()[0] if str(exc) else 'empty'}"
+        ) from None
     finally:
         stream.close()
 
@@ -76,10 +89,14 @@ def _pick(names: list[str], wanted: tuple[str, ...], path: Path, what: str) -> s
     for w in wanted:
         if w in lower:
             return lower[w]
-    raise GeopakError(f"{path}: no {what} column (expected one of {', '.join(wanted)}; found {', '.join(names)})")
+    raise GeopakError(
+        f"{path}: no {what} column (expected one of {', '.join(wanted)}; found {', '.join(names)})"
+    )
 
 
-def load_landmarks(path: Path, bbox: tuple[float, float, float, float] | list[float]) -> dict[str, tuple[float, float, str]]:
+def load_landmarks(
+    path: Path, bbox: tuple[float, float, float, float] | list[float]
+) -> dict[str, tuple[float, float, str]]:
     """landmark_id -> (lat, lon, name) for landmarks with valid coordinates inside ``bbox``."""
     import pyarrow.csv as pacsv
 
@@ -87,10 +104,24 @@ def load_landmarks(path: Path, bbox: tuple[float, float, float, float] | list[fl
     cid = _pick(names, ("landmark_id", "id"), path, "landmark_id")
     clat = _pick(names, ("lat", "latitude"), path, "latitude")
     clon = _pick(names, ("lon", "lng", "longitude"), path, "longitude")
-    cname = next((n for n in names if n.strip().lower() in ("name", "title", "landmark_name")), None)
+    cname = next(
+        (n for n in names if n.strip().lower() in ("name", "title", "landmark_name")), None
+    )
     cols = [c for c in (cid, clat, clon, cname) if c]
     try:
-        t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=cols, column_types={cid: pa.string(), clat: pa.float64(), clon: pa.float64(), **({cname: pa.string()} if cname else {})}, strings_can_be_null=False))
+        t = pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                include_columns=cols,
+                column_types={
+                    cid: pa.string(),
+                    clat: pa.float64(),
+                    clon: pa.float64(),
+                    **({cname: pa.string()} if cname else {}),
+                },
+                strings_can_be_null=False,
+            ),
+        )
     except pa.ArrowInvalid as exc:
         raise GeopakError(f"{path}: bad landmark table: {str(exc).splitlines()[0]}") from None
     lat = t.column(clat).to_numpy(zero_copy_only=False).astype("float64")
@@ -98,7 +129,11 @@ def load_landmarks(path: Path, bbox: tuple[float, float, float, float] | list[fl
     keep = valid_coordinates(lat, lon) & in_bbox(lat, lon, tuple(bbox))
     ids = t.column(cid).to_pylist()
     label = t.column(cname).to_pylist() if cname else [""] * t.num_rows
-    return {str(ids[i]).strip(): (float(lat[i]), float(lon[i]), label[i] or "") for i in range(t.num_rows) if keep[i]}
+    return {
+        str(ids[i]).strip(): (float(lat[i]), float(lon[i]), label[i] or "")
+        for i in range(t.num_rows)
+        if keep[i]
+    }
 
 
 class Gldv2Source(Source):
@@ -107,17 +142,36 @@ class Gldv2Source(Source):
     name = "gldv2"
     restricted = False
 
-    def __init__(self, config: PipelineConfig, endpoint: str | None = None, *, train_csv: str | Path | None = None, landmarks: str | Path | None = None, attribution_csv: str | Path | None = None, **opts: Any):
+    def __init__(
+        self,
+        config: PipelineConfig,
+        endpoint: str | None = None,
+        *,
+        train_csv: str | Path | None = None,
+        landmarks: str | Path | None = None,
+        attribution_csv: str | Path | None = None,
+        **opts: Any,
+    ):
         super().__init__(config, endpoint, **opts)
         g = config.crawl.gldv2
-        self.train_csv = self._path(train_csv or g.train_csv, "train CSV", "--train-csv", "crawl.gldv2.train_csv")
-        self.landmarks = self._path(landmarks or g.landmarks, "landmark table", "--landmarks", "crawl.gldv2.landmarks")
+        self.train_csv = self._path(
+            train_csv or g.train_csv, "train CSV", "--train-csv", "crawl.gldv2.train_csv"
+        )
+        self.landmarks = self._path(
+            landmarks or g.landmarks, "landmark table", "--landmarks", "crawl.gldv2.landmarks"
+        )
         att = attribution_csv or g.attribution_csv
-        self.attribution_csv = self._path(att, "attribution CSV", "--attribution-csv", "") if att else None
+        self.attribution_csv = (
+            self._path(att, "attribution CSV", "--attribution-csv", "") if att else None
+        )
         self.bbox = tuple(config.crawl.bbox)
         # Wrong files are one-line errors before any work starts (headers only: cheap).
         lm_names = _header(self.landmarks)
-        for wanted, what in ((("landmark_id", "id"), "landmark_id"), (("lat", "latitude"), "latitude"), (("lon", "lng", "longitude"), "longitude")):
+        for wanted, what in (
+            (("landmark_id", "id"), "landmark_id"),
+            (("lat", "latitude"), "latitude"),
+            (("lon", "lng", "longitude"), "longitude"),
+        ):
             _pick(lm_names, wanted, self.landmarks, what)
         train_names = _header(self.train_csv)
         for col in ("id", "url", "landmark_id"):
@@ -126,7 +180,9 @@ class Gldv2Source(Source):
     @staticmethod
     def _path(value: Any, what: str, flag: str, key: str) -> Path:
         if not value:
-            raise GeopakError(f"gldv2: no {what}; pass {flag} FILE" + (f" or set {key}" if key else ""))
+            raise GeopakError(
+                f"gldv2: no {what}; pass {flag} FILE" + (f" or set {key}" if key else "")
+            )
         p = Path(value)
         if not p.is_file():
             raise GeopakError(f"gldv2 {what} not found: {p}")
@@ -151,11 +207,19 @@ class Gldv2Source(Source):
         for b in _csv_blocks(self.train_csv, [cid, curl, clm]):
             lm = pc.utf8_trim_whitespace(b.column(clm))
             mask = pc.is_in(lm, value_set=value_set)
-            t = pa.table({"id": b.column(cid), "url": b.column(curl), "landmark_id": lm}).filter(mask)
+            t = pa.table({"id": b.column(cid), "url": b.column(curl), "landmark_id": lm}).filter(
+                mask
+            )
             if t.num_rows:
                 pieces.append(t)
         if not pieces:
-            return pa.table({"id": pa.array([], pa.string()), "url": pa.array([], pa.string()), "landmark_id": pa.array([], pa.string())})
+            return pa.table(
+                {
+                    "id": pa.array([], pa.string()),
+                    "url": pa.array([], pa.string()),
+                    "landmark_id": pa.array([], pa.string()),
+                }
+            )
         return pa.concat_tables(pieces)
 
     def _attribution(self, ids: pa.Array) -> dict[str, dict[str, str]]:
@@ -163,7 +227,10 @@ class Gldv2Source(Source):
             return {}
         names = _header(self.attribution_csv)
         cid = _pick(names, ("id",), self.attribution_csv, "id")
-        want = {k: next((n for n in names if n.strip().lower() == k), None) for k in ("url", "author", "license", "title")}
+        want = {
+            k: next((n for n in names if n.strip().lower() == k), None)
+            for k in ("url", "author", "license", "title")
+        }
         cols = [cid] + [c for c in want.values() if c]
         out: dict[str, dict[str, str]] = {}
         for b in _csv_blocks(self.attribution_csv, cols):
@@ -175,17 +242,27 @@ class Gldv2Source(Source):
     def discover(self, parts: PartStore, *, progress: Progress) -> None:
         marks = load_landmarks(self.landmarks, self.bbox)
         kept = self._kept_images(marks)
-        attrib = self._attribution(pc.unique(kept.column("id").combine_chunks()) if kept.num_rows else pa.array([], pa.string()))
+        attrib = self._attribution(
+            pc.unique(kept.column("id").combine_chunks())
+            if kept.num_rows
+            else pa.array([], pa.string())
+        )
         rows = kept.to_pylist()
         for u, start in enumerate(range(0, max(len(rows), 1), UNIT_ROWS)):
             unit = f"c{u:07d}"
             chunk = rows[start : start + UNIT_ROWS]
             if parts.has(unit):
                 continue
-            progress.update(write_unit(parts, unit, (self._record(r, marks, attrib) for r in chunk)))
+            progress.update(
+                write_unit(parts, unit, (self._record(r, marks, attrib) for r in chunk))
+            )
 
     @staticmethod
-    def _record(row: dict[str, Any], marks: dict[str, tuple[float, float, str]], attrib: dict[str, dict[str, str]]) -> dict[str, Any]:
+    def _record(
+        row: dict[str, Any],
+        marks: dict[str, tuple[float, float, str]],
+        attrib: dict[str, dict[str, str]],
+    ) -> dict[str, Any]:
         sid = row["id"].strip()
         lat, lon, name = marks[row["landmark_id"]]
         a = attrib.get(sid, {})
@@ -193,7 +270,13 @@ class Gldv2Source(Source):
         lic = _clean(a.get("license", ""))
         title = _clean(a.get("title", "")) or name
         page = a.get("url", "")
-        credit = f'"{title or sid}"' + (f" by {author}" if author else "") + f", {lic or 'licence unknown'}" + (f", {page}" if page else "") + " (Wikimedia Commons, via Google Landmarks v2)"
+        credit = (
+            f'"{title or sid}"'
+            + (f" by {author}" if author else "")
+            + f", {lic or 'licence unknown'}"
+            + (f", {page}" if page else "")
+            + " (Wikimedia Commons, via Google Landmarks v2)"
+        )
         return empty_record(
             key=make_key("gldv2", sid),
             source="gldv2",

@@ -41,9 +41,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from geopak_core.errors import GeopakError
+from geopak_core.io import PartStore
+
 from ..config import PipelineConfig
-from ..errors import GeopakError
-from ..io import PartStore
 from ..ratelimit import CallBudget, backoff_delay, redact_in_logs, retry_after_seconds
 from ..records import empty_record
 from .base import Progress, Source, write_unit
@@ -93,7 +94,9 @@ def _abs_uri(uri: str) -> str:
     return f"https:{uri}" if uri.startswith("//") else uri
 
 
-def grid_points(lat: float, lon: float, size: int, step_km: float) -> list[tuple[int, int, float, float]]:
+def grid_points(
+    lat: float, lon: float, size: int, step_km: float
+) -> list[tuple[int, int, float, float]]:
     """A ``size`` x ``size`` grid of (row, col, lat, lon) centred on (lat, lon), ``step_km`` apart."""
     out = []
     half = (size - 1) / 2.0
@@ -163,7 +166,11 @@ class PlacesSource(Source):
             raise GeopakError(f"places: unknown api {self.api!r} (new or legacy)")
         default = NEW_ENDPOINT if self.api == "new" else LEGACY_ENDPOINT
         self.base = (endpoint or self.cfg.endpoint or default).rstrip("/")
-        for api_root in ("/v1", "/maps/api/place", "/maps/api"):  # accept a URL that already names the API root
+        for api_root in (
+            "/v1",
+            "/maps/api/place",
+            "/maps/api",
+        ):  # accept a URL that already names the API root
             if self.base.endswith(api_root):
                 self.base = self.base[: -len(api_root)]
                 break
@@ -174,7 +181,14 @@ class PlacesSource(Source):
         self._session: Any = None
         self._gmaps: Any = None
         self._key = ""
-        self.stats: dict[str, int] = {"calls": 0, "retries": 0, "places": 0, "photos": 0, "duplicates": 0, "early_tokens": 0}
+        self.stats: dict[str, int] = {
+            "calls": 0,
+            "retries": 0,
+            "places": 0,
+            "photos": 0,
+            "duplicates": 0,
+            "early_tokens": 0,
+        }
 
     # ------------------------------------------------------------------ public
     def extra(self) -> dict[str, Any]:
@@ -186,11 +200,15 @@ class PlacesSource(Source):
     def units(self) -> list[tuple[str, float, float, str]]:
         """(unit name, lat, lon, place type or '') for every search, in crawl order."""
         if not self.cfg.anchors:
-            raise GeopakError("config key 'crawl.places.anchors' is empty: add [lat, lon, name] anchor points")
+            raise GeopakError(
+                "config key 'crawl.places.anchors' is empty: add [lat, lon, name] anchor points"
+            )
         out = []
         for ai, anchor in enumerate(self.cfg.anchors):
             lat, lon = float(anchor[0]), float(anchor[1])
-            for r, c, plat, plon in grid_points(lat, lon, self.cfg.grid_size, self.cfg.grid_step_km):
+            for r, c, plat, plon in grid_points(
+                lat, lon, self.cfg.grid_size, self.cfg.grid_step_km
+            ):
                 unit = f"a{ai:03d}-r{r:02d}c{c:02d}"
                 if self.api == "new":
                     out.append((unit, plat, plon, ""))
@@ -215,7 +233,14 @@ class PlacesSource(Source):
             self.stats["photos"] += len(records)
             progress.update(len(records))
             progress.set_postfix_str(f"calls={self.stats['calls']}", refresh=False)
-        log.info("places: %d places, %d photos (%d calls, %d retries, %d duplicate places)", self.stats["places"], self.stats["photos"], self.stats["calls"], self.stats["retries"], self.stats["duplicates"])
+        log.info(
+            "places: %d places, %d photos (%d calls, %d retries, %d duplicate places)",
+            self.stats["places"],
+            self.stats["photos"],
+            self.stats["calls"],
+            self.stats["retries"],
+            self.stats["duplicates"],
+        )
 
     def request_for(self, record: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
         """Add the key at fetch time: a header for the New API, the ``key`` parameter for legacy."""
@@ -231,7 +256,9 @@ class PlacesSource(Source):
         if not self._key:
             key = os.environ.get(ENV_KEY, "").strip()
             if not key:
-                raise GeopakError(f"{ENV_KEY} is not set: create a key with the Places API enabled (https://console.cloud.google.com/google/maps-apis) and export {ENV_KEY}")
+                raise GeopakError(
+                    f"{ENV_KEY} is not set: create a key with the Places API enabled (https://console.cloud.google.com/google/maps-apis) and export {ENV_KEY}"
+                )
             self._key = key
         return self._key
 
@@ -254,7 +281,14 @@ class PlacesSource(Source):
         delay = backoff_delay(attempt, self.cfg.backoff_s, self.cfg.max_backoff_s, self.rng)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.cfg.max_backoff_s))
-        log.info("places: %s failed (%s); retry %d/%d in %.1fs", what, why, attempt + 1, self.cfg.retries, delay)
+        log.info(
+            "places: %s failed (%s); retry %d/%d in %.1fs",
+            what,
+            why,
+            attempt + 1,
+            self.cfg.retries,
+            delay,
+        )
         self._sleep(delay)
 
     # ------------------------------------------------------------------ Places API (New)
@@ -272,7 +306,12 @@ class PlacesSource(Source):
             "includedTypes": list(self.cfg.included_types),
             "maxResultCount": int(self.cfg.max_result_count),
             "rankPreference": "POPULARITY",
-            "locationRestriction": {"circle": {"center": {"latitude": lat, "longitude": lon}, "radius": float(self.cfg.radius_m)}},
+            "locationRestriction": {
+                "circle": {
+                    "center": {"latitude": lat, "longitude": lon},
+                    "radius": float(self.cfg.radius_m),
+                }
+            },
         }
 
     def _search_new(self, lat: float, lon: float, seen: set[str]) -> list[dict[str, Any]]:
@@ -280,7 +319,11 @@ class PlacesSource(Source):
 
         key = self._api_key()
         url = f"{self.base}/v1/places:searchNearby"
-        headers = {"Content-Type": "application/json", "X-Goog-Api-Key": key, "X-Goog-FieldMask": FIELD_MASK}
+        headers = {
+            "Content-Type": "application/json",
+            "X-Goog-Api-Key": key,
+            "X-Goog-FieldMask": FIELD_MASK,
+        }
         body = self.search_nearby_body(lat, lon)
         what = f"searchNearby at {lat:.4f},{lon:.4f}"
         last = ""
@@ -289,7 +332,9 @@ class PlacesSource(Source):
             self.stats["calls"] += 1
             retry_after = None
             try:
-                resp = self._http().post(url, json=body, headers=headers, timeout=self.cfg.timeout_s)
+                resp = self._http().post(
+                    url, json=body, headers=headers, timeout=self.cfg.timeout_s
+                )
             except requests.RequestException as exc:
                 last = self._scrub(f"{type(exc).__name__}: {exc}")
             else:
@@ -304,12 +349,18 @@ class PlacesSource(Source):
                     status, message = _rpc_error(resp)
                     last = self._scrub(f"HTTP {resp.status_code} {status}: {message}")
                     if resp.status_code not in _TRANSIENT_HTTP:
-                        hint = f"check {ENV_KEY} and that the Places API (New) is enabled for it" if resp.status_code in (401, 403) or "API key" in message else "check crawl.places and --endpoint"
+                        hint = (
+                            f"check {ENV_KEY} and that the Places API (New) is enabled for it"
+                            if resp.status_code in (401, 403) or "API key" in message
+                            else "check crawl.places and --endpoint"
+                        )
                         raise GeopakError(f"places: {what} failed: {last}; {hint}")
                     retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
             if attempt < self.cfg.retries:
                 self._backoff(attempt, what, last, retry_after)
-        raise GeopakError(f"places: {what} still failing after {self.cfg.retries + 1} attempts ({last}); run the crawl again later to resume")
+        raise GeopakError(
+            f"places: {what} still failing after {self.cfg.retries + 1} attempts ({last}); run the crawl again later to resume"
+        )
 
     def _first_sighting(self, place_id: str, seen: set[str]) -> bool:
         """True the first time a place is met (grid circles overlap); counts both outcomes."""
@@ -335,10 +386,26 @@ class PlacesSource(Source):
                 name = str(photo.get("name") or "")
                 if not name:
                     continue
-                authors = [(str(a.get("displayName") or ""), _abs_uri(str(a.get("uri") or ""))) for a in photo.get("authorAttributions") or []]
-                width = min(self.cfg.max_width_px, int(photo.get("widthPx") or self.cfg.max_width_px))
+                authors = [
+                    (str(a.get("displayName") or ""), _abs_uri(str(a.get("uri") or "")))
+                    for a in photo.get("authorAttributions") or []
+                ]
+                width = min(
+                    self.cfg.max_width_px, int(photo.get("widthPx") or self.cfg.max_width_px)
+                )
                 media = f"{self.base}/v1/{quote(name, safe='/')}/media?{urlencode({'maxWidthPx': width})}"
-                out.append(place_photo_record(place_id=pid, index=i, url=media, lat=loc["latitude"], lon=loc["longitude"], title=title, types=types, authors=authors))
+                out.append(
+                    place_photo_record(
+                        place_id=pid,
+                        index=i,
+                        url=media,
+                        lat=loc["latitude"],
+                        lon=loc["longitude"],
+                        title=title,
+                        types=types,
+                        authors=authors,
+                    )
+                )
         return out
 
     # ------------------------------------------------------------------ legacy Places (googlemaps)
@@ -363,11 +430,15 @@ class PlacesSource(Source):
                 raise GeopakError(f"{ENV_KEY} is not a usable Google Maps key ({exc})") from None
         return self._gmaps
 
-    def _search_legacy(self, lat: float, lon: float, ptype: str, seen: set[str]) -> list[dict[str, Any]]:
+    def _search_legacy(
+        self, lat: float, lon: float, ptype: str, seen: set[str]
+    ) -> list[dict[str, Any]]:
         client = self._legacy_client()
         what = f"places_nearby {ptype} at {lat:.4f},{lon:.4f}"
         out: list[dict[str, Any]] = []
-        resp = self._legacy_call(client, what, location=(lat, lon), radius=int(self.cfg.radius_m), type=ptype)
+        resp = self._legacy_call(
+            client, what, location=(lat, lon), radius=int(self.cfg.radius_m), type=ptype
+        )
         out += self._legacy_records(resp, seen)
         pages = 1
         token = resp.get("next_page_token")
@@ -395,21 +466,33 @@ class PlacesSource(Source):
                 if exc.status == "INVALID_REQUEST" and paging:
                     self.stats["early_tokens"] += 1
                     self.stats["retries"] += 1
-                    log.debug("places: %s: page token not valid yet; waiting %.1fs", what, self.cfg.page_token_delay_s)
+                    log.debug(
+                        "places: %s: page token not valid yet; waiting %.1fs",
+                        what,
+                        self.cfg.page_token_delay_s,
+                    )
                     self._sleep(self.cfg.page_token_delay_s)
                     continue
                 if exc.status not in ("OVER_QUERY_LIMIT", "UNKNOWN_ERROR"):
-                    hint = f"check {ENV_KEY} and that the legacy Places API is enabled for it" if exc.status == "REQUEST_DENIED" else "check crawl.places"
+                    hint = (
+                        f"check {ENV_KEY} and that the legacy Places API is enabled for it"
+                        if exc.status == "REQUEST_DENIED"
+                        else "check crawl.places"
+                    )
                     raise GeopakError(f"places (legacy): {what} failed: {last}; {hint}") from None
             except gx.HTTPError as exc:
                 last = f"HTTP {exc.status_code}"
                 if exc.status_code not in _TRANSIENT_HTTP:
-                    raise GeopakError(f"places (legacy): {what} answered {last} at {self.base}; check --endpoint") from None
+                    raise GeopakError(
+                        f"places (legacy): {what} answered {last} at {self.base}; check --endpoint"
+                    ) from None
             except (gx.TransportError, gx.Timeout) as exc:  # the message may hold the URL (and key)
                 last = self._scrub(f"{type(exc).__name__}: {exc}")
             if attempt < self.cfg.retries:
                 self._backoff(attempt, what, last)
-        raise GeopakError(f"places (legacy): {what} still failing after {self.cfg.retries + 1} attempts ({last}); run the crawl again later to resume")
+        raise GeopakError(
+            f"places (legacy): {what} still failing after {self.cfg.retries + 1} attempts ({last}); run the crawl again later to resume"
+        )
 
     def _legacy_records(self, resp: Mapping[str, Any], seen: set[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -428,7 +511,18 @@ class PlacesSource(Source):
                 authors = [parse_html_attribution(h) for h in photo.get("html_attributions") or []]
                 width = min(self.cfg.max_width_px, int(photo.get("width") or self.cfg.max_width_px))
                 url = f"{self.base}/maps/api/place/photo?{urlencode({'maxwidth': width, 'photo_reference': ref})}"
-                out.append(place_photo_record(place_id=pid, index=i, url=url, lat=loc["lat"], lon=loc["lng"], title=str(place.get("name") or ""), types=types, authors=authors))
+                out.append(
+                    place_photo_record(
+                        place_id=pid,
+                        index=i,
+                        url=url,
+                        lat=loc["lat"],
+                        lon=loc["lng"],
+                        title=str(place.get("name") or ""),
+                        types=types,
+                        authors=authors,
+                    )
+                )
         return out
 
 
@@ -445,4 +539,11 @@ def _safe(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in text)
 
 
-__all__ = ["FIELD_MASK", "LICENSE", "PlacesSource", "grid_points", "parse_html_attribution", "place_photo_record"]
+__all__ = [
+    "FIELD_MASK",
+    "LICENSE",
+    "PlacesSource",
+    "grid_points",
+    "parse_html_attribution",
+    "place_photo_record",
+]

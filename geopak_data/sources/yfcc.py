@@ -39,9 +39,10 @@ from urllib.parse import quote_plus, unquote_plus
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from geopak_core.errors import GeopakError
+from geopak_core.io import PartStore, atomic_path
+
 from ..config import PipelineConfig
-from ..errors import GeopakError
-from ..io import PartStore, atomic_path
 from ..records import empty_record, make_key
 from .base import Progress, Source, write_unit
 
@@ -73,7 +74,22 @@ YFCC_COLUMNS: tuple[str, ...] = (
     "marker",
 )
 # Columns the scan converts (the rest are parsed but never materialised).
-NEEDED = ("photoid", "uid", "unickname", "datetaken", "title", "usertags", "longitude", "latitude", "accuracy", "pageurl", "downloadurl", "licensename", "licenseurl", "marker")
+NEEDED = (
+    "photoid",
+    "uid",
+    "unickname",
+    "datetaken",
+    "title",
+    "usertags",
+    "longitude",
+    "latitude",
+    "accuracy",
+    "pageurl",
+    "downloadurl",
+    "licensename",
+    "licenseurl",
+    "marker",
+)
 _TEXT = ("unickname", "capturedevice", "title", "description", "licensename")
 
 # Other spellings seen in YFCC conversions (the SQLite dump, the Webscope readme, jfolz/yfcc100m).
@@ -111,8 +127,20 @@ _FLICKR_LICENSE_IDS = {
     "public domain dedication (cc0)": "9",
     "public domain mark": "10",
 }
-_SHORT_BY_ID = {"1": "CC BY-NC-SA 2.0", "2": "CC BY-NC 2.0", "3": "CC BY-NC-ND 2.0", "4": "CC BY 2.0", "5": "CC BY-SA 2.0", "6": "CC BY-ND 2.0", "7": "No known copyright restrictions", "9": "CC0 1.0", "10": "Public Domain Mark 1.0"}
-_CC_URL = re.compile(r"creativecommons\.org/(licenses|publicdomain)/([a-z-]+)/(\d+(?:\.\d+)?)", re.I)
+_SHORT_BY_ID = {
+    "1": "CC BY-NC-SA 2.0",
+    "2": "CC BY-NC 2.0",
+    "3": "CC BY-NC-ND 2.0",
+    "4": "CC BY 2.0",
+    "5": "CC BY-SA 2.0",
+    "6": "CC BY-ND 2.0",
+    "7": "No known copyright restrictions",
+    "9": "CC0 1.0",
+    "10": "Public Domain Mark 1.0",
+}
+_CC_URL = re.compile(
+    r"creativecommons\.org/(licenses|publicdomain)/([a-z-]+)/(\d+(?:\.\d+)?)", re.I
+)
 
 
 def map_license(name: str, url: str = "") -> tuple[str, str]:
@@ -224,7 +252,9 @@ def _raw_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
 
 def _row_from_fields(f: list[str], lon: float, lat: float) -> dict[str, Any]:
     acc = f[_IDX["accuracy"]].strip()
-    row: dict[str, Any] = {c: f[_IDX[c]] for c in NEEDED if c not in ("longitude", "latitude", "accuracy", "marker")}
+    row: dict[str, Any] = {
+        c: f[_IDX[c]] for c in NEEDED if c not in ("longitude", "latitude", "accuracy", "marker")
+    }
     row.update(longitude=lon, latitude=lat, accuracy=int(acc) if acc.isdigit() else None, marker=0)
     return row
 
@@ -266,17 +296,34 @@ def _scan_block_arrow(block: bytes | memoryview, bbox: tuple[float, float, float
     try:
         table = pacsv.read_csv(
             pa.py_buffer(block),
-            read_options=pacsv.ReadOptions(column_names=list(YFCC_COLUMNS), block_size=max(1 << 20, len(block) // 8 + 1), use_threads=True),
+            read_options=pacsv.ReadOptions(
+                column_names=list(YFCC_COLUMNS),
+                block_size=max(1 << 20, len(block) // 8 + 1),
+                use_threads=True,
+            ),
             # No invalid_row_handler: a malformed line raises and the block takes the slow path
             # (a handler would be given the line as text and fail noisily on non-UTF-8 bytes).
-            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False, newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(include_columns=list(_FILTER_COLS), column_types={"longitude": pa.float64(), "latitude": pa.float64(), "marker": pa.int8()}),
+            parse_options=pacsv.ParseOptions(
+                delimiter="\t", quote_char=False, escape_char=False, newlines_in_values=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=list(_FILTER_COLS),
+                column_types={
+                    "longitude": pa.float64(),
+                    "latitude": pa.float64(),
+                    "marker": pa.int8(),
+                },
+            ),
         )
     except pa.ArrowInvalid:
         return _scan_block_slow(block, bbox)
     if table.num_rows != lines:  # rows no longer line up with lines
         return _scan_block_slow(block, bbox)
-    mask = select(table, bbox).column("_keep").to_numpy(zero_copy_only=False) if table.num_rows else np.zeros(0, bool)
+    mask = (
+        select(table, bbox).column("_keep").to_numpy(zero_copy_only=False)
+        if table.num_rows
+        else np.zeros(0, bool)
+    )
     hits = np.flatnonzero(mask)
     if hits.size == 0:
         return Block(lines, [])
@@ -345,7 +392,9 @@ def _plain_decimals(arr: Any, starts: Any, lengths: Any) -> Any:
     if offsets[-1] >= 1 << 31:  # beyond 32-bit offsets (a block of gigabytes)
         return None
     data = arr[np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))]
-    fields = pa.BinaryArray.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)])
+    fields = pa.BinaryArray.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
+    )
     if not pc.all(pc.match_substring_regex(fields, _PLAIN_DECIMAL)).as_py():
         return None
     values = pc.cast(fields.view(pa.string()), pa.float64())  # plain ASCII decimals: valid UTF-8
@@ -355,7 +404,9 @@ def _plain_decimals(arr: Any, starts: Any, lengths: Any) -> Any:
 _PARALLEL_BYTES = 4 << 20  # blocks at least this big are scanned as two halves in two threads
 
 
-def _scan_block_fast(block: bytes | memoryview, bbox: tuple[float, float, float, float], scratch: _Scratch) -> Block | None:
+def _scan_block_fast(
+    block: bytes | memoryview, bbox: tuple[float, float, float, float], scratch: _Scratch
+) -> Block | None:
     """The byte-level scan of one block, or None when it does not recognise the block (then
     ``_scan_block_arrow`` decides). A big block is cut at the line end nearest its middle and
     the halves are scanned in two threads (numpy releases the GIL); lines are independent,
@@ -391,7 +442,9 @@ def _scan_block_fast(block: bytes | memoryview, bbox: tuple[float, float, float,
     return _scan_lines(block, bbox, scratch)
 
 
-def _scan_lines(block: bytes | memoryview, bbox: tuple[float, float, float, float], scratch: _Scratch) -> Block | None:
+def _scan_lines(
+    block: bytes | memoryview, bbox: tuple[float, float, float, float], scratch: _Scratch
+) -> Block | None:
     """The byte-level scan of some whole lines (see the module docstring), or None when they
     hold anything it does not recognise, so that ``_scan_block_arrow`` decides (same result).
 
@@ -449,7 +502,11 @@ def _scan_lines(block: bytes | memoryview, bbox: tuple[float, float, float, floa
     return Block(lines, kept)
 
 
-def _scan_block(block: bytes | memoryview, bbox: tuple[float, float, float, float], scratch: _Scratch | None = None) -> Block:
+def _scan_block(
+    block: bytes | memoryview,
+    bbox: tuple[float, float, float, float],
+    scratch: _Scratch | None = None,
+) -> Block:
     """Filter one block: the byte-level numpy scan when it recognises the block, else the exact
     pyarrow / line-by-line paths. ``scratch`` carries reused buffers from block to block."""
     fast = _scan_block_fast(block, bbox, scratch or _Scratch())
@@ -464,17 +521,23 @@ def _as_float(col: pa.Array) -> pa.Array:
     return pc.cast(col, pa.float64())
 
 
-def _parquet_blocks(path: Path, rows: int, bbox: tuple[float, float, float, float]) -> Iterator[Block]:
+def _parquet_blocks(
+    path: Path, rows: int, bbox: tuple[float, float, float, float]
+) -> Iterator[Block]:
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise GeopakError(f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+        raise GeopakError(
+            f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}"
+        ) from None
     by_norm = {_norm(n): n for n in pf.schema_arrow.names}
     missing = [c for c in ("photoid", "longitude", "latitude", "downloadurl") if c not in by_norm]
     if missing:
-        raise GeopakError(f"{path}: YFCC Parquet lacks column(s) {', '.join(missing)} (have: {', '.join(pf.schema_arrow.names)})")
+        raise GeopakError(
+            f"{path}: YFCC Parquet lacks column(s) {', '.join(missing)} (have: {', '.join(pf.schema_arrow.names)})"
+        )
     use = [c for c in NEEDED if c in by_norm]
     for batch in pf.iter_batches(batch_size=rows, columns=[by_norm[c] for c in use]):
         cols: dict[str, pa.Array] = {}
@@ -490,13 +553,26 @@ def _parquet_blocks(path: Path, rows: int, bbox: tuple[float, float, float, floa
         n = batch.num_rows
         for c in NEEDED:
             if c not in cols:
-                cols[c] = pa.nulls(n, pa.int8()) if c == "marker" else (pa.nulls(n, pa.int32()) if c == "accuracy" else pa.array([""] * n, pa.string()))
+                cols[c] = (
+                    pa.nulls(n, pa.int8())
+                    if c == "marker"
+                    else (
+                        pa.nulls(n, pa.int32())
+                        if c == "accuracy"
+                        else pa.array([""] * n, pa.string())
+                    )
+                )
         table = pa.table(cols)
         keep = select(table, bbox).column("_keep")
         yield Block(n, table.filter(keep).to_pylist())
 
 
-def scan_blocks(path: str | Path, bbox: tuple[float, float, float, float] | list[float], *, chunk_bytes: int = 32 * 1024 * 1024) -> Iterator[Block]:
+def scan_blocks(
+    path: str | Path,
+    bbox: tuple[float, float, float, float] | list[float],
+    *,
+    chunk_bytes: int = 32 * 1024 * 1024,
+) -> Iterator[Block]:
     """The metadata file block by block (deterministic blocks), each with its kept rows:
     photos (marker 0) with valid coordinates inside ``bbox`` (lon_min, lat_min, lon_max, lat_max)."""
     p = Path(path)
@@ -520,10 +596,18 @@ def check_metadata(path: str | Path, sniff_bytes: int = 1 << 20) -> None:
         try:
             names = pq.ParquetFile(p).schema_arrow.names
         except (pa.ArrowInvalid, OSError) as exc:
-            raise GeopakError(f"{p}: not a readable Parquet file: {str(exc).splitlines()[0]}") from None
-        missing = [c for c in ("photoid", "longitude", "latitude", "downloadurl") if c not in {_norm(n) for n in names}]
+            raise GeopakError(
+                f"{p}: not a readable Parquet file: {str(exc).splitlines()[0]}"
+            ) from None
+        missing = [
+            c
+            for c in ("photoid", "longitude", "latitude", "downloadurl")
+            if c not in {_norm(n) for n in names}
+        ]
         if missing:
-            raise GeopakError(f"{p}: YFCC Parquet lacks column(s) {', '.join(missing)} (have: {', '.join(names)})")
+            raise GeopakError(
+                f"{p}: YFCC Parquet lacks column(s) {', '.join(missing)} (have: {', '.join(names)})"
+            )
         return
     try:
         stream = pa.input_stream(str(p), compression="detect")
@@ -532,13 +616,17 @@ def check_metadata(path: str | Path, sniff_bytes: int = 1 << 20) -> None:
         finally:
             stream.close()
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
-        raise GeopakError(f"{p}: not a readable yfcc100m_dataset file: {str(exc).splitlines()[0]}") from None
+        raise GeopakError(
+            f"{p}: not a readable yfcc100m_dataset file: {str(exc).splitlines()[0]}"
+        ) from None
     lines = head.split(b"\n")
     if len(head) == sniff_bytes:
         lines = lines[:-1]  # the last one may be cut
     lines = [ln for ln in lines if ln.strip()]
     if lines and not any(ln.count(b"\t") == len(YFCC_COLUMNS) - 1 for ln in lines):
-        raise GeopakError(f"{p}: not a yfcc100m_dataset file: no line has the {len(YFCC_COLUMNS)} tab-separated columns")
+        raise GeopakError(
+            f"{p}: not a yfcc100m_dataset file: no line has the {len(YFCC_COLUMNS)} tab-separated columns"
+        )
 
 
 def select(table: pa.Table, bbox: tuple[float, float, float, float]) -> pa.Table:
@@ -566,7 +654,11 @@ def to_record(row: Mapping[str, Any]) -> dict[str, Any]:
     short, lid = map_license(license_name, license_url)
     page = row.get("pageurl") or ""
     who = f" by {owner}" if owner else ""
-    attribution = f'"{title or sid}"{who}, {short or "licence unknown"}' + (f", {page}" if page else "") + " (Flickr, via YFCC100M)"
+    attribution = (
+        f'"{title or sid}"{who}, {short or "licence unknown"}'
+        + (f", {page}" if page else "")
+        + " (Flickr, via YFCC100M)"
+    )
     return empty_record(
         key=make_key("yfcc", sid),
         source="yfcc",
@@ -593,11 +685,21 @@ class YfccSource(Source):
     name = "yfcc"
     restricted = False
 
-    def __init__(self, config: PipelineConfig, endpoint: str | None = None, *, metadata: str | Path | None = None, chunk_bytes: int | None = None, **opts: Any):
+    def __init__(
+        self,
+        config: PipelineConfig,
+        endpoint: str | None = None,
+        *,
+        metadata: str | Path | None = None,
+        chunk_bytes: int | None = None,
+        **opts: Any,
+    ):
         super().__init__(config, endpoint, **opts)
         path = metadata or config.crawl.yfcc.metadata
         if not path:
-            raise GeopakError("yfcc: no metadata file; pass --metadata FILE or set crawl.yfcc.metadata")
+            raise GeopakError(
+                "yfcc: no metadata file; pass --metadata FILE or set crawl.yfcc.metadata"
+            )
         self.metadata = Path(path)
         if not self.metadata.is_file():
             raise GeopakError(f"yfcc metadata file not found: {self.metadata}")
@@ -624,9 +726,13 @@ class YfccSource(Source):
             except StopIteration:
                 break
             except (pa.ArrowInvalid, OSError, EOFError) as exc:
-                raise GeopakError(f"{self.metadata}: not a readable yfcc100m_dataset file: {str(exc).splitlines()[0]}") from None
+                raise GeopakError(
+                    f"{self.metadata}: not a readable yfcc100m_dataset file: {str(exc).splitlines()[0]}"
+                ) from None
             if i == 0 and block.rows == 0:
-                raise GeopakError(f"{self.metadata}: not a yfcc100m_dataset file: no line has the {len(YFCC_COLUMNS)} tab-separated columns")
+                raise GeopakError(
+                    f"{self.metadata}: not a yfcc100m_dataset file: no line has the {len(YFCC_COLUMNS)} tab-separated columns"
+                )
             unit = f"c{i:07d}"
             i += 1
             scanned += block.rows
@@ -678,13 +784,20 @@ def write_yfcc_tsv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
 
 def write_yfcc_parquet(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     """The same rows as a Parquet file with ``YFCC_COLUMNS`` names (text kept URL-encoded)."""
-    from ..io import atomic_write_parquet
+    from geopak_core.io import atomic_write_parquet
 
     lines = [yfcc_line(r, i).split("\t") for i, r in enumerate(rows)]
     cols: dict[str, list[Any]] = {c: [ln[j] for ln in lines] for j, c in enumerate(YFCC_COLUMNS)}
     table = pa.table(cols)
-    for c, typ in (("longitude", pa.float64()), ("latitude", pa.float64()), ("accuracy", pa.int32()), ("marker", pa.int8())):
-        table = table.set_column(table.schema.get_field_index(c), c, _cast_col(table.column(c), typ))
+    for c, typ in (
+        ("longitude", pa.float64()),
+        ("latitude", pa.float64()),
+        ("accuracy", pa.int32()),
+        ("marker", pa.int8()),
+    ):
+        table = table.set_column(
+            table.schema.get_field_index(c), c, _cast_col(table.column(c), typ)
+        )
     atomic_write_parquet(path, table)
     return Path(path)
 

@@ -1,0 +1,497 @@
+"""YFCC100M metadata: formats, decoding, filtering, licences and resumable discovery."""
+
+from __future__ import annotations
+
+import gzip
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from geopak_core.errors import GeopakError
+from geopak_core.io import PartStore
+from geopak_data.config import load_config
+from geopak_data.sources import NullProgress, get_source
+from geopak_data.sources.yfcc import (
+    YFCC_COLUMNS,
+    map_license,
+    write_yfcc_parquet,
+    write_yfcc_tsv,
+    yfcc_line,
+)
+
+ROWS = [
+    dict(
+        photoid=101,
+        unickname="Ali Khan",
+        title="Badshahi Mosque, Lahore",
+        usertags=["lahore", "badshahi mosque"],
+        datetaken="2010-05-21 14:20:33.0",
+        longitude=74.3095,
+        latitude=31.5881,
+        accuracy=16,
+        downloadurl="http://farm4.staticflickr.com/1/101_a.jpg",
+        pageurl="http://www.flickr.com/photos/x/101/",
+        licensename="Attribution-ShareAlike License",
+        licenseurl="http://creativecommons.org/licenses/by-sa/2.0/",
+    ),
+    dict(
+        photoid=102, longitude=None, latitude=None, downloadurl="http://x/102.jpg"
+    ),  # no coordinates
+    dict(
+        photoid=103, longitude=73.05, latitude=33.68, marker=1, downloadurl="http://x/103.mp4"
+    ),  # a video
+    dict(photoid=104, longitude=2.35, latitude=48.85, downloadurl="http://x/104.jpg"),  # Paris
+    dict(
+        photoid=105,
+        uid="12345@N00",
+        longitude=67.0,
+        latitude=24.86,
+        accuracy=11,
+        downloadurl="http://x/105.jpg",
+        licensename="Attribution-NonCommercial License",
+        licenseurl="http://creativecommons.org/licenses/by-nc/2.0/",
+    ),
+    dict(photoid=106, longitude=0.0, latitude=0.0, downloadurl="http://x/106.jpg"),  # null island
+]
+
+
+def discover(tmp_path, path, **cfg_over):
+    cfg = load_config(None, cfg_over or None)
+    src = get_source("yfcc", config=cfg, metadata=path)
+    parts = PartStore(tmp_path / f"parts-{path.name}")
+    src.discover(parts, progress=NullProgress())
+    return parts, parts.read_all()
+
+
+def test_real_format_shape(tmp_path):
+    line = yfcc_line(ROWS[0], 7)
+    cols = line.split("\t")
+    assert len(cols) == 25 == len(YFCC_COLUMNS)
+    # 1-based columns of the contract: lon 13, lat 14, accuracy 15, URL 17, licence 18, marker 25
+    assert cols[12] == "74.3095" and cols[13] == "31.5881" and cols[14] == "16"
+    assert (
+        cols[16].startswith("http://farm4")
+        and cols[17] == "Attribution-ShareAlike+License"
+        and cols[24] == "0"
+    )
+    assert cols[8] == "Badshahi+Mosque%2C+Lahore"  # URL-encoded, + for spaces
+
+
+@pytest.mark.parametrize("name", ["m.tsv", "m.tsv.gz", "m.tsv.bz2", "m.parquet"])
+def test_formats_give_the_same_records(tmp_path, name):
+    path = tmp_path / name
+    (write_yfcc_parquet if name.endswith(".parquet") else write_yfcc_tsv)(path, ROWS)
+    if name.endswith(".gz"):
+        assert gzip.open(path, "rt").readline().count("\t") == 24
+    _, t = discover(tmp_path, path)
+    recs = {r["source_id"]: r for r in t.to_pylist()}
+    assert sorted(recs) == ["101", "105"]  # no coords, video, outside bbox, (0,0) dropped
+    r = recs["101"]
+    assert r["key"] == "yfcc-101" and r["source"] == "yfcc"
+    assert (r["lat"], r["lon"], r["accuracy"]) == (31.5881, 74.3095, 16)
+    assert r["title"] == "Badshahi Mosque, Lahore" and r["owner"] == "Ali Khan"
+    assert r["tags"] == "lahore badshahimosque"
+    assert r["date_taken"] == "2010-05-21T14:20:33"
+    assert (r["license"], r["license_id"]) == ("CC BY-SA 2.0", "5")
+    assert r["url"] == "http://farm4.staticflickr.com/1/101_a.jpg"
+    assert "Ali Khan" in r["attribution"] and "CC BY-SA 2.0" in r["attribution"]
+    assert recs["105"]["owner"] == "12345@N00"  # no nickname: the NSID
+    assert recs["105"]["license"] == "CC BY-NC 2.0"
+
+
+def test_parquet_with_other_column_spellings(tmp_path):
+    path = tmp_path / "alt.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "ID": ["1", "2"],
+                "Longitude": ["74.3", ""],
+                "Latitude": ["31.5", ""],
+                "DownloadURL": ["http://x/1.jpg", "http://x/2.jpg"],
+                "Video": [0, 0],
+            }
+        ),
+        path,
+    )
+    _, t = discover(tmp_path, path)
+    assert t.column("source_id").to_pylist() == ["1"]
+
+
+def test_parquet_missing_columns_is_a_user_error(tmp_path):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"foo": [1]}), path)
+    with pytest.raises(GeopakError, match="lacks column"):
+        discover(tmp_path, path)
+
+
+def test_bbox_from_config(tmp_path):
+    path = write_yfcc_tsv(tmp_path / "m.tsv", ROWS)
+    _, t = discover(tmp_path, path, **{"crawl.bbox": [0.0, 40.0, 10.0, 50.0]})
+    assert t.column("source_id").to_pylist() == ["104"]
+
+
+def test_malformed_rows_skipped_and_unreadable_file_refused(tmp_path):
+    path = tmp_path / "m.tsv"
+    good = [yfcc_line(r, i) for i, r in enumerate(ROWS)]
+    path.write_text("\n".join(good[:1] + ["only\tthree\tcolumns"] + good[1:]) + "\n")
+    _, t = discover(tmp_path, path)
+    assert sorted(t.column("source_id").to_pylist()) == ["101", "105"]
+    bad = tmp_path / "bad.tsv.gz"
+    bad.write_bytes(b"this is not gzip")
+    with pytest.raises(GeopakError, match="not a readable"):
+        discover(tmp_path, bad)
+
+
+def test_missing_or_absent_metadata_is_a_user_error(tmp_path):
+    cfg = load_config()
+    with pytest.raises(GeopakError, match="not found"):
+        get_source("yfcc", config=cfg, metadata=tmp_path / "nope.tsv")
+    with pytest.raises(GeopakError, match="--metadata"):
+        get_source("yfcc", config=cfg)
+
+
+def test_discovery_resumes_by_unit(tmp_path):
+    rows = [
+        dict(
+            photoid=i,
+            longitude=70 + (i % 50) * 0.1,
+            latitude=30.0,
+            downloadurl=f"http://x/{i}.jpg",
+            title=f"photo {i}",
+        )
+        for i in range(600)
+    ]
+    path = write_yfcc_tsv(tmp_path / "big.tsv", rows)
+    cfg = load_config(None, {"crawl.yfcc.chunk_bytes": 8192})
+    src = get_source("yfcc", config=cfg, metadata=path)
+    parts = PartStore(tmp_path / "p")
+    src.discover(parts, progress=NullProgress())
+    units = sorted(parts.done_units())
+    assert len(units) > 3
+    full = parts.read_all(units)
+    assert full.num_rows == 600 and full.column("source_id").to_pylist() == [
+        str(i) for i in range(600)
+    ]
+    # a kill after some units: remove the later parts, run again, get the same table
+    for u in units[2:]:
+        (parts.folder / f"{u}.parquet").unlink()
+    src.discover(parts, progress=NullProgress())
+    assert parts.read_all(sorted(parts.done_units())).equals(full)
+
+
+@pytest.mark.parametrize(
+    "name,url,expected",
+    [
+        ("Attribution License", "http://creativecommons.org/licenses/by/2.0/", ("CC BY 2.0", "4")),
+        ("Attribution-NonCommercial-ShareAlike License", "", ("CC BY-NC-SA 2.0", "1")),
+        (
+            "Attribution-NoDerivs License",
+            "http://creativecommons.org/licenses/by-nd/2.0/",
+            ("CC BY-ND 2.0", "6"),
+        ),
+        (
+            "Attribution-NonCommercial-NoDerivs License",
+            "http://creativecommons.org/licenses/by-nc-nd/2.0/",
+            ("CC BY-NC-ND 2.0", "3"),
+        ),
+        (
+            "Public Domain Dedication (CC0)",
+            "https://creativecommons.org/publicdomain/zero/1.0/",
+            ("CC0 1.0", "9"),
+        ),
+        ("Something Else", "", ("Something Else", "")),
+    ],
+)
+def test_license_mapping(name, url, expected):
+    assert map_license(name, url) == expected
+
+
+def test_fast_and_fallback_block_parsers_agree(tmp_path):
+    from geopak_data.sources.yfcc import _scan_block, _scan_block_slow
+
+    rows = [
+        dict(
+            photoid=i,
+            longitude=60 + (i % 40) * 0.5,
+            latitude=20 + (i % 30) * 0.6,
+            marker=int(i % 11 == 0),
+            accuracy=i % 17 or None,
+            title=f"t {i}",
+            downloadurl=f"http://x/{i}.jpg",
+        )
+        for i in range(400)
+    ]
+    block = ("\n".join(yfcc_line(r, i) for i, r in enumerate(rows)) + "\n").encode()
+    bbox = (60.8, 23.55, 77.9, 37.15)
+    fast, slow = _scan_block(block, bbox), _scan_block_slow(block, bbox)
+    assert fast.rows == slow.rows == 400
+    assert len(fast.kept) > 50 and fast.kept == slow.kept
+    # a malformed coordinate or an empty line: the block falls back and keeps the good rows
+    k = int(fast.kept[0]["photoid"])  # break a row that would be kept
+    lines = [yfcc_line(r, i) for i, r in enumerate(rows)]
+    cols = lines[k].split("\t")
+    cols[12] = "not-a-number"
+    lines[k] = "\t".join(cols)
+    broken = ("\n".join(lines[:10] + [""] + lines[10:]) + "\n").encode()
+    res = _scan_block(broken, bbox)
+    assert res.kept == fast.kept[1:] and res.rows == 400
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'name = "x"\n[filter]\nmin_side = 1\n',
+        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x02\x00\n\x9c\x80\xfe\t\x01\n",
+    ],
+)
+def test_wrong_file_type_is_refused_before_any_work(tmp_path, content):
+    # A TOML or a JPEG passed as --metadata must be a one-line error at construction (before any
+    # progress bar), not a crawl of zero photos; non-UTF-8 bytes must not print pyarrow noise.
+    path = tmp_path / "wrong.tsv"
+    path.write_bytes(content)
+    with pytest.raises(GeopakError, match="not a yfcc100m_dataset file"):
+        get_source("yfcc", config=load_config(), metadata=path)
+
+
+def test_non_utf8_malformed_line_takes_the_quiet_slow_path(tmp_path, capfd):
+    path = tmp_path / "m.tsv"
+    good = [yfcc_line(r, i).encode() for i, r in enumerate(ROWS)]
+    path.write_bytes(b"\n".join(good[:1] + [b"\xff\xfe\tbinary"] + good[1:]) + b"\n")
+    _, t = discover(tmp_path, path)
+    assert sorted(t.column("source_id").to_pylist()) == ["101", "105"]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+# ----------------------------------------------------------------------------- byte-level fast path
+
+BBOX = (60.8, 23.55, 77.9, 37.15)
+# Coordinates the fast path parses itself (plain decimals, bbox edges, long digit runs that round
+# onto an edge, "-0", leading zeros) and empty ones.
+PLAIN = [
+    "74.3095",
+    "31.5881",
+    "-0",
+    "-0.0",
+    "007.50",
+    "60.8",
+    "77.9",
+    "23.55",
+    "37.15",
+    "60.79999999999999999",
+    "77.90000000000000001",
+    "37.150000000000000001",
+    "23.549999999999999",
+    "-122.419415",
+    "0",
+    "100",
+    "12345678901234567890.12345678901234567890",
+    "",
+]
+# Anything else: the block must take the exact path (or give the same answer).
+ODD = [
+    "1e1",
+    "7.43e1",
+    "+74.3",
+    " 74.3",
+    "74.3 ",
+    ".5",
+    "5.",
+    "nan",
+    "inf",
+    "-",
+    "abc",
+    "74,3",
+    "74.3\r",
+    "\xff",
+    "1" * 25,
+    "123456789012345678901.5",
+]
+
+
+def _rand_line(rng, odd: bool) -> bytes:
+    import random as _random
+
+    assert isinstance(rng, _random.Random)
+    f = [
+        str(rng.randrange(10**6)),
+        str(rng.randrange(10**10)),
+        "h",
+        "1@N00",
+        "nick+name",
+        "2010-05-21 14:20:33.0",
+        "1274449233",
+        "",
+        rng.choice(["t", "", "caf%C3%A9", "a\rb", "\xe9t\xe9"]),
+        "",
+        "a,b",
+        "",
+        rng.choice(PLAIN),
+        rng.choice(PLAIN),
+        str(rng.randrange(17)),
+        "http://p/",
+        f"http://x/{rng.randrange(999)}.jpg",
+        "Attribution+License",
+        "http://creativecommons.org/licenses/by/2.0/",
+        "1",
+        "2",
+        "s",
+        "o",
+        "jpg",
+        rng.choice("0001"),
+    ]
+    if rng.random() < 0.3:  # coordinates inside the bbox, to be kept
+        f[12], f[13] = (
+            f"{rng.uniform(60.7, 78.0):.{rng.randrange(0, 9)}f}",
+            f"{rng.uniform(23.5, 37.2):.{rng.randrange(0, 9)}f}",
+        )
+    if f[24] == "1" and rng.random() < 0.3:  # a video's coordinates are never looked at
+        f[rng.choice((12, 13))] = rng.choice(ODD)
+    if rng.random() < 0.1:  # one empty coordinate: the other is never looked at either
+        k = rng.choice((12, 13))
+        f[k], f[25 - k] = "", rng.choice(ODD + PLAIN)
+    raw = "\t".join(f).encode(
+        "latin-1" if rng.random() < 0.1 else "utf-8"
+    )  # latin-1: non-UTF-8 text bytes
+    if not odd:
+        return raw
+    kind = rng.randrange(12)
+    if kind == 0:
+        f[rng.choice((12, 13))] = rng.choice(ODD)
+        f[24] = "0"
+        return "\t".join(f).encode("utf-8", "surrogateescape")
+    return [
+        raw + b"\r",  # CRLF
+        raw + b"\textra",  # 26 fields
+        raw.rsplit(b"\t", 1)[0],  # 24 fields
+        b"",  # empty line
+        b"  ",  # blank line
+        b"\t" * 24,  # 25 empty fields
+        b" \t" * 24 + b"0",  # blank fields, marker 0
+        raw[:-1] + rng.choice([b"", b"2", b"00", b" 0", b"-1", b"1 "]),  # odd markers
+        raw.replace(b"\tnick", b"\tni\x00ck"),  # a control byte
+        raw.replace(b"\th\t", b"\t\xff\xfe\t"),  # non-UTF-8 in a field
+        b"only\tthree\tcolumns",
+    ][kind - 1]
+
+
+def _rand_block(rng, n: int, odd_rate: float) -> bytes:
+    return b"".join(_rand_line(rng, rng.random() < odd_rate) + b"\n" for _ in range(n))
+
+
+def test_byte_scan_matches_the_exact_path_on_well_formed_blocks():
+    import random
+
+    from geopak_data.sources.yfcc import (
+        _scan_block_arrow,
+        _scan_block_fast,
+        _scan_block_slow,
+        _Scratch,
+    )
+
+    rng = random.Random(3)
+    scratch = _Scratch()
+    kept = 0
+    for _ in range(150):
+        block = _rand_block(rng, rng.randrange(1, 40), 0.0)
+        fast = _scan_block_fast(block, BBOX, scratch)
+        assert fast is not None  # well-formed: the fast path decides
+        exact = _scan_block_arrow(block, BBOX)
+        assert (fast.rows, fast.kept) == (exact.rows, exact.kept)
+        assert [(r["longitude"], r["latitude"]) for r in fast.kept] == [
+            (r["longitude"], r["latitude"]) for r in exact.kept
+        ]
+        slow = _scan_block_slow(block, BBOX)  # and the line-by-line reading agrees too
+        assert (fast.rows, fast.kept) == (slow.rows, slow.kept)
+        kept += len(fast.kept)
+    assert kept > 500
+
+
+@pytest.mark.parametrize("parallel_bytes", [1 << 40, 64])
+def test_byte_scan_with_malformed_lines_gives_the_exact_answer(monkeypatch, parallel_bytes):
+    import random
+
+    from geopak_data.sources import yfcc
+    from geopak_data.sources.yfcc import _scan_block, _scan_block_arrow, _scan_block_fast, _Scratch
+
+    monkeypatch.setattr(
+        yfcc, "_PARALLEL_BYTES", parallel_bytes
+    )  # 64: blocks scanned as two halves in two threads
+    rng = random.Random(parallel_bytes)
+    scratch = _Scratch()
+    decided = refused = 0
+    for _ in range(250):
+        block = _rand_block(rng, rng.randrange(1, 12), 0.25)
+        if rng.random() < 0.05:
+            block = block[:-1]  # no final newline
+        exact = _scan_block_arrow(block, BBOX)
+        res = _scan_block(block, BBOX, scratch)
+        assert (res.rows, res.kept) == (exact.rows, exact.kept)
+        fast = _scan_block_fast(block, BBOX, scratch)
+        if fast is None:
+            refused += 1
+        else:
+            decided += 1
+            assert (fast.rows, fast.kept) == (exact.rows, exact.kept)
+    assert decided > 20 and refused > 100  # both branches were exercised
+
+
+def test_byte_scan_refuses_what_it_does_not_parse_itself():
+    from geopak_data.sources.yfcc import _scan_block_fast, _Scratch
+
+    good = yfcc_line(ROWS[0], 1)
+    assert _scan_block_fast((good + "\n").encode(), BBOX, _Scratch()).kept[0]["photoid"] == "101"
+    for lon in ODD:
+        cols = good.split("\t")
+        cols[12] = lon
+        block = ("\t".join(cols) + "\n").encode("utf-8", "surrogateescape")
+        assert _scan_block_fast(block, BBOX, _Scratch()) is None, lon
+    for block in [b"", good.encode(), (good + "\r\n").encode(), (good + "\n\n").encode()]:
+        assert _scan_block_fast(block, BBOX, _Scratch()) is None
+
+
+def _reference_blocks(data: bytes, chunk: int) -> list[bytes]:
+    """Block boundaries as defined: the first ``chunk`` bytes (more, k * chunk, for a longer
+    line) of what is left, cut after their last newline; the tail gets a final newline."""
+    out, pos = [], 0
+    while pos < len(data):
+        k = 1
+        while True:
+            window = data[pos : pos + k * chunk]
+            if len(window) < k * chunk:
+                out.append(window if window.endswith(b"\n") else window + b"\n")
+                return out
+            cut = window.rfind(b"\n")
+            if cut >= 0:
+                break
+            k += 1
+        out.append(window[: cut + 1])
+        pos += cut + 1
+    return out
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".bz2"])
+def test_raw_blocks_boundaries(tmp_path, suffix):
+    import bz2
+    import random
+
+    from geopak_data.sources.yfcc import _raw_blocks
+
+    rng = random.Random(len(suffix))
+    for trial in range(12):
+        lines = [
+            bytes(rng.randrange(32, 127) for _ in range(rng.choice([0, 5, 40, 300])))
+            for _ in range(rng.randrange(0, 30))
+        ]
+        data = b"\n".join(lines) + (b"\n" if rng.random() < 0.7 else b"")
+        chunk = rng.choice([16, 64, 100, 257])
+        path = tmp_path / f"m{trial}.tsv{suffix}"
+        path.write_bytes(
+            gzip.compress(data)
+            if suffix == ".gz"
+            else bz2.compress(data)
+            if suffix == ".bz2"
+            else data
+        )
+        got = [bytes(b) for b in _raw_blocks(path, chunk)]  # copy: a block is valid until the next
+        assert got == _reference_blocks(data, chunk)
