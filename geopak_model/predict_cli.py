@@ -167,7 +167,7 @@ def _format(r: dict[str, Any]) -> str:
     ]
     for h in r["hypotheses"][:3]:
         lines.append(
-            f"    {h['probability']:.3f}  {h['province']}, cell {h['cell_id']}: {h['lat']:.4f}, {h['lon']:.4f}"
+            f"    {h['probability']:.3f}  {h['province']}, cell {h['cell']}: {h['lat']:.4f}, {h['lon']:.4f}"
         )
     return "\n".join(lines)
 

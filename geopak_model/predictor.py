@@ -85,7 +85,16 @@ class GeopakPredictor:
 
     def predict(self, image: ImageInput) -> dict[str, Any]:
         """One image (path or PIL image) -> {province, province_id, lat, lon, confidence,
-        cell_id, hypotheses=[{province, province_id, cell, cell_id, lat, lon, probability}, ...]}."""
+        cell_id, hypotheses=[{province, province_id, cell, lat, lon, probability}, ...]}.
+
+        ``cell_id`` is the most probable hypothesis' cell; each hypothesis names its cell once
+        (``cell``, as the contract's rows do). A list of images is refused with a pointer to
+        ``predict_many``, which batches them (a silent per-item loop would hide the cost)."""
+        if isinstance(image, list | tuple):
+            raise GeopakError(
+                f"predict() takes one image; got a {type(image).__name__} of {len(image)}: "
+                "use predict_many(images) for several"
+            )
         return self.predict_many([image], batch_size=1)[0]
 
     def predict_many(
@@ -136,10 +145,8 @@ def _to_python(out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
                 {
                     "province": PROVINCES[pid],
                     "province_id": pid,
-                    "cell": int(
-                        row[H_CELL]
-                    ),  # the contract's row is (province, cell, lat, lon, probability)
-                    "cell_id": int(row[H_CELL]),
+                    # the contract's row is (province, cell, lat, lon, probability)
+                    "cell": int(row[H_CELL]),
                     "lat": _deg(row[H_LAT]),
                     "lon": _deg(row[H_LON]),
                     "probability": _prob(row[H_PROB]),

@@ -27,6 +27,10 @@ torch.set_num_threads(1)  # 2 shared cores: more threads only spin
 KM_PER_DEG = math.pi * 6371.0088 / 180.0  # 111.19508 km along a meridian
 
 
+# float32 results against float64 references (or float32 sums in another order) agree to a
+# few ulps, not bit for bit: rel=1e-5 leaves room for other CPUs' vector kernels.
+
+
 def test_haversine_reference_distances():
     d = haversine_km_torch(24.8607, 67.0011, 31.5204, 74.3587)  # Karachi -> Lahore
     assert d.item() == pytest.approx(1033.0, abs=0.5)
@@ -34,7 +38,7 @@ def test_haversine_reference_distances():
         0.1 * KM_PER_DEG, rel=1e-4
     )
     assert haversine_km_torch(0.0, 0.0, 0.0, 90.0).item() == pytest.approx(
-        math.pi / 2 * 6371.0088, rel=1e-6
+        math.pi / 2 * 6371.0088, rel=1e-5
     )
     # Broadcasting, and agreement with the numpy implementation the data pipeline uses.
     lat = torch.tensor([24.86, 33.68, 35.92])
@@ -76,16 +80,16 @@ def test_province_loss_hand_computed():
     target = torch.tensor([0, 3])
     z0, z1 = math.exp(2) + 6, math.exp(1) + 6
     ce0, ce1 = -math.log(math.exp(2) / z0), -math.log(1 / z1)
-    assert province_loss(logits, target).item() == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
+    assert province_loss(logits, target).item() == pytest.approx((ce0 + ce1) / 2, rel=1e-5)
     w = torch.tensor([0.5, 1, 1, 3.0, 1, 1, 1])
     assert province_loss(logits, target, w).item() == pytest.approx(
-        (0.5 * ce0 + 3 * ce1) / 3.5, rel=1e-6
+        (0.5 * ce0 + 3 * ce1) / 3.5, rel=1e-5
     )
     # Label smoothing s: (1 - s) * CE + s * mean_c(-log p_c); literal value for sample 0.
     s = 0.1
     mean_nll = (ce0 + 6 * math.log(z0)) / 7
     got = province_loss(logits[:1], target[:1], smoothing=s).item()
-    assert got == pytest.approx((1 - s) * ce0 + s * mean_nll, rel=1e-6)
+    assert got == pytest.approx((1 - s) * ce0 + s * mean_nll, rel=1e-5)
     assert got == pytest.approx(0.76588, abs=1e-4)
 
 
@@ -172,12 +176,12 @@ def test_total_loss_weights_and_phase0():
     total, parts = total_loss(outputs, batch, cells, cfg)
     assert set(parts) == {"prov", "cell", "off", "aux", "total"}
     expected = parts["prov"] + 2.0 * parts["cell"] + 0.5 * parts["off"] + 0.1 * parts["aux"]
-    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert parts["off"].item() == pytest.approx(0.0, abs=1e-6)  # offsets zero, photos on centers
     # Default class weights come from the cell table's n_samples: province counts [40, 20].
     w = province_class_weights([40, 20, 0, 0, 0, 0, 0])
     assert parts["prov"].item() == pytest.approx(
-        province_loss(outputs["province_logits"], batch["province_id"], w).item(), rel=1e-6
+        province_loss(outputs["province_logits"], batch["province_id"], w).item(), rel=1e-5
     )
     total.backward()
     assert outputs["cell_logits"].grad.abs().sum() > 0

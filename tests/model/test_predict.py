@@ -64,7 +64,7 @@ def test_predict_returns_the_contract_keys(ckpt, images):
     assert 0.0 < r["confidence"] <= 1.0
     assert 1 <= len(r["hypotheses"]) <= 10
     h = r["hypotheses"][0]
-    assert set(h) >= {"province", "cell", "cell_id", "lat", "lon", "probability"}
+    assert set(h) == {"province", "province_id", "cell", "lat", "lon", "probability"}
     probs = [x["probability"] for x in r["hypotheses"]]
     assert probs == sorted(probs, reverse=True)
     json.dumps(r)  # plain Python types only
@@ -96,6 +96,8 @@ def test_predictor_user_errors(ckpt, tmp_path):
     (tmp_path / "fake.jpg").write_text("not a jpeg")
     with pytest.raises(GeopakError, match="not a readable image"):
         GeopakPredictor(ckpt, device="cpu").predict(tmp_path / "fake.jpg")
+    with pytest.raises(GeopakError, match="use predict_many"):
+        GeopakPredictor(ckpt, device="cpu").predict([tmp_path / "a.jpg", tmp_path / "b.jpg"])
     with pytest.raises(GeopakError, match="checkpoint not found"):
         GeopakPredictor(tmp_path / "missing.pt")
 
@@ -152,7 +154,7 @@ def test_cli_json_and_map(ckpt, images, tmp_path):
     for r in rows:
         assert {"province", "lat", "lon", "confidence", "hypotheses"} <= set(r)
         assert all(
-            {"province", "cell", "cell_id", "lat", "lon", "probability"} <= set(h)
+            {"province", "cell", "lat", "lon", "probability"} <= set(h) and "cell_id" not in h
             for h in r["hypotheses"]
         )
     assert out_png.read_bytes()[:4] == b"\x89PNG"
