@@ -45,7 +45,7 @@ from geopak_core.progress import log, progress
 from . import cliutil
 from .config import PipelineConfig, config_hash
 from .records import DOWNLOAD_FIELDS, DOWNLOADED_SCHEMA, REJECT_SCHEMA, SOURCE_SCHEMA, reject_rows
-from .runner import StageContext, StageOutcome, StageResult, fingerprint, run_stage
+from .runner import StageContext, StageOutcome, StageResult, fingerprint, run_stage, stage_dir
 
 OUTCOME_FIELDS: list[tuple[str, pa.DataType]] = [("reason", pa.string()), ("detail", pa.string())]
 # A download part: one row per candidate of the batch, in candidate order. Only the outcome is
@@ -206,18 +206,35 @@ def _download(
     waiting: dict[str, int] = {}
     previous: dict[str, list[dict[str, Any]]] = {}
     plan: list[tuple[str, list[int]]] = []
+    refetch: set[int] = set()  # stored images whose file is gone: fetched again, sha256 checked
     for b, u in enumerate(units):
         lo, hi = b * bs, min(n, (b + 1) * bs)
         if u not in done:
             plan.append((u, list(range(lo, hi))))
-        elif u in retry_units:
-            rows = parts.read(u).to_pylist()
+            continue
+        gone = [
+            i
+            for i in range(lo, hi)
+            if not (work / image_relpath(src.name, cand_rows[i]["key"])).is_file()
+        ]
+        if u not in retry_units and not gone:
+            continue
+        rows = parts.read(u).to_pylist()
+        lost = [i for i in gone if not rows[i - lo]["reason"]]
+        failed = [lo + j for j, r in enumerate(rows) if r["reason"]] if u in retry_units else []
+        if failed or lost:
             previous[u] = rows
-            failed = [lo + j for j, r in enumerate(rows) if r["reason"]]
-            if failed:
-                plan.append((u, failed))
-            else:
-                retry_units.discard(u)
+            refetch.update(lost)
+            plan.append((u, sorted(failed + lost)))
+        else:
+            retry_units.discard(u)
+    if refetch:
+        log.info(
+            "crawl:%s: %d stored image(s) are missing from %s; fetching them again",
+            src.name,
+            len(refetch),
+            images_root,
+        )
     counts: Counter[str] = Counter()
     total = sum(len(ix) for _, ix in plan)
     if not plan:
@@ -243,13 +260,16 @@ def _download(
         for _u, ix in plan:
             for i in ix:
                 rec = cand_rows[i]
-                url, headers = src.request_for(rec)
-                yield DownloadItem(
-                    index=i,
-                    url=url or "",
-                    headers=headers,
-                    dest=work / image_relpath(src.name, rec["key"]),
-                )
+                dest = work / image_relpath(src.name, rec["key"])
+                try:
+                    url, headers = src.request_for(rec)
+                except GeopakError:
+                    raise  # a missing API key: every record would fail alike
+                except Exception as exc:  # noqa: BLE001 - one odd record rejects that record
+                    fail = ("internal_error", f"{type(exc).__name__} building the request")
+                    yield DownloadItem(index=i, url="", dest=dest, failure=fail)
+                    continue
+                yield DownloadItem(index=i, url=url or "", headers=headers, dest=dest)
 
     bar = progress(total=total, desc=f"download {src.name}", unit="img")
 
@@ -271,8 +291,11 @@ def _download(
         else:
             row.update({name: None for name, _ in DOWNLOAD_FIELDS})
             row.update(image_path="", sha256="", reason=o.reason, detail=o.detail)
+        if o.index in refetch:
+            row = _check_refetched(row, previous[u][o.index - int(u[1:]) * bs], work)
+            counts["refetched"] += 1
         batches[u][o.index] = row
-        counts["ok" if o.ok else "failed"] += 1
+        counts["ok" if not row["reason"] else "failed"] += 1
         if u in retry_units and o.ok:
             counts["recovered"] += 1
         bar.update(1)
@@ -297,6 +320,34 @@ def _download(
         bar.close()
     retry_path.unlink(missing_ok=True)
     return parts, units, dict(counts)
+
+
+def _check_refetched(row: dict[str, Any], before: dict[str, Any], work: Path) -> dict[str, Any]:
+    """A lost image fetched again must be the image the records describe (same sha256 of the
+    stored bytes), else the photo changed at the source: it is rejected, not silently swapped."""
+    if row["reason"] or row["sha256"] == before["sha256"]:
+        return row
+    (work / row["image_path"]).unlink(missing_ok=True)
+    row = dict(row)
+    row.update({name: None for name, _ in DOWNLOAD_FIELDS})
+    row.update(
+        image_path="",
+        sha256="",
+        reason="sha256_mismatch",
+        detail=f"re-fetched image differs from the recorded one (sha256 {before['sha256'][:12]}...)",
+    )
+    return row
+
+
+def missing_images(work: Path, records_path: Path) -> list[str]:
+    """Image files a finished crawl recorded that are not in the work folder any more."""
+    if not records_path.is_file():
+        return []
+    try:
+        paths = pq.read_table(records_path, columns=["image_path"]).column(0).to_pylist()
+    except (OSError, pa.ArrowException, KeyError):
+        return []
+    return [p for p in paths if p and not (work / p).is_file()]
 
 
 # ----------------------------------------------------------------------------- merge
@@ -397,6 +448,15 @@ def run_crawl(
         "allow_private_hosts": allow,
     }
 
+    lost = missing_images(Path(work), stage_dir(Path(work), name) / "records.parquet")
+    if lost:
+        log.info(
+            "%s: %d recorded image(s) are missing (e.g. %s); fetching them again",
+            name,
+            len(lost),
+            lost[0],
+        )
+
     def _do(ctx: StageContext) -> StageResult:
         cands_path, disc = _discover(ctx, src, limit)
         parts, units, dl = _download(
@@ -404,8 +464,9 @@ def run_crawl(
         )
         outputs, counts, reasons = _merge(ctx, src, cands_path, parts, units)
         all_counts = {**disc, **counts}
-        if dl.get("recovered"):
-            all_counts["recovered"] = dl["recovered"]
+        for k in ("recovered", "refetched"):
+            if dl.get(k):
+                all_counts[k] = dl[k]
         why = ", ".join(f"{r} {c}" for r, c in reasons.most_common(6))
         summary = (
             f"{name}: {disc['candidates']} candidates ({disc['duplicates']} duplicates), {counts['downloaded']} downloaded, {counts['failed']} failed"
@@ -426,7 +487,7 @@ def run_crawl(
         inputs=src.inputs(),
         fn=_do,
         extra=extra,
-        force=force or retry_failed,
+        force=force or retry_failed or bool(lost),
     )
 
 

@@ -25,6 +25,7 @@ What it guarantees, and why:
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 import os
@@ -42,21 +43,20 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from geopak_core.errors import GeopakError
+
 from .config import DownloadConfig
 from .imaging import ImageRejected, StoredImage, process_image
 from .netguard import Blocked, Guard, GuardedResolver
 from .ratelimit import backoff_delay as jittered_backoff
 from .ratelimit import retry_after_seconds as parse_retry_after
+from .records import SECRET_PARAMS as _SECRET_PARAMS
 
 log = logging.getLogger("geopak.download")
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_REASONS = frozenset(
     {"http_429", "http_5xx", "http_408", "timeout", "connection_error", "truncated", "dns_error"}
-)
-_SECRET_PARAMS = re.compile(
-    r"^(key|api_?key|apikey|token|access_token|auth|signature|sig|secret|client_secret|password|oauth_.*|x-goog-api-key)$",
-    re.I,
 )
 _AI_OPTOUT = frozenset({"noai", "noimageai"})
 
@@ -138,6 +138,7 @@ class DownloadItem:
     url: str
     dest: Path
     headers: dict[str, str] = field(default_factory=dict)
+    failure: tuple[str, str] | None = None  # (reason, detail) known before any request
 
 
 @dataclass
@@ -237,7 +238,7 @@ class Downloader:
             self._pool.shutdown(wait=True)
 
     def _host_sem(self, url: str) -> asyncio.Semaphore:
-        host = urlsplit(url).hostname or ""
+        host = _host_of(url)
         sem = self._host_sems.get(host)
         if sem is None:
             sem = self._host_sems[host] = asyncio.Semaphore(self.cfg.per_host)
@@ -275,7 +276,10 @@ class Downloader:
         if not url:
             raise FetchFailed("no_url", "record has no download URL")
         current = url
-        origin_host = urlsplit(url).hostname
+        try:
+            origin = url_origin(url)
+        except ValueError as exc:
+            raise FetchFailed("bad_url", f"unparsable URL: {exc}") from None
         for _hop in range(cfg.max_redirects + 1):
             try:
                 self.guard.check_url(current)
@@ -290,9 +294,11 @@ class Downloader:
                         location = resp.headers.get("Location")
                         if not location:
                             raise FetchFailed(f"http_{status}", "redirect without Location")
-                        nxt = str(resp.url.join(URL(location)))
-                        if urlsplit(nxt).hostname != origin_host:
-                            headers = {}  # never forward a source's credentials to another host
+                        nxt = _join_location(resp.url, location)
+                        if url_origin(nxt) != origin:
+                            # never forward a source's credentials to another origin (scheme,
+                            # host or port): another port is another server
+                            headers = {}
                         current = nxt
                         continue
                     if status == 429:
@@ -351,18 +357,36 @@ class Downloader:
         raise FetchFailed("too_many_redirects", f"more than {cfg.max_redirects} redirects")
 
     async def download(self, item: DownloadItem) -> DownloadOutcome:
-        """Fetch, process and store one item; every failure becomes an outcome with a reason."""
+        """Fetch, process and store one item; every failure becomes an outcome with a reason.
+
+        One record's trouble never stops the crawl: anything unexpected (a URL no parser
+        accepts, a library error on odd bytes) rejects that record with ``internal_error``
+        and the exception's type. Only a storage failure that would hit every record (full
+        disk, read-only folder) stops the stage, as a one-line error naming the file.
+        """
+        if item.failure is not None:
+            return self._failed(item, *item.failure)
         try:
             data = await self.fetch(item.url, item.headers)
         except FetchFailed as exc:
-            self.stats[exc.reason] += 1
-            return DownloadOutcome(item.index, exc.reason, exc.detail)
+            return self._failed(item, exc.reason, exc.detail)
+        except ValueError as exc:  # urllib/yarl: a URL that cannot be parsed at all
+            return self._failed(item, "bad_url", f"unparsable URL: {_redact_text(str(exc))}")
+        except Exception as exc:  # noqa: BLE001 - a bug for one record must not stop the stage
+            return self._failed(item, "internal_error", _exc_detail(exc))
         loop = asyncio.get_running_loop()
         try:
             img = await loop.run_in_executor(self._pool, _store, data, item.dest, self.cfg)
         except ImageRejected as exc:
-            self.stats[exc.reason] += 1
-            return DownloadOutcome(item.index, exc.reason, exc.detail)
+            return self._failed(item, exc.reason, exc.detail)
+        except OSError as exc:
+            if exc.errno in FATAL_ERRNOS:
+                raise GeopakError(
+                    f"cannot write {exc.filename or item.dest}: {exc.strerror or exc}"
+                ) from None
+            return self._failed(item, "write_error", _exc_detail(exc))
+        except Exception as exc:  # noqa: BLE001
+            return self._failed(item, "internal_error", _exc_detail(exc))
         self.stats["ok"] += 1
         return DownloadOutcome(
             item.index,
@@ -373,6 +397,50 @@ class Downloader:
             original_width=img.original_width,
             original_height=img.original_height,
         )
+
+    def _failed(self, item: DownloadItem, reason: str, detail: str) -> DownloadOutcome:
+        self.stats[reason] += 1
+        return DownloadOutcome(item.index, reason, detail[:500])
+
+
+# Storage errors that would fail every record alike: the stage stops (one line) instead.
+FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def url_origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in: two URLs with the same
+    origin may share credentials, any difference (another port, https -> http) may not.
+    Raises ``ValueError`` for a URL whose host or port cannot be parsed."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port  # raises ValueError for a port out of range
+    if port is None:
+        port = {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _host_of(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
+def _join_location(base: URL, location: str) -> str:
+    """The absolute URL a redirect points to, or ``bad_url`` when it cannot be a URL (a port
+    out of range, an unclosed IPv6 bracket): a hostile server's header rejects one record."""
+    try:
+        nxt = str(base.join(URL(location)))
+        url_origin(nxt)  # port and host must parse too
+    except (ValueError, TypeError) as exc:
+        raise FetchFailed(
+            "bad_url", f"redirect to an invalid URL ({_redact_text(str(exc))[:200]})"
+        ) from None
+    return nxt
+
+
+def _exc_detail(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {_redact_text(str(exc))}"[:500]
 
 
 def _redact_text(text: str) -> str:

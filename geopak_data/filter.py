@@ -114,6 +114,20 @@ def read_crawl_records(inputs: dict[str, Path]) -> pa.Table:
     return table.take(pc.sort_indices(table, sort_keys=[("key", "ascending")]))
 
 
+def _require_images(work: Path, keys: list[str], paths: list[str], sources: list[Any]) -> None:
+    """Stop when a crawled image file is gone: cached measurements must never keep a photo
+    whose bytes no longer exist. The crawl fetches lost files again (sha256 checked)."""
+    lost = [i for i, p in enumerate(paths) if p and not (work / p).is_file()]
+    if not lost:
+        return
+    i = lost[0]
+    names = sorted({str(sources[j]) for j in lost})
+    crawl = " and ".join(f"`geopak-data crawl {s} --work {work}`" for s in names)
+    raise GeopakError(
+        f"filter: {len(lost)} crawled image file(s) missing, e.g. {work / paths[i]} (key {keys[i]}); run {crawl} to fetch them again"
+    )
+
+
 def _measure_one(work: Path, image_path: str) -> tuple[dict[str, Any], Any]:
     from .quality import measure_image
 
@@ -363,6 +377,7 @@ def run_filter(*, work: Path, config: PipelineConfig, force: bool = False) -> St
         n = records.num_rows
         keys = records.column("key").to_pylist()
         paths = [p or "" for p in records.column("image_path").to_pylist()]
+        _require_images(work, keys, paths, records.column("source").to_pylist())
         store = ctx.part_store(
             "measure", _measure_key(records, indoor_id, cfg.batch_size, cfg.clip_model)
         )

@@ -225,7 +225,9 @@ def build_app(store: ImageStore) -> web.Application:
         target = request.query["to"]
         if hops > 0:
             target = str(request.url.update_query(hops=str(hops - 1)))
-        raise web.HTTPFound(location=target)
+        # a plain response: the Location is sent as given, even when it is not a valid URL
+        # (hostile servers do that; HTTPFound would refuse to build it)
+        return web.Response(status=302, headers={"Location": target})
 
     async def count(request: web.Request) -> web.Response:
         return web.Response(text=str(hits[request.query.get("path", "")]))

@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -62,19 +63,72 @@ REJECT_FIELDS: list[tuple[str, pa.DataType]] = [
 REJECT_SCHEMA = pa.schema(REJECT_FIELDS)
 
 _KEY_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# Query parameters that carry credentials (API keys, OAuth tokens, URL signatures): stripped
+# from every URL that is stored, logged or shipped; kept only for the request itself.
+SECRET_PARAMS = re.compile(
+    r"^(key|api_?key|apikey|token|access_token|id_token|refresh_token|auth|authorization"
+    r"|signature|sig|secret|client_secret|password|passwd|pwd|oauth_.*|x-goog-api-key"
+    r"|x-goog-signature|x-goog-credential|x-amz-signature|x-amz-credential"
+    r"|x-amz-security-token)$",
+    re.I,
+)
+# Ids up to this length are used as they are; longer ones are cut with a hash suffix, so a key
+# is at most 24 + 1 + 59 characters (well under every file system's 255-byte name limit).
+MAX_ID_CHARS = 64
 
 
 def make_key(source: str, source_id: str) -> str:
     """A stable, dataset-unique sample key without dots or slashes.
 
-    ``flickr`` + ``52345`` -> ``flickr-52345``. Ids with other characters are sanitised and get
-    a short hash suffix so two different ids can never collide after sanitising.
+    ``flickr`` + ``52345`` -> ``flickr-52345``. Ids with other characters, and ids longer than
+    ``MAX_ID_CHARS``, are sanitised/shortened and get a short hash suffix, so two different ids
+    can never collide and a key (hence an image file name, a tar member name) always has a
+    bounded length: a 260-character id must not hit the file system's name limit.
     """
     sid = str(source_id)
     safe = _KEY_SAFE.sub("_", sid)
-    if safe != sid or not safe:
+    if safe != sid or not safe or len(safe) > MAX_ID_CHARS:
         safe = f"{safe[:48]}_{hashlib.sha1(sid.encode('utf-8')).hexdigest()[:10]}"
-    return f"{_KEY_SAFE.sub('_', source)}-{safe}"
+    return f"{_KEY_SAFE.sub('_', source)[:24]}-{safe}"
+
+
+def strip_credentials(url: str) -> str:
+    """``url`` without userinfo (``user:pass@``) and without credential query parameters
+    (``SECRET_PARAMS``); every other byte is kept as it was, so a URL without credentials is
+    returned unchanged (keys and fetch lists stay stable). What records and shards store."""
+    if not url or ("@" not in url and "=" not in url):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url  # unparsable: the download rejects it (bad_url); nothing to split off safely
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = parts.query
+    if query:
+        kept = [p for p in query.split("&") if not SECRET_PARAMS.match(unquote(p.split("=", 1)[0]))]
+        query = "&".join(kept)
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_URL_IN_TEXT = re.compile(r"https?://\S+")
+URL_FIELDS = ("url", "license_url")
+
+
+def without_credentials(record: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """(the record as stored: URLs and URLs inside its text without credentials, the URL to
+    request with them). The second is only ever held in memory for the download."""
+    rec = dict(record)
+    request_url = str(rec.get("url") or "")
+    for name in URL_FIELDS:
+        if isinstance(rec.get(name), str):
+            rec[name] = strip_credentials(rec[name])
+    for name in ("attribution", "title"):
+        text = rec.get(name)
+        if isinstance(text, str) and "://" in text:
+            rec[name] = _URL_IN_TEXT.sub(lambda m: strip_credentials(m.group(0)), text)
+    return rec, request_url
 
 
 def empty_record(**values: Any) -> dict[str, Any]:

@@ -493,7 +493,7 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
                 missing.append(i)
     if missing:
         raise GeopakError(
-            f"{len(missing)} image file(s) missing, e.g. {paths[missing[0]]} (key {df['key'].iat[missing[0]]}); re-run crawl to fetch them again"
+            f"{len(missing)} image file(s) missing, e.g. {paths[missing[0]]} (key {df['key'].iat[missing[0]]}); run `geopak-data crawl {df['source'].iat[missing[0]]} --work {work}` to fetch them again"
         )
 
     centers = cells[["center_lat", "center_lon"]].to_numpy(np.float64)

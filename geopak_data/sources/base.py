@@ -16,14 +16,14 @@ the bytes are fetched.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from geopak_core.io import PartStore
 
 from ..config import PipelineConfig
-from ..records import SOURCE_SCHEMA, records_to_table
+from ..records import SOURCE_SCHEMA, records_to_table, without_credentials
 
 
 class Progress(Protocol):
@@ -71,8 +71,14 @@ class Source(ABC):
         """
 
     def request_for(self, record: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
-        """The (url, headers) used to fetch a record's bytes; credentials are added here only."""
-        return str(record["url"]), {}
+        """The (url, headers) used to fetch a record's bytes; credentials are added here only.
+
+        A metadata URL that carried credentials (``user:pass@``, ``?api_key=``) is stored
+        without them; the original is remembered in memory by this process's discovery and
+        used for the request (a crawl resumed in a new process after discovery fetches the
+        stored, credential-free URL)."""
+        url = str(record["url"])
+        return _REQUEST_URLS.get((str(record.get("key", "")), url), url), {}
 
     def inputs(self) -> dict[str, Path]:
         """Local files the discovery reads (fingerprinted by the runner: a change re-runs)."""
@@ -88,11 +94,24 @@ class Source(ABC):
         return f"{self.name}{where}"
 
 
+# (key, stored URL) -> URL with its credentials, for this process's downloads only.
+_REQUEST_URLS: dict[tuple[str, str], str] = {}
+
+
+def _stored(records: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    for record in records:
+        rec, request_url = without_credentials(record)
+        if rec.get("url") != request_url:
+            _REQUEST_URLS[(str(rec.get("key", "")), str(rec["url"]))] = request_url
+        yield rec
+
+
 def write_unit(parts: PartStore, unit: str, records: Iterable[Mapping[str, Any]]) -> int:
     """Commit one unit's discovery records atomically; returns how many were written.
 
     An empty unit is committed too (as an empty part) so a resumed run does not repeat it.
+    Credentials inside URLs are never stored (``records.without_credentials``).
     """
-    table = records_to_table(records, SOURCE_SCHEMA)
+    table = records_to_table(_stored(records), SOURCE_SCHEMA)
     parts.write(unit, table)
     return table.num_rows
