@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from geopak_core.boundaries import load_boundaries  # noqa: E402
 from geopak_core.errors import GeopakError  # noqa: E402
+from geopak_data.config import COAST_BBOXES  # noqa: E402
 from geopak_data.tagging import ProvinceTagger, TagResult  # noqa: E402
 
 GOAL = 1_000_000
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_tag: error: {exc}", file=sys.stderr)
         return 2
     t1 = time.perf_counter()
-    tagger = ProvinceTagger(polys, args.tolerance_km)
+    tagger = ProvinceTagger(polys, args.tolerance_km, coast_bboxes=COAST_BBOXES["PAK"])
     t2 = time.perf_counter()
     x0, y0, x1, y1 = tagger.zone_bounds
     rng = np.random.default_rng(args.seed)

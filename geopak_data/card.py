@@ -397,10 +397,12 @@ def render_card(
     )
     for note in stats.get("filter_notes", []):
         add(f"   - {note}")
+    from .tagging import border_rule
+
+    t = config.tag
     add(
         "3. **Tag**: each photo gets the province whose polygon contains it (geoBoundaries gbOpen PAK ADM1, public "
-        f"domain); points up to {config.tag.border_tolerance_km:g} km outside the national border (coast, GPS error) get the "
-        "nearest province, points farther out are rejected."
+        f"domain); {border_rule(t.border_tolerance_km, t.snap_borders, t.coast_bboxes)}."
     )
     add(
         "4. **Geocells**: HDBSCAN per province with radius limits (see above); isolated points that fit no cell are rejected."

@@ -318,10 +318,32 @@ class FilterConfig:
         _check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "must be >= 1")
 
 
+# The sea coast per country, as boxes (lon_min, lat_min, lon_max, lat_max) drawn by hand around
+# the shoreline: the part of the national outline inside a box is coast, the rest land border.
+# Pakistan: the Sindh coast from Cape Monze to Sir Creek (east edge 68.2E, short of the land
+# border that runs east from Sir Creek), the Makran coast to Miani Hor, and Gwadar Bay east of
+# the Iran border (west edge 61.65E, top 25.2N where the border turns north).
+COAST_BBOXES: dict[str, list[list[float]]] = {
+    "PAK": [
+        [66.6, 23.5, 68.2, 25.0],
+        [62.0, 24.8, 66.8, 25.6],
+        [61.65, 24.8, 62.0, 25.2],
+    ],
+}
+
+
 @dataclass
 class TagConfig:
+    """Province tagging by polygon and the border tolerance (see tagging.py)."""
+
     boundaries: str = ""  # local GeoJSON/GeoPackage/Shapefile; empty: GEOPAK_BOUNDARIES or download
     border_tolerance_km: float = 5.0
+    # border kinds a point up to border_tolerance_km outside may be snapped across: "coast"
+    # (the outline inside coast_bboxes) and/or "land" (the rest); [] snaps nothing
+    snap_borders: list[str] = field(default_factory=lambda: ["coast"])
+    coast_bboxes: list[list[float]] = field(
+        default_factory=lambda: [list(b) for b in COAST_BBOXES["PAK"]]
+    )
 
     def validate(self, key: str) -> None:
         _check(
@@ -330,6 +352,10 @@ class TagConfig:
             self.border_tolerance_km,
             "must be 0..100",
         )
+        for k in self.snap_borders:
+            _check(k in ("coast", "land"), f"{key}.snap_borders", k, "must be 'coast' or 'land'")
+        for i, b in enumerate(self.coast_bboxes):
+            _check_bbox(b, f"{key}.coast_bboxes[{i}]")
 
 
 @dataclass

@@ -5,9 +5,11 @@ Reads ``W/filter/records.parquet`` and writes
 * ``W/tag/records.parquet`` — the records inside Pakistan, every input column plus
   ``province`` (contract name), ``province_id`` (int8, contract id) and ``border_km``
   (0 inside a province; for a point up to ``tag.border_tolerance_km`` outside the national
-  border, the great-circle km to that border — it got the nearest province);
-* ``W/tag/rejects.parquet`` — ``outside_pakistan`` (farther than the tolerance) and
-  ``invalid_coordinates`` rows, stage ``tag``.
+  border across a border kind named in ``tag.snap_borders`` — by default only the sea coast,
+  the outline inside ``tag.coast_bboxes`` — the great-circle km to that border: it got the
+  nearest province);
+* ``W/tag/rejects.parquet`` — ``outside_pakistan`` (farther than the tolerance, or outside
+  the polygons beyond a land border) and ``invalid_coordinates`` rows, stage ``tag``.
 
 The polygons come from ``--boundaries FILE``, else ``tag.boundaries`` in the config, else
 ``GEOPAK_BOUNDARIES``, else the pinned geoBoundaries download (see ``boundaries.py``). Their
@@ -58,14 +60,17 @@ def run_tag(
     bpath = resolve_boundaries_path(boundaries or config.tag.boundaries or None)
     polys = read_boundaries(bpath)  # a bad polygon file fails here, before the stage starts
     tol = config.tag.border_tolerance_km
+    snap = list(config.tag.snap_borders)
+    coast = [list(b) for b in config.tag.coast_bboxes]
 
     def _do(ctx: StageContext) -> StageResult:
-        from .tagging import ProvinceTagger, TagResult
+        from .tagging import KIND_LAND, ProvinceTagger, TagResult, border_rule
 
         table = pq.read_table(src)
         lat = table.column("lat").to_numpy(zero_copy_only=False).astype(np.float64)
         lon = table.column("lon").to_numpy(zero_copy_only=False).astype(np.float64)
-        res = ProvinceTagger(polys, tol).tag(lat, lon)
+        res = ProvinceTagger(polys, tol, snap_borders=snap, coast_bboxes=coast).tag(lat, lon)
+        kinds = res.kind if res.kind is not None else np.zeros(len(lat), np.int8)
 
         ok = np.flatnonzero(res.tagged)
         bad = np.flatnonzero(~res.tagged)
@@ -80,10 +85,15 @@ def run_tag(
 
         reasons: list[str] = []
         details: list[str] = []
-        for st, d in zip(res.status[bad], res.border_km[bad], strict=True):
+        for st, d, k in zip(res.status[bad], res.border_km[bad], kinds[bad], strict=True):
             if st == TagResult.INVALID:
                 reasons.append("invalid_coordinates")
                 details.append("latitude/longitude missing, NaN, out of range or (0, 0)")
+            elif np.isfinite(d) and d <= tol and k == KIND_LAND:
+                reasons.append("outside_pakistan")
+                details.append(
+                    f"{d:.2f} km outside a land border (not snapped: tag.snap_borders = {snap})"
+                )
             else:
                 reasons.append("outside_pakistan")
                 details.append(
@@ -129,11 +139,22 @@ def run_tag(
         )
         if n_inv:
             summary += f", {n_inv} invalid coordinates"
+        n_land = int(
+            (
+                (res.status == TagResult.OUTSIDE) & (kinds == KIND_LAND) & (res.border_km <= tol)
+            ).sum()
+        )
+        counts["rejected:across_land_border"] = n_land
         summary += f"; {n_snapped} within {tol:g} km outside the border got the nearest province"
+        if n_land:
+            summary += f", {n_land} within {tol:g} km across a land border were rejected"
         notes = {
             "boundaries": str(bpath),
             "boundaries_sha256": polys.attrs.get("sha256", ""),
             "border_tolerance_km": tol,
+            "snap_borders": snap,
+            "coast_bboxes": coast,
+            "border_rule": border_rule(tol, snap, coast),
         }
         return StageResult(
             counts=counts, outputs=[out_path, rej_path], summary=summary, notes=notes
@@ -164,7 +185,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "tag",
-        help="province of every photo by polygon (points within the border tolerance get the nearest province)",
+        help="province of every photo by polygon (points within the border tolerance across the sea coast get the nearest province)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

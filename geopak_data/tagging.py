@@ -4,8 +4,17 @@ Why it is built this way:
 
 * **Correct by construction.** A point gets a province only if it lies in (or on the edge of)
   that province's polygon, or lies outside the national border by at most ``tolerance_km``
-  (coast, border towns, GPS error), in which case it gets the *nearest* province. Anything
-  farther is rejected; nothing is guessed from a bounding box or a cell centre.
+  *across a border kind that may be snapped* (by default only the sea coast: a photo taken on
+  a boat, a pier or a beach past a coarse coastline), in which case it gets the *nearest*
+  province. A point just across a land border is in another country (Wagah/Attari,
+  Kartarpur, Khem Karan, Kupwara are all within 5 km of Pakistan) and is rejected. Points in
+  a digitising sliver between two provinces (inside the national outline) get the nearest
+  province too. Nothing is guessed from a bounding box or a cell centre.
+* **Which border is coast.** Only the country's own ADM1 polygons are known, so the coast is
+  *configured*: the parts of the national outline (the exterior of the union of the
+  provinces) that lie inside any of ``coast_bboxes`` (lon_min, lat_min, lon_max, lat_max,
+  drawn by hand around the shoreline, not third-party polygon data) are ``coast``; the rest
+  of the outline is ``land``. Each border segment is classified once by its midpoint.
 * **Vectorised.** Millions of photos must be tagged in seconds: all tests run in GEOS through
   shapely 2's array functions (``contains_xy``/``intersects_xy`` on prepared polygons) and an
   ``STRtree`` spatial index; there is no Python loop over points.
@@ -26,8 +35,9 @@ short border pieces (so each distance is to a few segments, not to a 900-vertex 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +52,12 @@ if TYPE_CHECKING:
 PAKISTAN_LCC = "+proj=lcc +lat_1=27 +lat_2=35 +lat_0=30 +lon_0=69 +datum=WGS84 +units=m +no_defs"
 
 OUTSIDE = -1  # province_id for points that get no province
+# Border kinds of the national outline (``TagResult.kind``); INTERNAL: a point inside the
+# national outline but in no province (a digitising sliver), always snapped.
+KIND_NONE, KIND_COAST, KIND_LAND, KIND_INTERNAL = 0, 1, 2, 3
+BORDER_KINDS = ("coast", "land")  # what ``snap_borders`` may name
+_KIND_NAMES = {KIND_NONE: "", KIND_COAST: "coast", KIND_LAND: "land", KIND_INTERNAL: "internal"}
+_ON_OUTLINE_M = 1.0  # a province edge whose midpoint is this close to the outline is on it
 _MIXED = -2  # grid code: the cell needs exact tests
 _PIECE_SEGMENTS = 8
 _GRID_DEG = 0.1  # level-1 cell size
@@ -57,18 +73,26 @@ class TagResult:
     province; for points outside every province polygon (past the coast or the national
     border, or in a digitising sliver between two provinces), the great-circle km to the
     nearest province edge (NaN when farther than the search band or coordinates are invalid).
-    ``status``: 0 inside, 1 snapped (outside the border within the tolerance), 2 outside
-    Pakistan, 3 invalid coordinates.
+    ``status``: 0 inside, 1 snapped (outside the border within the tolerance, across a
+    snappable border kind), 2 outside Pakistan, 3 invalid coordinates. ``kind``: for points
+    outside every polygon, the kind of the nearest border (``KIND_COAST``, ``KIND_LAND``,
+    ``KIND_INTERNAL``), else ``KIND_NONE``.
     """
 
     province_id: np.ndarray
     border_km: np.ndarray
     status: np.ndarray
+    kind: np.ndarray | None = None
 
     INSIDE = 0
     SNAPPED = 1
     OUTSIDE = 2
     INVALID = 3
+
+    def kind_names(self) -> np.ndarray:
+        """The nearest border's kind per point as text (``"coast"``, ``"land"``, ...)."""
+        k = self.kind if self.kind is not None else np.zeros(self.status.shape, np.int8)
+        return np.array([_KIND_NAMES[int(v)] for v in k], dtype=object)
 
     @property
     def tagged(self) -> np.ndarray:
@@ -79,16 +103,63 @@ class TagResult:
         return names[np.where(self.province_id >= 0, self.province_id, len(PROVINCES))]
 
 
-class ProvinceTagger:
-    """Prepared polygons and indexes for tagging many batches of points with one boundary set."""
+def border_rule(
+    tolerance_km: float, snap_borders: Sequence[str], coast_bboxes: Sequence[Sequence[float]]
+) -> str:
+    """One sentence saying which points outside the polygons get a province (tag notes, card)."""
+    kinds = [k for k in BORDER_KINDS if k in set(snap_borders)]
+    if tolerance_km <= 0 or not kinds:
+        return "points outside every province polygon are rejected (no border tolerance)"
+    across = {
+        ("coast",): "across the sea coast only",
+        ("land",): "across land borders only",
+        ("coast", "land"): "across the sea coast and land borders",
+    }[tuple(kinds)]
+    rule = (
+        f"points up to {tolerance_km:g} km outside the national border {across} get the nearest "
+        "province; "
+        + (
+            "points outside the polygons near a land border are rejected as outside the country"
+            if "land" not in kinds
+            else "points farther out are rejected"
+        )
+    )
+    if "coast" in kinds:
+        rule += (
+            f" (coast: the outline inside {len(coast_bboxes)} configured tag.coast_bboxes box(es))"
+            if coast_bboxes
+            else " (no tag.coast_bboxes configured, so no border counts as coast)"
+        )
+    return rule
 
-    def __init__(self, boundaries: geopandas.GeoDataFrame, tolerance_km: float = 5.0):
+
+class ProvinceTagger:
+    """Prepared polygons and indexes for tagging many batches of points with one boundary set.
+
+    ``snap_borders``: the border kinds (``"coast"``, ``"land"``) a point just outside may be
+    snapped across; ``coast_bboxes``: boxes (lon_min, lat_min, lon_max, lat_max) whose part of
+    the national outline is coast. Both are inputs, so any country's outline and coast work.
+    """
+
+    def __init__(
+        self,
+        boundaries: geopandas.GeoDataFrame,
+        tolerance_km: float = 5.0,
+        *,
+        snap_borders: Sequence[str] = ("coast",),
+        coast_bboxes: Sequence[Sequence[float]] = (),
+    ):
         import shapely
         from pyproj import Transformer
 
         if tolerance_km < 0:
             raise ValueError("tolerance_km must be >= 0")
+        bad = sorted(set(snap_borders) - set(BORDER_KINDS))
+        if bad:
+            raise ValueError(f"unknown border kind(s) {bad}: use {list(BORDER_KINDS)}")
         self.tolerance_km = float(tolerance_km)
+        self.snap_borders = tuple(k for k in BORDER_KINDS if k in set(snap_borders))
+        self.coast_bboxes = [tuple(float(v) for v in b) for b in coast_bboxes]
         gdf = boundaries.sort_values("province_id")
         self.ids = np.asarray(gdf["province_id"], dtype=np.int8)
         geoms = np.asarray(gdf.geometry.values)
@@ -106,23 +177,11 @@ class ProvinceTagger:
                 for g in geoms
             ]
         )
-        # Border pieces: every ring of every province cut into short lines, each tagged with
-        # its province, in an STRtree. Nearest piece = nearest province for outside points.
-        pieces: list[object] = []
-        owners: list[int] = []
-        for pid, g in zip(self.ids, proj, strict=True):
-            for ring in shapely.get_rings(shapely.get_parts(g)):
-                coords = shapely.get_coordinates(ring)
-                for start in range(0, len(coords) - 1, _PIECE_SEGMENTS):
-                    pieces.append(shapely.linestrings(coords[start : start + _PIECE_SEGMENTS + 1]))
-                    owners.append(int(pid))
-        self._pieces = np.array(pieces, dtype=object)
-        self._owners = np.asarray(owners, dtype=np.int8)
-        self._tree = shapely.STRtree(self._pieces)
+        country = shapely.union_all(proj)
+        self._build_pieces(proj, country)
 
         # The national outline grown by the tolerance (plus a margin, so the exact metric test
         # decides, not the curvature of the re-projected buffer), back in degrees and prepared.
-        country = shapely.union_all(proj)
         margin_m = self.tolerance_km * 1000.0 * 1.02 + 200.0
         zone = shapely.buffer(country, margin_m, quad_segs=4) if margin_m > 0 else country
         zone = shapely.transform(
@@ -133,6 +192,66 @@ class ProvinceTagger:
         self._zone = zone
         self.zone_bounds = tuple(float(v) for v in shapely.bounds(zone))
         self._build_grid()
+
+    def _build_pieces(self, proj: np.ndarray, country: object) -> None:
+        """Border pieces (short lines of one province and one kind) in STRtrees.
+
+        Every ring of every province is cut into runs of at most ``_PIECE_SEGMENTS`` segments
+        of one kind: ``coast``/``land`` when the segment lies on the national outline (inside
+        / outside the coast boxes), ``internal`` otherwise. Nearest piece = nearest province.
+        """
+        import shapely
+
+        filled = shapely.union_all(
+            [shapely.polygons(shapely.get_exterior_ring(p)) for p in shapely.get_parts(country)]
+        )
+        outline = shapely.boundary(filled)
+        shapely.prepare(outline)
+        shapely.prepare(filled)
+        self._filled = filled
+        coast_area = None
+        if self.coast_bboxes:
+            boxes = [shapely.segmentize(shapely.box(*b), 0.05) for b in self.coast_bboxes]
+            coast_area = shapely.union_all([self._to_proj(b) for b in boxes])
+            shapely.prepare(coast_area)
+        pieces: list[object] = []
+        owners: list[int] = []
+        kinds: list[int] = []
+        for pid, g in zip(self.ids, proj, strict=True):
+            for ring in shapely.get_rings(shapely.get_parts(g)):
+                coords = shapely.get_coordinates(ring)
+                if len(coords) < 2:
+                    continue
+                mid = (coords[:-1] + coords[1:]) / 2.0
+                mids = shapely.points(mid[:, 0], mid[:, 1])
+                kind = np.where(
+                    shapely.dwithin(outline, mids, _ON_OUTLINE_M), KIND_LAND, KIND_INTERNAL
+                ).astype(np.int8)
+                if coast_area is not None:
+                    coast = shapely.intersects_xy(coast_area, mid[:, 0], mid[:, 1])
+                    kind[(kind == KIND_LAND) & coast] = KIND_COAST
+                for start, stop in _runs(kind, _PIECE_SEGMENTS):
+                    pieces.append(shapely.linestrings(coords[start : stop + 1]))
+                    owners.append(int(pid))
+                    kinds.append(int(kind[start]))
+        self._pieces = np.array(pieces, dtype=object)
+        self._owners = np.asarray(owners, dtype=np.int8)
+        self._kinds = np.asarray(kinds, dtype=np.int8)
+        self._tree = shapely.STRtree(self._pieces)
+        on_outline = np.flatnonzero(self._kinds != KIND_INTERNAL)
+        self._outline_idx = on_outline
+        self._outline_tree = shapely.STRtree(self._pieces[on_outline])
+        snap = {KIND_COAST: "coast" in self.snap_borders, KIND_LAND: "land" in self.snap_borders}
+        self._snappable = np.array(
+            [False, snap[KIND_COAST], snap[KIND_LAND], True], dtype=bool
+        )  # indexed by kind
+
+    def _to_proj(self, geom: object) -> object:
+        import shapely
+
+        return shapely.transform(
+            geom, lambda xy: np.column_stack(self._fwd.transform(xy[:, 0], xy[:, 1]))
+        )
 
     # ------------------------------------------------------------------ lookup grid
 
@@ -201,6 +320,7 @@ class ProvinceTagger:
         pid = np.full(n, OUTSIDE, dtype=np.int8)
         border = np.full(n, np.nan, dtype=np.float64)
         status = np.full(n, TagResult.OUTSIDE, dtype=np.int8)
+        kind = np.zeros(n, dtype=np.int8)
 
         valid = valid_coordinates(lat, lon)
         status[~valid] = TagResult.INVALID
@@ -209,14 +329,14 @@ class ProvinceTagger:
             near = valid & (lon >= zx0) & (lon <= zx1) & (lat >= zy0) & (lat <= zy1)
         idx = np.flatnonzero(near)
         if idx.size == 0:
-            return TagResult(pid, border, status)
+            return TagResult(pid, border, status, kind)
         code = self._lookup(lon[idx], lat[idx])
         pure = code >= 0
         pid[idx[pure]] = code[pure]
         border[idx[pure]] = 0.0
         status[idx[pure]] = TagResult.INSIDE
-        self._exact(idx[code == _MIXED], lat, lon, pid, border, status)
-        return TagResult(pid, border, status)
+        self._exact(idx[code == _MIXED], lat, lon, pid, border, status, kind)
+        return TagResult(pid, border, status, kind)
 
     def _exact(
         self,
@@ -226,6 +346,7 @@ class ProvinceTagger:
         pid: np.ndarray,
         border: np.ndarray,
         status: np.ndarray,
+        kind: np.ndarray | None = None,
     ) -> None:
         """Exact tests for the points ``idx`` (those in mixed grid cells); fills the outputs."""
         import shapely
@@ -252,24 +373,61 @@ class ProvinceTagger:
 
         band = idx[~inside]
         if band.size:
-            d_km, owner = self._nearest(lat[band], lon[band])
-            ok = d_km <= self.tolerance_km
+            d_km, owner, near_kind = self._nearest(lat[band], lon[band])
+            ok = (d_km <= self.tolerance_km) & self._snappable[near_kind]
             pid[band[ok]] = owner[ok]
             status[band[ok]] = TagResult.SNAPPED
             border[band] = np.where(np.isfinite(d_km), d_km, np.nan)
+            if kind is not None:
+                kind[band] = near_kind
 
-    def _nearest(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Great-circle km to the nearest border point and that border's province (vectorised)."""
+    def _nearest(
+        self, lat: np.ndarray, lon: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Great-circle km to the nearest border point, that border's province and its kind.
+
+        A point inside the national outline (a sliver between provinces) looks at every
+        piece; a point outside it only at the outline's pieces, so the kind of border it lies
+        beyond (coast or land) decides, never an internal edge that ends at the outline.
+        """
         import shapely
 
         px, py = self._fwd.transform(lon, lat)
         pts = shapely.points(px, py)
+        n = lat.shape[0]
+        d_km = np.full(n, np.inf)
+        owner = np.full(n, OUTSIDE, dtype=np.int8)
+        kind = np.zeros(n, dtype=np.int8)
+        within = shapely.contains(self._filled, pts)
+        for sel, tree, index in (
+            (np.flatnonzero(within), self._tree, None),
+            (np.flatnonzero(~within), self._outline_tree, self._outline_idx),
+        ):
+            if sel.size:
+                d, o, k = self._nearest_in(tree, index, pts[sel], lat[sel], lon[sel])
+                d_km[sel], owner[sel], kind[sel] = d, o, k
+        kind[np.isinf(d_km)] = KIND_NONE
+        return d_km, owner, kind
+
+    def _nearest_in(
+        self,
+        tree: object,
+        index: np.ndarray | None,
+        pts: np.ndarray,
+        lat: np.ndarray,
+        lon: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import shapely
+
         search_m = self.tolerance_km * 1000.0 * 1.1 + 1000.0
-        (src, dst), _ = self._tree.query_nearest(
+        (src, dst), _ = tree.query_nearest(  # type: ignore[attr-defined]
             pts, max_distance=search_m, return_distance=True, all_matches=False
         )
+        if index is not None:
+            dst = index[dst]
         d_km = np.full(lat.shape[0], np.inf)
         owner = np.full(lat.shape[0], OUTSIDE, dtype=np.int8)
+        kind = np.zeros(lat.shape[0], dtype=np.int8)
         if src.size:
             # all_matches=False keeps one nearest piece per point; ties between two provinces'
             # shared edge resolve to the lowest piece index, i.e. deterministically.
@@ -278,14 +436,40 @@ class ProvinceTagger:
             elon, elat = self._inv.transform(ends[:, 0], ends[:, 1])
             d_km[src] = haversine_km(lat[src], lon[src], elat, elon)
             owner[src] = self._owners[dst]
-        return d_km, owner
+            kind[src] = self._kinds[dst]
+        return d_km, owner, kind
+
+
+def _runs(kind: np.ndarray, longest: int) -> list[tuple[int, int]]:
+    """(first, last + 1) segment ranges of equal ``kind``, each at most ``longest`` long."""
+    out = []
+    start = 0
+    n = kind.shape[0]
+    for i in range(1, n + 1):
+        if i == n or kind[i] != kind[start] or i - start >= longest:
+            out.append((start, i))
+            start = i
+    return out
 
 
 def tag_points(
-    lat: np.ndarray, lon: np.ndarray, boundaries: geopandas.GeoDataFrame, tolerance_km: float = 5.0
+    lat: np.ndarray,
+    lon: np.ndarray,
+    boundaries: geopandas.GeoDataFrame,
+    tolerance_km: float = 5.0,
+    **opts: Any,
 ) -> TagResult:
-    """One-shot helper: build a ``ProvinceTagger`` and tag the points."""
-    return ProvinceTagger(boundaries, tolerance_km).tag(lat, lon)
+    """One-shot helper: build a ``ProvinceTagger`` (``opts``: ``snap_borders``,
+    ``coast_bboxes``) and tag the points."""
+    return ProvinceTagger(boundaries, tolerance_km, **opts).tag(lat, lon)
 
 
-__all__ = ["OUTSIDE", "PAKISTAN_LCC", "ProvinceTagger", "TagResult", "tag_points"]
+__all__ = [
+    "BORDER_KINDS",
+    "OUTSIDE",
+    "PAKISTAN_LCC",
+    "ProvinceTagger",
+    "TagResult",
+    "border_rule",
+    "tag_points",
+]

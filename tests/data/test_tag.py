@@ -8,7 +8,10 @@ import shapely
 from pyproj import Geod
 
 from geopak_core.boundaries import read_boundaries
-from geopak_data.tagging import ProvinceTagger, TagResult, tag_points
+from geopak_data.config import COAST_BBOXES
+from geopak_data.tagging import ProvinceTagger, TagResult, border_rule, tag_points
+
+COAST = COAST_BBOXES["PAK"]
 
 PLACES = {
     # name: (lat, lon, expected province)
@@ -62,7 +65,7 @@ def polys(boundaries_path):
 
 @pytest.fixture(scope="module")
 def tagger(polys):
-    return ProvinceTagger(polys, 5.0)
+    return ProvinceTagger(polys, 5.0, coast_bboxes=COAST)
 
 
 def test_well_known_places_land_in_their_unit(tagger):
@@ -104,9 +107,9 @@ def test_just_offshore_gets_the_nearest_province(polys, tagger):
     # border_km is the great-circle distance to the border, in km
     assert np.allclose(res.border_km[:4], [0.5, 3.0, 4.9, 5.2], atol=0.02)
     assert np.isnan(res.border_km[4])  # far beyond the band: not measured
-    strict = ProvinceTagger(polys, 2.0).tag([pts[1][0]], [pts[1][1]])
+    strict = ProvinceTagger(polys, 2.0, coast_bboxes=COAST).tag([pts[1][0]], [pts[1][1]])
     assert strict.province_id[0] == -1  # the tolerance is configurable
-    wide = tag_points([pts[4][0]], [pts[4][1]], polys, tolerance_km=10.0)
+    wide = tag_points([pts[4][0]], [pts[4][1]], polys, tolerance_km=10.0, coast_bboxes=COAST)
     assert wide.province_names()[0] == "Sindh" and abs(wide.border_km[0] - 8.0) < 0.03
 
 
@@ -169,3 +172,82 @@ def test_lookup_grid_agrees_with_the_exact_path(tagger):
     assert (fast.status == status).all()
     assert np.array_equal(fast.border_km, border, equal_nan=True)
     assert (status == TagResult.INSIDE).sum() > 5000 and (status == TagResult.SNAPPED).sum() > 50
+
+
+# ----------------------------------------------------------------------------- border kinds
+# Towns just across Pakistan's land borders (GeoNames-style coordinates, all < 5 km out).
+ACROSS_LAND = {
+    "Kupwara (India)": (34.03, 74.26),
+    "Khem Karan (India)": (31.146, 74.556),
+    "Attari (India)": (31.600, 74.606),
+    "Dera Baba Nanak (India)": (32.035, 75.027),
+}
+
+
+def test_land_border_points_are_not_snapped(tagger):
+    lat = np.array([v[0] for v in ACROSS_LAND.values()])
+    lon = np.array([v[1] for v in ACROSS_LAND.values()])
+    res = tagger.tag(lat, lon)
+    assert (res.province_id == -1).all() and (res.status == TagResult.OUTSIDE).all()
+    assert list(res.kind_names()) == ["land"] * len(ACROSS_LAND)
+    assert ((res.border_km > 0) & (res.border_km < 5.0)).all()  # within the old tolerance
+
+
+def test_snapping_across_land_is_an_explicit_choice(polys):
+    lat = np.array([v[0] for v in ACROSS_LAND.values()])
+    lon = np.array([v[1] for v in ACROSS_LAND.values()])
+    both = ProvinceTagger(polys, 5.0, snap_borders=("coast", "land"), coast_bboxes=COAST)
+    res = both.tag(lat, lon)
+    assert (res.status == TagResult.SNAPPED).all()
+    assert set(res.province_names()) <= {"Punjab", "Azad Kashmir"}
+    # without coast boxes no border is coast, so the sea point is rejected too
+    sea = _offshore(polys, 1.0)
+    bare = ProvinceTagger(polys, 5.0).tag([sea[0]], [sea[1]])
+    assert bare.status[0] == TagResult.OUTSIDE and bare.kind_names()[0] == "land"
+    with pytest.raises(ValueError, match="border kind"):
+        ProvinceTagger(polys, 5.0, snap_borders=("river",))
+
+
+def test_offshore_points_snap_across_the_coast(polys, tagger):
+    res = tagger.tag([_offshore(polys, 1.0)[0]], [_offshore(polys, 1.0)[1]])
+    assert res.status[0] == TagResult.SNAPPED and res.kind_names()[0] == "coast"
+
+
+def _squares():
+    """A generic two-province country far from any real one's shape: an outer province with
+    a square hole and an inner province in the hole, a ~2 km gap (a digitising sliver) between."""
+    import geopandas as gpd
+
+    outer = shapely.Polygon(
+        [(66, 27), (68, 27), (68, 29), (66, 29)],
+        holes=[[(66.9, 27.9), (67.1, 27.9), (67.1, 28.1), (66.9, 28.1)]],
+    )
+    inner = shapely.box(66.92, 27.92, 67.08, 28.08)
+    return gpd.GeoDataFrame(
+        {"province": ["A", "B"], "province_id": [0, 1]},
+        geometry=[shapely.segmentize(outer, 0.01), shapely.segmentize(inner, 0.01)],
+        crs="EPSG:4326",
+    )
+
+
+def test_coast_comes_from_the_configured_boxes_and_slivers_snap():
+    squares = _squares()
+    # the south edge (lat 27) is coast, every other edge a land border
+    t = ProvinceTagger(squares, 5.0, coast_bboxes=[(65.5, 26.5, 68.5, 27.2)])
+    lat = np.array([26.98, 28.0, 28.0, 28.0])
+    lon = np.array([67.0, 68.02, 66.91, 64.0])
+    res = t.tag(lat, lon)
+    assert list(res.kind_names()) == ["coast", "land", "internal", ""]
+    snapped, outside = TagResult.SNAPPED, TagResult.OUTSIDE
+    assert list(res.status) == [snapped, outside, snapped, outside]
+    assert list(res.province_id) == [0, -1, 0, -1]
+    assert np.allclose(res.border_km[:2], [2.22, 1.97], atol=0.05)
+
+
+def test_border_rule_says_which_rule_applies():
+    assert "across the sea coast only" in border_rule(5.0, ["coast"], COAST)
+    assert "land border are rejected" in border_rule(5.0, ["coast"], COAST)
+    assert "3 configured" in border_rule(5.0, ["coast"], COAST)
+    assert "coast and land borders" in border_rule(5.0, ["land", "coast"], COAST)
+    assert "no border tolerance" in border_rule(0.0, ["coast"], COAST)
+    assert "no border tolerance" in border_rule(5.0, [], COAST)

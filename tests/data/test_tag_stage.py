@@ -148,6 +148,7 @@ def test_missing_columns(tmp_path):
 def test_all_points_vectorised_consistency(tmp_path):
     """Many records through the stage: ids agree with a fresh tagger on the same points."""
     from geopak_core.boundaries import load_boundaries
+    from geopak_data.config import COAST_BBOXES
     from geopak_data.tagging import tag_points
 
     work = tmp_path / "W"
@@ -168,7 +169,39 @@ def test_all_points_vectorised_consistency(tmp_path):
     pq.write_table(t, work / "filter" / "records.parquet")
     run_tag(work=work, config=load_config(None))
     out = pq.read_table(work / "tag" / "records.parquet")
-    res = tag_points(lat, lon, load_boundaries())
+    res = tag_points(lat, lon, load_boundaries(), coast_bboxes=COAST_BBOXES["PAK"])
     assert out.column("key").to_pylist() == [f"k-{i}" for i in np.flatnonzero(res.tagged)]
     assert out.column("province_id").to_pylist() == res.province_id[res.tagged].tolist()
     assert pq.read_table(work / "tag" / "rejects.parquet").num_rows == n - out.num_rows > 0
+
+
+def test_land_border_rejects_say_why_and_notes_say_the_rule(tmp_path):
+    """Attari (India, 4.8 km from Wagah) is rejected as outside Pakistan; the notes name the rule."""
+    work = tmp_path / "W"
+    POINTS.append(("attari", 31.600, 74.606, None))
+    try:
+        _filtered(work)
+    finally:
+        POINTS.pop()
+    outcome = run_tag(work=work, config=load_config(None))
+    rej = pq.read_table(work / "tag" / "rejects.parquet").to_pylist()
+    attari = next(r for r in rej if r["source_id"] == "attari")
+    assert attari["reason"] == "outside_pakistan" and "land border" in attari["detail"]
+    assert outcome.counts["rejected:across_land_border"] == 1
+    manifest = json.loads((work / "manifest.json").read_text())
+    notes = json.dumps(manifest)
+    assert "across the sea coast only" in notes and "snap_borders" in notes
+    # the user can choose to snap land borders too (a new run: the tag section changed)
+    both = run_tag(work=work, config=load_config(None, {"tag.snap_borders": ["coast", "land"]}))
+    assert not both.skipped and both.counts["rejected:across_land_border"] == 0
+    out = pq.read_table(work / "tag" / "records.parquet")
+    assert "attari" in out.column("source_id").to_pylist()
+
+
+def test_bad_border_config_is_a_one_line_error():
+    from geopak_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tag.snap_borders"):
+        load_config(None, {"tag.snap_borders": ["river"]})
+    with pytest.raises(ConfigError, match=r"tag.coast_bboxes\[0\]"):
+        load_config(None, {"tag.coast_bboxes": [[70, 30, 60, 20]]})
