@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,18 @@ FILE_MODE = 0o666 & ~_current_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds."""
+def atomic_path(
+    path: str | os.PathLike,
+    suffix: str = "",
+    *,
+    before_replace: Callable[[Path], None] | None = None,
+) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
+
+    ``before_replace(tmp)`` runs once the temporary file is complete and fsynced, just before
+    the rename: bookkeeping that names the final file (the shard stage's state) is saved then,
+    so it can never point at a torn file.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f"{suffix}.tmp", dir=target.parent)
@@ -45,6 +55,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        if before_replace is not None:
+            before_replace(tmp_path)
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
     finally:

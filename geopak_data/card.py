@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from geopak_core.errors import GeopakError
+from geopak_core.progress import log
 from geopak_core.regions import ISO_CODES, PROVINCES
+from geopak_core.shardfmt import SPLITS, shard_name
 
 from .config import PipelineConfig
 
@@ -155,9 +157,7 @@ def render_card(
 
     name = config.shard.dataset_name or "geopak"
     total = int(stats["samples"])
-    splits = [
-        s for s in ("train", "val", "test") if stats["splits"].get(s, {}).get("shards", 0) > 0
-    ]
+    splits = [s for s in SPLITS if stats["splits"].get(s, {}).get("shards", 0) > 0]
     meta = card_metadata(n_samples=total, splits=splits, pretty_name=name)
     yaml = DatasetCardData(**meta).to_yaml()
     sources = stats.get("sources", {})
@@ -184,7 +184,7 @@ def render_card(
     add("```")
     for s in splits:
         n = stats["splits"][s]["shards"]
-        add(f"{s}/geopak-{s}-000000.tar ... ({n} shard{'s' if n != 1 else ''})")
+        add(f"{shard_name(s, 0)} ... ({n} shard{'s' if n != 1 else ''})")
     add(
         "cells.parquet   one row per geocell (cell_id, province_id, province, center_lat, center_lon, radius_km, n_samples, urban)"
     )
@@ -579,3 +579,18 @@ def validate_card(folder: str | Path) -> dict[str, Any]:
                 f"{path}: data_files pattern '{pattern}' (split {split}) matches no file in {folder}"
             )
     return data
+
+
+def write_map(path: Path, points: Any, cells: Any, *, title: str = "") -> str | None:
+    """DIR/map.png via the shared ``maps.plot_map``; None (and the card says so) when unavailable."""
+    try:
+        from .maps import plot_map
+    except ImportError as exc:
+        log.warning("shard: no map image (%s)", exc)
+        return None
+    try:
+        plot_map(path, points=points, cells=cells, title=title)
+    except GeopakError as exc:
+        log.warning("shard: no map image (%s)", exc)
+        return None
+    return path.name

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from geopak_core.errors import GeopakError
 from geopak_core.io import atomic_write_json, atomic_write_parquet
 from geopak_core.progress import log
+from geopak_core.shardfmt import CELLS_SCHEMA
 
 from .config import PipelineConfig
 from .records import REJECT_SCHEMA, reject_rows
@@ -39,24 +40,6 @@ from .runner import StageContext, StageOutcome, StageResult, run_stage
 
 STAGE = "cluster"
 REASON = "geocell_isolated"
-
-CELLS_SCHEMA = pa.schema(
-    [
-        ("cell_id", pa.int32()),
-        ("province_id", pa.int8()),
-        ("province", pa.string()),
-        ("center_lat", pa.float64()),
-        ("center_lon", pa.float64()),
-        ("radius_km", pa.float64()),
-        ("n_samples", pa.int32()),
-        ("urban", pa.bool_()),
-        ("limit_km", pa.float64()),
-        ("isolated", pa.bool_()),
-        ("center_key", pa.string()),
-        ("neighbours", pa.list_(pa.int32())),
-        ("crs", pa.string()),
-    ]
-)
 
 
 def input_path(work: Path) -> Path:

@@ -79,6 +79,7 @@ from geopak_core.errors import GeopakError
 from geopak_core.geo import EARTH_RADIUS_KM, haversine_km, valid_coordinates
 from geopak_core.progress import log, progress
 from geopak_core.regions import NUM_PROVINCES, PROVINCES
+from geopak_core.shardfmt import CELLS_SCHEMA, cell_id_order
 
 from .config import ClusterConfig
 from .tables import column, has_column
@@ -94,20 +95,10 @@ PROVINCE_AREA_KM2: tuple[float, ...] = (
     13_297.0,  # Azad Kashmir
 )
 
-CELL_COLUMNS: tuple[str, ...] = (
-    "cell_id",
-    "province_id",
-    "province",
-    "center_lat",
-    "center_lon",
-    "radius_km",
-    "n_samples",
-    "urban",
-    "limit_km",
-    "isolated",
-    "center_index",
-    "neighbours",
-    "crs",
+# The cluster stage's cells table (shardfmt.CELLS_SCHEMA), with the centre's row index in
+# place of its key until the stage maps it.
+CELL_COLUMNS: tuple[str, ...] = tuple(
+    "center_index" if name == "center_key" else name for name in CELLS_SCHEMA.names
 )
 
 _EXACT_MEDOID = 256  # cells up to this size get the exact medoid
@@ -908,11 +899,7 @@ def nearest_cells(center_lat: np.ndarray, center_lon: np.ndarray, k: int) -> lis
 def _cell_order(cells: Any) -> np.ndarray | None:
     if not has_column(cells, "cell_id"):
         return None
-    ids = column(cells, "cell_id").astype(np.int64)
-    order = np.argsort(ids, kind="stable")
-    if not np.array_equal(ids[order], np.arange(len(ids))):
-        raise GeopakError("cell table cell_id must be contiguous from 0")
-    return order
+    return cell_id_order(column(cells, "cell_id"))
 
 
 def cell_distance_matrix(cells: Any) -> np.ndarray:

@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from geopak_core.errors import GeopakError
 from geopak_core.progress import log
+from geopak_core.shardfmt import REQUIRED_FILES, read_table, require_columns
 
 from .card import validate_card
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 IGNORE_PATTERNS = [".*", "**/.*", "**/__pycache__/**"]
-REQUIRED_FILES = ("README.md", "index.parquet", "cells.parquet", "stats.json")
 
 
 @dataclass
@@ -64,30 +62,25 @@ def plan_publish(folder: str | Path, *, allow_restricted: bool = False) -> Publi
     folder = Path(folder)
     if not folder.is_dir():
         raise GeopakError(f"shard folder not found: {folder}")
-    for name in REQUIRED_FILES:
+    for name in ("README.md", *(f for f in REQUIRED_FILES if f != "README.md")):
         if not (folder / name).is_file():
             raise GeopakError(
                 f"{folder / name} is missing: not a complete geopak shard folder (run `geopak-data shard` first)"
             )
     card = validate_card(folder)
-    try:
-        index = pq.read_table(folder / "index.parquet").to_pandas()
-    except Exception as exc:  # noqa: BLE001 - any unreadable index is a bad folder
-        raise GeopakError(
-            f"cannot read {folder / 'index.parquet'}: {str(exc).splitlines()[0]}"
-        ) from None
-    for col in ("key", "split", "shard"):
-        if col not in index.columns:
-            raise GeopakError(f"{folder / 'index.parquet'} has no '{col}' column")
+    index = read_table(folder / "index.parquet").to_pandas()
+    require_columns(
+        index.columns,
+        ("key", "split", "shard", "restricted"),
+        where=str(folder / "index.parquet"),
+        hint="re-run `geopak-data shard`",
+    )
     missing = sorted(s for s in set(index["shard"]) if not (folder / s).is_file())
     if missing:
         raise GeopakError(
             f"{len(missing)} shard(s) named in index.parquet are missing, e.g. {folder / missing[0]}"
         )
-    if "restricted" in index.columns:
-        restricted = int(index["restricted"].fillna(False).astype(bool).sum())
-    else:
-        restricted = int(index["source"].isin(["places"]).sum()) if "source" in index.columns else 0
+    restricted = int(index["restricted"].fillna(False).astype(bool).sum())
     if restricted and not allow_restricted:
         raise GeopakError(
             f"{folder} holds {restricted} restricted photo(s) (e.g. Google Places) whose terms forbid redistribution; "

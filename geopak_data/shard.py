@@ -26,10 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
-import os
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +36,6 @@ import pyarrow.parquet as pq
 
 from geopak_core.errors import GeopakError
 from geopak_core.io import (
-    FILE_MODE,
     atomic_write_json,
     atomic_write_parquet,
     atomic_write_text,
@@ -48,43 +43,33 @@ from geopak_core.io import (
 )
 from geopak_core.progress import log, progress
 from geopak_core.regions import NUM_PROVINCES, PROVINCES
+from geopak_core.shardfmt import (
+    FORMAT_VERSION,
+    INDEX_SCHEMA,
+    JSON_FIELDS,
+    SPLITS,
+    cell_id_order,
+    cells_with_counts,
+    file_identity,
+    json_bytes,
+    sample_tar_bytes,
+    shard_glob,
+    shard_name,
+    stats_document,
+    tar_size,
+    write_tar,
+)
 
 from . import __version__
+from .card import render_card, write_map
 from .config import PipelineConfig, config_hash
 from .removal import load_removal_list
 from .runner import Manifest, StageContext, StageOutcome, StageResult, run_stage
-from .splits import SPLITS, assign_splits, shuffle_order
+from .splits import assign_splits, shuffle_order
+from .stats import collect_rejects, filter_notes
 
 STAGE = "shard"
-FORMAT_VERSION = 1  # bump when the tar layout or the json changes: every shard is rewritten
-TAR_MTIME = 0  # fixed member mtime: identical content gives identical bytes
-TAR_USER = "geopak"
-_BLOCK = tarfile.BLOCKSIZE
-_RECORD = tarfile.RECORDSIZE
-
-# The json of every sample, in this order (the contract's fields, then provenance, then split).
-JSON_FIELDS: tuple[str, ...] = (
-    "key",
-    "lat",
-    "lon",
-    "province",
-    "province_id",
-    "cell_id",
-    "cell_center_lat",
-    "cell_center_lon",
-    "source",
-    "source_id",
-    "url",
-    "license",
-    "license_url",
-    "owner",
-    "title",
-    "date_taken",
-    "attribution",
-    "width",
-    "height",
-    "split",
-)
+# What the cluster stage's records must hold (records.DOWNLOADED_SCHEMA + filter/tag/cluster columns).
 REQUIRED_COLUMNS = (
     "key",
     "source",
@@ -101,51 +86,7 @@ REQUIRED_COLUMNS = (
     "province_id",
     "cell_id",
 )
-CELL_COLUMNS = (
-    "cell_id",
-    "province_id",
-    "province",
-    "center_lat",
-    "center_lon",
-    "radius_km",
-    "n_samples",
-    "urban",
-)
 RESTRICTED_SOURCES = frozenset({"places"})
-INDEX_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("split", pa.string()),
-        ("shard", pa.string()),
-        ("lat", pa.float64()),
-        ("lon", pa.float64()),
-        ("province", pa.string()),
-        ("province_id", pa.int8()),
-        ("cell_id", pa.int32()),
-        ("cell_center_lat", pa.float64()),
-        ("cell_center_lon", pa.float64()),
-        ("source", pa.string()),
-        ("source_id", pa.string()),
-        ("url", pa.string()),
-        ("license", pa.string()),
-        ("license_url", pa.string()),
-        ("owner", pa.string()),
-        ("title", pa.string()),
-        ("date_taken", pa.string()),
-        ("attribution", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("sha256", pa.string()),
-        ("bytes", pa.int64()),
-        ("restricted", pa.bool_()),
-        ("group", pa.int64()),
-    ]
-)
-
-
-def shard_name(split: str, number: int) -> str:
-    """``train/geopak-train-000000.tar``: the contract's name, relative to the shard folder."""
-    return f"{split}/geopak-{split}-{number:06d}.tar"
 
 
 def split_rule_text(
@@ -184,34 +125,6 @@ def _i(v: Any) -> int:
         return 0
 
 
-def _padded(n: int) -> int:
-    return (n + _BLOCK - 1) // _BLOCK * _BLOCK
-
-
-def _header_bytes(name: str) -> int:
-    """Size of a member's header(s) as TarWriter writes them (PAX extension for long names)."""
-    if len(name) < 100:
-        return _BLOCK
-    ti = tarfile.TarInfo(name)
-    ti.mtime, ti.mode, ti.uname, ti.gname = TAR_MTIME, 0o444, TAR_USER, TAR_USER
-    return len(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-
-
-def sample_tar_bytes(key: str, jpg_size: int, json_size: int) -> int:
-    """Bytes one sample adds to a tar: two headers plus two padded payloads."""
-    return (
-        _header_bytes(f"{key}.jpg")
-        + _padded(jpg_size)
-        + _header_bytes(f"{key}.json")
-        + _padded(json_size)
-    )
-
-
-def tar_size(sample_bytes: int) -> int:
-    """Final tar size for members totalling ``sample_bytes``: end-of-archive blocks, record padding."""
-    return (sample_bytes + 2 * _BLOCK + _RECORD - 1) // _RECORD * _RECORD
-
-
 def pack(sizes: np.ndarray, max_bytes: int, max_samples: int) -> list[np.ndarray]:
     """Cut a sequence of samples (in order) into shards under both limits, whichever first.
 
@@ -230,10 +143,6 @@ def pack(sizes: np.ndarray, max_bytes: int, max_samples: int) -> list[np.ndarray
     return out
 
 
-def json_bytes(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
 def _attribution(rec: dict[str, Any]) -> str:
     a = _s(rec.get("attribution")).strip()
     if a:
@@ -242,25 +151,6 @@ def _attribution(rec: dict[str, Any]) -> str:
     owner = _s(rec.get("owner")).strip() or "unknown owner"
     lic = _s(rec.get("license")).strip() or "licence unknown"
     return f'"{title}" by {owner} ({rec.get("source")}), {lic}, {_s(rec.get("url"))}'
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _file_id(path: Path) -> dict[str, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
 
 
 # ----------------------------------------------------------------------------- state
@@ -290,7 +180,7 @@ class ShardState:
         entry = self.shards.get(name)
         if not entry or (fp is not None and entry.get("fp") != fp):
             return False
-        fid = _file_id(out / name)
+        fid = file_identity(out / name)
         return fid is not None and all(fid[k] == entry.get(k) for k in ("size", "mtime_ns", "ino"))
 
 
@@ -311,42 +201,6 @@ def stage_path(work: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-def write_tar(
-    path: Path, samples: list[tuple[str, bytes, bytes]], on_ready: Any = None
-) -> dict[str, int]:
-    """Write ``(key, jpg, json)`` samples to ``path`` via a temporary name; return its identity.
-
-    ``on_ready(identity)`` runs after the temporary file is complete and fsynced but before
-    the rename, so bookkeeping that names the final file can never point at a torn one.
-    """
-    import webdataset as wds
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(tmp, FILE_MODE)  # mkstemp's 0600 would leave the shards unreadable to others
-        with os.fdopen(fd, "wb") as fh:
-            writer = wds.TarWriter(
-                fh, user=TAR_USER, group=TAR_USER, mode=0o444, mtime=TAR_MTIME, encoder=False
-            )
-            for key, jpg, meta in samples:
-                writer.write({"__key__": key, "jpg": jpg, "json": meta})
-            writer.close()
-            fh.flush()
-            os.fsync(fh.fileno())
-        ident = _file_id(tmp)
-        assert ident is not None
-        if on_ready is not None:
-            on_ready(ident)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        return ident
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _clean_temps(out: Path) -> None:
@@ -396,10 +250,8 @@ def _load_inputs(work: Path) -> tuple[Any, Any]:
         raise GeopakError(
             f"{rec_path}: key {dup.iloc[0]!r} appears more than once ({len(dup)} duplicates); re-run cluster"
         )
-    cells = cells.sort_values("cell_id").reset_index(drop=True)
-    ids = cells["cell_id"].astype(np.int64).to_numpy()
-    if not np.array_equal(ids, np.arange(len(ids))):
-        raise GeopakError(f"{cells_path}: cell_id must be contiguous from 0; re-run cluster")
+    order = cell_id_order(cells["cell_id"].to_numpy(), where=str(cells_path), hint="re-run cluster")
+    cells = cells.iloc[order].reset_index(drop=True)
     if "province" not in cells.columns:
         cells["province"] = [PROVINCES[int(p)] for p in cells["province_id"]]
     if "n_samples" not in cells.columns:
@@ -410,8 +262,6 @@ def _load_inputs(work: Path) -> tuple[Any, Any]:
 
 
 def _do_shard(ctx: StageContext, out: Path) -> StageResult:
-    from .stats import collect_rejects, filter_notes
-
     work = ctx.work
     cfg = ctx.config.shard
     records, cells = _load_inputs(work)
@@ -562,9 +412,7 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
 
     # Tars the plan no longer has (an older plan, or every sample removed) go first.
     for split in SPLITS:
-        for old in (
-            sorted((out / split).glob(f"geopak-{split}-*.tar")) if (out / split).is_dir() else []
-        ):
+        for old in sorted((out / split).glob(shard_glob(split))) if (out / split).is_dir() else []:
             rel = f"{split}/{old.name}"
             if rel not in planned:
                 old.unlink()
@@ -624,17 +472,7 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
     index = pa.table(cols, schema=INDEX_SCHEMA)
     atomic_write_parquet(out / "index.parquet", index)
 
-    kept_split = res.split[keep_mask]
-    kept_cells = cell_ids[keep_mask]
-    cells_out = cells.copy()
-    cells_out["n_samples"] = np.bincount(kept_cells, minlength=len(cells)).astype(np.int64)
-    for si, split in enumerate(SPLITS):
-        cells_out[f"n_{split}"] = np.bincount(
-            kept_cells[kept_split == si], minlength=len(cells)
-        ).astype(np.int64)
-    cells_out["province"] = [PROVINCES[int(p)] for p in cells_out["province_id"]]
-    front = [c for c in CELL_COLUMNS if c in cells_out.columns]
-    cells_out = cells_out[front + [c for c in cells_out.columns if c not in front]]
+    cells_out = cells_with_counts(cells, cell_ids[keep_mask], res.split[keep_mask])
     atomic_write_parquet(
         out / "cells.parquet", pa.Table.from_pandas(cells_out, preserve_index=False)
     )
@@ -667,8 +505,6 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
         cells_out,
         title=f"{cfg.dataset_name}: {len(order):,} photos, {len(cells_out):,} geocells",
     )
-    from .card import render_card
-
     atomic_write_text(
         out / "README.md",
         render_card(
@@ -717,93 +553,30 @@ def build_stats(
     excluded: dict[str, int],
     groups: dict[str, int],
 ) -> dict[str, Any]:
-    """``stats.json``: every count the card and ``stats`` show, from the index and the cells."""
+    """``stats.json`` for this build: the format module's document with the config's settings."""
     cfg = config.shard
-    splits: dict[str, dict[str, int]] = {}
-    for s in SPLITS:
-        names = [k for k in planned if k.startswith(f"{s}/")]
-        splits[s] = {
-            "samples": int((index["split"] == s).sum()) if len(index) else 0,
-            "shards": len(names),
-            "bytes": int(sum(sizes[k] for k in names)),
-        }
-
-    def by(col: str) -> dict[Any, dict[str, int]]:
-        out: dict[Any, dict[str, int]] = {}
-        if len(index):
-            for (value, split), cnt in index.groupby([col, "split"]).size().items():
-                out.setdefault(value, {s: 0 for s in SPLITS})[str(split)] = int(cnt)
-        for v in out.values():
-            v["total"] = sum(v[s] for s in SPLITS)
-        return out
-
-    prov = by("province_id")
-    cells_per_prov = cells.groupby("province_id").size().to_dict() if len(cells) else {}
-    provinces = [
-        {
-            "province_id": pid,
-            "province": PROVINCES[pid],
-            **prov.get(pid, {**{s: 0 for s in SPLITS}, "total": 0}),
-            "cells": int(cells_per_prov.get(pid, 0)),
-        }
-        for pid in range(NUM_PROVINCES)
-    ]
-    cell_counts = by("cell_id")
-    cell_rows = [
-        {
-            "cell_id": int(c["cell_id"]),
-            "province_id": int(c["province_id"]),
-            "province": PROVINCES[int(c["province_id"])],
-            "radius_km": round(float(c["radius_km"]), 4),
-            "urban": bool(c["urban"]),
-            **cell_counts.get(int(c["cell_id"]), {**{s: 0 for s in SPLITS}, "total": 0}),
-        }
-        for c in cells.to_dict("records")
-    ]
-    licenses = index.groupby("license").size().to_dict() if len(index) else {}
     fractions = {"train": cfg.train_fraction, "val": cfg.val_fraction, "test": cfg.test_fraction}
-    return {
-        "format": FORMAT_VERSION,
-        "dataset": cfg.dataset_name,
-        "geopak_version": __version__,
-        "config_hash": config_hash(dataclasses.asdict(config)),
-        "shard_config_hash": shard_config_hash,
-        "seed": cfg.seed,
-        "fractions": fractions,
-        "split_rule": split_rule_text(
+    return stats_document(
+        index=index,
+        cells=cells,
+        shard_sizes={k: sizes[k] for k in planned},
+        dataset=cfg.dataset_name,
+        geopak_version=__version__,
+        config_hash=config_hash(dataclasses.asdict(config)),
+        shard_config_hash=shard_config_hash,
+        seed=cfg.seed,
+        fractions=fractions,
+        split_rule=split_rule_text(
             fractions=fractions,
             burst_radius_km=cfg.burst_radius_km,
             near_duplicate_distance=cfg.near_duplicate_distance,
             seed=cfg.seed,
         ),
-        "samples": int(len(index)),
-        "splits": splits,
-        "provinces": provinces,
-        "cells": cell_rows,
-        "sources": {str(k): v for k, v in sorted(by("source").items())},
-        "licenses": {str(k): int(v) for k, v in sorted(licenses.items())},
-        "rejects": rejects,
-        "rejects_total": int(sum(sum(r.values()) for r in rejects.values())),
-        "excluded": excluded,
-        "groups": groups,
-        "filter_notes": filter_notes,
-        "restricted_included": int(index["restricted"].sum()) if len(index) else 0,
-    }
-
-
-def write_map(path: Path, points: Any, cells: Any, *, title: str = "") -> str | None:
-    """DIR/map.png via the shared ``maps.plot_map``; None (and the card says so) when unavailable."""
-    try:
-        from .maps import plot_map
-    except ImportError as exc:
-        log.warning("shard: no map image (%s)", exc)
-        return None
-    try:
-        plot_map(path, points=points, cells=cells, title=title)
-    except GeopakError as exc:
-        log.warning("shard: no map image (%s)", exc)
-        return None
-    return path.name
+        rejects=rejects,
+        filter_notes=filter_notes,
+        excluded=excluded,
+        groups=groups,
+    )
 
 
 def run_shard(

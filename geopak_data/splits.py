@@ -24,7 +24,6 @@ on any machine (hashes are blake2b, never Python's salted ``hash``).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,8 +32,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geopak_core.geo import haversine_km
-
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+from geopak_core.hashing import stable_u64
+from geopak_core.shardfmt import SPLITS
 
 # Buckets up to this size are compared with vectorised "offset" pairs; larger ones blockwise.
 _SMALL_BUCKET = 24
@@ -53,12 +52,6 @@ class SplitResult:
 
     def names(self) -> np.ndarray:
         return np.asarray(SPLITS, dtype=object)[self.split]
-
-
-def stable_u64(*parts: object) -> int:
-    """A 64-bit integer from printable parts; the same in every process and on every machine."""
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
 
 
 def shuffle_order(keys: Sequence[str], seed: int, salt: str = "shuffle") -> np.ndarray:

@@ -21,6 +21,9 @@ from geopak_core.errors import GeopakError
 from geopak_core.io import read_json
 from geopak_core.progress import log
 from geopak_core.regions import PROVINCES
+from geopak_core.shardfmt import SPLITS, list_shards
+
+from .card import write_map
 
 STAGE_DIRS = ("filter", "tag", "cluster")
 
@@ -49,45 +52,24 @@ def collect_rejects(work: str | Path) -> dict[str, dict[str, int]]:
     return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
 
 
-def _notes_from(obj: Any, path: str, out: list[str]) -> None:
-    if isinstance(obj, dict):
-        applied = obj.get("applied", obj.get("ran"))
-        status = str(obj.get("status", "")).lower()
-        if applied is False or status in ("not applied", "not_applied", "skipped"):
-            why = obj.get("reason") or obj.get("note") or obj.get("detail") or ""
-            out.append(f"{path or 'check'}: not applied" + (f" ({why})" if why else ""))
-            return
-        for k in ("not_applied", "not applied"):
-            v = obj.get(k)
-            if isinstance(v, dict):
-                out.extend(
-                    f"{name}: not applied ({why})" if why else f"{name}: not applied"
-                    for name, why in v.items()
-                )
-            elif isinstance(v, list | tuple):
-                out.extend(f"{name}: not applied" for name in v)
-        for k, v in obj.items():
-            if k not in ("not_applied", "not applied") and isinstance(v, dict | list):
-                _notes_from(v, str(k), out)
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            name = v.get("name", v.get("check", str(i))) if isinstance(v, dict) else str(i)
-            _notes_from(v, str(name), out)
-
-
 def filter_notes(work: str | Path) -> list[str]:
     """Lines for every filter check that did not run (from ``W/filter/report.json``).
 
     A check that was switched on but could not run (the indoor check without CLIP/Places365
-    weights) must be visible wherever the data is described, never silently passed.
+    weights) must be visible wherever the data is described, never silently passed. The
+    report's shape is the filter stage's: ``not_applied`` ({check: why}, enabled but could not
+    run), ``disabled`` ([check]) and ``checks`` ({check: {"reason": ...}}).
     """
     report = read_json(Path(work) / "filter" / "report.json", default=None)
     if report is None:
         return []
-    out: list[str] = []
-    _notes_from(report, "", out)
-    seen: set[str] = set()
-    return [x for x in out if not (x in seen or seen.add(x))]
+    checks = report.get("checks") or {}
+    why = dict(report.get("not_applied") or {})
+    for name in report.get("disabled") or []:
+        why.setdefault(name, (checks.get(name) or {}).get("reason", ""))
+    return [
+        f"{name}: not applied ({w})" if w else f"{name}: not applied" for name, w in why.items()
+    ]
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
@@ -120,8 +102,6 @@ def _cells_summary(cells: Any) -> list[dict[str, Any]]:
 
 
 def _map(path: Path, points: Any, cells: Any, title: str) -> str:
-    from .shard import write_map
-
     path.parent.mkdir(parents=True, exist_ok=True)
     name = write_map(path, points, cells, title=title)
     return str(path) if name else "(no map: geopak_data.maps is not available)"
@@ -253,13 +233,13 @@ def dir_stats(folder: str | Path) -> dict[str, Any]:
     )
     stats = read_json(folder / "stats.json", default={}) or {}
     splits = []
-    for s in ("train", "val", "test"):
+    for s in SPLITS:
         info = stats.get("splits", {}).get(s, {})
         splits.append(
             {
                 "split": s,
                 "samples": int((index["split"] == s).sum()),
-                "shards": len(list((folder / s).glob(f"geopak-{s}-*.tar"))),
+                "shards": len(list_shards(folder, s)),
                 "MB": round(info.get("bytes", 0) / 1e6, 1),
             }
         )
@@ -273,7 +253,7 @@ def dir_stats(folder: str | Path) -> dict[str, Any]:
             "photos": len(sub),
             "share %": round(100.0 * len(sub) / total, 1) if total else 0.0,
         }
-        row.update({s: int((sub["split"] == s).sum()) for s in ("train", "val", "test")})
+        row.update({s: int((sub["split"] == s).sum()) for s in SPLITS})
         provinces.append(row)
     sources = [
         {"source": s, "photos": int(n)} for s, n in sorted(index["source"].value_counts().items())

@@ -17,8 +17,9 @@ import numpy as np
 from geopak_core.errors import GeopakError
 from geopak_core.geo import valid_coordinates
 from geopak_core.regions import NUM_PROVINCES, PROVINCES
+from geopak_core.shardfmt import CELL_REQUIRED, cell_id_order, read_table
 
-REQUIRED_COLUMNS = ("cell_id", "province_id", "center_lat", "center_lon", "radius_km")
+REQUIRED_COLUMNS = CELL_REQUIRED
 
 
 @dataclass
@@ -56,7 +57,8 @@ class CellTable:
                 f"cell table column n_samples has {len(self.n_samples)} rows, expected {n}"
             )
         if not np.array_equal(self.cell_id, np.arange(n)):
-            raise GeopakError("cell table cell_id must be contiguous from 0 in row order")
+            cell_id_order(self.cell_id)  # says which rule is broken when the ids are not 0..n-1
+            raise GeopakError("cell table: cell_id must be contiguous from 0 in row order")
         bad = np.flatnonzero((self.province_id < 0) | (self.province_id >= NUM_PROVINCES))
         if bad.size:
             raise GeopakError(
@@ -95,15 +97,10 @@ class CellTable:
     @classmethod
     def from_parquet(cls, path: str | Path) -> CellTable:
         """Read the shard folder's ``cells.parquet`` (rows may be stored in any order)."""
-        import pyarrow.parquet as pq
-
         p = Path(path)
         if not p.is_file():
             raise GeopakError(f"cells table not found: {p}")
-        try:
-            table = pq.read_table(p)
-        except Exception as exc:  # pyarrow raises several types for a non-Parquet file
-            raise GeopakError(f"{p}: not a readable Parquet file ({exc})") from None
+        table = read_table(p)
         missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
         if missing:
             raise GeopakError(f"{p}: missing column(s) {', '.join(missing)}")

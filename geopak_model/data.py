@@ -19,14 +19,12 @@ process, which keeps the order exact whatever the workers' interleaving.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
 import math
 import os
 import random
-import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -41,12 +39,20 @@ import webdataset as wds
 from PIL import Image
 
 from geopak_core.errors import GeopakError
+from geopak_core.hashing import stable_seed
 from geopak_core.regions import NUM_PROVINCES
+from geopak_core.shardfmt import (
+    LABEL_FIELDS,
+    SPLITS,
+    cell_id_order,
+    list_shards,
+    read_table,
+    scan_json,
+    shard_name,
+)
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-LABEL_FIELDS = ("lat", "lon", "province_id", "cell_id")
 BALANCE_MODES = ("none", "weights", "sample", "both")
 
 
@@ -70,7 +76,7 @@ class ShardFolder:
         shards = self.shards(split)
         if not shards:
             raise GeopakError(
-                f"no shards for split '{split}' in {self.root} (expected {split}/geopak-{split}-NNNNNN.tar)"
+                f"no shards for split '{split}' in {self.root} (expected {shard_name(split, 0)}, ...)"
             )
         return shards
 
@@ -95,7 +101,7 @@ class ShardFolder:
                 out[str(split)] = {c: df[c].to_numpy() for c in ("key", "shard", *LABEL_FIELDS)}
         else:
             for split in SPLITS:
-                rows = [(str(s), meta) for s in self.shards(split) for meta in _scan_json(s)]
+                rows = [(str(s), meta) for s in self.shards(split) for meta in scan_json(s)]
                 out[split] = {
                     "key": np.array([m["key"] for _, m in rows], dtype=object),
                     "shard": np.array([s for s, _ in rows], dtype=object),
@@ -121,15 +127,6 @@ class ShardFolder:
         return np.bincount(self.labels(split)["cell_id"].astype(np.int64), minlength=self.num_cells)
 
 
-def _scan_json(shard: Path) -> Iterator[dict[str, Any]]:
-    with tarfile.open(shard) as tf:
-        for member in tf:
-            if member.name.endswith(".json"):
-                fh = tf.extractfile(member)
-                if fh is not None:
-                    yield json.loads(fh.read())
-
-
 def open_shard_folder(root: str | os.PathLike) -> ShardFolder:
     """Check the folder looks like the contract's shard layout; one-line error if not."""
     root = Path(root)
@@ -138,14 +135,9 @@ def open_shard_folder(root: str | os.PathLike) -> ShardFolder:
     cells_path = root / "cells.parquet"
     if not cells_path.exists():
         raise GeopakError(f"{cells_path} is missing: not a geopak shard folder")
-    try:
-        cells = pq.read_table(cells_path, columns=["cell_id", "province_id"]).to_pydict()
-    except Exception as exc:  # noqa: BLE001 - any parquet/schema failure is a bad input file
-        raise GeopakError(f"cannot read {cells_path}: {exc}") from None
-    ids = sorted(int(c) for c in cells["cell_id"])
-    if ids != list(range(len(ids))):
-        raise GeopakError(f"{cells_path}: cell_id must be contiguous from 0")
-    shards = {split: sorted((root / split).glob(f"geopak-{split}-*.tar")) for split in SPLITS}
+    ids = read_table(cells_path, ["cell_id", "province_id"]).column("cell_id").to_numpy()
+    cell_id_order(ids, where=str(cells_path))
+    shards = {split: list_shards(root, split) for split in SPLITS}
     if not any(shards.values()):
         raise GeopakError(f"no geopak-*.tar shards under {root}/{{train,val,test}}")
     return ShardFolder(root=root, cells_path=cells_path, num_cells=len(ids), _shards=shards)
@@ -153,12 +145,6 @@ def open_shard_folder(root: str | os.PathLike) -> ShardFolder:
 
 # ---------------------------------------------------------------------------------------------
 # Determinism helpers
-
-
-def stable_seed(*parts: Any) -> int:
-    """A 63-bit seed from any printable parts; independent of PYTHONHASHSEED and the process."""
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def balance_factors(province_counts: np.ndarray, power: float = 0.5) -> np.ndarray:

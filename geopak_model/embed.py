@@ -14,6 +14,7 @@ preprocessing (no augmentation): that is exactly what the encoders see at infere
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,7 +31,6 @@ from geopak_core.io import atomic_path, atomic_write_json, clean_stale_temps, re
 from geopak_core.progress import progress
 
 from .data import SPLITS, FeatureSet, LoaderSpec, image_batches, open_shard_folder
-from .evaluate import autocast
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,13 @@ def encoder_fingerprint(model: Any) -> str:
             h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(json.dumps(model.preprocess, sort_keys=True).encode())
     return h.hexdigest()
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (the encoders' matmuls), a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -9,7 +9,6 @@ without its floor.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,17 +23,11 @@ from geopak_core.geo import haversine_km
 
 from . import metrics as M
 from .data import ShardFolder
+from .embed import autocast
 
 log = logging.getLogger(__name__)
 
 TOPK_CELLS = 5
-
-
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (the encoders' matmuls), a no-op elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def ranked_cells(

@@ -1,7 +1,8 @@
 """A tiny, learnable shard folder in exactly the contract's format, for tests and benchmarks.
 
 Real shards come out of ``geopak-data shard``; training code must not depend on that stage to
-be tested. ``make_toy_shards`` writes the same layout (``{split}/geopak-{split}-NNNNNN.tar``
+be tested. ``make_toy_shards`` writes the same format (through ``geopak_core.shardfmt``, the
+module the shard stage writes with) and layout (``{split}/geopak-{split}-NNNNNN.tar``
 with ``{key}.jpg`` + ``{key}.json``, ``cells.parquet``, ``index.parquet``, ``stats.json``)
 from synthetic photos whose colour says the province and whose stripe pattern says the
 cell, so a small model can beat the constant baselines after a few hundred steps.
@@ -9,20 +10,31 @@ cell, so a small model can beat the constant baselines after a few hundred steps
 
 from __future__ import annotations
 
+import hashlib
 import io
-import json
 import math
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
-import webdataset as wds
 from PIL import Image
 
+from geopak_core.io import atomic_write_json, atomic_write_parquet
 from geopak_core.regions import PROVINCES
+from geopak_core.shardfmt import (
+    INDEX_SCHEMA,
+    JSON_FIELDS,
+    SPLITS,
+    cells_with_counts,
+    json_bytes,
+    shard_name,
+    stats_document,
+    write_tar,
+)
+
+from . import __version__
 
 # (province_id, [(cell lat, cell lon), ...]) around real places so distances are realistic.
 TOY_LAYOUT: tuple[tuple[int, tuple[tuple[float, float], ...]], ...] = (
@@ -150,6 +162,13 @@ def sample_meta(
     }
 
 
+def _full_meta(meta: dict[str, Any], split: str) -> dict[str, Any]:
+    """``meta`` with every field of the real sample json, in the real order (extras after)."""
+    full = {f: meta.get(f, "") for f in JSON_FIELDS}
+    full["split"] = split
+    return {**full, **{k: v for k, v in meta.items() if k not in full}}
+
+
 def write_shard_folder(
     out: str | Path,
     samples: list[dict[str, Any]],
@@ -157,35 +176,60 @@ def write_shard_folder(
     *,
     per_shard: int = 40,
 ) -> Path:
-    """Write ``samples`` (dicts with ``split``, ``jpg`` bytes, ``json`` meta) in the contract's
-    layout: tars per split, cells.parquet (n_samples filled in), index.parquet, stats.json."""
+    """Write ``samples`` (dicts with ``split``, ``jpg`` bytes, ``json`` meta) as a shard folder.
+
+    Everything but the dataset card comes from the same format module that ``geopak-data shard``
+    writes through (``geopak_core.shardfmt``): the tar bytes, the json field order, the index
+    schema, the cells table with its counts and the ``stats.json`` document (marked synthetic).
+    """
     out = Path(out)
-    index_rows = []
-    for split in ("train", "val", "test"):
+    index_rows: list[dict[str, Any]] = []
+    sizes: dict[str, int] = {}
+    for split in SPLITS:
         rows = [s for s in samples if s["split"] == split]
         (out / split).mkdir(parents=True, exist_ok=True)
         for shard_no in range(math.ceil(len(rows) / per_shard)):
-            name = f"geopak-{split}-{shard_no:06d}.tar"
-            with wds.TarWriter(str(out / split / name)) as tw:
-                for s in rows[shard_no * per_shard : (shard_no + 1) * per_shard]:
-                    tw.write(
-                        {
-                            "__key__": s["json"]["key"],
-                            "jpg": s["jpg"],
-                            "json": json.dumps(s["json"]).encode(),
-                        }
-                    )
-                    index_rows.append({"split": split, "shard": f"{split}/{name}", **s["json"]})
-
-    counts = Counter(r["cell_id"] for r in index_rows)
-    cells = [{**c, "n_samples": counts.get(c["cell_id"], 0)} for c in cells]
-    pq.write_table(pa.Table.from_pylist(cells), out / "cells.parquet")
-    pq.write_table(pa.Table.from_pylist(index_rows), out / "index.parquet")
-    stats = {
-        "splits": dict(Counter(r["split"] for r in index_rows)),
-        "provinces": dict(Counter(r["province"] for r in index_rows)),
-        "cells": len(cells),
-        "source": "geopak_model.testing",
-    }
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+            name = shard_name(split, shard_no)
+            chunk = rows[shard_no * per_shard : (shard_no + 1) * per_shard]
+            metas = [_full_meta(s["json"], split) for s in chunk]
+            write_tar(
+                out / name,
+                [(m["key"], s["jpg"], json_bytes(m)) for s, m in zip(chunk, metas, strict=True)],
+            )
+            sizes[name] = (out / name).stat().st_size
+            for s, m in zip(chunk, metas, strict=True):
+                index_rows.append(
+                    {
+                        **m,
+                        "shard": name,
+                        "sha256": hashlib.sha256(s["jpg"]).hexdigest(),
+                        "bytes": len(s["jpg"]),
+                        "restricted": False,
+                        "group": len(index_rows),
+                    }
+                )
+    index = pa.Table.from_pylist(
+        [{f: r.get(f) for f in INDEX_SCHEMA.names} for r in index_rows], schema=INDEX_SCHEMA
+    ).to_pandas()
+    split_ids = np.array([SPLITS.index(s) for s in index["split"]], dtype=np.int64)
+    cells_df = cells_with_counts(
+        pd.DataFrame(cells), index["cell_id"].to_numpy(np.int64), split_ids
+    )
+    atomic_write_parquet(
+        out / "cells.parquet", pa.Table.from_pandas(cells_df, preserve_index=False)
+    )
+    atomic_write_parquet(
+        out / "index.parquet",
+        pa.Table.from_pandas(index, schema=INDEX_SCHEMA, preserve_index=False),
+    )
+    stats = stats_document(
+        index=index,
+        cells=cells_df,
+        shard_sizes=sizes,
+        dataset="geopak-toy",
+        geopak_version=__version__,
+        split_rule="toy data: each sample drawn into a split at random (geopak_model.testing)",
+        synthetic=True,
+    )
+    atomic_write_json(out / "stats.json", stats)
     return out

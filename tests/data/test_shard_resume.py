@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 SLOW_CLI = textwrap.dedent(
     """
     import sys, time
-    import webdataset as wds
-    _write = wds.TarWriter.write
-    def slow(self, obj):
-        time.sleep(0.05)
-        return _write(self, obj)
-    wds.TarWriter.write = slow
+    from geopak_core import shardfmt
+    _header = shardfmt.member_header
+    def slow(name, size):
+        time.sleep(0.025)  # two members per sample
+        return _header(name, size)
+    shardfmt.member_header = slow
     from geopak_data.cli import main
     sys.exit(main(sys.argv[1:]))
     """

@@ -193,10 +193,17 @@ def make_work(root: Path, *, restricted: int = 2) -> Path:
     (work / "filter" / "report.json").write_text(
         json.dumps(
             {
+                # the filter stage's own report shape (geopak_data.filter)
                 "checks": {
-                    "file": {"applied": True},
-                    "indoor": {"applied": False, "reason": "no CLIP or Places365 weights"},
-                }
+                    "file": {"enabled": True, "applied": True},
+                    "indoor": {
+                        "enabled": True,
+                        "applied": False,
+                        "reason": "no CLIP or Places365 weights",
+                    },
+                },
+                "not_applied": {"indoor": "no CLIP or Places365 weights"},
+                "disabled": [],
             }
         )
     )

@@ -1,0 +1,457 @@
+"""The shard folder format, defined once: names, schemas, the tar writer and the readers' checks.
+
+A geopak shard folder (the contract's "Shard folder") is what the data tower writes and the
+model tower reads, so both import its definition from here and from nowhere else::
+
+    DIR/{train,val,test}/geopak-{split}-NNNNNN.tar   # {key}.jpg + {key}.json per sample
+    DIR/index.parquet                                 # INDEX_SCHEMA: one row per sample
+    DIR/cells.parquet                                 # CELL_COLUMNS first, then n_{split}, extras
+    DIR/stats.json                                    # stats_document(): every count the card shows
+    DIR/README.md, DIR/map.png                        # the dataset card and its map
+
+Tars are written by :func:`write_tar` with the standard library's ``tarfile`` header encoder
+(PAX format, fixed mtime/owner/mode, members ``.jpg`` then ``.json``), so the same samples give
+the same bytes on every machine, and sizes can be computed before writing
+(:func:`sample_tar_bytes`, :func:`tar_size`). The writer goes through
+``geopak_core.io.atomic_path``: a reader sees the old tar or the complete new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import GeopakError
+from .io import atomic_path
+from .regions import NUM_PROVINCES, PROVINCES
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+FORMAT_VERSION = 1  # bump when the tar layout or the json changes: every shard is rewritten
+TAR_MTIME = 0  # fixed member mtime: identical content gives identical bytes
+TAR_USER = "geopak"
+TAR_MODE = 0o444
+BLOCK = tarfile.BLOCKSIZE
+RECORD = tarfile.RECORDSIZE
+REQUIRED_FILES = ("index.parquet", "cells.parquet", "stats.json", "README.md")
+
+# The json of every sample, in this order (the contract's fields, then provenance, then split).
+JSON_FIELDS: tuple[str, ...] = (
+    "key",
+    "lat",
+    "lon",
+    "province",
+    "province_id",
+    "cell_id",
+    "cell_center_lat",
+    "cell_center_lon",
+    "source",
+    "source_id",
+    "url",
+    "license",
+    "license_url",
+    "owner",
+    "title",
+    "date_taken",
+    "attribution",
+    "width",
+    "height",
+    "split",
+)
+# Appended to the json (and the index) only for synthetic datasets, so real data keeps its bytes.
+SYNTHETIC_FIELD = "synthetic"
+# What every reader may rely on in a sample's json (the contract's minimum).
+LABEL_FIELDS: tuple[str, ...] = ("lat", "lon", "province_id", "cell_id")
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("split", pa.string()),
+        ("shard", pa.string()),
+        ("lat", pa.float64()),
+        ("lon", pa.float64()),
+        ("province", pa.string()),
+        ("province_id", pa.int8()),
+        ("cell_id", pa.int32()),
+        ("cell_center_lat", pa.float64()),
+        ("cell_center_lon", pa.float64()),
+        ("source", pa.string()),
+        ("source_id", pa.string()),
+        ("url", pa.string()),
+        ("license", pa.string()),
+        ("license_url", pa.string()),
+        ("owner", pa.string()),
+        ("title", pa.string()),
+        ("date_taken", pa.string()),
+        ("attribution", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("sha256", pa.string()),
+        ("bytes", pa.int64()),
+        ("restricted", pa.bool_()),
+        ("group", pa.int64()),
+    ]
+)
+
+# cells.parquet: the contract's columns first (in this order), then n_{split}, then extras.
+CELL_COLUMNS: tuple[str, ...] = (
+    "cell_id",
+    "province_id",
+    "province",
+    "center_lat",
+    "center_lon",
+    "radius_km",
+    "n_samples",
+    "urban",
+)
+# What a reader needs to build the model's heads.
+CELL_REQUIRED: tuple[str, ...] = ("cell_id", "province_id", "center_lat", "center_lon", "radius_km")
+# The cells table as the cluster stage writes it (W/cluster/cells.parquet); the shard folder's
+# table is this one with n_samples recounted and n_{split} added.
+CELLS_SCHEMA = pa.schema(
+    [
+        ("cell_id", pa.int32()),
+        ("province_id", pa.int8()),
+        ("province", pa.string()),
+        ("center_lat", pa.float64()),
+        ("center_lon", pa.float64()),
+        ("radius_km", pa.float64()),
+        ("n_samples", pa.int32()),
+        ("urban", pa.bool_()),
+        ("limit_km", pa.float64()),
+        ("isolated", pa.bool_()),
+        ("center_key", pa.string()),
+        ("neighbours", pa.list_(pa.int32())),
+        ("crs", pa.string()),
+    ]
+)
+
+# stats.json's top-level keys (every one always present).
+STATS_KEYS: tuple[str, ...] = (
+    "format",
+    "dataset",
+    "geopak_version",
+    "config_hash",
+    "shard_config_hash",
+    "seed",
+    "fractions",
+    "split_rule",
+    "samples",
+    "splits",
+    "provinces",
+    "cells",
+    "sources",
+    "licenses",
+    "rejects",
+    "rejects_total",
+    "excluded",
+    "groups",
+    "filter_notes",
+    "restricted_included",
+)
+STATS_OPTIONAL: tuple[str, ...] = ("synthetic",)  # present (true) only for synthetic datasets
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def shard_file_name(split: str, number: int) -> str:
+    """``geopak-train-000000.tar``: the contract's file name of shard ``number`` of ``split``."""
+    return f"geopak-{split}-{number:06d}.tar"
+
+
+def shard_name(split: str, number: int) -> str:
+    """``train/geopak-train-000000.tar``: a shard's name relative to the shard folder."""
+    return f"{split}/{shard_file_name(split, number)}"
+
+
+def shard_glob(split: str) -> str:
+    """The glob that matches every shard of ``split`` inside ``DIR/split``."""
+    return f"geopak-{split}-*.tar"
+
+
+def list_shards(root: str | os.PathLike, split: str) -> list[Path]:
+    """The shard files of ``split`` under ``root``, in name (= number) order."""
+    folder = Path(root) / split
+    return sorted(folder.glob(shard_glob(split))) if folder.is_dir() else []
+
+
+# ----------------------------------------------------------------------------- sample json
+
+
+def json_bytes(obj: dict[str, Any]) -> bytes:
+    """A sample's json member: compact, UTF-8, keys in the order given."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+def cell_id_order(
+    ids: Sequence[Any] | np.ndarray, *, where: str = "cell table", hint: str = ""
+) -> np.ndarray:
+    """The row order that sorts ``ids``; GeopakError unless they are exactly 0..n-1.
+
+    Every reader of a cells table relies on row i being cell i (the model's head layout, the
+    sample json's cell centre), so this is the one place that check lives.
+    """
+    arr = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(arr, kind="stable")
+    if not np.array_equal(arr[order], np.arange(len(arr))):
+        raise GeopakError(
+            f"{where}: cell_id must be contiguous from 0" + (f"; {hint}" if hint else "")
+        )
+    return order
+
+
+def read_table(path: Path, columns: Sequence[str] | None = None, *, hint: str = "") -> pa.Table:
+    """A Parquet table of the shard folder (or the work folder); one-line error if unreadable."""
+    import pyarrow.parquet as pq
+
+    if not Path(path).is_file():
+        raise GeopakError(f"{path} is missing" + (f": {hint}" if hint else ""))
+    try:
+        return pq.read_table(path, columns=list(columns) if columns else None)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GeopakError(f"cannot read {path}: {first}") from None
+
+
+def require_columns(
+    names: Iterable[str], required: Sequence[str], *, where: str, hint: str
+) -> None:
+    """GeopakError naming the missing columns of a table (``hint`` says how to fix it)."""
+    have = set(names)
+    missing = [c for c in required if c not in have]
+    if missing:
+        raise GeopakError(f"{where}: missing columns {', '.join(missing)}; {hint}")
+
+
+# ----------------------------------------------------------------------------- tars
+
+
+def padded(n: int) -> int:
+    """``n`` rounded up to whole tar blocks."""
+    return (n + BLOCK - 1) // BLOCK * BLOCK
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.size = size
+    ti.mtime, ti.mode, ti.uname, ti.gname = TAR_MTIME, TAR_MODE, TAR_USER, TAR_USER
+    return ti
+
+
+def member_header(name: str, size: int) -> bytes:
+    """The header block(s) of one member (a PAX extension first for names of 100+ bytes)."""
+    return _tarinfo(name, size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _header_bytes(name: str) -> int:
+    if len(name) < 100 and name.isascii():
+        return BLOCK
+    return len(member_header(name, 0))
+
+
+def sample_tar_bytes(key: str, jpg_size: int, json_size: int) -> int:
+    """Bytes one sample adds to a tar: two headers plus two padded payloads."""
+    return (
+        _header_bytes(f"{key}.jpg")
+        + padded(jpg_size)
+        + _header_bytes(f"{key}.json")
+        + padded(json_size)
+    )
+
+
+def tar_size(sample_bytes: int) -> int:
+    """Final tar size for members totalling ``sample_bytes``: end-of-archive blocks, record padding."""
+    return (sample_bytes + 2 * BLOCK + RECORD - 1) // RECORD * RECORD
+
+
+def write_samples(fh: Any, samples: Iterable[tuple[str, bytes, bytes]]) -> int:
+    """Write ``(key, jpg, json)`` samples to an open binary file as one complete tar.
+
+    Byte for byte what ``tarfile.open(mode="w|")`` (and so ``webdataset.TarWriter``) writes for
+    the same members, without the per-member stream machinery. Returns the bytes written.
+    """
+    n = 0
+    for key, jpg, meta in samples:
+        for name, payload in ((f"{key}.jpg", jpg), (f"{key}.json", meta)):
+            head = member_header(name, len(payload))
+            pad = -len(payload) % BLOCK
+            fh.write(head)
+            fh.write(payload)
+            if pad:
+                fh.write(b"\0" * pad)
+            n += len(head) + len(payload) + pad
+    end = tar_size(n) - n
+    fh.write(b"\0" * end)
+    return n + end
+
+
+def file_identity(path: Path) -> dict[str, int] | None:
+    """(size, mtime_ns, inode) of a file, or None: how a later run knows a tar is the one it wrote."""
+    try:
+        st = Path(path).stat()
+    except FileNotFoundError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+
+
+def write_tar(
+    path: Path,
+    samples: Iterable[tuple[str, bytes, bytes]],
+    on_ready: Callable[[dict[str, int]], None] | None = None,
+) -> dict[str, int]:
+    """Write ``(key, jpg, json)`` samples to ``path`` atomically; return the file's identity.
+
+    ``on_ready(identity)`` runs after the temporary file is complete and fsynced but before
+    the rename, so bookkeeping that names the final file can never point at a torn one.
+    """
+    ident: dict[str, int] = {}
+
+    def ready(tmp: Path) -> None:
+        ident.update(file_identity(tmp) or {})
+        if on_ready is not None:
+            on_ready(dict(ident))
+
+    with atomic_path(path, before_replace=ready) as tmp, open(tmp, "wb", buffering=1 << 20) as fh:
+        write_samples(fh, samples)
+    return ident
+
+
+def scan_json(shard: Path) -> Iterable[dict[str, Any]]:
+    """The json member of every sample in one tar, in order (no image is decoded)."""
+    with tarfile.open(shard) as tf:
+        for member in tf:
+            if member.name.endswith(".json"):
+                fh = tf.extractfile(member)
+                if fh is not None:
+                    yield json.loads(fh.read())
+
+
+# ----------------------------------------------------------------------------- stats.json
+
+
+def _by(index: Any, col: str) -> dict[Any, dict[str, int]]:
+    out: dict[Any, dict[str, int]] = {}
+    if len(index):
+        for (value, split), cnt in index.groupby([col, "split"]).size().items():
+            out.setdefault(value, {s: 0 for s in SPLITS})[str(split)] = int(cnt)
+    for v in out.values():
+        v["total"] = sum(v[s] for s in SPLITS)
+    return out
+
+
+def _zero() -> dict[str, int]:
+    return {**{s: 0 for s in SPLITS}, "total": 0}
+
+
+def _province_rows(index: Any, cells: Any) -> list[dict[str, Any]]:
+    prov = _by(index, "province_id")
+    per = cells.groupby("province_id").size().to_dict() if len(cells) else {}
+    return [
+        {
+            "province_id": pid,
+            "province": PROVINCES[pid],
+            **prov.get(pid, _zero()),
+            "cells": int(per.get(pid, 0)),
+        }
+        for pid in range(NUM_PROVINCES)
+    ]
+
+
+def _cell_rows(index: Any, cells: Any) -> list[dict[str, Any]]:
+    counts = _by(index, "cell_id")
+    return [
+        {
+            "cell_id": int(c["cell_id"]),
+            "province_id": int(c["province_id"]),
+            "province": PROVINCES[int(c["province_id"])],
+            "radius_km": round(float(c["radius_km"]), 4),
+            "urban": bool(c["urban"]),
+            **counts.get(int(c["cell_id"]), _zero()),
+        }
+        for c in cells.to_dict("records")
+    ]
+
+
+def stats_document(
+    *,
+    index: Any,
+    cells: Any,
+    shard_sizes: dict[str, int],
+    dataset: str,
+    geopak_version: str,
+    config_hash: str = "",
+    shard_config_hash: str = "",
+    seed: int = 0,
+    fractions: dict[str, float] | None = None,
+    split_rule: str = "",
+    rejects: dict[str, dict[str, int]] | None = None,
+    filter_notes: list[str] | None = None,
+    excluded: dict[str, int] | None = None,
+    groups: dict[str, int] | None = None,
+    synthetic: bool = False,
+) -> dict[str, Any]:
+    """``stats.json``: every count the card and ``stats`` show, computed from index and cells.
+
+    ``index`` and ``cells`` are pandas frames of the folder's two tables; ``shard_sizes`` maps
+    each shard's name (``train/geopak-train-000000.tar``) to its size in bytes.
+    """
+    rejects = rejects or {}
+    splits = {}
+    for s in SPLITS:
+        names = [k for k in shard_sizes if k.startswith(f"{s}/")]
+        splits[s] = {
+            "samples": int((index["split"] == s).sum()) if len(index) else 0,
+            "shards": len(names),
+            "bytes": int(sum(shard_sizes[k] for k in names)),
+        }
+    licenses = index.groupby("license").size().to_dict() if len(index) else {}
+    doc = {
+        "format": FORMAT_VERSION,
+        "dataset": dataset,
+        "geopak_version": geopak_version,
+        "config_hash": config_hash,
+        "shard_config_hash": shard_config_hash,
+        "seed": seed,
+        "fractions": dict(fractions or {}),
+        "split_rule": split_rule,
+        "samples": int(len(index)),
+        "splits": splits,
+        "provinces": _province_rows(index, cells),
+        "cells": _cell_rows(index, cells),
+        "sources": {str(k): v for k, v in sorted(_by(index, "source").items())},
+        "licenses": {str(k): int(v) for k, v in sorted(licenses.items())},
+        "rejects": rejects,
+        "rejects_total": int(sum(sum(r.values()) for r in rejects.values())),
+        "excluded": dict(excluded or {}),
+        "groups": dict(groups or {}),
+        "filter_notes": list(filter_notes or []),
+        "restricted_included": int(index["restricted"].sum()) if len(index) else 0,
+    }
+    if synthetic:  # only then: stats.json of real data keeps its bytes
+        doc["synthetic"] = True
+    return doc
+
+
+def cells_with_counts(cells: Any, cell_ids: np.ndarray, split_ids: np.ndarray) -> Any:
+    """The shard folder's cells table: ``n_samples`` and ``n_{split}`` counted from the samples.
+
+    ``cell_ids``/``split_ids`` (index into SPLITS) hold one entry per sample in the folder.
+    """
+    out = cells.copy()
+    n = len(out)
+    out["n_samples"] = np.bincount(cell_ids, minlength=n).astype(np.int64)
+    for si, split in enumerate(SPLITS):
+        out[f"n_{split}"] = np.bincount(cell_ids[split_ids == si], minlength=n).astype(np.int64)
+    out["province"] = [PROVINCES[int(p)] for p in out["province_id"]]
+    front = [c for c in CELL_COLUMNS if c in out.columns]
+    return out[front + [c for c in out.columns if c not in front]]
