@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "geopak_data.pipeline",
     "geopak_data.stats",
     "geopak_data.demo",
+    "geopak_data.view",
 )
 
 
