@@ -41,8 +41,50 @@ def add_common(parser: argparse.ArgumentParser, *, work_required: bool = True) -
     )
 
 
+def add_country(parser: argparse.ArgumentParser, *, boundaries: bool = True) -> None:
+    """--country ISO3 (and --boundaries FILE): the country whose regions label the data."""
+    parser.add_argument(
+        "--country",
+        default=None,
+        metavar="ISO3",
+        help="ISO 3166-1 alpha-3 code of the country (region.country; default PAK); remembered in the work folder",
+    )
+    if boundaries:
+        parser.add_argument(
+            "--boundaries",
+            type=existing_file,
+            default=None,
+            metavar="FILE",
+            help="the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded geoBoundaries ADM1 release",
+        )
+
+
+def country_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """Config overrides from --country / --boundaries (empty when neither was given)."""
+    from geopak_core.boundaries import check_country
+
+    out: dict[str, str] = {}
+    if getattr(args, "country", None):
+        out["region.country"] = check_country(args.country)
+    if getattr(args, "boundaries", None):
+        out["region.boundaries"] = str(Path(args.boundaries).resolve())
+    return out
+
+
 def config_for(args: argparse.Namespace) -> PipelineConfig:
-    return work_config(args.work, args.config)
+    """The work folder's config with --config, --country and --boundaries applied; given
+    options are remembered for the later stages."""
+    from geopak_core.io import atomic_write_text
+
+    from .config import dump_toml
+    from .runner import WORK_CONFIG
+
+    overrides = country_overrides(args)
+    cfg = work_config(args.work, args.config, overrides or None)
+    if overrides and args.config is None:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.work) / WORK_CONFIG, dump_toml(cfg))
+    return cfg
 
 
 def existing_file(value: str) -> Path:

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from geopak_core.errors import ConfigError, GeopakError
-from geopak_core.geo import PAKISTAN_BBOX
-from geopak_core.regions import PROVINCES
 from geopak_core.typedconfig import from_dict
 
 # ----------------------------------------------------------------------------- sections
@@ -80,35 +78,14 @@ class FlickrConfig:
             _check_bbox(t, f"{key}.tiles[{i}]")
 
 
-# Default Nearby Search anchors: big cities and landmark hubs, at least one per province.
-DEFAULT_PLACES_ANCHORS: list[tuple[float, float, str]] = [
-    (24.8607, 67.0011, "Karachi"),
-    (25.3960, 68.3578, "Hyderabad"),
-    (31.5204, 74.3587, "Lahore"),
-    (30.1575, 71.5249, "Multan"),
-    (31.4504, 73.1350, "Faisalabad"),
-    (33.6844, 73.0479, "Islamabad"),
-    (33.5651, 73.0169, "Rawalpindi"),
-    (34.0151, 71.5249, "Peshawar"),
-    (34.7717, 72.3600, "Mingora"),
-    (30.1798, 66.9750, "Quetta"),
-    (25.1216, 62.3254, "Gwadar"),
-    (35.9208, 74.3080, "Gilgit"),
-    (35.2971, 75.6333, "Skardu"),
-    (36.3167, 74.6667, "Karimabad"),
-    (34.3700, 73.4711, "Muzaffarabad"),
-]
-
-
 @dataclass
 class PlacesConfig:
     """Google Places Nearby Search grid around anchor points (see sources/places.py)."""
 
     api: str = "new"  # "new" (Places API New) or "legacy" (googlemaps client)
     endpoint: str = ""  # empty: the real service for the chosen api
-    anchors: list[list[Any]] = field(
-        default_factory=lambda: [list(a) for a in DEFAULT_PLACES_ANCHORS]
-    )  # [lat, lon, name]
+    # [lat, lon, name]; empty: generated from the country (GeoNames cities, region centroids)
+    anchors: list[list[Any]] = field(default_factory=list)
     radius_m: float = 5000.0
     grid_step_km: float = 8.0
     grid_size: int = 3  # grid_size x grid_size searches per anchor
@@ -192,9 +169,36 @@ class Gldv2Config:
 
 
 @dataclass
+class RegionConfig:
+    """The country whose first-level administrative units label the data.
+
+    ``country`` is an ISO 3166-1 alpha-3 code; ``boundaries`` a local GeoJSON/GeoPackage/
+    Shapefile of its ADM1 units (empty: ``GEOPAK_BOUNDARIES``, else the cached or downloaded
+    geoBoundaries gbOpen ADM1 release of that country). ``name_column`` / ``code_column``
+    name the unit name and ISO 3166-2 code columns of that file.
+    """
+
+    country: str = "PAK"
+    boundaries: str = ""
+    name_column: str = "shapeName"
+    code_column: str = "shapeISO"
+
+    def validate(self, key: str) -> None:
+        _check(
+            isinstance(self.country, str) and len(self.country) == 3 and self.country.isalpha(),
+            f"{key}.country",
+            self.country,
+            "must be an ISO 3166-1 alpha-3 code such as PAK, IND or NGA",
+        )
+        self.country = self.country.upper()
+        _check(bool(self.name_column), f"{key}.name_column", self.name_column, "must be set")
+
+
+@dataclass
 class CrawlConfig:
     sources: list[str] = field(default_factory=lambda: ["yfcc"])
-    bbox: list[float] = field(default_factory=lambda: list(PAKISTAN_BBOX))
+    # [lon_min, lat_min, lon_max, lat_max]; empty: the country's (region table) bbox
+    bbox: list[float] = field(default_factory=list)
     flickr: FlickrConfig = field(default_factory=FlickrConfig)
     places: PlacesConfig = field(default_factory=PlacesConfig)
     yfcc: YfccConfig = field(default_factory=YfccConfig)
@@ -208,7 +212,8 @@ class CrawlConfig:
                 s,
                 "unknown source (flickr, places, yfcc, gldv2)",
             )
-        _check_bbox(self.bbox, f"{key}.bbox")
+        if self.bbox:
+            _check_bbox(self.bbox, f"{key}.bbox")
 
 
 @dataclass
@@ -334,9 +339,9 @@ COAST_BBOXES: dict[str, list[list[float]]] = {
 
 @dataclass
 class TagConfig:
-    """Province tagging by polygon and the border tolerance (see tagging.py)."""
+    """Region tagging by polygon and the border tolerance (see tagging.py)."""
 
-    boundaries: str = ""  # local GeoJSON/GeoPackage/Shapefile; empty: GEOPAK_BOUNDARIES or download
+    boundaries: str = ""  # deprecated: use region.boundaries (this one is used when that is empty)
     border_tolerance_km: float = 5.0
     # border kinds a point up to border_tolerance_km outside may be snapped across: "coast"
     # (the outline inside coast_bboxes) and/or "land" (the rest); [] snaps nothing
@@ -438,13 +443,7 @@ class ClusterConfig:
             "must be >= 0",
         )
         _check(self.neighbours_k >= 0, f"{key}.neighbours_k", self.neighbours_k, "must be >= 0")
-        for name, n in self.target_cells.items():
-            _check(
-                name in PROVINCES,
-                f"{key}.target_cells",
-                name,
-                f"unknown province (one of {', '.join(PROVINCES)})",
-            )
+        for name, n in self.target_cells.items():  # names are checked against the region table
             _check(
                 isinstance(n, int) and n >= 1,
                 f"{key}.target_cells.{name}",
@@ -515,6 +514,7 @@ class ShardConfig:
 class PipelineConfig:
     name: str = "geopak"
     work: str = ""  # default work folder for `geopak-data run`
+    region: RegionConfig = field(default_factory=RegionConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -523,7 +523,18 @@ class PipelineConfig:
     shard: ShardConfig = field(default_factory=ShardConfig)
 
     def validate(self, key: str = "") -> None:
-        pass
+        # Pakistan's unit names are known without polygons; other countries' target_cells
+        # names are checked against their region table by the cluster stage.
+        if self.region.country == "PAK":
+            from geopak_core.regions import PAKISTAN
+
+            for name in self.cluster.target_cells:
+                _check(
+                    name in PAKISTAN.names,
+                    "cluster.target_cells",
+                    name,
+                    f"unknown province (one of {', '.join(PAKISTAN.names)})",
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -618,6 +629,7 @@ _PATH_KEYS = (
     ("crawl.gldv2", "train_csv"),
     ("crawl.gldv2", "landmarks"),
     ("crawl.gldv2", "attribution_csv"),
+    ("region", "boundaries"),
     ("tag", "boundaries"),
     ("shard", "removal_list"),
     ("filter", "clip_weights"),

@@ -433,10 +433,13 @@ def run_crawl(
     ``attribution_csv=`` for gldv2). ``allow_private_hosts`` (or ``download.allow_private_hosts``)
     lets downloads reach loopback/private addresses. ``limit`` keeps the first N candidates.
     """
+    from .country import resolve_crawl_config
     from .sources import get_source
 
     if limit < 0:
         raise GeopakError(f"--limit must be >= 0 (got {limit})")
+    # bbox, Flickr tiles and Places anchors follow the country when the pipeline lists none
+    config = resolve_crawl_config(config, source)
     opts = {k: v for k, v in source_opts.items() if v is not None}
     src = get_source(source, config=config, endpoint=endpoint, **opts)
     allow = bool(allow_private_hosts or config.download.allow_private_hosts)
@@ -447,6 +450,8 @@ def run_crawl(
         "limit": limit,
         "allow_private_hosts": allow,
     }
+    if config.region.country != "PAK":  # Pakistan's stage hashes stay what they were
+        extra["country"] = config.region.country
 
     lost = missing_images(Path(work), stage_dir(Path(work), name) / "records.parquet")
     if lost:
@@ -522,6 +527,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "source", choices=("flickr", "places", "yfcc", "gldv2"), help="where the photos come from"
     )
     cliutil.add_common(p)
+    cliutil.add_country(p)
     p.add_argument(
         "--endpoint",
         default=None,

@@ -1,20 +1,26 @@
-"""``geopak-data tag --work W [--boundaries FILE]``: the province of every photo, by polygon.
+"""``geopak-data tag --work W [--country ISO3] [--boundaries FILE]``: the region of every photo.
 
-Reads ``W/filter/records.parquet`` and writes
+The region is the country's first-level administrative unit (a province of Pakistan by
+default; the columns keep the names ``province`` / ``province_id``). Reads
+``W/filter/records.parquet`` and writes
 
-* ``W/tag/records.parquet`` — the records inside Pakistan, every input column plus
-  ``province`` (contract name), ``province_id`` (int8, contract id) and ``border_km``
-  (0 inside a province; for a point up to ``tag.border_tolerance_km`` outside the national
+* ``W/tag/records.parquet`` — the records inside the country, every input column plus
+  ``province`` (region name), ``province_id`` (int8, region id) and ``border_km``
+  (0 inside a region; for a point up to ``tag.border_tolerance_km`` outside the national
   border across a border kind named in ``tag.snap_borders`` — by default only the sea coast,
   the outline inside ``tag.coast_bboxes`` — the great-circle km to that border: it got the
-  nearest province);
-* ``W/tag/rejects.parquet`` — ``outside_pakistan`` (farther than the tolerance, or outside
-  the polygons beyond a land border) and ``invalid_coordinates`` rows, stage ``tag``.
+  nearest region);
+* ``W/tag/rejects.parquet`` — ``outside_pakistan`` (``outside_country`` for other countries:
+  farther than the tolerance, or outside the polygons beyond a land border) and
+  ``invalid_coordinates`` rows, stage ``tag``;
+* ``W/tag/regions.parquet`` — the region table (id, name, ISO 3166-2 code, area) every later
+  stage and the model read.
 
-The polygons come from ``--boundaries FILE``, else ``tag.boundaries`` in the config, else
-``GEOPAK_BOUNDARIES``, else the pinned geoBoundaries download (see ``boundaries.py``). Their
-content is an input of the stage: swap the file and the stage (and everything after it) runs
-again. Tagging is vectorised (``tagging.py``), so this stage is one atomic write, not units.
+The polygons come from ``--boundaries FILE``, else ``region.boundaries`` (or the older
+``tag.boundaries``) in the config, else ``GEOPAK_BOUNDARIES``, else the country's cached or
+downloaded geoBoundaries ADM1 release (see ``geopak_core/boundaries.py``). Their content is an
+input of the stage: swap the file and the stage (and everything after it) runs again. Tagging
+is vectorised (``tagging.py``), so this stage is one atomic write, not units.
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ import pyarrow.parquet as pq
 
 from geopak_core.errors import GeopakError
 from geopak_core.io import atomic_write_parquet
-from geopak_core.regions import PROVINCES
+from geopak_core.regions import REGIONS_FILE
 
-from .config import PipelineConfig
+from .config import COAST_BBOXES, PipelineConfig
 from .records import REJECT_SCHEMA, reject_rows
 from .runner import StageContext, StageOutcome, StageResult, run_stage
 
@@ -41,8 +47,10 @@ ADDED_COLUMNS = ("province", "province_id", "border_km")
 def run_tag(
     *, work: Path, config: PipelineConfig, force: bool = False, boundaries: str | Path | None = None
 ) -> StageOutcome:
-    """Tag every filtered record with its province or reject it as outside Pakistan."""
-    from geopak_core.boundaries import read_boundaries, resolve_boundaries_path
+    """Tag every filtered record with its region or reject it as outside the country."""
+    from geopak_core.boundaries import read_boundaries, region_table
+
+    from .country import resolve_polygon_path
 
     work = Path(work)
     src = Path(work) / "filter" / "records.parquet"
@@ -57,11 +65,19 @@ def run_tag(
     for col in ("key", "lat", "lon"):
         if col not in names:
             raise GeopakError(f"{src}: lacks column {col!r}")
-    bpath = resolve_boundaries_path(boundaries or config.tag.boundaries or None)
-    polys = read_boundaries(bpath)  # a bad polygon file fails here, before the stage starts
+    bpath = resolve_polygon_path(config, boundaries)
+    r = config.region
+    # a bad polygon file fails here, before the stage starts
+    polys = read_boundaries(
+        bpath, country=r.country, name_column=r.name_column, code_column=r.code_column
+    )
+    regions = region_table(polys)
+    names = regions.names
+    outside = "outside_pakistan" if r.country == "PAK" else "outside_country"
+    where = "Pakistan" if r.country == "PAK" else r.country
     tol = config.tag.border_tolerance_km
     snap = list(config.tag.snap_borders)
-    coast = [list(b) for b in config.tag.coast_bboxes]
+    coast = coast_bboxes_for(config)
 
     def _do(ctx: StageContext) -> StageResult:
         from .tagging import KIND_LAND, ProvinceTagger, TagResult, border_rule
@@ -90,16 +106,16 @@ def run_tag(
                 reasons.append("invalid_coordinates")
                 details.append("latitude/longitude missing, NaN, out of range or (0, 0)")
             elif np.isfinite(d) and d <= tol and k == KIND_LAND:
-                reasons.append("outside_pakistan")
+                reasons.append(outside)
                 details.append(
                     f"{d:.2f} km outside a land border (not snapped: tag.snap_borders = {snap})"
                 )
             else:
-                reasons.append("outside_pakistan")
+                reasons.append(outside)
                 details.append(
                     f"{d:.2f} km outside the border (tolerance {tol:g} km)"
                     if np.isfinite(d)
-                    else f"more than {tol:g} km outside Pakistan's border"
+                    else f"more than {tol:g} km outside {where}'s border"
                 )
         rejects = (
             reject_rows(
@@ -114,28 +130,29 @@ def run_tag(
 
         out_path = ctx.stage_dir / "records.parquet"
         rej_path = ctx.stage_dir / "rejects.parquet"
+        reg_path = regions.write(ctx.stage_dir / REGIONS_FILE)
         atomic_write_parquet(out_path, out)
         atomic_write_parquet(rej_path, rejects)
 
-        per = np.bincount(res.province_id[ok], minlength=len(PROVINCES))
+        per = np.bincount(res.province_id[ok], minlength=len(names))
         n_snapped = int((res.status == TagResult.SNAPPED).sum())
-        n_out = reasons.count("outside_pakistan")
+        n_out = reasons.count(outside)
         n_inv = reasons.count("invalid_coordinates")
         counts = {
             "input": table.num_rows,
             "tagged": int(ok.size),
             "rejected": int(bad.size),
             "snapped": n_snapped,
-            "rejected:outside_pakistan": n_out,
+            f"rejected:{outside}": n_out,
         }
         if n_inv:
             counts["rejected:invalid_coordinates"] = n_inv
-        counts.update({f"province:{PROVINCES[i]}": int(c) for i, c in enumerate(per)})
-        by_prov = ", ".join(f"{PROVINCES[i]} {int(c)}" for i, c in enumerate(per) if c)
+        counts.update({f"province:{names[i]}": int(c) for i, c in enumerate(per)})
+        by_prov = ", ".join(f"{names[i]} {int(c)}" for i, c in enumerate(per) if c)
         summary = (
             f"tag: {table.num_rows} in -> {ok.size} tagged"
             + (f" ({by_prov})" if by_prov else "")
-            + f", {n_out} outside Pakistan"
+            + f", {n_out} outside {where}"
         )
         if n_inv:
             summary += f", {n_inv} invalid coordinates"
@@ -145,10 +162,12 @@ def run_tag(
             ).sum()
         )
         counts["rejected:across_land_border"] = n_land
-        summary += f"; {n_snapped} within {tol:g} km outside the border got the nearest province"
+        summary += f"; {n_snapped} within {tol:g} km outside the border got the nearest region"
         if n_land:
             summary += f", {n_land} within {tol:g} km across a land border were rejected"
         notes = {
+            "country": regions.country,
+            "regions": regions.n,
             "boundaries": str(bpath),
             "boundaries_sha256": polys.attrs.get("sha256", ""),
             "border_tolerance_km": tol,
@@ -157,18 +176,29 @@ def run_tag(
             "border_rule": border_rule(tol, snap, coast),
         }
         return StageResult(
-            counts=counts, outputs=[out_path, rej_path], summary=summary, notes=notes
+            counts=counts, outputs=[out_path, rej_path, reg_path], summary=summary, notes=notes
         )
 
     return run_stage(
         work=work,
         name=STAGE,
         config=config,
-        sections=["tag"],
+        sections=["tag", "region"],
         inputs={"filter": src, "boundaries": bpath},
         fn=_do,
         force=force,
     )
+
+
+def coast_bboxes_for(config: PipelineConfig) -> list[list[float]]:
+    """The coast boxes of the configured country: ``tag.coast_bboxes`` when set to anything but
+    Pakistan's defaults; for another country left at those defaults, its entry in
+    ``COAST_BBOXES`` (none known: no border counts as coast, so nothing is snapped)."""
+    boxes = [list(b) for b in config.tag.coast_bboxes]
+    country = config.region.country
+    if country != "PAK" and boxes == [list(b) for b in COAST_BBOXES["PAK"]]:
+        return [list(b) for b in COAST_BBOXES.get(country, [])]
+    return boxes
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -181,22 +211,16 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cliutil import add_common, existing_file
+    from .cliutil import add_common, add_country
 
     p = sub.add_parser(
         "tag",
-        help="province of every photo by polygon (points within the border tolerance across the sea coast get the nearest province)",
+        help="region (first-level unit) of every photo by polygon (points within the border tolerance across the sea coast get the nearest region)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(p)
-    p.add_argument(
-        "--boundaries",
-        type=existing_file,
-        default=None,
-        metavar="FILE",
-        help="province polygons (GeoJSON/GeoPackage/Shapefile); default: tag.boundaries, $GEOPAK_BOUNDARIES, else the pinned geoBoundaries download",
-    )
+    add_country(p)
     p.set_defaults(func=_cmd)
 
 

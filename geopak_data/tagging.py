@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geopak_core.geo import haversine_km, valid_coordinates
-from geopak_core.regions import PROVINCES
+from geopak_core.regions import PAKISTAN
 
 if TYPE_CHECKING:
     import geopandas
@@ -50,6 +50,22 @@ if TYPE_CHECKING:
 # Lambert conformal conic fitted to Pakistan (standard parallels 27N and 35N): scale error
 # below ~1% from 23.5N to 37.5N, used only to find the border band and the nearest border point.
 PAKISTAN_LCC = "+proj=lcc +lat_1=27 +lat_2=35 +lat_0=30 +lon_0=69 +datum=WGS84 +units=m +no_defs"
+
+
+def projection_for(bounds: tuple[float, float, float, float], names: tuple[str, ...] = ()) -> str:
+    """A metric projection for finding a country's border band: Pakistan's fixed LCC; for any
+    other country an LCC with standard parallels at 1/6 and 5/6 of its latitude span (wide
+    countries off the equator), else a transverse Mercator through its centre (tall ones, or
+    those on the equator), so the scale error stays small over the country."""
+    if names == PAKISTAN.names:
+        return PAKISTAN_LCC
+    minx, miny, maxx, maxy = (float(v) for v in bounds)
+    lon0, lat0 = (minx + maxx) / 2.0, (miny + maxy) / 2.0
+    lat1, lat2 = miny + (maxy - miny) / 6.0, maxy - (maxy - miny) / 6.0
+    if miny * maxy > 0 and (maxx - minx) >= (maxy - miny) and abs(lat1 + lat2) > 1.0:
+        return f"+proj=lcc +lat_1={lat1:.4f} +lat_2={lat2:.4f} +lat_0={lat0:.4f} +lon_0={lon0:.4f} +datum=WGS84 +units=m +no_defs"
+    return f"+proj=tmerc +lat_0={lat0:.4f} +lon_0={lon0:.4f} +k=1 +datum=WGS84 +units=m +no_defs"
+
 
 OUTSIDE = -1  # province_id for points that get no province
 # Border kinds of the national outline (``TagResult.kind``); INTERNAL: a point inside the
@@ -83,6 +99,7 @@ class TagResult:
     border_km: np.ndarray
     status: np.ndarray
     kind: np.ndarray | None = None
+    names: tuple[str, ...] = PAKISTAN.names  # the region table's names, by id
 
     INSIDE = 0
     SNAPPED = 1
@@ -99,8 +116,8 @@ class TagResult:
         return self.province_id >= 0
 
     def province_names(self) -> np.ndarray:
-        names = np.array(list(PROVINCES) + [""], dtype=object)
-        return names[np.where(self.province_id >= 0, self.province_id, len(PROVINCES))]
+        names = np.array(list(self.names) + [""], dtype=object)
+        return names[np.where(self.province_id >= 0, self.province_id, len(self.names))]
 
 
 def border_rule(
@@ -162,13 +179,15 @@ class ProvinceTagger:
         self.coast_bboxes = [tuple(float(v) for v in b) for b in coast_bboxes]
         gdf = boundaries.sort_values("province_id")
         self.ids = np.asarray(gdf["province_id"], dtype=np.int8)
+        self.names = tuple(str(n) for n in gdf["province"])
         geoms = np.asarray(gdf.geometry.values)
         self.geoms = geoms
         shapely.prepare(geoms)
         self.bounds = shapely.bounds(geoms)  # (k, 4): minx, miny, maxx, maxy
 
-        self._fwd = Transformer.from_crs("EPSG:4326", PAKISTAN_LCC, always_xy=True)
-        self._inv = Transformer.from_crs(PAKISTAN_LCC, "EPSG:4326", always_xy=True)
+        crs = projection_for(tuple(shapely.total_bounds(geoms)), self.names)
+        self._fwd = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        self._inv = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
         proj = np.array(
             [
                 shapely.transform(
@@ -329,14 +348,14 @@ class ProvinceTagger:
             near = valid & (lon >= zx0) & (lon <= zx1) & (lat >= zy0) & (lat <= zy1)
         idx = np.flatnonzero(near)
         if idx.size == 0:
-            return TagResult(pid, border, status, kind)
+            return TagResult(pid, border, status, kind, self.names)
         code = self._lookup(lon[idx], lat[idx])
         pure = code >= 0
         pid[idx[pure]] = code[pure]
         border[idx[pure]] = 0.0
         status[idx[pure]] = TagResult.INSIDE
         self._exact(idx[code == _MIXED], lat, lon, pid, border, status, kind)
-        return TagResult(pid, border, status, kind)
+        return TagResult(pid, border, status, kind, self.names)
 
     def _exact(
         self,
@@ -471,5 +490,6 @@ __all__ = [
     "ProvinceTagger",
     "TagResult",
     "border_rule",
+    "projection_for",
     "tag_points",
 ]

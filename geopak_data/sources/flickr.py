@@ -42,6 +42,7 @@ from geopak_core.errors import GeopakError
 from geopak_core.io import PartStore
 
 from ..config import PipelineConfig
+from ..country import crawl_bbox
 from ..ratelimit import CallBudget, backoff_delay, redact_in_logs
 from ..records import empty_record
 from .base import Progress, Source, write_unit
@@ -318,7 +319,7 @@ class FlickrSource(Source):
         """Root tiles: ``crawl.flickr.tiles`` if given, else a ``tile_deg`` grid over ``crawl.bbox``."""
         if self.cfg.tiles:
             return [(f"t{i:03d}", tuple(float(v) for v in t)) for i, t in enumerate(self.cfg.tiles)]  # type: ignore[misc]
-        lon0, lat0, lon1, lat1 = (float(v) for v in self.config.crawl.bbox)
+        lon0, lat0, lon1, lat1 = crawl_bbox(self.config)
         step = float(self.cfg.tile_deg)
         cols = max(1, math.ceil((lon1 - lon0) / step - 1e-9))
         rows = max(1, math.ceil((lat1 - lat0) / step - 1e-9))

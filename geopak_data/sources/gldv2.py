@@ -28,6 +28,7 @@ from geopak_core.geo import in_bbox, valid_coordinates
 from geopak_core.io import PartStore
 
 from ..config import PipelineConfig
+from ..country import crawl_bbox
 from ..records import empty_record, make_key
 from .base import Progress, Source, write_unit
 
@@ -164,7 +165,7 @@ class Gldv2Source(Source):
         self.attribution_csv = (
             self._path(att, "attribution CSV", "--attribution-csv", "") if att else None
         )
-        self.bbox = tuple(config.crawl.bbox)
+        self.bbox = crawl_bbox(config)  # crawl.bbox, else the country's
         # Wrong files are one-line errors before any work starts (headers only: cheap).
         lm_names = _header(self.landmarks)
         for wanted, what in (

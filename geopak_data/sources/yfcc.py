@@ -43,6 +43,7 @@ from geopak_core.errors import GeopakError
 from geopak_core.io import PartStore, atomic_path
 
 from ..config import PipelineConfig
+from ..country import crawl_bbox
 from ..records import empty_record, make_key
 from .base import Progress, Source, write_unit
 
@@ -704,7 +705,7 @@ class YfccSource(Source):
         if not self.metadata.is_file():
             raise GeopakError(f"yfcc metadata file not found: {self.metadata}")
         self.chunk_bytes = int(chunk_bytes or config.crawl.yfcc.chunk_bytes)
-        self.bbox = tuple(config.crawl.bbox)
+        self.bbox = crawl_bbox(config)  # crawl.bbox, else the country's
         check_metadata(self.metadata)
 
     def inputs(self) -> dict[str, Path]:

@@ -399,7 +399,16 @@ def test_registry_restricted_flag_and_config_validation(tmp_path: Path) -> None:
     src = get_source("places", config=make_config(), endpoint="http://127.0.0.1:1")
     assert isinstance(src, PlacesSource) and src.restricted is True and src.name == "places"
     assert KEY not in repr(src.extra()) and KEY not in src.describe()
-    assert len(load_config(None).crawl.places.anchors) >= 7  # defaults cover every province
+    # no anchors listed: generated from the country, at least one in every province
+    from geopak_core.boundaries import load_boundaries
+    from geopak_data.country import resolve_crawl_config
+    from geopak_data.tagging import tag_points
+
+    assert load_config(None).crawl.places.anchors == []
+    anchors = resolve_crawl_config(load_config(None), "places").crawl.places.anchors
+    got = tag_points([a[0] for a in anchors], [a[1] for a in anchors], load_boundaries(), 0.0)
+    assert sorted(set(got.province_id.tolist())) == list(range(7))
+    assert any(a[2] == "Karachi" for a in anchors)
     p = tmp_path / "x.toml"
     p.write_text("[crawl.places]\nmax_result_count = 25\n")
     with pytest.raises(GeopakError, match=r"crawl\.places\.max_result_count"):

@@ -1,0 +1,145 @@
+"""The region table: Pakistan's fixed ids, any other country's ids by code, and the file
+format every artefact shares."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import shapely
+from support import fictional
+
+from geopak_core.boundaries import (
+    boundaries_available,
+    cached_path,
+    check_country,
+    country_manifest,
+    load_boundaries,
+    read_boundaries,
+    region_table,
+)
+from geopak_core.errors import GeopakError
+from geopak_core.regions import PAKISTAN, RegionTable, regions_from_cells, regions_in
+
+
+@pytest.fixture
+def country_file(tmp_path):
+    return fictional.write_country(tmp_path / "xfa.geojson")
+
+
+def test_pakistan_is_the_contract_table():
+    assert PAKISTAN.country == "PAK" and PAKISTAN.n == 7
+    assert PAKISTAN.names[0] == "Sindh" and PAKISTAN.codes[6] == "PK-JK"
+    assert PAKISTAN.id("PK-IS") == 3 and PAKISTAN.id("kpk") == 2 and PAKISTAN.id("Sindh") == 0
+    with pytest.raises(KeyError, match="Kandahar"):
+        PAKISTAN.id("Kandahar")
+
+
+def test_pakistan_boundaries_carry_the_table(boundaries_path):
+    polys = read_boundaries(boundaries_path)
+    table = region_table(polys)
+    assert table.same_regions(PAKISTAN)
+    assert list(polys["iso"]) == list(PAKISTAN.codes)
+    assert table.bbox == PAKISTAN.bbox
+    # geodesic areas: Balochistan is the largest unit, Islamabad the smallest
+    assert max(range(7), key=lambda i: table.areas_km2[i]) == 5
+    assert min(range(7), key=lambda i: table.areas_km2[i]) == 3
+    assert 340_000 < table.areas_km2[5] < 360_000
+
+
+def test_fictional_country_ids_by_code(country_file):
+    polys = read_boundaries(country_file, country="xfa")
+    table = region_table(polys)
+    assert table.country == fictional.COUNTRY
+    assert table.names == tuple(n for n, _ in fictional.REGIONS)
+    assert table.codes == tuple(c for _, c in fictional.REGIONS)
+    assert list(polys["province_id"]) == [0, 1, 2]
+    coastal = polys.geometry[0]
+    assert coastal.geom_type == "MultiPolygon" and len(coastal.geoms) == 2
+    ring = polys.geometry[2]
+    assert len(ring.interiors) == 1
+    assert not ring.contains(shapely.Point(10.5, 1.5))
+    lon0, lat0, lon1, lat1 = table.bbox
+    assert lon0 < 10.0 and lat0 < -0.6 and lon1 > 12.0 and lat1 > 2.0
+    # one degree at the equator is ~111 km: Eastmark is about 111 x 111 km
+    assert math.isclose(table.areas_km2[1], 110.57 * 111.32, rel_tol=0.01)
+
+
+def test_columns_are_configurable(tmp_path):
+    doc = json.loads(fictional.write_country(tmp_path / "a.geojson").read_text())
+    for f in doc["features"]:
+        p = f["properties"]
+        f["properties"] = {"unit": p["shapeName"], "code": p["shapeISO"]}
+    path = tmp_path / "b.geojson"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(GeopakError, match="no unit name column 'shapeName'"):
+        read_boundaries(path, country="XFA")
+    got = read_boundaries(path, country="XFA", name_column="unit", code_column="code")
+    assert region_table(got).codes == ("XF-C", "XF-E", "XF-R")
+    # without codes: ordered by name
+    nocode = read_boundaries(path, country="XFA", name_column="unit", code_column="none")
+    assert region_table(nocode).names == ("Coastal", "Eastmark", "Ringland")
+
+
+def test_wrong_country_file_is_refused(boundaries_path, country_file):
+    with pytest.raises(GeopakError, match="holds PAK, not IND"):
+        read_boundaries(boundaries_path, country="IND")
+    with pytest.raises(GeopakError, match="holds XFA, not PAK"):
+        read_boundaries(country_file)
+    with pytest.raises(GeopakError, match="ISO 3166-1 alpha-3"):
+        check_country("Pakistan")
+
+
+def test_table_round_trips(tmp_path, country_file):
+    table = region_table(read_boundaries(country_file, country="XFA"))
+    table.write(tmp_path / "regions.parquet")
+    back = RegionTable.read(tmp_path / "regions.parquet")
+    assert back == table and back.bbox == table.bbox
+    assert RegionTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+    assert regions_in(tmp_path) == table
+    assert RegionTable.from_dict(PAKISTAN.to_dict()) is PAKISTAN
+    # older folders without regions.parquet: recovered from the cells' names
+    assert regions_from_cells([1, 0, 1], ["Punjab", "Sindh", "Punjab"]) is PAKISTAN
+    other = regions_from_cells([0, 1], ["Coastal", "Eastmark"])
+    assert other.names == ("Coastal", "Eastmark")
+    with pytest.raises(GeopakError, match="have no name"):
+        regions_from_cells([0, 2], ["Coastal", "Ringland"])
+
+
+def test_other_country_download_records_its_digest(tmp_path, monkeypatch, country_file):
+    """An unpinned country's release is downloaded once, its digest recorded and checked."""
+    monkeypatch.delenv("GEOPAK_BOUNDARIES", raising=False)
+    body = country_file.read_bytes()
+    m = country_manifest("XFA")
+    assert m["sha256"] == "" and "gbOpen/XFA/ADM1/geoBoundaries-XFA-ADM1.geojson" in m["url"]
+    assert country_manifest("PAK")["sha256"]
+    assert not boundaries_available(country="XFA", cache_dir=tmp_path)
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        m = dict(m, url=f"http://127.0.0.1:{srv.server_address[1]}/x.geojson")
+        got = load_boundaries(country="XFA", cache_dir=tmp_path, manifest=m)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert region_table(got).n == 3
+    cached = cached_path(m, tmp_path)
+    record = cached.with_name(cached.name + ".sha256")
+    assert record.read_text().strip() == got.attrs["sha256"]
+    assert boundaries_available(country="XFA", cache_dir=tmp_path)
+    # offline now: the recorded copy is used
+    assert region_table(load_boundaries(country="XFA", cache_dir=tmp_path, manifest=m)).n == 3
