@@ -12,3 +12,20 @@ class ConfigError(GeopakError):
         self.key = key
         self.value = value
         super().__init__(f"config key '{key}' = {value!r}: {reason}")
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an error of the machine rather than of the input (full disk, read-only or
+    missing folder, permission denied), naming the file it concerns: what the CLIs print
+    instead of a traceback."""
+    what = exc.strerror or type(exc).__name__
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    hint = {
+        28: "; free some space and run the same command again (it resumes)",
+        30: "; the folder is read-only: choose a writable one",
+        13: "; check the folder's permissions",
+        122: "; free some quota and run the same command again (it resumes)",
+    }.get(exc.errno or 0, "")
+    return f"{what}: {where}{hint}" if where else f"{what}{hint}"

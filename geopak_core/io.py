@@ -52,12 +52,18 @@ def atomic_path(
     tmp_path = Path(tmp)
     try:
         os.chmod(tmp_path, FILE_MODE)
-        yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        if before_replace is not None:
-            before_replace(tmp_path)
-        os.replace(tmp_path, target)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb") as fh:
+                os.fsync(fh.fileno())
+            if before_replace is not None:
+                before_replace(tmp_path)
+            os.replace(tmp_path, target)
+        except OSError as exc:
+            if exc.filename is None or str(exc.filename) == str(tmp_path):
+                # name the file being written, not its temporary twin
+                raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+            raise
         _fsync_dir(target.parent)
     finally:
         if tmp_path.exists():
@@ -92,10 +98,31 @@ def atomic_write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
 
 
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    """The JSON at ``path`` (``default`` if there is none); a damaged file is a one-line
+    ``GeopakError`` naming it, never a traceback."""
+    from geopak_core.errors import GeopakError
+
     p = Path(path)
     if not p.exists():
         return default
-    return json.loads(p.read_text("utf-8"))
+    try:
+        return json.loads(p.read_text("utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise GeopakError(f"{p} is damaged (not valid JSON: {exc})") from None
+
+
+def folder_arg(value: str) -> Path:
+    """argparse type for a folder that is created when missing (``--work``, ``--out``): an
+    existing file, or a path under a file, is refused in one line before any work starts."""
+    import argparse
+
+    p = Path(value)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise argparse.ArgumentTypeError(f"{q} is a file, not a folder")
+            break
+    return p
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -70,3 +70,57 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     if hasattr(obj, "validate"):
         obj.validate(prefix)
     return obj
+
+
+# A number no setting needs: any value beyond it is a typo (10**6 workers, 1 TB blocks).
+ABSOLUTE_MAX = 10**12
+_CONTROL = frozenset(chr(c) for c in range(32) if c != 9) | {"\x7f"}
+
+
+def check_limits(
+    obj: Any, prefix: str = "", limits: dict[str, tuple[float, float]] | None = None
+) -> None:
+    """Sanity every validated section shares, applied to its own scalar fields.
+
+    Floats must be finite (``inf``/``nan`` become timeouts that never fire, sleeps that never
+    end), every number must lie in ``limits[name]`` when given (inclusive) and never beyond
+    ``ABSOLUTE_MAX``; strings may hold no control characters (a CRLF in a header value is
+    header injection, a NUL ends a C string) nor lone surrogates (not encodable as UTF-8).
+    ``ConfigError`` names the key and the value.
+    """
+    import math
+
+    limits = limits or {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        for v in _scalars(value):
+            if isinstance(v, bool) or v is None:
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(key, v, "must be a finite number")
+            if isinstance(v, int | float):
+                lo, hi = limits.get(f.name, (-ABSOLUTE_MAX, ABSOLUTE_MAX))
+                if not lo <= v <= hi or abs(v) > ABSOLUTE_MAX:
+                    raise ConfigError(key, v, f"must be {_num(lo)}..{_num(hi)}")
+            elif isinstance(v, str):
+                if any(c in _CONTROL for c in v):
+                    raise ConfigError(key, v, "must not contain control characters (CR, LF, NUL)")
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ConfigError(key, v, "is not valid Unicode text") from None
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _scalars(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _scalars(v)]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_scalars(k), *_scalars(v))]
+    return [value]

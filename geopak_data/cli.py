@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from geopak_core.errors import GeopakError
+from geopak_core.errors import GeopakError, os_error_line
 from geopak_core.progress import setup_logging
 
 from . import __version__
@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args)
     except GeopakError as exc:
         print(f"geopak-data: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # full disk, read-only folder...: the machine's, not a bug
+        if isinstance(exc, BrokenPipeError):
+            return 0
+        print(f"geopak-data: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("geopak-data: interrupted; run the same command again to resume", file=sys.stderr)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from geopak_core.errors import GeopakError
+from geopak_core.io import folder_arg
 
 from .config import PipelineConfig
 from .runner import work_config
@@ -16,7 +17,7 @@ def add_common(parser: argparse.ArgumentParser, *, work_required: bool = True) -
     parser.add_argument(
         "--work",
         "-w",
-        type=Path,
+        type=folder_arg,
         required=work_required,
         metavar="W",
         help="work folder (created if missing); stages read and write only here",

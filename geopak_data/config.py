@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from geopak_core.errors import ConfigError, GeopakError
-from geopak_core.typedconfig import from_dict
+from geopak_core.typedconfig import check_limits, from_dict
 
 # ----------------------------------------------------------------------------- sections
 
@@ -51,6 +51,25 @@ class FlickrConfig:
     timeout_s: float = 60.0
 
     def validate(self, key: str) -> None:
+        check_limits(
+            self,
+            key,
+            {
+                "tile_deg": (0, 360),
+                "window_days": (1, 36600),
+                "per_page": (1, 250),
+                "result_cap": (1, 100_000),
+                "calls_per_hour": (1, 1_000_000),
+                "min_accuracy": (0, 16),
+                "max_photos": (0, 10**9),
+                "retries": (0, 20),
+                "min_tile_deg": (0, 360),
+                "max_side_px": (1, 16384),
+                "backoff_s": (0, 3600),
+                "max_backoff_s": (0, 86400),
+                "timeout_s": (0, 3600),
+            },
+        )
         _check(
             1 <= self.per_page <= 250,
             f"{key}.per_page",
@@ -103,6 +122,22 @@ class PlacesConfig:
     timeout_s: float = 30.0
 
     def validate(self, key: str) -> None:
+        check_limits(
+            self,
+            key,
+            {
+                "grid_step_km": (0, 1000),
+                "grid_size": (1, 100),
+                "max_photos_per_place": (0, 10),
+                "max_width_px": (1, 4800),
+                "page_token_delay_s": (0, 60),
+                "retries": (0, 20),
+                "calls_per_minute": (1, 100_000),
+                "backoff_s": (0, 3600),
+                "max_backoff_s": (0, 86400),
+                "timeout_s": (0, 3600),
+            },
+        )
         _check(self.api in ("new", "legacy"), f"{key}.api", self.api, "must be 'new' or 'legacy'")
         _check(
             0 < self.radius_m <= 50000, f"{key}.radius_m", self.radius_m, "must be in (0, 50000]"
@@ -155,6 +190,7 @@ class YfccConfig:
     )  # TSV block per discovery unit (Parquet: rows per unit / 256)
 
     def validate(self, key: str) -> None:
+        check_limits(self, key, {"chunk_bytes": (4096, 1 << 30)})
         _check(self.chunk_bytes >= 4096, f"{key}.chunk_bytes", self.chunk_bytes, "must be >= 4096")
 
 
@@ -165,7 +201,7 @@ class Gldv2Config:
     attribution_csv: str = ""
 
     def validate(self, key: str) -> None:
-        pass
+        check_limits(self, key)
 
 
 @dataclass
@@ -184,6 +220,7 @@ class RegionConfig:
     code_column: str = "shapeISO"
 
     def validate(self, key: str) -> None:
+        check_limits(self, key)
         _check(
             isinstance(self.country, str) and len(self.country) == 3 and self.country.isalpha(),
             f"{key}.country",
@@ -205,6 +242,7 @@ class CrawlConfig:
     gldv2: Gldv2Config = field(default_factory=Gldv2Config)
 
     def validate(self, key: str) -> None:
+        check_limits(self, key)
         for s in self.sources:
             _check(
                 s in ("flickr", "places", "yfcc", "gldv2"),
@@ -238,6 +276,23 @@ class DownloadConfig:
     workers: int = 0  # threads decoding/resizing/encoding; 0: one per CPU core
 
     def validate(self, key: str) -> None:
+        check_limits(
+            self,
+            key,
+            {
+                "concurrency": (1, 1024),
+                "per_host": (1, 256),
+                "timeout_s": (0, 3600),
+                "retries": (0, 20),
+                "backoff_s": (0, 3600),
+                "max_backoff_s": (0, 86400),
+                "max_bytes": (1024, 1 << 30),
+                "max_pixels": (1, 1_000_000_000),
+                "max_side": (32, 16384),
+                "batch_size": (1, 100_000),
+                "workers": (0, 256),
+            },
+        )
         _check(self.concurrency >= 1, f"{key}.concurrency", self.concurrency, "must be >= 1")
         _check(self.retries >= 0, f"{key}.retries", self.retries, "must be >= 0")
         _check(self.max_bytes >= 1024, f"{key}.max_bytes", self.max_bytes, "must be >= 1024")
@@ -288,6 +343,16 @@ class FilterConfig:
     batch_size: int = 256  # images per resumable unit
 
     def validate(self, key: str) -> None:
+        check_limits(
+            self,
+            key,
+            {
+                "min_side": (1, 16384),
+                "max_aspect": (1, 1000),
+                "min_laplacian_var": (0, 1e9),
+                "batch_size": (1, 100_000),
+            },
+        )
         _check(self.min_side >= 1, f"{key}.min_side", self.min_side, "must be >= 1")
         _check(self.max_aspect >= 1.0, f"{key}.max_aspect", self.max_aspect, "must be >= 1")
         _check(
@@ -351,6 +416,7 @@ class TagConfig:
     )
 
     def validate(self, key: str) -> None:
+        check_limits(self, key)
         _check(
             0 <= self.border_tolerance_km <= 100,
             f"{key}.border_tolerance_km",
@@ -386,6 +452,26 @@ class ClusterConfig:
     seed: int = 0
 
     def validate(self, key: str) -> None:
+        check_limits(
+            self,
+            key,
+            {
+                "min_cluster_size": (2, 10**7),
+                "min_samples": (1, 10**7),
+                "cluster_selection_epsilon_km": (0, 2000),
+                "hdbscan_max_points": (0, 10**8),
+                "urban_radius_km": (0, 2000),
+                "rural_radius_km": (0, 2000),
+                "urban_density_radius_km": (0, 2000),
+                "urban_density_min_neighbours": (1, 10**7),
+                "min_samples_per_cell": (1, 10**7),
+                "min_isolated": (1, 10**7),
+                "cells_per_1000_samples": (0, 1000),
+                "cells_per_10000_km2": (0, 10000),
+                "neighbours_k": (0, 1000),
+                "seed": (0, 2**63 - 1),
+            },
+        )
         _check(
             self.min_cluster_size >= 2,
             f"{key}.min_cluster_size",
@@ -474,6 +560,16 @@ class ShardConfig:
     dataset_name: str = "geopak"
 
     def validate(self, key: str) -> None:
+        check_limits(
+            self,
+            key,
+            {
+                "max_shard_bytes": (1024, 1 << 40),
+                "max_shard_samples": (1, 10**7),
+                "seed": (0, 2**63 - 1),
+                "burst_radius_km": (0, 2000),
+            },
+        )
         total = self.train_fraction + self.val_fraction + self.test_fraction
         _check(
             abs(total - 1.0) < 1e-6,
@@ -535,6 +631,7 @@ class PipelineConfig:
                     name,
                     f"unknown province (one of {', '.join(PAKISTAN.names)})",
                 )
+        check_limits(self, key)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -612,6 +709,12 @@ def load_config(
             data = tomllib.loads(p.read_text("utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise GeopakError(f"{p}: invalid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise GeopakError(
+                f"{p}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r}); TOML files must be UTF-8"
+            ) from None
+        except OSError as exc:
+            raise GeopakError(f"cannot read config {p}: {exc.strerror or exc}") from None
         base = p.resolve().parent
     for dotted, value in (overrides or {}).items():
         node = data
@@ -654,12 +757,12 @@ def dump_toml(cfg: PipelineConfig) -> str:
             return "true" if v else "false"
         if isinstance(v, int | float):
             return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
+        if isinstance(v, str):  # literal UTF-8: JSON's surrogate-pair escapes are not TOML
+            return json.dumps(v, ensure_ascii=False)
         if isinstance(v, list):
             return "[" + ", ".join(fmt(x) for x in v) + "]"
         if isinstance(v, dict):
-            return "{" + ", ".join(f"{json.dumps(k)} = {fmt(x)}" for k, x in v.items()) + "}"
+            return "{" + ", ".join(f"{fmt(k)} = {fmt(x)}" for k, x in v.items()) + "}"
         raise TypeError(type(v))
 
     def emit(obj: Any, prefix: str) -> None:

@@ -168,9 +168,13 @@ def write_image(dest: Path, data: bytes) -> None:
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, dest)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written twin behind
+        raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from None
 
 
 def _store(data: bytes, dest: Path, cfg: DownloadConfig) -> StoredImage:

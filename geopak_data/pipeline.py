@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geopak_core.io import folder_arg
 from geopak_core.progress import log
 
 from .config import PipelineConfig
@@ -120,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--work",
         "-w",
-        type=Path,
+        type=folder_arg,
         default=None,
         metavar="W",
         help="work folder (default: the config's `work`, else work/<name>)",

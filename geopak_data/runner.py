@@ -132,9 +132,18 @@ class Manifest:
         self.lock = self.work / ".manifest.lock"
 
     def load(self) -> dict[str, Any]:
-        data = read_json(self.path, default=None)
+        try:
+            data = read_json(self.path, default=None)
+        except GeopakError as exc:
+            raise GeopakError(
+                f"{exc}; move it aside and run again: stages re-run and reuse their finished parts"
+            ) from None
         if data is None:
             return {"version": 1, "stages": {}}
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
+            raise GeopakError(
+                f"{self.path} is not a geopak manifest (no 'stages' table); move it aside and run again"
+            )
         return data
 
     def entry(self, name: str) -> dict[str, Any] | None:
@@ -142,6 +151,9 @@ class Manifest:
 
     def update(self, name: str, **values: Any) -> dict[str, Any]:
         with _locked(self.lock):
+            # writers hold the lock, so a temporary file seen now was left by a killed one
+            for stale in self.work.glob(f".{MANIFEST}.*.tmp"):
+                stale.unlink(missing_ok=True)
             data = self.load()
             entry = data["stages"].setdefault(name, {})
             entry.update(values)
@@ -265,13 +277,18 @@ def run_stage(
             result = fn(ctx)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            manifest.update(
-                name,
-                status=status,
-                pid=None,
-                error=f"{type(exc).__name__}: {exc}"[:1000],
-                finished=time.time(),
-            )
+            try:
+                manifest.update(
+                    name,
+                    status=status,
+                    pid=None,
+                    error=f"{type(exc).__name__}: {exc}"[:1000],
+                    finished=time.time(),
+                )
+            except (OSError, GeopakError) as inner:
+                # a full or read-only disk fails this write too: the stage's own error is the
+                # one to report (the entry stays 'running', which a rerun resumes from)
+                log.warning("%s: could not record the failure in %s (%s)", name, MANIFEST, inner)
             raise
         seconds = time.time() - started
         outputs = {

@@ -39,6 +39,7 @@ from geopak_core.io import (
     atomic_write_json,
     atomic_write_parquet,
     atomic_write_text,
+    folder_arg,
     read_json,
 )
 from geopak_core.progress import log, progress
@@ -647,7 +648,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         "-o",
-        type=Path,
+        type=folder_arg,
         default=None,
         metavar="DIR",
         help="shard folder (default: config shard.out, else W/shards)",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from geopak_core.errors import ConfigError, GeopakError
+from geopak_core.typedconfig import check_limits
 from geopak_core.typedconfig import from_dict as _typed_from_dict
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -28,6 +29,24 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 PLACES_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+# Sizes no GEOPAK model needs; beyond them a value is a typo or a hostile checkpoint.
+MODEL_LIMITS: dict[str, tuple[float, float]] = {
+    "clip_image_size": (16, 1024),
+    "places_image_size": (16, 1024),
+    "places_num_classes": (1, 100_000),
+    "fusion_dim": (1, 16384),
+    "head_hidden": (0, 16384),
+    "province_emb_dim": (1, 4096),
+    "cell_emb_dim": (1, 4096),
+    "offset_hidden": (1, 16384),
+    "aux_hidden": (1, 16384),
+    "unfreeze_last_n": (0, 1000),
+    "top_cells": (1, 1000),
+    "tau_km": (0, 20_000),
+    "offset_min_radius_km": (0, 20_000),
+}
 
 
 @dataclass
@@ -146,6 +165,9 @@ class ModelConfig:
         check(1 <= self.top_provinces <= 7, "top_provinces", "must be 1..7")
         check(self.top_cells >= 1, "top_cells", "must be >= 1")
         check(self.inference_mode in ("mean", "best"), "inference_mode", "must be 'mean' or 'best'")
+        # upper bounds: a config (or a checkpoint's) asking for absurd sizes is refused before
+        # anything is allocated
+        check_limits(self, key, MODEL_LIMITS)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (str/int/float/bool/list/dict only): safe inside a weights_only checkpoint."""
@@ -182,6 +204,10 @@ def load_model_config(preset_or_path: str, **overrides: Any) -> ModelConfig:
         data = tomllib.loads(path.read_text("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise GeopakError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise GeopakError(
+            f"{path}: not UTF-8 text (byte {exc.start}); TOML files must be UTF-8"
+        ) from None
     data.setdefault("preset", path.stem)
     for name in ("clip_weights", "places_weights"):
         value = data.get(name)

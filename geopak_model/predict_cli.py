@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from geopak_core.errors import GeopakError
+from geopak_core.errors import GeopakError, os_error_line
 
 log = logging.getLogger("geopak_model.predict")
 
@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except GeopakError as exc:
         print(f"geopak-predict: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"geopak-predict: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("geopak-predict: interrupted", file=sys.stderr)

@@ -45,6 +45,7 @@ from torch import nn
 from geopak_core.errors import ConfigError, GeopakError
 from geopak_core.io import atomic_write_text, clean_stale_temps
 from geopak_core.progress import progress
+from geopak_core.typedconfig import check_limits
 
 from . import evaluate as E
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -66,6 +67,22 @@ PHASE_DEFAULTS = {
     0: {"epochs": 8, "lr": 1e-3},
     1: {"epochs": 30, "lr": 1e-3},
     2: {"epochs": 5, "lr": 1e-4},
+}
+
+
+# Upper bounds: beyond them a value is a typo (10**6 workers, a 10**9 batch).
+TRAIN_LIMITS: dict[str, tuple[float, float]] = {
+    "epochs": (1, 100_000),
+    "batch_size": (1, 65_536),
+    "lr": (0, 10),
+    "encoder_lr_scale": (0, 10),
+    "weight_decay": (0, 10),
+    "grad_clip": (0, 1e6),
+    "grad_accum": (1, 4096),
+    "balance_power": (0, 10),
+    "shuffle_buffer": (0, 10**7),
+    "num_workers": (0, 256),
+    "seed": (0, 2**63 - 1),
 }
 
 
@@ -125,6 +142,7 @@ class TrainConfig:
         check(self.eval_every >= 1, "eval_every", "must be >= 1")
         check(self.log_every >= 1, "log_every", "must be >= 1")
         check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
+        check_limits(self, "", TRAIN_LIMITS)
 
 
 def lr_factor(step: int, *, warmup: int, total: int, min_ratio: float) -> float:

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from geopak_core.errors import GeopakError
+from geopak_core.errors import GeopakError, os_error_line
+from geopak_core.io import folder_arg
 from geopak_core.progress import setup_logging
 
 PROG = "geopak-train"
@@ -94,7 +95,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--phase", type=int, required=True, choices=(0, 1, 2), help="training phase")
     p.add_argument(
-        "--out", type=Path, required=True, metavar="RUN_DIR", help="run folder (created)"
+        "--out", type=folder_arg, required=True, metavar="RUN_DIR", help="run folder (created)"
     )
     _model_source(p)
     p.add_argument(
@@ -253,7 +254,7 @@ def build_embed_parser() -> argparse.ArgumentParser:
         help="shard folder written by `geopak-data shard`",
     )
     p.add_argument(
-        "--out", type=Path, required=True, metavar="FEATS", help="cache folder (created)"
+        "--out", type=folder_arg, required=True, metavar="FEATS", help="cache folder (created)"
     )
     _model_source(p)
     p.add_argument(
@@ -374,6 +375,9 @@ def _guarded(run: Any, args: argparse.Namespace, prog: str = PROG) -> int:
         return int(run(args) or 0)
     except GeopakError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # full disk, read-only folder...: one line naming the file
+        print(f"{prog}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -4,6 +4,7 @@ changed nothing (the fault-injection tests' "nothing else in the work folder cha
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 
@@ -19,9 +20,13 @@ def snapshot(root: Path, *, ignore: tuple[str, ...] = (".lock",)) -> dict[str, s
     return out
 
 
+_LOG = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING) ")
+
+
 def one_line(text: str) -> str:
-    """The single line of a CLI error (fails when there are several or a traceback)."""
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    """The single error line of a CLI's stderr (log lines aside); fails when there are several
+    or a traceback."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not _LOG.match(ln)]
     assert len(lines) == 1, text
     assert "Traceback" not in text
     return lines[0]
