@@ -27,7 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from geopak_model import data as D  # noqa: E402
-from geopak_model.embed import build_or_load_model, embed, load_features  # noqa: E402
+from geopak_model.embed import embed, load_features  # noqa: E402
+from geopak_model.factory import make_model  # noqa: E402
 from geopak_model.testing import make_toy_shards  # noqa: E402
 from geopak_model.train import TrainStep  # noqa: E402
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(tmp) / "shards", n=n_images, per_shard=32, seed=0
         )
         folder = D.open_shard_folder(shards)
-        model = build_or_load_model(folder=folder, preset=args.preset, seed=0)
+        model, _ = make_model(folder=folder, preset=args.preset, seed=0, random_init=True)
         print(
             f"bench_train: preset={args.preset} device={device} threads={torch.get_num_threads()} batch={bs} train images={folder.size('train')}"
         )
@@ -157,11 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             num_workers=0,
             seed=0,
+            random_init=True,
         )
         t_embed = time.perf_counter() - t0
-        cached = build_or_load_model(
-            folder=folder, checkpoint=str(Path(tmp) / "feats" / "model.pt")
-        )
+        cached, _ = make_model(folder=folder, checkpoint=Path(tmp) / "feats" / "model.pt")
         feats = load_features(Path(tmp) / "feats", "train", folder=folder)
         t_img, n_img = epoch_seconds(
             cached,

@@ -80,6 +80,7 @@ def make_payload(model: GeopakModel, extra: dict[str, Any] | None = None) -> dic
         "phase": int(model.phase),
         "state_dict": model.state_dict(),
         "extra": dict(extra or {}),
+        "encoders": {k: dict(v) for k, v in model.encoder_provenance.items()},
     }
     _check_plain(payload, "payload")
     return payload
@@ -150,6 +151,7 @@ def model_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>
             f"{path}: weights do not match the stored config ({str(exc).splitlines()[0]})"
         ) from None
     model.set_phase(int(payload.get("phase", 1)))
+    model.encoder_provenance = {k: dict(v) for k, v in (payload.get("encoders") or {}).items()}
     return model
 
 

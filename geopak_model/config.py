@@ -51,7 +51,8 @@ MODEL_LIMITS: dict[str, tuple[float, float]] = {
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild a GEOPAK network. Defaults are the ``base`` preset."""
+    """Everything needed to rebuild a GEOPAK network. Defaults are the ``base`` preset's sizes;
+    which pretrained weights to use is named by the presets (``base`` names real ones)."""
 
     preset: str = "base"
 
@@ -61,7 +62,10 @@ class ModelConfig:
     # replaces the named architecture: how the ``tiny`` preset gets a small ViT of the same
     # open_clip family without touching open_clip's global registry.
     clip_model_cfg: dict[str, Any] = field(default_factory=dict)
-    clip_weights: str = ""  # local open_clip checkpoint (.pt/.bin/.safetensors); "" = random init
+    clip_weights: str = ""  # local open_clip checkpoint (.pt/.bin/.safetensors); wins when set
+    # open_clip pretrained tag for clip_model (e.g. "laion2b_s34b_b88k", "openai") or
+    # "hf-hub:ORG/REPO"; fetched through open_clip's registry and huggingface_hub (weights.py)
+    clip_pretrained: str = ""
     clip_image_size: int = 224
     clip_mean: list[float] = field(default_factory=lambda: list(OPENAI_CLIP_MEAN))
     clip_std: list[float] = field(default_factory=lambda: list(OPENAI_CLIP_STD))
@@ -70,13 +74,21 @@ class ModelConfig:
 
     # --- scene encoder: torchvision ResNet with a 365-way Places head ------------------------
     places_arch: str = "resnet50"
-    places_weights: str = ""  # Places365 checkpoint (official .pth.tar, state dict or .safetensors)
+    places_weights: str = (
+        ""  # local Places365 checkpoint (official .pth.tar, state dict, .safetensors)
+    )
+    places_weights_url: str = ""  # downloaded once into GEOPAK_CACHE when places_weights is empty
+    places_weights_sha256: str = ""  # pinned digest of that download ("" = record the first one)
     places_image_size: int = 224
     places_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     places_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     places_interpolation: str = "bilinear"
     places_crop_pct: float = 0.875  # resize to 256, center-crop 224 (the Places365 recipe)
     places_num_classes: int = 365
+
+    # Encoders with no weights named start random without complaint (the ``tiny`` preset's
+    # design); otherwise missing weights are an error unless ``--random-init`` is passed.
+    random_init: bool = False
 
     # --- fusion and heads ---------------------------------------------------------------------
     fusion_dim: int = 512
@@ -147,6 +159,12 @@ class ModelConfig:
                 "must be in [0.1, 1]",
             )
         check(self.places_arch in PLACES_ARCHS, "places_arch", f"must be one of {PLACES_ARCHS}")
+        sha = self.places_weights_sha256
+        check(
+            not sha or (len(sha) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha)),
+            "places_weights_sha256",
+            "must be 64 hex digits (sha256) or empty",
+        )
         check(self.places_num_classes >= 1, "places_num_classes", "must be >= 1")
         for name in ("fusion_dim", "province_emb_dim", "cell_emb_dim"):
             check(getattr(self, name) >= 1, name, "must be >= 1")
@@ -177,6 +195,16 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Typed, validated construction; unknown keys and wrong types raise ConfigError."""
         return _typed_from_dict(cls, dict(data))
+
+
+RANDOM_INIT_OVERRIDES: dict[str, Any] = {
+    "random_init": True,
+    "clip_weights": "",
+    "clip_pretrained": "",
+    "places_weights": "",
+    "places_weights_url": "",
+    "places_weights_sha256": "",
+}  # what ``--random-init`` means: no weights named, random encoders on purpose
 
 
 def list_presets() -> list[str]:

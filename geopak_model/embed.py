@@ -14,7 +14,6 @@ preprocessing (no augmentation): that is exactly what the encoders see at infere
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -31,6 +30,8 @@ from geopak_core.io import atomic_path, atomic_write_json, clean_stale_temps, re
 from geopak_core.progress import progress
 
 from .data import SPLITS, FeatureSet, LoaderSpec, image_batches, open_shard_folder
+from .factory import make_model
+from .runtime import autocast, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -49,59 +50,6 @@ def encoder_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (the encoders' matmuls), a no-op elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise GeopakError(f"--device {device}: CUDA is not available on this machine")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise GeopakError(f"--device {device!r}: expected cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise GeopakError(
-            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-        )
-    return dev
-
-
-def build_or_load_model(
-    *,
-    folder: Any,
-    preset: str = "base",
-    model_config: str | None = None,
-    checkpoint: str | None = None,
-    seed: int = 0,
-) -> Any:
-    """A model for this shard folder: from a checkpoint, else built from a preset/TOML (seeded)."""
-    from .cells import CellTable
-    from .checkpoint import load_checkpoint
-    from .config import load_model_config
-    from .model import build_model
-
-    if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise GeopakError(f"checkpoint not found: {checkpoint}")
-        model, _ = load_checkpoint(checkpoint, map_location="cpu")
-        if model.cells.num_cells != folder.num_cells:
-            raise GeopakError(
-                f"{checkpoint} has {model.cells.num_cells} geocells but {folder.cells_path} has {folder.num_cells}: train on the shard folder it was made for"
-            )
-        return model
-    cfg = load_model_config(model_config or preset)
-    cells = CellTable.from_parquet(folder.cells_path)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_model(cfg, cells)
-
-
 def embed(
     *,
     shards: str | os.PathLike,
@@ -116,27 +64,89 @@ def embed(
     num_workers: int = 0,
     seed: int = 0,
     amp: bool = True,
+    random_init: bool = False,
 ) -> dict[str, Any]:
     """Encode every image of ``splits`` once; returns counts (and what was already done)."""
-    from .checkpoint import save_checkpoint
-
     if dtype not in ("float32", "float16"):
         raise GeopakError(f"--dtype {dtype}: expected float32 or float16")
     folder = open_shard_folder(shards)
     out = Path(out)
-    manifest_path = out / "manifest.json"
-    old = read_json(manifest_path)
-    if old is not None and (out / "model.pt").is_file() and not checkpoint and not model_config:
-        # continuing a cache: reuse its model so the remaining parts match the finished ones
-        model = build_or_load_model(folder=folder, checkpoint=str(out / "model.pt"))
+    model = _cache_model(
+        folder,
+        out,
+        dtype,
+        preset=preset,
+        model_config=model_config,
+        checkpoint=checkpoint,
+        seed=seed,
+        random_init=random_init,
+    )
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    todo = [
+        (split, shard)
+        for split in splits
+        for shard in folder.shards(split)
+        if not (out / split / f"{shard.stem}.npz").exists()
+    ]
+    done = sum(len(folder.shards(s)) for s in splits) - len(todo)
+    if not todo:
+        log.info("embedding cache %s is complete (%d parts): nothing to do", out, done)
+        return {"out": str(out), "parts_written": 0, "parts_skipped": done, "samples": 0}
+    if done:
+        log.info("resuming embedding cache: %d of %d parts already done", done, done + len(todo))
+    t0 = time.perf_counter()
+    n_samples = 0
+    total = sum(folder.size(s) for s in {s for s, _ in todo}) if folder.index else None
+    spec = LoaderSpec(
+        batch_size=batch_size, shuffle=False, augment_seeded=False, num_workers=num_workers
+    )
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    transform = model.transforms(train=False)
+    with progress(total=total, desc="embed", unit="img") as bar, torch.inference_mode():
+        for split, shard in todo:
+            batches = image_batches([shard], transform, spec)
+            arrays = _encode_part(model, batches, dev, amp, np_dtype, bar)
+            n_samples += len(arrays["key"])
+            target = out / split / f"{shard.stem}.npz"
+            with atomic_path(target, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+            bar.set_postfix_str(f"{split}/{shard.name}")
+    dt = time.perf_counter() - t0
+    log.info(
+        "embedded %d images in %.1fs (%.1f img/s) into %s",
+        n_samples,
+        dt,
+        n_samples / max(dt, 1e-9),
+        out,
+    )
+    return {
+        "out": str(out),
+        "parts_written": len(todo),
+        "parts_skipped": done,
+        "samples": n_samples,
+        "seconds": dt,
+    }
+
+
+def _cache_model(folder: Any, out: Path, dtype: str, **source: Any) -> Any:
+    """The model whose encoders fill the cache, with the cache's manifest and model.pt in place.
+
+    Continuing a cache reuses its model.pt (so the remaining parts match the finished ones);
+    a cache made by other encoders or in another dtype is refused rather than mixed.
+    """
+    from .checkpoint import save_checkpoint
+
+    old = read_json(out / "manifest.json")
+    if (
+        old is not None
+        and (out / "model.pt").is_file()
+        and not source["checkpoint"]
+        and not source["model_config"]
+    ):
+        model, _ = make_model(folder=folder, checkpoint=out / "model.pt")
     else:
-        model = build_or_load_model(
-            folder=folder,
-            preset=preset,
-            model_config=model_config,
-            checkpoint=checkpoint,
-            seed=seed,
-        )
+        model, _ = make_model(folder=folder, **source)
     fp = encoder_fingerprint(model)
     if old is not None and old.get("encoder_fingerprint") != fp:
         raise GeopakError(f"{out} holds features of different encoders; choose another --out")
@@ -157,80 +167,36 @@ def embed(
         "preprocess": model.preprocess,
         "shards": str(folder.root.resolve()),
         "num_cells": folder.num_cells,
+        "encoders": model.encoder_provenance,
     }
-    atomic_write_json(manifest_path, manifest)
+    atomic_write_json(out / "manifest.json", manifest)
+    return model
 
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    transform = model.transforms(train=False)
-    todo = [
-        (split, shard)
-        for split in splits
-        for shard in folder.shards(split)
-        if not (out / split / f"{shard.stem}.npz").exists()
-    ]
-    done = sum(len(folder.shards(s)) for s in splits) - len(todo)
-    if not todo:
-        log.info("embedding cache %s is complete (%d parts): nothing to do", out, done)
-        return {"out": str(out), "parts_written": 0, "parts_skipped": done, "samples": 0}
-    if done:
-        log.info("resuming embedding cache: %d of %d parts already done", done, done + len(todo))
-    t0 = time.perf_counter()
-    n_samples = 0
-    todo_splits = {s for s, _ in todo}
-    total = sum(folder.size(s) for s in todo_splits) if folder.index else None
-    spec = LoaderSpec(
-        batch_size=batch_size, shuffle=False, augment_seeded=False, num_workers=num_workers
-    )
-    np_dtype = np.float16 if dtype == "float16" else np.float32
-    with progress(total=total, desc="embed", unit="img") as bar, torch.inference_mode():
-        for split, shard in todo:
-            cols: dict[str, list[Any]] = {
-                k: [] for k in ("key", "clip", "places", "lat", "lon", "province_id", "cell_id")
-            }
-            for batch in image_batches([shard], transform, spec):
-                with autocast(dev, amp):
-                    c, p = model.encode(batch["clip"].to(dev), batch["places"].to(dev))
-                cols["key"] += batch["key"]
-                cols["clip"].append(c.float().cpu().numpy().astype(np_dtype))
-                cols["places"].append(p.float().cpu().numpy().astype(np_dtype))
-                for k in ("lat", "lon", "province_id", "cell_id"):
-                    cols[k].append(batch[k].numpy())
-                bar.update(len(batch["key"]))
-            n = len(cols["key"])
-            n_samples += n
-            arrays = {
-                "key": np.array(cols["key"], dtype=str),
-                "clip": np.concatenate(cols["clip"])
-                if n
-                else np.zeros((0, model.clip_dim), np_dtype),
-                "places": np.concatenate(cols["places"])
-                if n
-                else np.zeros((0, model.places_dim), np_dtype),
-                **{
-                    k: np.concatenate(cols[k]) if n else np.zeros(0)
-                    for k in ("lat", "lon", "province_id", "cell_id")
-                },
-            }
-            target = out / split / f"{shard.stem}.npz"
-            with atomic_path(target, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-            bar.set_postfix_str(f"{split}/{shard.name}")
-    dt = time.perf_counter() - t0
-    log.info(
-        "embedded %d images in %.1fs (%.1f img/s) into %s",
-        n_samples,
-        dt,
-        n_samples / max(dt, 1e-9),
-        out,
-    )
-    return {
-        "out": str(out),
-        "parts_written": len(todo),
-        "parts_skipped": done,
-        "samples": n_samples,
-        "seconds": dt,
+
+def _encode_part(
+    model: Any, batches: Any, dev: torch.device, amp: bool, np_dtype: Any, bar: Any
+) -> dict[str, np.ndarray]:
+    """One shard's features and labels as the arrays of its .npz part."""
+    cols: dict[str, list[Any]] = {
+        k: [] for k in ("key", "clip", "places", "lat", "lon", "province_id", "cell_id")
     }
+    for batch in batches:
+        with autocast(dev, amp):
+            c, p = model.encode(batch["clip"].to(dev), batch["places"].to(dev))
+        cols["key"] += batch["key"]
+        cols["clip"].append(c.float().cpu().numpy().astype(np_dtype))
+        cols["places"].append(p.float().cpu().numpy().astype(np_dtype))
+        for k in ("lat", "lon", "province_id", "cell_id"):
+            cols[k].append(batch[k].numpy())
+        bar.update(len(batch["key"]))
+    n = len(cols["key"])
+    dims = {"clip": model.clip_dim, "places": model.places_dim}
+    arrays = {"key": np.array(cols["key"], dtype=str)}
+    for k in ("clip", "places"):
+        arrays[k] = np.concatenate(cols[k]) if n else np.zeros((0, dims[k]), np_dtype)
+    for k in ("lat", "lon", "province_id", "cell_id"):
+        arrays[k] = np.concatenate(cols[k]) if n else np.zeros(0)
+    return arrays
 
 
 def read_manifest(feats: str | os.PathLike) -> dict[str, Any]:

@@ -8,7 +8,7 @@
 
 Both are built from the config alone (random init, no file access) so a checkpoint can
 rebuild them and overwrite the weights; ``load_weights`` reads the pretrained files. Nothing
-here ever downloads: open_clip is only asked for architectures, never for pretrained tags.
+here downloads: fetching named weights is :mod:`weights`' job.
 Each encoder carries its own preprocessing (size, mean, std, interpolation, crop) because a
 ViT trained on CLIP statistics and a ResNet trained on ImageNet statistics disagree on all
 four, and feeding either the other's inputs silently costs accuracy.
@@ -210,9 +210,10 @@ class ClipEncoder(nn.Module):
         # the function open_clip's own CLIP class uses to build its image tower.
         from open_clip.model import _build_vision_tower
 
-        self.visual = _build_vision_tower(
-            int(cfg["embed_dim"]), vision_cfg, quick_gelu=bool(cfg.get("quick_gelu", False))
-        )
+        from .weights import clip_needs_quickgelu
+
+        quick_gelu = bool(cfg.get("quick_gelu", False)) or clip_needs_quickgelu(config)
+        self.visual = _build_vision_tower(int(cfg["embed_dim"]), vision_cfg, quick_gelu=quick_gelu)
         self.out_dim = int(cfg["embed_dim"])
         self.name = config.clip_model
 

@@ -98,6 +98,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(f"{args.checkpoint} on {args.split} of {args.shards} ({result['n']} images)")
         print(format_table(result, result.get("baselines")))
+        if args.verbose:
+            from .weights import describe
+
+            print(f"encoders: {describe(result.get('encoders') or {})}")
         for p in result.get("plots", []):
             print(f"wrote {p}")
     return 0

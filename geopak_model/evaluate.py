@@ -23,7 +23,7 @@ from geopak_core.geo import haversine_km
 
 from . import metrics as M
 from .data import ShardFolder
-from .embed import autocast
+from .runtime import autocast
 
 log = logging.getLogger(__name__)
 
@@ -258,18 +258,15 @@ def evaluate_checkpoint(
     shard folder, with both baselines (from the folder's train split) on the same samples."""
     from geopak_core.progress import progress
 
-    from .checkpoint import load_checkpoint
     from .data import LoaderSpec, feature_batches, image_batches, open_shard_folder
-    from .embed import load_features, resolve_device
+    from .embed import load_features
+    from .factory import make_model
+    from .runtime import resolve_device
 
     folder = open_shard_folder(shards)
     folder.require_split(split)
     dev = resolve_device(device)
-    model, payload = load_checkpoint(checkpoint, map_location=dev)
-    if model.cells.num_cells != folder.num_cells:
-        raise GeopakError(
-            f"{checkpoint} was trained on {model.cells.num_cells} geocells but {folder.cells_path} has {folder.num_cells}: evaluate on the dataset it was trained for"
-        )
+    model, payload = make_model(checkpoint=checkpoint, folder=folder, device=dev)
     spec = LoaderSpec(
         batch_size=batch_size, shuffle=False, augment_seeded=False, num_workers=num_workers
     )
@@ -289,6 +286,7 @@ def evaluate_checkpoint(
     result = {
         "split": split,
         "checkpoint": str(checkpoint),
+        "encoders": model.encoder_provenance,
         "inference": {
             "top_provinces": cfg.top_provinces,
             "top_cells": cfg.top_cells,

@@ -138,6 +138,8 @@ class GeopakModel(nn.Module):
             "aux_scale", centers.std(0, unbiased=False).clamp_min(1.0), persistent=False
         )
 
+        # Where each encoder's weights came from (build_model / checkpoints fill it in).
+        self.encoder_provenance: dict[str, dict[str, Any]] = {}
         self.phase = -1
         self.set_phase(1)  # encoders frozen by default, as in the seed
 
@@ -298,26 +300,40 @@ def _unfreeze_tail(enc: ClipEncoder | PlacesEncoder, n: int) -> None:
 
 
 def build_model(config: ModelConfig, cells: CellTable) -> GeopakModel:
-    """The network with pretrained encoder weights from the config's local files.
+    """The network with its encoders' pretrained weights, as the config names them.
 
-    Missing weight paths mean random encoders: fine for tests and smoke runs, useless for
-    real accuracy, hence one loud warning naming what is random.
+    Each encoder loads its local file (``clip_weights`` / ``places_weights``) or the pretrained
+    weights named by ``clip_pretrained`` / ``places_weights_url`` (fetched through
+    :mod:`weights`, which raises one line when they cannot be had). An encoder with nothing
+    named is an error, unless the config says ``random_init`` (the ``tiny`` preset, or
+    ``--random-init``): then it starts random, with one warning naming what is random. Where
+    each encoder's weights came from is kept in ``model.encoder_provenance`` (and checkpoints).
     """
+    from . import weights
+
     model = GeopakModel(config, cells)
     random = []
-    for enc, path, what in (
-        (model.clip, config.clip_weights, "CLIP"),
-        (model.places, config.places_weights, "Places365"),
-    ):
-        if path:
-            enc.load_weights(path)
-            log.info("loaded %s weights from %s", what, path)
-        else:
+    for key, enc, what in (("clip", model.clip, "CLIP"), ("places", model.places, "Places365")):
+        if weights.named(config, key):
+            wf = weights.resolve(config, key)
+            enc.load_weights(wf.path)
+            model.encoder_provenance[key] = wf.provenance()
+            log.info("loaded %s weights %s (sha256 %s)", what, wf.path, wf.sha256[:12])
+        elif config.random_init:
             random.append(f"{what} ({enc.name})")
+            model.encoder_provenance[key] = weights.random_provenance(
+                f"{config.preset}: random_init"
+            )
+        else:
+            raise weights.WeightsUnavailable(
+                f"no {what} weights named for {config.preset!r} ({enc.name}): set "
+                f"{'clip_pretrained or clip_weights' if key == 'clip' else 'places_weights_url or places_weights'}"
+                " in the model config, or pass --random-init for random encoders"
+            )
     if random:
         warnings.warn(
-            f"GEOPAK: no pretrained weights for {' and '.join(random)}: encoder(s) randomly initialised. "
-            "Set clip_weights / places_weights in the model config for meaningful accuracy.",
+            f"GEOPAK: no pretrained weights for {' and '.join(random)}: encoder(s) randomly initialised"
+            f" ({'the tiny preset is random by design' if config.preset == 'tiny' else 'random_init'}).",
             UserWarning,
             stacklevel=2,
         )

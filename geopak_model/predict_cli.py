@@ -144,6 +144,10 @@ def _run(args: argparse.Namespace) -> int:
         predictor.model.cells.num_cells,
         predictor.mode,
     )
+    if args.verbose:
+        from .weights import describe
+
+        print(f"encoders: {describe(predictor.model.encoder_provenance)}", file=sys.stderr)
     if len(args.images) >= 8:  # a bar for a handful of images is only noise
         with progress(total=len(args.images), desc="predict", unit="img") as bar:
             results = predictor.predict_many(
@@ -154,6 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     for img, r in zip(args.images, results, strict=True):
         r = {"image": str(img), **r}
         if args.json:
+            r["encoders"] = predictor.model.encoder_provenance
             print(json.dumps(r))
         else:
             print(_format(r))

@@ -21,9 +21,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from geopak_core.errors import GeopakError
 from geopak_core.regions import PROVINCES
 
-from .checkpoint import load_checkpoint
 from .encoders import PairTransform
+from .factory import make_model
 from .inference import H_CELL, H_LAT, H_LON, H_PROB, H_PROVINCE, predict_batch
+from .runtime import resolve_device
 
 ImageInput = str | Path | Image.Image
 
@@ -48,15 +49,6 @@ def load_image(image: ImageInput) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise GeopakError(f"bad device {device!r}: {exc}") from None
-
-
 class GeopakPredictor:
     """Loads a checkpoint once; predicts single images or lists in batches."""
 
@@ -69,10 +61,8 @@ class GeopakPredictor:
         top_provinces: int | None = None,
         top_cells: int | None = None,
     ):
-        self.device = _device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise GeopakError("device 'cuda' requested but no CUDA GPU is available")
-        self.model, self.payload = load_checkpoint(checkpoint_path, map_location=self.device)
+        self.device = resolve_device(device)
+        self.model, self.payload = make_model(checkpoint=checkpoint_path, device=self.device)
         pp = self.payload.get("preprocessing") or self.model.preprocess
         self.transform = PairTransform(pp["clip"], pp["places"], train=False)
         cfg = self.model.config

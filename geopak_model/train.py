@@ -27,19 +27,19 @@ wait on each other forever. Only rank 0 evaluates and writes files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from geopak_core.errors import ConfigError, GeopakError
@@ -48,7 +48,7 @@ from geopak_core.progress import progress
 from geopak_core.typedconfig import check_limits
 
 from . import evaluate as E
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from .data import (
     BALANCE_MODES,
     LoaderSpec,
@@ -58,8 +58,19 @@ from .data import (
     image_batches,
     open_shard_folder,
 )
-from .embed import build_or_load_model, load_features, read_manifest, resolve_device
+from .embed import load_features, read_manifest
+from .factory import make_model
 from .metrics import format_table
+from .runtime import (
+    all_have_batch,
+    autocast,
+    average_grads,
+    barrier,
+    broadcast_obj,
+    setup_distributed,
+    wrap_ddp,
+)
+from .weights import describe as describe_weights
 
 log = logging.getLogger(__name__)
 
@@ -224,32 +235,47 @@ def _truncate_jsonl(
 
 
 # ---------------------------------------------------------------------------------------------
-# distributed
+# the run: what setup() builds and the epoch / validation functions advance
 
 
-def _setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
-        if use_cuda:
-            torch.cuda.set_device(local)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo")
-        return rank, world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
-    return 0, 1, resolve_device(device_pref)
+@dataclass
+class Run:
+    """Everything one training run holds, built by :func:`setup`. The counters (``step``,
+    ``epoch``, ``micro_in_epoch``), ``best`` and the RNG states are exactly what last.pt keeps,
+    so a resumed run continues from the same numbers."""
 
+    cfg: TrainConfig
+    out: Path
+    folder: Any
+    features: Any
+    rank: int
+    world: int
+    device: torch.device
+    model: Any
+    ddp: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    trainable: list[torch.Tensor]
+    epoch_source: Any
+    val_source: Any
+    baselines: dict[str, Any]
+    micro_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    step: int = 0
+    epoch: int = 0
+    micro_in_epoch: int = 0
+    best: dict[str, Any] | None = None
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    seen: int = 0
+    stopped: bool = False
+    t_start: float = 0.0
+    window: list[float] = field(default_factory=list)
+    window_parts: dict[str, list[float]] = field(default_factory=dict)
 
-def _all_have_batch(has: bool, device: torch.device, world: int) -> bool:
-    if world == 1:
-        return has
-    flag = torch.tensor([1 if has else 0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-# ---------------------------------------------------------------------------------------------
-# the loop
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
 def train(
@@ -262,45 +288,48 @@ def train(
     features: str | os.PathLike | None = None,
     load_from: str | os.PathLike | None = None,
     resume: bool = False,
+    random_init: bool = False,
     **settings: Any,
 ) -> dict[str, Any]:
     """Train one phase; returns a summary (steps, best val metrics, paths).
 
     ``settings`` are :class:`TrainConfig` fields (epochs, batch_size, lr, seed, ...).
     ``load_from`` starts from another run's checkpoint (phase chaining); ``features`` trains
-    phases 0/1 from an embedding cache instead of images; ``resume`` continues ``out/last.pt``.
+    phases 0/1 from an embedding cache instead of images; ``resume`` continues ``out/last.pt``;
+    ``random_init`` builds a new model with random encoders instead of the named weights.
     """
     unknown = sorted(set(settings) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise TypeError(f"train() got unknown settings: {', '.join(unknown)}")
     cfg = TrainConfig(phase=phase, **settings)
     cfg.validate()
-    out = Path(out)
-    folder = open_shard_folder(shards)
-    folder.require_split("train")
-    if not folder.shards("val") or folder.size("val") == 0:
-        raise GeopakError(f"no val samples in {folder.root}: checkpoints are selected on val")
-    if features is not None:
-        if cfg.phase == 2:
-            raise GeopakError(
-                "--features trains phases 0 and 1 only: phase 2 fine-tunes the encoders, so it needs images"
-            )
-        read_manifest(features)
+    source = {"preset": preset, "model_config": model_config, "random_init": random_init}
+    run = setup(cfg, shards, Path(out), features, load_from, resume, source)
+    if isinstance(run, dict):  # the run in ``out`` had already finished
+        return run
+    run.t_start = time.perf_counter()
+    run.model.train()
+    while run.epoch < cfg.epochs and not run.stopped:
+        train_one_epoch(run)
+        validate_and_checkpoint(run)
+    return finish(run)
 
-    rank, world, device = _setup_distributed(cfg.device)
+
+def setup(
+    cfg: TrainConfig,
+    shards: Any,
+    out: Path,
+    features: Any,
+    load_from: Any,
+    resume: bool,
+    source: dict[str, Any],
+) -> Run | dict[str, Any]:
+    """Data, model, optimiser and counters of a run (fresh or resumed), or the summary of a
+    run that had already finished."""
+    folder = _check_inputs(cfg, shards, features)
+    rank, world, device = setup_distributed(cfg.device)
     is_main = rank == 0
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    model, state = _start_model(
-        cfg,
-        folder,
-        out,
-        resume=resume,
-        load_from=load_from,
-        features=features,
-        preset=preset,
-        model_config=model_config,
-        is_main=is_main,
-    )
+    model, state = _start_model(cfg, folder, out, resume, load_from, features, source, is_main)
     if state is not None and state.get("finished"):
         return {
             "out": str(out),
@@ -312,6 +341,181 @@ def train(
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(out)
+    _place_model(model, cfg, features, device, is_main)
+
+    prov_weights, spec = _loader_spec(cfg, folder, model, rank, world)
+    epoch_source, val_source = _sources(model, folder, features, spec, cfg)
+    micro_per_epoch = epoch_batches(folder.size("train"), spec)
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, round(0.05 * total_steps))
+
+    ddp = wrap_ddp(TrainStep(model, prov_weights, cfg.phase).to(device), device, world)
+    groups = model.param_groups(cfg.lr, cfg.lr * cfg.encoder_lr_scale, cfg.weight_decay)
+    if not groups:
+        raise GeopakError(f"phase {cfg.phase} leaves nothing to train in this model")
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, warmup=warmup, total=total_steps, min_ratio=cfg.min_lr_ratio),
+    )
+    run = Run(
+        cfg=cfg,
+        out=out,
+        folder=folder,
+        features=features,
+        rank=rank,
+        world=world,
+        device=device,
+        model=model,
+        ddp=ddp,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        trainable=[p for g in groups for p in g["params"]],
+        epoch_source=epoch_source,
+        val_source=val_source,
+        baselines=E.baseline_answers_for(folder),
+        micro_per_epoch=micro_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+    )
+    _restore_or_seed(run, state)
+    if is_main:
+        run.evals = _truncate_jsonl(out / "metrics.jsonl", run.step, run.epoch)
+        _truncate_jsonl(out / "train_log.jsonl", run.step)
+        _log_start(run)
+    return run
+
+
+def train_one_epoch(run: Run) -> None:
+    """Micro-batches until the epoch's data (or ``max_steps``) runs out; an optimiser step
+    every ``grad_accum`` of them; last.pt every ``checkpoint_every`` steps."""
+    cfg = run.cfg
+    bar = _epoch_bar(run)
+    source = run.epoch_source(run.epoch, run.micro_in_epoch)
+    pending = 0  # micro-batches accumulated since the last optimiser step
+    t_epoch, n_epoch = time.perf_counter(), 0
+    while True:
+        if run.step >= run.total_steps:  # --max-steps, or a run killed right after its last step
+            run.stopped = True
+            break
+        batch = next(source, None)
+        if not all_have_batch(batch is not None, run.device, run.world):
+            break
+        n_epoch += _forward_backward(run, batch, pending)
+        pending += 1
+        if pending < cfg.grad_accum:
+            if bar is not None:
+                bar.update(1)
+            continue
+        _optimizer_step(run.optimizer, run.scheduler, run.trainable, cfg.grad_clip)
+        pending = 0
+        run.step += 1
+        if run.is_main:
+            _after_step(bar, n_epoch, t_epoch, run.window, run.optimizer)
+            if run.step % cfg.log_every == 0:
+                _flush_train_log(run, run.epoch)
+        if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
+            _save_last(run)
+    if pending:  # a partial accumulation at the end of the epoch still counts as a step
+        if run.world > 1:  # its last micro-batch may have run under no_sync
+            average_grads(run.trainable, run.world)
+        _optimizer_step(run.optimizer, run.scheduler, run.trainable, cfg.grad_clip)
+        run.step += 1
+    if bar is not None:
+        bar.close()
+    run.epoch += 1
+    run.micro_in_epoch = 0
+    if run.is_main and run.window:
+        _flush_train_log(run, run.epoch - 1)
+
+
+def validate_and_checkpoint(run: Run) -> None:
+    """At the epochs due (every ``eval_every``, the last, a stop): validate on val, keep the
+    best model by median km in best.pt; then last.pt, marked finished after the last epoch."""
+    cfg = run.cfg
+    if run.stopped or run.epoch == cfg.epochs or run.epoch % cfg.eval_every == 0:
+        if run.is_main:
+            row = _validate(
+                run.model,
+                run.val_source(),
+                run.device,
+                cfg,
+                run.baselines,
+                step=run.step,
+                epoch=run.epoch,
+                out=run.out,
+                seconds=time.perf_counter() - run.t_start,
+            )
+            run.evals.append(row)
+            if run.best is None or (
+                row["median_km"] is not None and row["median_km"] < run.best["median_km"]
+            ):
+                _save_best(run, row)
+        if run.world > 1:
+            run.best = broadcast_obj(run.best)
+    _save_last(run, finished=run.stopped or run.epoch >= cfg.epochs)
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """The run's summary; rank 0 also draws the loss curves and logs the final validation."""
+    elapsed = time.perf_counter() - run.t_start
+    best = run.best
+    summary = {
+        "out": str(run.out),
+        "phase": run.cfg.phase,
+        "step": run.step,
+        "epochs": run.epoch,
+        "finished": True,
+        "best": best,
+        "seconds": elapsed,
+        "samples_per_s": run.seen / max(elapsed, 1e-9),
+    }
+    if run.is_main:
+        plots = _final_plots(run.out, run.evals) if run.cfg.plots and run.evals else []
+        summary["plots"] = [str(p) for p in plots]
+        if run.evals:
+            log.info(
+                "final validation (step %d):\n%s",
+                run.evals[-1]["step"],
+                format_table(_strip(run.evals[-1]), run.evals[-1].get("baselines")),
+            )
+        log.info(
+            "done: phase %d, %d steps in %.0fs (%.1f img/s); best val median %s km at step %s; wrote %s, %s, %s",
+            run.cfg.phase, run.step, elapsed, summary["samples_per_s"],
+            f"{best['median_km']:.1f}" if best else "-", best["step"] if best else "-",
+            run.out / "best.pt", run.out / "last.pt", run.out / "metrics.jsonl",
+        )  # fmt: skip
+    barrier(run.world)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers of setup
+
+
+def _check_inputs(cfg: TrainConfig, shards: Any, features: Any) -> Any:
+    """The shard folder, after the checks that need no model (train and val present, a
+    feature cache only for phases 0/1)."""
+    folder = open_shard_folder(shards)
+    folder.require_split("train")
+    if not folder.shards("val") or folder.size("val") == 0:
+        raise GeopakError(f"no val samples in {folder.root}: checkpoints are selected on val")
+    if features is not None:
+        if cfg.phase == 2:
+            raise GeopakError(
+                "--features trains phases 0 and 1 only: phase 2 fine-tunes the encoders, so it needs images"
+            )
+        read_manifest(features)
+    return folder
+
+
+def _place_model(
+    model: Any, cfg: TrainConfig, features: Any, device: torch.device, is_main: bool
+) -> None:
+    """Choose what trains this phase and move the model to its device."""
     model.set_phase(cfg.phase, model.config.unfreeze_last_n)
     if features is not None and any(
         p.requires_grad for p in (*model.clip.parameters(), *model.places.parameters())
@@ -325,7 +529,11 @@ def train(
             "the base preset (ViT-B/16 + ResNet-50) runs at a few images/s on CPU: use a GPU, an embedding cache (--features), or --preset tiny for a CPU-sized model"
         )
 
-    # --- data --------------------------------------------------------------------------------
+
+def _loader_spec(
+    cfg: TrainConfig, folder: Any, model: Any, rank: int, world: int
+) -> tuple[torch.Tensor, LoaderSpec]:
+    """(province class weights of the loss, the training loader's spec) for the balance mode."""
     counts = folder.province_counts("train")
     if cfg.balance in ("weights", "both"):
         from .losses import province_class_weights
@@ -345,300 +553,177 @@ def train(
         rank=rank,
         world_size=world,
     )
-    epoch_source, val_source = _sources(model, folder, features, spec, cfg)
-    n_train = folder.size("train")
-    micro_per_epoch = epoch_batches(n_train, spec)
-    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, round(0.05 * total_steps))
-    baselines = E.baseline_answers_for(folder)
+    return prov_weights, spec
 
-    # --- optimisation ------------------------------------------------------------------------
-    step_module = TrainStep(model, prov_weights, cfg.phase).to(device)
-    if world > 1:
-        ddp = nn.parallel.DistributedDataParallel(
-            step_module,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,
-        )
-    else:
-        ddp = step_module
-    groups = model.param_groups(cfg.lr, cfg.lr * cfg.encoder_lr_scale, cfg.weight_decay)
-    if not groups:
-        raise GeopakError(f"phase {cfg.phase} leaves nothing to train in this model")
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: lr_factor(s, warmup=warmup, total=total_steps, min_ratio=cfg.min_lr_ratio),
-    )
-    trainable = [p for g in groups for p in g["params"]]
 
-    step, epoch, micro_in_epoch = 0, 0, 0
-    best: dict[str, Any] | None = None
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, micro_in_epoch = (
-            int(state["step"]),
-            int(state["epoch"]),
-            int(state["micro_in_epoch"]),
-        )
-        best = state.get("best")
-        restore_rng_state(state["rng"])
-        if is_main:
-            log.info(
-                "resumed %s at step %d (epoch %d, batch %d)", out, step, epoch + 1, micro_in_epoch
-            )
-    else:
-        torch.manual_seed(cfg.seed + rank)
-        np.random.seed(cfg.seed + rank)
-        random.seed(cfg.seed + rank)
-    evals: list[dict[str, Any]] = []
-    if is_main:
-        evals = _truncate_jsonl(out / "metrics.jsonl", step, epoch)
-        _truncate_jsonl(out / "train_log.jsonl", step)
-
-    def save_last(finished: bool = False) -> None:
-        if not is_main:
-            return
-        train_state = {
-            "phase": cfg.phase,
-            "step": step,
-            "epoch": epoch,
-            "micro_in_epoch": micro_in_epoch,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": capture_rng_state(),
-            "best": best,
-            "finished": finished,
-            "config": _plain(asdict(cfg)),
-        }
-        save_checkpoint(last_path, model, extra={"train": train_state})
-
-    if is_main:
+def _restore_or_seed(run: Run, state: dict[str, Any] | None) -> None:
+    """A resumed run takes back its optimiser, schedule, counters and RNG states; a new one
+    seeds every RNG (per rank, so ranks draw different dropout masks)."""
+    if state is None:
+        seed = run.cfg.seed + run.rank
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        return
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.step, run.epoch = int(state["step"]), int(state["epoch"])
+    run.micro_in_epoch = int(state["micro_in_epoch"])
+    run.best = state.get("best")
+    restore_rng_state(state["rng"])
+    if run.is_main:
         log.info(
-            "phase %d: %d train / %d val images%s, %d steps (%d epochs x %d), batch %d x %d accum x %d ranks, lr %.2g, %d trainable params, device %s",
-            cfg.phase, n_train, folder.size("val"), " (cached features)" if features is not None else "",
-            total_steps, cfg.epochs, steps_per_epoch, cfg.batch_size, cfg.grad_accum, world, cfg.lr,
-            sum(p.numel() for p in trainable), device,
-        )  # fmt: skip
-
-    # --- epochs ------------------------------------------------------------------------------
-    t_start = time.perf_counter()
-    seen = 0
-    window: list[float] = []
-    window_parts: dict[str, list[float]] = {}
-    stop = False
-    model.train()
-    while epoch < cfg.epochs and not stop:
-        bar = (
-            progress(
-                total=micro_per_epoch,
-                initial=micro_in_epoch,
-                desc=f"phase {cfg.phase} epoch {epoch + 1}/{cfg.epochs}",
-                unit="batch",
-            )
-            if is_main
-            else None
+            "resumed %s at step %d (epoch %d, batch %d)",
+            run.out,
+            run.step,
+            run.epoch + 1,
+            run.micro_in_epoch,
         )
-        source = epoch_source(epoch, micro_in_epoch)
-        pending = 0  # micro-batches accumulated since the last optimiser step
-        t_epoch, n_epoch = time.perf_counter(), 0
-        while True:
-            if step >= total_steps:  # --max-steps, or a run killed right after its last step
-                stop = True
-                break
-            batch = next(source, None)
-            if not _all_have_batch(batch is not None, device, world):
-                break
-            batch = {
-                k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-                for k, v in batch.items()
-            }
-            sync = pending + 1 == cfg.grad_accum or micro_in_epoch + 1 == micro_per_epoch
-            ctx = ddp.no_sync() if (world > 1 and not sync) else _null()
-            with ctx:
-                with E.autocast(device, cfg.amp):
-                    loss, parts = ddp(batch)
-                (loss / cfg.grad_accum).backward()
-            pending += 1
-            micro_in_epoch += 1
-            n = len(batch["key"])
-            seen += n
-            n_epoch += n
-            window.append(float(loss.detach()))
-            for k, v in parts.items():
-                window_parts.setdefault(k, []).append(float(v))
-            if pending == cfg.grad_accum:
-                _optimizer_step(optimizer, scheduler, trainable, cfg.grad_clip)
-                pending = 0
-                step += 1
-                if is_main:
-                    _after_step(bar, n_epoch, t_epoch, window, optimizer)
-                    if step % cfg.log_every == 0:
-                        _log_train(out, step, epoch, window, window_parts, optimizer)
-                        window, window_parts = [], {}
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    save_last()
-            elif bar is not None:
-                bar.update(1)
-        if pending:  # a partial accumulation at the end of the epoch still counts as a step
-            if world > 1:  # its last micro-batch may have run under no_sync
-                _average_grads(trainable, world)
-            _optimizer_step(optimizer, scheduler, trainable, cfg.grad_clip)
-            step += 1
-            pending = 0
-        if bar is not None:
-            bar.close()
-        epoch += 1
-        micro_in_epoch = 0
-        if is_main and window:
-            _log_train(out, step, epoch - 1, window, window_parts, optimizer)
-            window, window_parts = [], {}
-        if stop or epoch == cfg.epochs or epoch % cfg.eval_every == 0:
-            if is_main:
-                row = _validate(
-                    model,
-                    val_source(),
-                    device,
-                    cfg,
-                    baselines,
-                    step=step,
-                    epoch=epoch,
-                    out=out,
-                    seconds=time.perf_counter() - t_start,
-                )
-                evals.append(row)
-                if best is None or (
-                    row["median_km"] is not None and row["median_km"] < best["median_km"]
-                ):
-                    best = {
-                        k: row[k]
-                        for k in (
-                            "step",
-                            "epoch",
-                            "median_km",
-                            "mean_km",
-                            "province_acc",
-                            "cell_top1",
-                        )
-                    }
-                    save_checkpoint(
-                        best_path,
-                        model,
-                        extra={
-                            "train": {
-                                "phase": cfg.phase,
-                                "step": step,
-                                "epoch": epoch,
-                                "val": _plain(_strip(row)),
-                            }
-                        },
-                    )
-                    log.info(
-                        "new best val median %.1f km at step %d -> %s",
-                        row["median_km"],
-                        step,
-                        best_path,
-                    )
-            if world > 1:
-                best = _broadcast_obj(best)
-        save_last(finished=stop or epoch >= cfg.epochs)
 
-    # --- summary -----------------------------------------------------------------------------
-    elapsed = time.perf_counter() - t_start
-    summary = {
-        "out": str(out),
-        "phase": cfg.phase,
-        "step": step,
-        "epochs": epoch,
-        "finished": True,
-        "best": best,
-        "seconds": elapsed,
-        "samples_per_s": seen / max(elapsed, 1e-9),
-    }
-    if is_main:
-        plots = _final_plots(out, evals) if cfg.plots and evals else []
-        summary["plots"] = [str(p) for p in plots]
-        if evals:
-            log.info(
-                "final validation (step %d):\n%s",
-                evals[-1]["step"],
-                format_table(_strip(evals[-1]), evals[-1].get("baselines")),
-            )
-        log.info(
-            "done: phase %d, %d steps in %.0fs (%.1f img/s); best val median %s km at step %s; wrote %s, %s, %s",
-            cfg.phase, step, elapsed, summary["samples_per_s"],
-            f"{best['median_km']:.1f}" if best else "-", best["step"] if best else "-",
-            best_path, last_path, out / "metrics.jsonl",
-        )  # fmt: skip
-    if world > 1:
-        dist.barrier()
-    return summary
+
+def _log_start(run: Run) -> None:
+    cfg = run.cfg
+    log.info(
+        "phase %d: %d train / %d val images%s, %d steps (%d epochs x %d), batch %d x %d accum x %d ranks, lr %.2g, %d trainable params, device %s",
+        cfg.phase, run.folder.size("train"), run.folder.size("val"),
+        " (cached features)" if run.features is not None else "",
+        run.total_steps, cfg.epochs, run.steps_per_epoch, cfg.batch_size, cfg.grad_accum, run.world, cfg.lr,
+        sum(p.numel() for p in run.trainable), run.device,
+    )  # fmt: skip
+    log.info("encoders: %s", describe_weights(run.model.encoder_provenance))
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers of the loop
+# helpers of the epoch and the checkpoints
+
+
+def _epoch_bar(run: Run) -> Any:
+    if not run.is_main:
+        return None
+    return progress(
+        total=run.micro_per_epoch,
+        initial=run.micro_in_epoch,
+        desc=f"phase {run.cfg.phase} epoch {run.epoch + 1}/{run.cfg.epochs}",
+        unit="batch",
+    )
+
+
+def _forward_backward(run: Run, batch: dict[str, Any], pending: int) -> int:
+    """One micro-batch: forward under autocast, backward of loss / grad_accum (gradients are
+    all-reduced only on the micro-batch that ends an accumulation); returns its size."""
+    cfg = run.cfg
+    batch = {
+        k: (v.to(run.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+        for k, v in batch.items()
+    }
+    sync = pending + 1 == cfg.grad_accum or run.micro_in_epoch + 1 == run.micro_per_epoch
+    ctx = run.ddp.no_sync() if (run.world > 1 and not sync) else contextlib.nullcontext()
+    with ctx:
+        with autocast(run.device, cfg.amp):
+            loss, parts = run.ddp(batch)
+        (loss / cfg.grad_accum).backward()
+    run.micro_in_epoch += 1
+    n = len(batch["key"])
+    run.seen += n
+    run.window.append(float(loss.detach()))
+    for k, v in parts.items():
+        run.window_parts.setdefault(k, []).append(float(v))
+    return n
+
+
+def _flush_train_log(run: Run, epoch: int) -> None:
+    _log_train(run.out, run.step, epoch, run.window, run.window_parts, run.optimizer)
+    run.window, run.window_parts = [], {}
+
+
+def _save_last(run: Run, finished: bool = False) -> None:
+    """last.pt: the model plus everything a resume needs (rank 0 only)."""
+    if not run.is_main:
+        return
+    train_state = {
+        "phase": run.cfg.phase,
+        "step": run.step,
+        "epoch": run.epoch,
+        "micro_in_epoch": run.micro_in_epoch,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "rng": capture_rng_state(),
+        "best": run.best,
+        "finished": finished,
+        "config": _plain(asdict(run.cfg)),
+    }
+    save_checkpoint(run.out / "last.pt", run.model, extra={"train": train_state})
+
+
+def _save_best(run: Run, row: dict[str, Any]) -> None:
+    keys = ("step", "epoch", "median_km", "mean_km", "province_acc", "cell_top1")
+    run.best = {k: row[k] for k in keys}
+    best_path = run.out / "best.pt"
+    val = {"phase": run.cfg.phase, "step": run.step, "epoch": run.epoch, "val": _plain(_strip(row))}
+    save_checkpoint(best_path, run.model, extra={"train": val})
+    log.info("new best val median %.1f km at step %d -> %s", row["median_km"], run.step, best_path)
 
 
 def _start_model(
     cfg: TrainConfig,
     folder: Any,
     out: Path,
-    *,
     resume: bool,
     load_from: Any,
     features: Any,
-    preset: str,
-    model_config: str | None,
+    source: dict[str, Any],
     is_main: bool,
 ) -> tuple[Any, dict[str, Any] | None]:
     """(model, training state to resume or None). A finished run comes back with its state
     so the caller can say "nothing to do"; an unfinished one needs ``resume``."""
     last_path = out / "last.pt"
     if last_path.exists():
-        model, payload = load_checkpoint(last_path, map_location="cpu")
-        state = (payload.get("extra") or {}).get("train")
-        if state is None:
-            raise GeopakError(f"{last_path} has no training state to resume from")
-        if int(state["phase"]) != cfg.phase:
-            raise GeopakError(
-                f"{out} holds a phase {state['phase']} run, not phase {cfg.phase}; choose another --out"
-            )
-        if state.get("finished"):
-            if is_main:
-                log.info("run %s already finished at step %d: nothing to do", out, state["step"])
-            return model, state
-        if not resume:
-            raise GeopakError(
-                f"{out} holds an unfinished run (step {state['step']}); pass --resume to continue it or choose another --out"
-            )
-        saved = state.get("config", {})
-        for name in ("batch_size", "grad_accum", "seed", "balance", "epochs"):
-            if name in saved and saved[name] != getattr(cfg, name):
-                log.warning(
-                    "resuming with %s=%s (the run started with %s): the result will differ from an uninterrupted run",
-                    name,
-                    getattr(cfg, name),
-                    saved[name],
-                )
-        return model, state
+        model, payload = make_model(checkpoint=last_path)
+        return model, _resumable_state(cfg, out, payload, resume, is_main)
     if resume and is_main:
         log.info("nothing to resume in %s: starting a new run", out)
     if load_from is not None:
-        return build_or_load_model(folder=folder, checkpoint=str(load_from)), None
+        return make_model(folder=folder, checkpoint=load_from)[0], None
     if features is not None and (Path(features) / "model.pt").is_file():
-        if model_config:
+        if source["model_config"]:
             log.warning(
                 "--config is ignored with --features: the model comes from %s",
                 Path(features) / "model.pt",
             )
-        return build_or_load_model(folder=folder, checkpoint=str(Path(features) / "model.pt")), None
-    return build_or_load_model(
-        folder=folder, preset=preset, model_config=model_config, seed=cfg.seed
-    ), None
+        return make_model(folder=folder, checkpoint=Path(features) / "model.pt")[0], None
+    return make_model(folder=folder, seed=cfg.seed, **source)[0], None
+
+
+def _resumable_state(
+    cfg: TrainConfig, out: Path, payload: dict[str, Any], resume: bool, is_main: bool
+) -> dict[str, Any]:
+    """last.pt's training state, after checking it belongs to this phase and may be resumed."""
+    last_path = out / "last.pt"
+    state = (payload.get("extra") or {}).get("train")
+    if state is None:
+        raise GeopakError(f"{last_path} has no training state to resume from")
+    if int(state["phase"]) != cfg.phase:
+        raise GeopakError(
+            f"{out} holds a phase {state['phase']} run, not phase {cfg.phase}; choose another --out"
+        )
+    if state.get("finished"):
+        if is_main:
+            log.info("run %s already finished at step %d: nothing to do", out, state["step"])
+        return state
+    if not resume:
+        raise GeopakError(
+            f"{out} holds an unfinished run (step {state['step']}); pass --resume to continue it or choose another --out"
+        )
+    saved = state.get("config", {})
+    for name in ("batch_size", "grad_accum", "seed", "balance", "epochs"):
+        if name in saved and saved[name] != getattr(cfg, name):
+            log.warning(
+                "resuming with %s=%s (the run started with %s): the result will differ from an uninterrupted run",
+                name,
+                getattr(cfg, name),
+                saved[name],
+            )
+    return state
 
 
 def _sources(
@@ -664,14 +749,6 @@ def _sources(
     )
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
 def _optimizer_step(
     optimizer: torch.optim.Optimizer, scheduler: Any, params: list[torch.Tensor], clip: float
 ) -> None:
@@ -680,13 +757,6 @@ def _optimizer_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
-
-
-def _average_grads(params: list[torch.Tensor], world: int) -> None:
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world
 
 
 def _after_step(
@@ -781,9 +851,3 @@ def _strip(row: dict[str, Any]) -> dict[str, Any]:
 def _plain(obj: Any) -> Any:
     """JSON round trip: only plain containers go into a weights_only checkpoint."""
     return json.loads(json.dumps(obj, default=str))
-
-
-def _broadcast_obj(obj: Any) -> Any:
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

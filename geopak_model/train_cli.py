@@ -2,6 +2,7 @@
 
     geopak-train --shards DIR --phase {0,1,2} --out RUN_DIR [--preset tiny|base] [--resume] ...
     geopak-train embed --shards DIR --out FEATS [--preset ..|--config ..|--checkpoint ..]
+    geopak-train weights [--preset P | --config FILE]
 
 A thin argparse layer over :func:`geopak_model.train.train` and
 :func:`geopak_model.embed.embed`; heavy imports happen after parsing so ``--help`` is instant.
@@ -67,6 +68,16 @@ def _model_source(p: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)"
     )
     p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="random encoders instead of the pretrained weights the config names (smoke runs, benchmarks; "
+        "the tiny preset is random by design)",
+    )
+    _verbose(p)
+
+
+def _verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -82,7 +93,8 @@ def build_train_parser() -> argparse.ArgumentParser:
             "Train GEOPAK on a shard folder, one phase at a time: 0 = province pre-training (fusion + province head), "
             "1 = all heads with frozen encoders, 2 = partial fine-tuning of the encoders' last blocks. "
             "Chain phases with --load-from PREVIOUS_RUN/best.pt. "
-            f"To cache the frozen encoders' features first, see `{PROG} embed --help`."
+            f"To cache the frozen encoders' features first, see `{PROG} embed --help`; "
+            f"to fetch the pretrained encoder weights beforehand, `{PROG} weights --help`."
         ),
         epilog="RUN_DIR receives best.pt (best val median km), last.pt (what --resume continues), metrics.jsonl, train_log.jsonl and plots/.",
     )
@@ -289,14 +301,61 @@ def build_embed_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_weights_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=f"{PROG} weights",
+        description=(
+            "Fetch the pretrained encoder weights a model config names (clip_pretrained through open_clip and "
+            "the Hugging Face cache; places_weights_url into GEOPAK_CACHE, verified against places_weights_sha256) "
+            "and print where each file is, its size and sha256. Run again, it downloads nothing. "
+            "Offline (HF_HUB_OFFLINE=1), it only reports what is cached."
+        ),
+        epilog="Environment: HF_HOME / HF_HUB_CACHE (CLIP cache), HF_ENDPOINT (hub mirror), HF_HUB_OFFLINE, "
+        "GEOPAK_CACHE (Places365 cache; default the user cache folder), GEOPAK_OFFLINE.",
+    )
+    p.add_argument(
+        "--preset",
+        default="base",
+        metavar="{tiny,base}",
+        help="model preset whose weights to fetch (default: base)",
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, metavar="MODEL.toml", help="model config file instead"
+    )
+    _verbose(p)
+    return p
+
+
+def _run_weights(args: argparse.Namespace) -> int:
+    from .factory import model_config_for
+    from .weights import fetch_all
+
+    _check_preset(args)
+    cfg = model_config_for(
+        preset=args.preset, model_config=str(args.config) if args.config else None
+    )
+    files = fetch_all(cfg)
+    if not files:
+        print(f"{cfg.preset}: names no pretrained weights (random encoders by design)")
+    for wf in files:
+        print(
+            f"{wf.encoder}: {wf.path}  {wf.size} bytes  sha256 {wf.sha256}  ({wf.source} {wf.origin})"
+        )
+    return 0
+
+
+def _check_preset(args: argparse.Namespace) -> None:
+    if not args.config and not getattr(args, "checkpoint", None) and args.preset not in PRESETS:
+        raise GeopakError(
+            f"unknown --preset {args.preset!r} (choose tiny or base, or pass --config FILE)"
+        )
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from .train import train
 
     model_config = str(args.config) if args.config else None
-    if not model_config and args.preset not in PRESETS:
-        raise GeopakError(
-            f"unknown --preset {args.preset!r} (choose tiny or base, or pass --config FILE)"
-        )
+    _check_preset(args)
     summary = train(
         shards=args.shards,
         out=args.out,
@@ -306,6 +365,7 @@ def _run_train(args: argparse.Namespace) -> int:
         features=args.features,
         load_from=args.load_from,
         resume=args.resume,
+        random_init=args.random_init,
         epochs=args.epochs,
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
@@ -339,10 +399,7 @@ def _run_embed(args: argparse.Namespace) -> int:
         raise GeopakError(
             f"--splits {args.splits!r}: expected a comma-separated subset of train,val,test"
         )
-    if not args.config and not args.checkpoint and args.preset not in PRESETS:
-        raise GeopakError(
-            f"unknown --preset {args.preset!r} (choose tiny or base, or pass --config FILE)"
-        )
+    _check_preset(args)
     embed(
         shards=args.shards,
         out=args.out,
@@ -355,6 +412,7 @@ def _run_embed(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         num_workers=args.workers,
         seed=args.seed,
+        random_init=args.random_init,
     )
     return 0
 
@@ -363,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "embed":
         args, run = build_embed_parser().parse_args(argv[1:]), _run_embed
+    elif argv and argv[0] == "weights":
+        args, run = build_weights_parser().parse_args(argv[1:]), _run_weights
     else:
         args, run = build_train_parser().parse_args(argv), _run_train
     setup_logging(args.verbose)

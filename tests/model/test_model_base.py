@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from geopak_model.cells import CellTable
-from geopak_model.config import load_model_config
+from geopak_model.config import RANDOM_INIT_OVERRIDES, load_model_config
 from geopak_model.model import build_model
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def test_base_preset_one_forward_pass():
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random encoders: no weight files in tests
-        model = build_model(load_model_config("base"), cells)
+        model = build_model(load_model_config("base", **RANDOM_INIT_OVERRIDES), cells)
     model.eval()
     assert (model.clip_dim, model.places_dim) == (512, 2048)
     assert model.clip.visual.image_size == (224, 224) and len(model.clip.blocks()) == 12

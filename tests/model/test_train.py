@@ -114,9 +114,9 @@ def test_cache_and_images_give_the_same_outputs(toy_shards, toy_features, one_th
 
 def test_features_from_other_encoders_are_refused(toy_shards, toy_features, tmp_path, one_thread):
     from geopak_core.errors import GeopakError
-    from geopak_model.embed import build_or_load_model
+    from geopak_model.factory import make_model
 
-    other = build_or_load_model(folder=D.open_shard_folder(toy_shards), preset="tiny", seed=123)
+    other, _ = make_model(folder=D.open_shard_folder(toy_shards), preset="tiny", seed=123)
     assert (
         encoder_fingerprint(other)
         != json.loads((toy_features / "manifest.json").read_text())["encoder_fingerprint"]
@@ -149,9 +149,9 @@ def test_phase2_from_images_trains_encoder_tails_only(toy_shards, tmp_path, one_
     """A short phase-2 run from pixels (augmentation, grad accumulation, balanced sampling):
     the last blocks move, the stems stay frozen, files are written."""
     with single_thread():
-        from geopak_model.embed import build_or_load_model
+        from geopak_model.factory import make_model
 
-        start = build_or_load_model(folder=D.open_shard_folder(toy_shards), preset="tiny", seed=0)
+        start, _ = make_model(folder=D.open_shard_folder(toy_shards), preset="tiny", seed=0)
     from geopak_model.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "start.pt", start)
