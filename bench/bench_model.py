@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from geopak_core.regions import NUM_PROVINCES  # noqa: E402
 from geopak_model.cells import CellTable  # noqa: E402
-from geopak_model.config import load_model_config  # noqa: E402
+from geopak_model.config import RANDOM_INIT_OVERRIDES, load_model_config  # noqa: E402
 from geopak_model.inference import predict_batch, predict_features  # noqa: E402
 from geopak_model.model import build_model  # noqa: E402
 
@@ -59,7 +59,7 @@ def timed(fn, repeats: int) -> list[float]:
 
 def bench_preset(preset: str, n_cells: int, repeats: int, batch: int) -> dict:
     torch.manual_seed(0)
-    cfg = load_model_config(preset)
+    cfg = load_model_config(preset, **RANDOM_INIT_OVERRIDES)  # speed, not accuracy: no downloads
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random encoders on purpose
