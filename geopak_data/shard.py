@@ -311,6 +311,7 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
         seed=cfg.seed,
         burst_radius_km=cfg.burst_radius_km,
         phash_distance=cfg.near_duplicate_distance,
+        group_id=df["group_id"].fillna("").tolist() if "group_id" in df.columns else None,
     )
     split_names = res.names()
 

@@ -8,7 +8,9 @@ split, and whole groups are then dealt to the splits:
   date count as one "unknown day" per owner) and closer than ``burst_radius_km`` to another
   photo of the burst (single linkage, so a walk along a street stays one group);
 * **exact duplicates**: the same ``sha256`` of the stored JPEG;
-* **near-duplicates**: perceptual hashes (64-bit pHash) within ``phash_distance`` bits.
+* **near-duplicates**: perceptual hashes (64-bit pHash) within ``phash_distance`` bits;
+* **declared groups**: the same non-empty ``group_id`` (a Mapillary sequence: frames of one
+  drive, as OSV-5M keeps a sequence in one split).
 
 The links form a graph whose connected components (scipy's union-find) are the groups.
 
@@ -210,6 +212,20 @@ def duplicate_pairs(
     return a, b
 
 
+def declared_group_pairs(group_id: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    """Links joining the rows of each non-empty ``group_id`` into a chain (n-1 links for a
+    group of n: linear however large a sequence is)."""
+    ids = ["" if g is None else str(g) for g in group_id]
+    idx = np.asarray([i for i, g in enumerate(ids) if g], dtype=np.int64)
+    if idx.size < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    codes = _codes([ids[i] for i in idx])
+    order = np.argsort(codes, kind="stable")
+    sorted_idx, sorted_codes = idx[order], codes[order]
+    same = sorted_codes[1:] == sorted_codes[:-1]
+    return sorted_idx[:-1][same], sorted_idx[1:][same]
+
+
 def leakage_groups(
     n: int,
     *,
@@ -221,6 +237,7 @@ def leakage_groups(
     phash: Sequence[object],
     burst_radius_km: float = 1.0,
     phash_distance: int = 6,
+    group_id: Sequence[object] | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """Group id per row (connected components of burst and duplicate links), plus link counts.
 
@@ -229,8 +246,9 @@ def leakage_groups(
     """
     ba, bb = burst_pairs(owner, date_taken, lat, lon, burst_radius_km)
     da, db = duplicate_pairs(sha256, phash, phash_distance)
-    rows = np.concatenate([ba, da])
-    cols = np.concatenate([bb, db])
+    ga, gb = declared_group_pairs(group_id) if group_id is not None else (ba[:0], bb[:0])
+    rows = np.concatenate([ba, da, ga])
+    cols = np.concatenate([bb, db, gb])
     graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     _, first = np.unique(labels, return_index=True)
@@ -369,6 +387,7 @@ def assign_splits(
     seed: int = 0,
     burst_radius_km: float = 1.0,
     phash_distance: int = 6,
+    group_id: Sequence[object] | None = None,
 ) -> SplitResult:
     """Leakage groups, then a stratified deal of whole groups to train/val/test.
 
@@ -396,6 +415,7 @@ def assign_splits(
         phash=take(phash),
         burst_radius_km=burst_radius_km,
         phash_distance=phash_distance,
+        group_id=take(group_id) if group_id is not None else None,
     )
     split_sorted = deal_groups(
         keys=keys_s[perm].tolist(),

@@ -13,7 +13,7 @@ from typing import Any
 from geopak_core.errors import GeopakError
 
 from ..config import PipelineConfig
-from .base import NullProgress, Progress, Source, write_unit
+from .base import NullProgress, Progress, Source, discovery_rejects, write_unit
 
 # name -> (module, class)
 SOURCES: dict[str, tuple[str, str]] = {
@@ -21,6 +21,8 @@ SOURCES: dict[str, tuple[str, str]] = {
     "places": ("geopak_data.sources.places", "PlacesSource"),
     "yfcc": ("geopak_data.sources.yfcc", "YfccSource"),
     "gldv2": ("geopak_data.sources.gldv2", "Gldv2Source"),
+    "commons": ("geopak_data.sources.commons", "CommonsSource"),
+    "mapillary": ("geopak_data.sources.mapillary", "MapillarySource"),
 }
 
 
@@ -37,4 +39,12 @@ def get_source(
     return cls(config, endpoint, **opts)
 
 
-__all__ = ["SOURCES", "NullProgress", "Progress", "Source", "get_source", "write_unit"]
+__all__ = [
+    "SOURCES",
+    "NullProgress",
+    "Progress",
+    "Source",
+    "discovery_rejects",
+    "get_source",
+    "write_unit",
+]

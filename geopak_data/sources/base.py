@@ -88,6 +88,14 @@ class Source(ABC):
         """Other settings that change the output (recorded in the manifest, never secrets)."""
         return {"endpoint": self.endpoint or ""}
 
+    def round_inputs(self) -> dict[str, Path]:
+        """Files that steer *which* units are visited, not what a unit holds (a coverage plan).
+
+        A change re-opens discovery: finished units are kept and the plan's other units are
+        visited, so a new planning round never repeats finished work.
+        """
+        return {}
+
     def describe(self) -> str:
         """One line for logs: what is crawled and from where (never a secret)."""
         where = f" via {self.endpoint}" if self.endpoint else ""
@@ -106,12 +114,42 @@ def _stored(records: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
         yield rec
 
 
-def write_unit(parts: PartStore, unit: str, records: Iterable[Mapping[str, Any]]) -> int:
+REJECTS_SUBDIR = "rejects"
+
+
+def discovery_rejects(parts: PartStore) -> PartStore:
+    """The part store (beside a discovery's parts) holding what discovery turned down.
+
+    A source that excludes records itself (a non-free licence, a panorama, a thinned frame)
+    must say so: the crawl stage merges these into ``rejects.parquet`` with their reasons.
+    """
+    return PartStore(parts.folder / REJECTS_SUBDIR)
+
+
+def write_unit(
+    parts: PartStore,
+    unit: str,
+    records: Iterable[Mapping[str, Any]],
+    rejects: Iterable[Mapping[str, Any]] | None = None,
+) -> int:
     """Commit one unit's discovery records atomically; returns how many were written.
 
     An empty unit is committed too (as an empty part) so a resumed run does not repeat it.
+    ``rejects`` (records with ``reason`` and ``detail``) are committed first: the records
+    part is the unit's commit mark, so a kill in between rewrites the same rejects again.
     Credentials inside URLs are never stored (``records.without_credentials``).
     """
+    rows = list(rejects or [])
+    if rows:
+        from ..records import reject_rows
+
+        table_r = reject_rows(
+            rows,
+            stage="discover",
+            reason=[str(r.get("reason", "")) for r in rows],
+            detail=[str(r.get("detail", "")) for r in rows],
+        )
+        discovery_rejects(parts).write(unit, table_r)
     table = records_to_table(_stored(records), SOURCE_SCHEMA)
     parts.write(unit, table)
     return table.num_rows

@@ -152,7 +152,7 @@ def make_work(root: Path, *, restricted: int = 2) -> Path:
         ("cell_id", pa.int32()),
     ]
     schema = pa.schema(list(DOWNLOADED_SCHEMA) + [pa.field(n, t) for n, t in extra])
-    table = pa.table({f.name: [r[f.name] for r in rows] for f in schema}, schema=schema)
+    table = pa.table({f.name: [r.get(f.name) for r in rows] for f in schema}, schema=schema)
     (work / "cluster").mkdir(parents=True, exist_ok=True)
     pq.write_table(table, work / "cluster" / "records.parquet")
 

@@ -1,0 +1,196 @@
+"""Mapillary discovery against a loopback API v4 images endpoint.
+
+The fake (tests/support/fakes/mapillary_server.py) refuses bboxes of 0.01 deg² or more,
+pages with ``paging.next`` links that carry the access token back, caps each bbox query, and
+answers errors with the Graph API's ``{"error": {...}}`` bodies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from support.fakes import serve
+from support.fakes.mapillary_server import TOKEN, MapillaryFake
+
+from geopak_core.io import PartStore
+from geopak_data.cli import main
+from geopak_data.config import load_config
+from geopak_data.sources.base import NullProgress
+from geopak_data.sources.mapillary import MapillarySource, strip_token, thin_sequences
+from geopak_data.splits import assign_splits
+
+CONF = """
+[crawl]
+bbox = [70.0, 30.0, 71.0, 31.0]
+[crawl.mapillary]
+limit = 10
+box_cap = 30
+backoff_s = 0.01
+max_backoff_s = 0.05
+{extra}
+[download]
+max_side = 128
+concurrency = 4
+workers = 1
+"""
+
+
+def write_conf(tmp: Path, extra: str = "") -> Path:
+    p = tmp / "p.toml"
+    p.write_text(CONF.format(extra=extra))
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAPILLARY_ACCESS_TOKEN", TOKEN)
+
+
+@pytest.fixture(scope="module")
+def crawled(tmp_path_factory: pytest.TempPathFactory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MAPILLARY_ACCESS_TOKEN", TOKEN)
+    fake = MapillaryFake(cap=30, faults=["http500", "http429"])
+    tmp = tmp_path_factory.mktemp("mly")
+    work = tmp / "w"
+    try:
+        with serve(fake.app()) as base:
+            rc = main(["crawl", "mapillary", "--work", str(work), "--config", str(write_conf(tmp)),
+                       "--endpoint", base, "--allow-private-hosts"])  # fmt: skip
+    finally:
+        mp.undo()
+    assert rc == 0
+    return fake, work
+
+
+def test_boxes_fit_the_endpoint_pages_are_followed_and_caps_split(crawled) -> None:
+    fake, work = crawled
+    assert fake.violations == []
+    ok = [r for r in fake.requests if r["outcome"] == "ok"]
+    assert [r["outcome"] for r in fake.requests[:2]] == ["http500", "http429"]  # retried
+    assert any("after" in r["params"] for r in ok)  # paging.next followed
+    assert any(r["total"] >= 30 for r in ok)  # a capped box ...
+    small = [r for r in ok if "after" not in r["params"]]
+    widths = [
+        float(r["params"]["bbox"].split(",")[2]) - float(r["params"]["bbox"].split(",")[0])
+        for r in small
+    ]
+    assert min(widths) < 0.05  # ... was split below the initial box size
+    assert all(r["auth"] == "header" for r in fake.requests)
+    fields = set(ok[0]["params"]["fields"].split(","))
+    assert {
+        "id",
+        "computed_geometry",
+        "captured_at",
+        "creator",
+        "sequence",
+        "is_pano",
+        "thumb_1024_url",
+    } <= fields
+
+
+def test_every_image_is_kept_or_rejected_with_a_reason(crawled) -> None:
+    fake, work = crawled
+    cands = pq.read_table(work / "crawl/mapillary/candidates.parquet").to_pylist()
+    rej = pq.read_table(work / "crawl/mapillary/rejects.parquet").to_pylist()
+    ids = [c["source_id"] for c in cands] + [r["source_id"] for r in rej]
+    assert len(ids) == len(set(ids)) == len(fake.images)
+    reasons = {r["source_id"]: r["reason"] for r in rej}
+    panos = {i.id for i in fake.images if i.is_pano}
+    assert panos and all(reasons[p] == "panorama" for p in panos)
+    nothumb = {i.id for i in fake.images if not i.has_thumb}
+    assert all(reasons[p] == "no_thumbnail" for p in nothumb)
+    assert "sequence_thinned" in reasons.values()
+
+
+def test_records_licence_sequence_group_and_thinning(crawled) -> None:
+    fake, work = crawled
+    by_id = {i.id: i for i in fake.images}
+    recs = pq.read_table(work / "crawl/mapillary/records.parquet").to_pylist()
+    assert recs
+    last: dict[str, tuple[float, float]] = {}
+    for r in sorted(recs, key=lambda r: by_id[r["source_id"]].captured_at):
+        i = by_id[r["source_id"]]
+        assert r["license"] == "CC BY-SA 4.0" and r["owner"] == i.username
+        assert r["group_id"] == f"mapillary-seq-{i.sequence}"
+        assert i.username in r["attribution"] and "Mapillary" in r["attribution"]
+        if i.has_computed:
+            assert (r["lat"], r["lon"]) == pytest.approx((i.lat, i.lon))
+        if i.sequence in last:  # thinning: kept frames of a sequence >= 15 m apart
+            assert abs(r["lat"] - last[i.sequence][0]) * 111_320 >= 15 - 1e-6
+        last[i.sequence] = (r["lat"], r["lon"])
+
+
+def test_the_token_is_never_stored(crawled) -> None:
+    _, work = crawled
+    for p in work.rglob("*"):
+        if p.is_file():
+            assert TOKEN.encode() not in p.read_bytes(), p
+
+
+def test_a_sequence_never_straddles_splits() -> None:
+    n = 60
+    keys = [f"k{i:03d}" for i in range(n)]
+    group = [f"seq{i // 12}" for i in range(n)]
+    rng = np.random.default_rng(0)
+    res = assign_splits(
+        keys=keys, province_id=np.zeros(n, np.int64), cell_id=np.arange(n) % 3,
+        owner=[f"o{i}" for i in range(n)], date_taken=[""] * n,
+        lat=rng.uniform(30, 31, n), lon=rng.uniform(70, 71, n),
+        sha256=[""] * n, phash=[""] * n, group_id=group,
+    )  # fmt: skip
+    for g in set(group):
+        members = [i for i in range(n) if group[i] == g]
+        assert len({int(res.split[i]) for i in members}) == 1
+        assert len({int(res.group[i]) for i in members}) == 1
+    assert res.n_groups == 5
+
+
+def test_bad_token_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MAPILLARY_ACCESS_TOKEN", "MLY|1|wrong")
+    with serve(MapillaryFake().app()) as base:
+        rc = main(["crawl", "mapillary", "--work", str(tmp_path / "w"),
+                   "--config", str(write_conf(tmp_path)), "--endpoint", base])  # fmt: skip
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert rc == 2 and "Traceback" not in err and "MLY|1|wrong" not in err
+    assert "HTTP 401" in last and "code 190" in last and "MAPILLARY_ACCESS_TOKEN" in last
+
+
+def test_missing_token_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("MAPILLARY_ACCESS_TOKEN")
+    rc = main(
+        ["crawl", "mapillary", "--work", str(tmp_path / "w"), "--config", str(write_conf(tmp_path))]
+    )
+    assert rc == 2 and "MAPILLARY_ACCESS_TOKEN is not set" in capsys.readouterr().err
+
+
+def test_query_auth_panoramas_included(tmp_path: Path) -> None:
+    fake = MapillaryFake(cap=30)
+    cfg = load_config(
+        write_conf(tmp_path, 'auth = "query"\ninclude_panoramas = true\nthin_m = 0.0')
+    )
+    with serve(fake.app()) as base:
+        src = MapillarySource(cfg, base)
+        parts = PartStore(tmp_path / "parts")
+        src.discover(parts, progress=NullProgress())
+    assert all(r["auth"] == "query" for r in fake.requests)
+    ids = set(parts.read_all().column("source_id").to_pylist())
+    assert ids == {i.id for i in fake.images if i.has_thumb}
+
+
+def test_strip_token_and_thinning_helpers() -> None:
+    assert (
+        strip_token("https://g/images?bbox=1&access_token=MLY|x&after=abc")
+        == "https://g/images?bbox=1&after=abc"
+    )
+    recs = [
+        ({"source_id": str(i), "group_id": "s", "lat": 30 + i * 5 / 111_320, "lon": 70.0}, i)
+        for i in range(6)
+    ]
+    kept, dropped = thin_sequences(recs, 12.0)
+    assert [r["source_id"] for r in kept] == ["0", "3"] and len(dropped) == 4
+    assert all(d["reason"] == "sequence_thinned" for d in dropped)
