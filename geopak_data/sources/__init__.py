@@ -13,17 +13,8 @@ from typing import Any
 from geopak_core.errors import GeopakError
 
 from ..config import PipelineConfig
+from ..source_registry import SOURCES
 from .base import NullProgress, Progress, Source, discovery_rejects, write_unit
-
-# name -> (module, class)
-SOURCES: dict[str, tuple[str, str]] = {
-    "flickr": ("geopak_data.sources.flickr", "FlickrSource"),
-    "places": ("geopak_data.sources.places", "PlacesSource"),
-    "yfcc": ("geopak_data.sources.yfcc", "YfccSource"),
-    "gldv2": ("geopak_data.sources.gldv2", "Gldv2Source"),
-    "commons": ("geopak_data.sources.commons", "CommonsSource"),
-    "mapillary": ("geopak_data.sources.mapillary", "MapillarySource"),
-}
 
 
 def get_source(
