@@ -100,3 +100,21 @@ def require_dir(path: Path, what: str) -> Path:
     if not Path(path).is_dir():
         raise GeopakError(f"{what} not found: {path}")
     return Path(path)
+
+
+def add_executor(parser: argparse.ArgumentParser) -> None:
+    """--executor and --ray-address: where the stage's units run (same output either way)."""
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default=None,
+        help="run the work units here (local) or on a Ray cluster (ray); the output is "
+        "byte-identical (default: run.executor of the config, else local)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster to join, e.g. auto or HOST:6379 (default: run.ray_address, else a "
+        "local Ray instance on this machine)",
+    )

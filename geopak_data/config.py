@@ -725,6 +725,22 @@ class ShardConfig:
 
 
 @dataclass
+class RunConfig:
+    """Where the units of crawl, filter and embed run (never part of any output's hash)."""
+
+    executor: str = "local"  # local | ray
+    ray_address: str = ""  # "" starts a local Ray instance; "auto" or "HOST:6379" joins a cluster
+
+    def validate(self, key: str = "run") -> None:
+        _check(
+            self.executor in ("local", "ray"),
+            f"{key}.executor",
+            self.executor,
+            "must be 'local' or 'ray'",
+        )
+
+
+@dataclass
 class PipelineConfig:
     name: str = "geopak"
     work: str = ""  # default work folder for `geopak-data run`
@@ -736,6 +752,7 @@ class PipelineConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
     coverage: CoverageConfig = field(default_factory=CoverageConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self, key: str = "") -> None:
         # Pakistan's unit names are known without polygons; other countries' target_cells

@@ -26,13 +26,14 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from geopak_core.errors import GeopakError
+from geopak_core.executor import Executor, make_executor
 from geopak_core.io import (
     PartStore,
     atomic_write_json,
@@ -47,6 +48,9 @@ from .config import PipelineConfig, config_hash
 from .records import DOWNLOAD_FIELDS, DOWNLOADED_SCHEMA, REJECT_SCHEMA, SOURCE_SCHEMA, reject_rows
 from .runner import StageContext, StageOutcome, StageResult, fingerprint, run_stage, stage_dir
 from .sources.base import discovery_rejects
+
+if TYPE_CHECKING:
+    from .download import DownloadItem
 
 OUTCOME_FIELDS: list[tuple[str, pa.DataType]] = [("reason", pa.string()), ("detail", pa.string())]
 # A download part: one row per candidate of the batch, in candidate order. Only the outcome is
@@ -181,9 +185,15 @@ def _batch_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def _download(
-    ctx: StageContext, src: Any, cands_path: Path, *, allow_private_hosts: bool, retry_failed: bool
+    ctx: StageContext,
+    src: Any,
+    cands_path: Path,
+    *,
+    allow_private_hosts: bool,
+    retry_failed: bool,
+    executor: Executor | None = None,
 ) -> tuple[PartStore, list[str], dict[str, int]]:
-    from .download import DownloadItem, DownloadOutcome, download_items
+    from .download import DownloadOutcome, download_items
 
     dcfg = ctx.config.download
     cands = pq.read_table(cands_path)
@@ -277,21 +287,12 @@ def _download(
     def items() -> Iterator[DownloadItem]:
         for _u, ix in plan:
             for i in ix:
-                rec = cand_rows[i]
-                dest = work / image_relpath(src.name, rec["key"])
-                try:
-                    url, headers = src.request_for(rec)
-                except GeopakError:
-                    raise  # a missing API key: every record would fail alike
-                except Exception as exc:  # noqa: BLE001 - one odd record rejects that record
-                    fail = ("internal_error", f"{type(exc).__name__} building the request")
-                    yield DownloadItem(index=i, url="", dest=dest, failure=fail)
-                    continue
-                yield DownloadItem(index=i, url=url or "", headers=headers, dest=dest)
+                yield unit_item(src, work, i, cand_rows[i])
 
     bar = progress(total=total, desc=f"download {src.name}", unit="img")
 
-    async def on_outcome(o: DownloadOutcome) -> None:
+    def accept(o: DownloadOutcome) -> tuple[str, pa.Table] | None:
+        """Book one outcome; the unit's table once all its rows are in."""
         u = unit_of[o.index]
         row: dict[str, Any] = {"key": cand_rows[o.index]["key"]}
         if o.ok:
@@ -318,26 +319,100 @@ def _download(
             counts["recovered"] += 1
         bar.update(1)
         waiting[u] -= 1
-        if waiting[u] == 0:
-            b = int(u[1:])
-            lo, hi = b * bs, min(n, (b + 1) * bs)
-            if u in previous:
-                rows = [batches[u].get(lo + j, r) for j, r in enumerate(previous[u])]
-            else:
-                rows = [batches[u][i] for i in range(lo, hi)]
-            await asyncio.to_thread(parts.write, u, _batch_table(rows))
-            del batches[u]
+        if waiting[u]:
+            return None
+        b = int(u[1:])
+        lo, hi = b * bs, min(n, (b + 1) * bs)
+        if u in previous:
+            rows = [batches[u].get(lo + j, r) for j, r in enumerate(previous[u])]
+        else:
+            rows = [batches[u][i] for i in range(lo, hi)]
+        del batches[u]
+        return u, _batch_table(rows)
+
+    async def on_outcome(o: DownloadOutcome) -> None:
+        finished = accept(o)
+        if finished is not None:
+            await asyncio.to_thread(parts.write, *finished)
+
+    def on_unit(_name: str, outcomes: list[DownloadOutcome]) -> None:
+        for o in outcomes:
+            finished = accept(o)
+            if finished is not None:
+                parts.write(*finished)
 
     try:
-        asyncio.run(
-            download_items(
-                items(), config=dcfg, on_outcome=on_outcome, allow_private_hosts=allow_private_hosts
+        if executor is None or executor.name == "local":
+            asyncio.run(
+                download_items(
+                    items(),
+                    config=dcfg,
+                    on_outcome=on_outcome,
+                    allow_private_hosts=allow_private_hosts,
+                )
             )
-        )
+        else:
+            job = {
+                "source": src.name,
+                "config": ctx.config,
+                "endpoint": src.endpoint,
+                "opts": src.opts,
+                "work": work,
+                "allow_private_hosts": allow_private_hosts,
+                "limiter": executor.host_limiter(dcfg.per_host),
+            }
+            unit_args = [(u, (job, [(i, cand_rows[i]) for i in ix])) for u, ix in plan]
+            executor.run_units(download_unit, unit_args, on_unit)
     finally:
         bar.close()
     retry_path.unlink(missing_ok=True)
     return parts, units, dict(counts)
+
+
+def unit_item(src: Any, work: Path, index: int, rec: dict[str, Any]) -> DownloadItem:
+    """What the downloader fetches for one candidate; credentials are added here only."""
+    from .download import DownloadItem
+
+    dest = work / image_relpath(src.name, rec["key"])
+    try:
+        url, headers = src.request_for(rec)
+    except GeopakError:
+        raise  # a missing API key: every record would fail alike
+    except Exception as exc:  # noqa: BLE001 - one odd record rejects that record
+        fail = ("internal_error", f"{type(exc).__name__} building the request")
+        return DownloadItem(index=index, url="", dest=dest, failure=fail)
+    return DownloadItem(index=index, url=url or "", headers=headers, dest=dest)
+
+
+_WORKER_SOURCES: dict[str, Any] = {}
+
+
+def download_unit(job: dict[str, Any], batch: list[tuple[int, dict[str, Any]]]) -> list[Any]:
+    """One download unit on an executor's worker: the outcomes, in candidate order.
+
+    The source is rebuilt here from the config, so credentials come from the worker's own
+    environment and never travel through the cluster's object store."""
+    from .download import download_items
+    from .sources import get_source
+
+    ident = repr((job["source"], job["endpoint"], sorted(job["opts"].items())))
+    src = _WORKER_SOURCES.get(ident)
+    if src is None:
+        src = _WORKER_SOURCES[ident] = get_source(
+            job["source"], config=job["config"], endpoint=job["endpoint"], **job["opts"]
+        )
+    items = [unit_item(src, job["work"], i, rec) for i, rec in batch]
+    outcomes: list[Any] = []
+    asyncio.run(
+        download_items(
+            items,
+            config=job["config"].download,
+            on_outcome=outcomes.append,
+            allow_private_hosts=job["allow_private_hosts"],
+            host_limiter=job["limiter"],
+        )
+    )
+    return sorted(outcomes, key=lambda o: o.index)
 
 
 def _check_refetched(row: dict[str, Any], before: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -446,6 +521,8 @@ def run_crawl(
     allow_private_hosts: bool = False,
     force: bool = False,
     limit: int = 0,
+    executor: str | None = None,
+    ray_address: str | None = None,
     **source_opts: Any,
 ) -> StageOutcome:
     """Discover and download ``source`` into ``work`` (stage ``crawl:<source>``).
@@ -453,6 +530,8 @@ def run_crawl(
     ``source_opts`` go to the source (``metadata=`` for yfcc; ``train_csv=``, ``landmarks=``,
     ``attribution_csv=`` for gldv2; ``plan=`` a coverage plan for the tiled sources). ``allow_private_hosts`` (or ``download.allow_private_hosts``)
     lets downloads reach loopback/private addresses. ``limit`` keeps the first N candidates.
+    ``executor`` (``local``/``ray``, default ``run.executor``) decides where the download
+    units run; the output is the same either way.
     """
     from .country import resolve_crawl_config
     from .sources import get_source
@@ -485,8 +564,16 @@ def run_crawl(
 
     def _do(ctx: StageContext) -> StageResult:
         cands_path, disc = _discover(ctx, src, limit)
+        runner = make_executor(
+            executor or config.run.executor, ray_address or config.run.ray_address or None
+        )
         parts, units, dl = _download(
-            ctx, src, cands_path, allow_private_hosts=allow, retry_failed=retry_failed
+            ctx,
+            src,
+            cands_path,
+            allow_private_hosts=allow,
+            retry_failed=retry_failed,
+            executor=runner,
         )
         outputs, counts, reasons = _merge(ctx, src, cands_path, parts, units)
         all_counts = {**disc, **counts}
@@ -533,6 +620,8 @@ def _cmd(args: argparse.Namespace) -> int:
         landmarks=args.landmarks,
         attribution_csv=args.attribution_csv,
         plan=args.plan,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     print(outcome.summary)
     return 0
@@ -609,4 +698,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="keep only the first N candidates (0: all)",
     )
+    cliutil.add_executor(p)
     p.set_defaults(func=_cmd)

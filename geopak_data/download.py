@@ -44,6 +44,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from geopak_core.errors import GeopakError
+from geopak_core.executor import HostLimiter, LocalHostLimiter
 
 from .config import DownloadConfig
 from .imaging import ImageRejected, StoredImage, process_image
@@ -204,15 +205,16 @@ class Downloader:
         workers: int | None = None,
         seed: int | None = None,
         resolver: AbstractResolver | None = None,
+        host_limiter: HostLimiter | None = None,
     ):
         self.cfg = config
+        self.limiter = host_limiter or LocalHostLimiter(config.per_host)
         self._inner_resolver = resolver
         allow = config.allow_private_hosts if allow_private_hosts is None else allow_private_hosts
         self.guard = Guard(allow_private=allow, allow_hosts=allow_hosts)
         self.workers = workers or config.workers or (os.cpu_count() or 1)
         self.stats: Counter[str] = Counter()
         self._rng = random.Random(seed)
-        self._host_sems: dict[str, asyncio.Semaphore] = {}
         self._sleep = asyncio.sleep  # replaceable in tests (records back-off delays)
         self._session: aiohttp.ClientSession | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -241,20 +243,13 @@ class Downloader:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def _host_sem(self, url: str) -> asyncio.Semaphore:
-        host = _host_of(url)
-        sem = self._host_sems.get(host)
-        if sem is None:
-            sem = self._host_sems[host] = asyncio.Semaphore(self.cfg.per_host)
-        return sem
-
     async def fetch(self, url: str, headers: dict[str, str] | None = None) -> bytes:
         """The body at ``url`` after retries, or ``FetchFailed`` with the final reason."""
         attempt = 0
         while True:
             try:
                 self.stats["attempts"] += 1
-                async with self._host_sem(url):
+                async with self.limiter.slot(_host_of(url)):
                     return await self._fetch_once(url, dict(headers or {}))
             except FetchFailed as exc:
                 if not exc.retryable or attempt >= self.cfg.retries:
@@ -267,6 +262,8 @@ class Downloader:
                     rng=self._rng,
                 )
                 self.stats["retries"] += 1
+                if exc.retry_after is not None:  # the host asked: every worker waits
+                    await self.limiter.backoff(_host_of(url), delay)
                 log.debug(
                     "retry %d for %s in %.2fs (%s)", attempt + 1, redact_url(url), delay, exc.reason
                 )
@@ -462,12 +459,17 @@ async def download_items(
     allow_private_hosts: bool | None = None,
     allow_hosts: tuple[str, ...] = (),
     workers: int | None = None,
+    host_limiter: HostLimiter | None = None,
 ) -> Counter[str]:
     """Download every item with ``config.concurrency`` workers; ``on_outcome`` is called (and
     awaited, if it is a coroutine function) once per item in completion order. Returns stats."""
     iterator = iter(items)
     async with Downloader(
-        config, allow_private_hosts=allow_private_hosts, allow_hosts=allow_hosts, workers=workers
+        config,
+        allow_private_hosts=allow_private_hosts,
+        allow_hosts=allow_hosts,
+        workers=workers,
+        host_limiter=host_limiter,
     ) as dl:
 
         async def worker() -> None:

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from geopak_core.errors import GeopakError
+from geopak_core.executor import make_executor
 from geopak_core.io import atomic_write_json, atomic_write_parquet
 from geopak_core.progress import log, progress
 
@@ -173,6 +174,25 @@ def measure_unit(
     return pa.table(
         {f.name: [r.get(f.name) for r in rows] for f in MEASURE_SCHEMA}, schema=MEASURE_SCHEMA
     )
+
+
+_WORKER_SCORERS: dict[str, Any] = {}
+
+
+def measure_task(job: dict[str, Any], keys: list[str], paths: list[str]) -> pa.Table:
+    """One filter unit wherever the executor runs it (the indoor scorer loaded once per
+    process); the same table ``measure_unit`` gives in the driver."""
+    scorer = None
+    if job["config"] is not None:
+        ident = repr(job["config"])
+        scorer = _WORKER_SCORERS.get(ident)
+        if scorer is None:
+            from .indoor import load_indoor_scorer
+
+            scorer = _WORKER_SCORERS[ident] = load_indoor_scorer(job["config"])
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        return measure_unit(job["work"], keys, paths, scorer, pool)
 
 
 def _measure_key(records: pa.Table, indoor_identity: str, batch_size: int, clip_model: str) -> str:
@@ -354,9 +374,16 @@ def _checks_report(cfg: Any, indoor: Any) -> dict[str, Any]:
     }
 
 
-def run_filter(*, work: Path, config: PipelineConfig, force: bool = False) -> StageOutcome:
+def run_filter(
+    *,
+    work: Path,
+    config: PipelineConfig,
+    force: bool = False,
+    executor: str | None = None,
+    ray_address: str | None = None,
+) -> StageOutcome:
     """Measure, judge and split the crawled records into kept records and rejects."""
-    from .indoor import PLACES365_LABELS, indoor_status, load_indoor_scorer
+    from .indoor import PLACES365_LABELS, indoor_status
 
     work = Path(work)
     cfg = config.filter
@@ -384,7 +411,6 @@ def run_filter(*, work: Path, config: PipelineConfig, force: bool = False) -> St
         units = [f"{i:06d}" for i in range(math.ceil(n / cfg.batch_size))]
         todo = [u for u in units if not store.has(u)]
         if todo:
-            scorer = load_indoor_scorer(cfg) if indoor.applied else None
             done = (len(units) - len(todo)) * cfg.batch_size
             if done:
                 log.info(
@@ -392,17 +418,24 @@ def run_filter(*, work: Path, config: PipelineConfig, force: bool = False) -> St
                     len(units) - len(todo),
                     len(units),
                 )
-            workers = max(1, min(4, os.cpu_count() or 1))
-            with (
-                ThreadPoolExecutor(workers) as pool,
-                progress(
-                    total=n, desc="filter: measuring", unit="img", initial=min(done, n)
-                ) as bar,
-            ):
+            runner = make_executor(
+                executor or config.run.executor, ray_address or config.run.ray_address or None
+            )
+            with progress(
+                total=n, desc="filter: measuring", unit="img", initial=min(done, n)
+            ) as bar:
+
+                def on_done(u: str, table: pa.Table) -> None:
+                    store.write(u, table)
+                    bar.update(table.num_rows)
+
+                job = {"work": work, "config": cfg if indoor.applied else None}
+                unit_args = []
                 for u in todo:
                     a = int(u) * cfg.batch_size
                     b = min(n, a + cfg.batch_size)
-                    store.write(u, measure_unit(work, keys[a:b], paths[a:b], scorer, pool, bar))
+                    unit_args.append((u, (job, keys[a:b], paths[a:b])))
+                runner.run_units(measure_task, unit_args, on_done)
         meas = store.read_all(units, schema=MEASURE_SCHEMA)
         if meas.column("key").to_pylist() != keys:
             raise GeopakError(
@@ -502,13 +535,19 @@ def _cmd(args: argparse.Namespace) -> int:
     from .cliutil import config_for
 
     cfg = config_for(args)
-    outcome = run_filter(work=args.work, config=cfg, force=args.force)
+    outcome = run_filter(
+        work=args.work,
+        config=cfg,
+        force=args.force,
+        executor=args.executor,
+        ray_address=args.ray_address,
+    )
     print(outcome.summary)
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cliutil import add_common
+    from .cliutil import add_common, add_executor
 
     p = sub.add_parser(
         "filter",
@@ -517,6 +556,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(p)
+    add_executor(p)
     p.set_defaults(func=_cmd)
 
 

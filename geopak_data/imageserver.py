@@ -166,8 +166,11 @@ def _content_type(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
-def build_app(store: ImageStore) -> web.Application:
-    """The aiohttp application (exposed so async tests can use ``aiohttp_server``)."""
+def build_app(store: ImageStore, *, latency_s: float = 0.0) -> web.Application:
+    """The aiohttp application (exposed so async tests can use ``aiohttp_server``).
+
+    ``latency_s`` delays every image answer (a far-away host: requests overlap, so
+    concurrency limits become visible in ``/stats``)."""
     hits: Counter[str] = Counter()
     last_headers: dict[str, dict[str, str]] = {}
     stats = {"requests": 0, "inflight": 0, "max_inflight": 0}
@@ -187,8 +190,8 @@ def build_app(store: ImageStore) -> web.Application:
         last_headers[key] = dict(request.headers)
         q = request.query
         name = request.match_info["name"]
-        if "delay" in q:
-            await asyncio.sleep(float(q["delay"]))
+        if "delay" in q or latency_s:
+            await asyncio.sleep(float(q.get("delay", latency_s)))
         if "status" in q and hits[key] <= int(q.get("times", "1")):
             headers = {"Retry-After": q["retry_after"]} if "retry_after" in q else {}
             return web.Response(status=int(q["status"]), text="injected failure", headers=headers)
@@ -270,6 +273,7 @@ def start_image_server(
     host: str = "127.0.0.1",
     port: int = 0,
     fixtures: bool = True,
+    latency_s: float = 0.0,
 ) -> tuple[str, Callable[[], None]]:
     """Serve ``images`` (a dict name -> bytes, or a folder) plus the fixtures on loopback.
 
@@ -282,7 +286,9 @@ def start_image_server(
     state: dict[str, object] = {}
 
     async def _start() -> None:
-        runner = web.AppRunner(build_app(store), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            build_app(store, latency_s=latency_s), access_log=None, handle_signals=False
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()

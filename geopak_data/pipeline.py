@@ -36,8 +36,12 @@ def run_pipeline(
     force: bool = False,
     allow_private_hosts: bool = False,
     until: str = "shard",
+    executor: str | None = None,
+    ray_address: str | None = None,
 ) -> list[StageOutcome]:
-    """Run crawl (every configured source) -> filter -> tag -> cluster -> shard."""
+    """Run crawl (every configured source) -> filter -> tag -> cluster -> shard.
+
+    ``executor``/``ray_address`` (default ``[run]`` of the config) go to crawl and filter."""
     from .cluster import run_cluster
     from .config import load_config
     from .crawl import run_crawl
@@ -57,11 +61,15 @@ def run_pipeline(
                 config=cfg,
                 force=force,
                 allow_private_hosts=allow_private_hosts,
+                executor=executor,
+                ray_address=ray_address,
             )
         )
     if until == "crawl":
         return outcomes
-    outcomes.append(run_filter(work=work, config=cfg, force=force))
+    outcomes.append(
+        run_filter(work=work, config=cfg, force=force, executor=executor, ray_address=ray_address)
+    )
     if until == "filter":
         return outcomes
     outcomes.append(run_tag(work=work, config=cfg, force=force))
@@ -93,6 +101,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         force=args.force,
         allow_private_hosts=args.allow_private_hosts,
         until=args.until,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     print(summary_table(outcomes))
     log.info(
@@ -104,7 +114,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cliutil import existing_file
+    from .cliutil import add_executor, existing_file
 
     p = sub.add_parser(
         "run",
@@ -133,6 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="let downloads reach private/loopback addresses (tests, local mirrors)",
     )
+    add_executor(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     p.set_defaults(func=_cmd_run)
 
