@@ -113,6 +113,36 @@ class CellTable:
         except GeopakError as exc:
             raise GeopakError(f"{p}: {exc}") from None
 
+    def digest(self) -> str:
+        """sha256 of what a trained model's outputs mean: cell ids, their provinces and their
+        centres (micro-degree precision). Two tables with the same count but permuted or moved
+        centres differ, so a checkpoint is never used with another dataset's cells."""
+        import hashlib
+
+        h = hashlib.sha256(b"geopak-cells-v1\0")
+        h.update(np.ascontiguousarray(self.cell_id, dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(self.province_id, dtype="<i8").tobytes())
+        for col in (self.center_lat, self.center_lon):
+            h.update(np.ascontiguousarray(np.round(col * 1e6), dtype="<i8").tobytes())
+        return h.hexdigest()
+
+    def require_same(self, other: CellTable, *, what: str, where: str, advice: str) -> None:
+        """Raise a one-line ``GeopakError`` unless ``other`` is the same cell table."""
+        if self.num_cells != other.num_cells:
+            raise GeopakError(
+                f"{what} has {self.num_cells} geocells but {where} has {other.num_cells}: {advice}"
+            )
+        if self.digest() != other.digest():
+            diff = np.flatnonzero(
+                (self.province_id != other.province_id)
+                | (np.abs(self.center_lat - other.center_lat) > 1e-6)
+                | (np.abs(self.center_lon - other.center_lon) > 1e-6)
+            )
+            first = f" (first difference: cell {int(diff[0])})" if diff.size else ""
+            raise GeopakError(
+                f"{what} was made for another cell table than {where}: same count ({self.num_cells}) but other ids, centres or provinces{first}; {advice}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain lists, so a checkpoint stays loadable with ``torch.load(weights_only=True)``."""
         out: dict[str, Any] = {

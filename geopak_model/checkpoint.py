@@ -69,7 +69,34 @@ def _check_plain(obj: Any, where: str) -> None:
     )
 
 
+def tensor_digest(state_dict: Mapping[str, Any]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order. torch.save's
+    zip is stored uncompressed and torch.load checks no CRC, so flipped bytes in a weight load
+    silently; this digest, stored beside the weights, makes such a file refused."""
+    import hashlib
+
+    h = hashlib.sha256(b"geopak-tensors-v1\0")
+    for name, t in sorted(_tensors(state_dict, "")):
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}\0{t.dtype}\0{t.numel()}\0".encode())
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _tensors(obj: Any, where: str) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor inside nested mappings/sequences, with a path naming it."""
+    if isinstance(obj, torch.Tensor):
+        return [(where, obj)]
+    if isinstance(obj, Mapping):
+        return [x for k, v in obj.items() for x in _tensors(v, f"{where}/{k}")]
+    if isinstance(obj, list | tuple):
+        return [x for i, v in enumerate(obj) for x in _tensors(v, f"{where}[{i}]")]
+    return []
+
+
 def make_payload(model: GeopakModel, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    state = model.state_dict()
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -78,9 +105,12 @@ def make_payload(model: GeopakModel, extra: dict[str, Any] | None = None) -> dic
         "provinces": list(PROVINCES),
         "preprocessing": {k: dict(v) for k, v in model.preprocess.items()},
         "phase": int(model.phase),
-        "state_dict": model.state_dict(),
+        "state_dict": state,
         "extra": dict(extra or {}),
         "encoders": {k: dict(v) for k, v in model.encoder_provenance.items()},
+        # additive integrity fields: older checkpoints without them still load
+        "cells_sha256": model.cells.digest(),
+        "tensors_sha256": tensor_digest({"state_dict": state, "extra": extra or {}}),
     }
     _check_plain(payload, "payload")
     return payload
@@ -130,7 +160,31 @@ def read_payload(path: str | Path, map_location: str | torch.device = "cpu") -> 
     missing = [k for k in ("config", "cells", "state_dict") if k not in payload]
     if missing:
         raise GeopakError(f"{p}: checkpoint is missing {', '.join(missing)}")
+    _verify(payload, p)
     return payload
+
+
+def _verify(payload: dict[str, Any], p: Path) -> None:
+    """Refuse a checkpoint whose bytes changed after it was written (tensor digest), and one
+    whose config asks for absurd sizes, before any network is allocated."""
+    stored = payload.get("tensors_sha256")
+    state = payload["state_dict"]
+    if not isinstance(state, Mapping):
+        raise GeopakError(f"{p}: checkpoint state_dict is not a table of tensors")
+    if stored is not None and stored != tensor_digest(
+        {"state_dict": state, "extra": payload.get("extra", {})}
+    ):
+        raise GeopakError(
+            f"{p}: checkpoint is corrupted (its weights do not match their recorded sha256); use another copy"
+        )
+    if stored is None:
+        log.info("%s: checkpoint from an older geopak (no tensor checksum); not verified", p)
+    try:
+        ModelConfig.from_dict(payload["config"])
+    except GeopakError as exc:
+        raise GeopakError(f"{p}: refused: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise GeopakError(f"{p}: refused: unreadable config ({exc})") from None
 
 
 def model_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>") -> GeopakModel:
@@ -139,6 +193,15 @@ def model_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>
         cells = CellTable.from_dict(payload["cells"])
     except GeopakError as exc:
         raise GeopakError(f"{path}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise GeopakError(f"{path}: unreadable config or cell table ({exc})") from None
+    if cells.num_cells > 1_000_000:
+        raise GeopakError(f"{path}: refused: {cells.num_cells} geocells is not a GEOPAK model")
+    stored = payload.get("cells_sha256")
+    if stored is not None and stored != cells.digest():
+        raise GeopakError(
+            f"{path}: checkpoint is corrupted (its cell table does not match its sha256)"
+        )
     if list(payload.get("provinces", PROVINCES)) != list(PROVINCES):
         raise GeopakError(
             f"{path}: province list {payload.get('provinces')} differs from the contract's"

@@ -50,9 +50,14 @@ def make_model(
         if not Path(checkpoint).is_file():
             raise GeopakError(f"checkpoint not found: {checkpoint}")
         model, payload = load_checkpoint(checkpoint, map_location=device)
-        if folder is not None and model.cells.num_cells != folder.num_cells:
-            raise GeopakError(
-                f"{checkpoint} has {model.cells.num_cells} geocells but {folder.cells_path} has {folder.num_cells}: use it with the shard folder it was made for"
+        if folder is not None:  # same ids, centres and provinces, not just the same count
+            from .cells import CellTable
+
+            model.cells.require_same(
+                CellTable.from_parquet(folder.cells_path),
+                what=str(checkpoint),
+                where=str(folder.cells_path),
+                advice="use it with the shard folder it was made for",
             )
         payload = {k: v for k, v in payload.items() if k != "state_dict"}
         return model, payload
