@@ -112,6 +112,9 @@ def make_payload(model: GeopakModel, extra: dict[str, Any] | None = None) -> dic
         "cells_sha256": model.cells.digest(),
         "tensors_sha256": tensor_digest({"state_dict": state, "extra": extra or {}}),
     }
+    calibration = getattr(model, "calibration", None)
+    if calibration is not None:  # additive: older readers ignore it (calibration.py)
+        payload["calibration"] = calibration.to_dict()
     _check_plain(payload, "payload")
     return payload
 
@@ -215,6 +218,9 @@ def model_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>
         ) from None
     model.set_phase(int(payload.get("phase", 1)))
     model.encoder_provenance = {k: dict(v) for k, v in (payload.get("encoders") or {}).items()}
+    from .calibration import Calibration
+
+    model.calibration = Calibration.from_dict(payload.get("calibration"))
     return model
 
 

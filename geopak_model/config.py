@@ -120,7 +120,10 @@ class ModelConfig:
     # --- inference ----------------------------------------------------------------------------
     top_provinces: int = 2
     top_cells: int = 5
-    inference_mode: str = "mean"  # "mean" (weighted mixture) or "best" (single best hypothesis)
+    # how hypotheses become one answer during training's validation (the predictor and
+    # geopak-eval take --aggregate, default "mode"): "mode" (heaviest geographic mode),
+    # "best" (single best hypothesis) or "mean" (the seed's weighted mixture)
+    inference_mode: str = "mode"
 
     def validate(self, key: str = "") -> None:
         """Reject values that would build a broken network, naming the key."""
@@ -182,7 +185,11 @@ class ModelConfig:
         check(self.province_weight_power >= 0, "province_weight_power", "must be >= 0")
         check(1 <= self.top_provinces <= 7, "top_provinces", "must be 1..7")
         check(self.top_cells >= 1, "top_cells", "must be >= 1")
-        check(self.inference_mode in ("mean", "best"), "inference_mode", "must be 'mean' or 'best'")
+        check(
+            self.inference_mode in ("mean", "best", "mode"),
+            "inference_mode",
+            "must be 'mean', 'best' or 'mode'",
+        )
         # upper bounds: a config (or a checkpoint's) asking for absurd sizes is refused before
         # anything is allocated
         check_limits(self, key, MODEL_LIMITS)

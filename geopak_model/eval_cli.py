@@ -1,10 +1,12 @@
 """``geopak-eval``: end-to-end metrics of a checkpoint on one split, beside both baselines.
 
     geopak-eval --shards DIR --checkpoint CKPT [--split test] [--json] [--plots DIR]
+                [--aggregate mode|best|mean] [--refine] [--build-index] [--calibrate]
 
 Prints a readable table (or, with ``--json``, one JSON object with the contract's keys:
 n, median_km, mean_km, p90_km, acc_1km/25km/200km/750km, province_acc,
-province_acc_by_province, cell_top1, cell_top5, and ``baselines`` with the same keys).
+province_acc_by_province, province_ece, cell_top1, cell_top5, ``baselines`` with the same
+keys, and ``by_aggregate``: mean / best / mode (/ refine) on the same images).
 """
 
 from __future__ import annotations
@@ -66,6 +68,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also write error CDF, per-province accuracy and confusion PNGs here",
     )
+    p.add_argument(
+        "--aggregate",
+        choices=("mode", "best", "mean"),
+        default=None,
+        help="aggregation behind the headline figures (default mode: the heaviest geographic group "
+        "of hypotheses; best: the most probable one; mean: the seed's weighted mean). All three are "
+        "reported side by side under by_aggregate either way",
+    )
+    p.add_argument("--best", action="store_true", help="alias of --aggregate best")
+    p.add_argument(
+        "--refine",
+        action="store_true",
+        help="headline figures with retrieval refinement (mode + nearest training photo in the chosen "
+        "cell when closer than the val-fitted threshold); needs the index (--build-index)",
+    )
+    p.add_argument(
+        "--build-index",
+        action="store_true",
+        help="first build the retrieval index of the train split next to CKPT (CKPT stem + "
+        ".retrieval.npz) and fit its threshold on val; an existing index is otherwise reused",
+    )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="first fit the province calibration on val and store it in CKPT (training does this "
+        "itself; for checkpoints made before it did)",
+    )
+    p.add_argument(
+        "--boundaries",
+        metavar="FILE",
+        default=None,
+        help="province polygons that keep answers inside their province (default: $GEOPAK_BOUNDARIES "
+        "or the boundaries cache when present; never downloaded here)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N")
     p.add_argument(
         "--workers",
@@ -80,10 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_checkpoint
-    from .metrics import format_table
+    from geopak_core.errors import GeopakError
 
+    from .evaluate import evaluate_checkpoint
+    from .metrics import format_aggregate_table, format_table
+
+    if args.best and args.aggregate not in (None, "best"):
+        raise GeopakError(f"--best contradicts --aggregate {args.aggregate}")
     result = evaluate_checkpoint(
+        aggregate="best" if args.best else (args.aggregate or "mode"),
+        refine=args.refine,
+        build_index=args.build_index,
+        calibrate=args.calibrate,
+        boundaries=args.boundaries,
         shards=args.shards,
         checkpoint=args.checkpoint,
         split=args.split,
@@ -98,6 +143,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(f"{args.checkpoint} on {args.split} of {args.shards} ({result['n']} images)")
         print(format_table(result, result.get("baselines")))
+        print(f"\naggregations on the same images (headline: {result['inference']['aggregate']}):")
+        print(format_aggregate_table(result["by_aggregate"]))
         if args.verbose:
             from .weights import describe
 

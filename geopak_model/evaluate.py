@@ -43,22 +43,35 @@ def ranked_cells(
 def predict_from_features(
     model: Any, clip_feat: torch.Tensor, places_feat: torch.Tensor, **inference_kw: Any
 ) -> tuple[dict[str, Any], torch.Tensor, dict[str, torch.Tensor]]:
-    """heads -> mixture of hypotheses: the predictor's answer for already-encoded images.
+    """heads -> aggregated hypotheses: the predictor's answer for already-encoded images.
 
     Returns (prediction dict, top-k ranked cells, raw head outputs).
     """
-    from .inference import mixture_of_hypotheses
+    from .inference import answer
 
     outputs = model.heads(clip_feat, places_feat)
-    cfg = model.config
-    kw = {
-        "top_provinces": cfg.top_provinces,
-        "top_cells": cfg.top_cells,
-        "mode": cfg.inference_mode,
-        **inference_kw,
-    }
-    pred = mixture_of_hypotheses(outputs, model, model.cells, **kw)
-    return pred, ranked_cells(outputs, model), outputs
+    kw = {"mode": model.config.inference_mode, **inference_kw}
+    return answer(outputs, model, **kw), ranked_cells(outputs, model), outputs
+
+
+@dataclass
+class Answers:
+    """One aggregation's per-sample answers (row-aligned with the Predictions' truths)."""
+
+    lat: list[np.ndarray] = field(default_factory=list)
+    lon: list[np.ndarray] = field(default_factory=list)
+    province: list[np.ndarray] = field(default_factory=list)
+    confidence: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, pred: Mapping[str, Any]) -> None:
+        self.lat.append(_np(pred["lat"]).astype(np.float64))
+        self.lon.append(_np(pred["lon"]).astype(np.float64))
+        self.province.append(_np(pred["province_id"]).astype(np.int64))
+        self.confidence.append(_np(pred["confidence"]))
+
+    def array(self, name: str) -> np.ndarray:
+        parts = getattr(self, name)
+        return np.concatenate(parts) if parts else np.zeros(0)
 
 
 @dataclass
@@ -77,6 +90,8 @@ class Predictions:
     true_cell: list[np.ndarray] = field(default_factory=list)
     loss_sum: float = 0.0
     loss_parts: dict[str, float] = field(default_factory=dict)
+    # every aggregation measured on the same images (geopak-eval's by_aggregate)
+    by_aggregate: dict[str, Answers] = field(default_factory=dict)
 
     def array(self, name: str) -> np.ndarray:
         parts = getattr(self, name)
@@ -94,6 +109,30 @@ class Predictions:
         )
 
 
+def _encode(model: Any, batch: Mapping[str, Any], device: torch.device):
+    if "clip_feat" in batch:
+        return batch["clip_feat"].to(device), batch["places_feat"].to(device)
+    return model.encode(batch["clip"].to(device), batch["places"].to(device))
+
+
+def _answers(
+    model: Any, outputs: Mapping[str, torch.Tensor], names: Iterable[str], shapes: Any, index: Any
+) -> dict[str, dict[str, Any]]:
+    """Each named aggregation of the same head outputs ("refine" = mode + retrieval)."""
+    from .inference import answer
+
+    return {
+        name: answer(
+            outputs,
+            model,
+            mode="mode" if name == "refine" else name,
+            shapes=shapes,
+            index=index if name == "refine" else None,
+        )
+        for name in names
+    }
+
+
 @torch.inference_mode()
 def predict_batches(
     model: Any,
@@ -103,47 +142,41 @@ def predict_batches(
     amp: bool = True,
     loss_fn: Any = None,
     progress_bar: Any = None,
+    aggregate: str | None = None,
+    compare: Iterable[str] = (),
+    shapes: Any = None,
+    index: Any = None,
 ) -> Predictions:
     """Run the model over batches of pixels (``clip``/``places``) or features (``clip_feat``).
+
+    The headline answer uses ``aggregate`` (default: the model config's); every name in
+    ``compare`` (mean, best, mode, refine) is also scored on the same images, from the same
+    head outputs, into ``Predictions.by_aggregate``. ``shapes`` keeps answers inside their
+    province, ``index`` enables "refine".
 
     ``loss_fn(outputs_with_offset, batch) -> (total, parts)`` optionally also measures the
     training loss on these samples (the offset is then evaluated at the *true* cell, as in
     training; that loss is a diagnostic, never part of the prediction).
     """
+    aggregate = aggregate or model.config.inference_mode
+    names = list(dict.fromkeys([aggregate, *compare]))
     was_training = model.training
     model.eval()
-    out = Predictions()
+    out = Predictions(by_aggregate={n: Answers() for n in compare})
     try:
         for batch in batches:
             with autocast(device, amp):
-                if "clip_feat" in batch:
-                    clip_feat, places_feat = (
-                        batch["clip_feat"].to(device),
-                        batch["places_feat"].to(device),
-                    )
-                else:
-                    clip_feat, places_feat = model.encode(
-                        batch["clip"].to(device), batch["places"].to(device)
-                    )
-                pred, ranked, outputs = predict_from_features(model, clip_feat, places_feat)
+                outputs = model.heads(*_encode(model, batch, device))
+                answers = _answers(model, outputs, names, shapes, index)
+                ranked = ranked_cells(outputs, model)
                 if loss_fn is not None:
-                    labels = {
-                        k: batch[k].to(device) for k in ("lat", "lon", "province_id", "cell_id")
-                    }
-                    outputs = {
-                        **outputs,
-                        "offset": model.offset(
-                            outputs["fused"], labels["cell_id"], labels["province_id"]
-                        ),
-                    }
-                    total, parts = loss_fn(outputs, labels)
-                    n = len(batch["key"])
-                    out.loss_sum += float(total) * n
-                    for k, v in parts.items():
-                        out.loss_parts[k] = out.loss_parts.get(k, 0.0) + float(v) * n
+                    _add_loss(out, model, outputs, batch, device, loss_fn)
+            pred = answers[aggregate]
+            for name in compare:
+                out.by_aggregate[name].add(answers[name])
             out.key += list(batch["key"])
-            out.pred_lat.append(_np(pred["lat"]))
-            out.pred_lon.append(_np(pred["lon"]))
+            out.pred_lat.append(_np(pred["lat"]).astype(np.float64))
+            out.pred_lon.append(_np(pred["lon"]).astype(np.float64))
             out.pred_province.append(_np(pred["province_id"]).astype(np.int64))
             out.confidence.append(_np(pred["confidence"]))
             out.ranked.append(_np(ranked).astype(np.int64))
@@ -156,6 +189,19 @@ def predict_batches(
     finally:
         model.train(was_training)
     return out
+
+
+def _add_loss(out: Predictions, model: Any, outputs: Mapping[str, Any], batch, device, loss_fn):
+    labels = {k: batch[k].to(device) for k in ("lat", "lon", "province_id", "cell_id")}
+    outputs = {
+        **outputs,
+        "offset": model.offset(outputs["fused"], labels["cell_id"], labels["province_id"]),
+    }
+    total, parts = loss_fn(outputs, labels)
+    n = len(batch["key"])
+    out.loss_sum += float(total) * n
+    for k, v in parts.items():
+        out.loss_parts[k] = out.loss_parts.get(k, 0.0) + float(v) * n
 
 
 def _np(x: Any) -> np.ndarray:
@@ -205,6 +251,21 @@ def report(preds: Predictions, baselines: Mapping[str, Mapping[str, Any]] | None
         ranked_cells=np.concatenate(preds.ranked) if preds.ranked else np.zeros((0, TOPK_CELLS)),
         **truth,
     )
+    correct = preds.array("pred_province") == truth["true_province"]
+    out["province_ece"] = M.expected_calibration_error(preds.array("confidence"), correct)
+    if preds.by_aggregate:
+        out["by_aggregate"] = {
+            name: M.aggregate_metrics(
+                pred_lat=a.array("lat"),
+                pred_lon=a.array("lon"),
+                pred_province=a.array("province"),
+                confidence=a.array("confidence"),
+                true_lat=truth["true_lat"],
+                true_lon=truth["true_lon"],
+                true_province=truth["true_province"],
+            )
+            for name, a in preds.by_aggregate.items()
+        }
     if baselines:
         out["baselines"] = M.baseline_metrics(baselines, **truth)
     if len(preds) and preds.loss_parts:
@@ -253,36 +314,62 @@ def evaluate_checkpoint(
     features: str | Path | None = None,
     plots_dir: str | Path | None = None,
     amp: bool = True,
+    aggregate: str = "mode",
+    refine: bool = False,
+    build_index: bool = False,
+    calibrate: bool = False,
+    boundaries: str | Path | bool | None = None,
 ) -> dict[str, Any]:
     """What ``geopak-eval`` prints: the checkpoint's end-to-end metrics on ``split`` of the
-    shard folder, with both baselines (from the folder's train split) on the same samples."""
+    shard folder, with both baselines (from the folder's train split) on the same samples,
+    and ``by_aggregate``: mean / best / mode (and refine, when the checkpoint has a retrieval
+    index) scored on the same images in the same pass.
+
+    ``calibrate`` first fits the province calibration on val and stores it in the checkpoint
+    (for checkpoints trained before training did so itself); ``build_index`` first builds the
+    retrieval index next to the checkpoint (train embeddings, threshold fitted on val).
+    ``boundaries``: polygons that keep answers inside their province (None: the local file
+    of ``GEOPAK_BOUNDARIES``/the cache when there is one; False: none).
+    """
     from geopak_core.progress import progress
 
-    from .data import LoaderSpec, feature_batches, image_batches, open_shard_folder
-    from .embed import load_features
+    from .aggregate import ProvinceShapes, check_aggregate
+    from .data import open_shard_folder
     from .factory import make_model
     from .runtime import resolve_device
 
+    check_aggregate(aggregate)
     folder = open_shard_folder(shards)
     folder.require_split(split)
     dev = resolve_device(device)
     model, payload = make_model(checkpoint=checkpoint, folder=folder, device=dev)
-    spec = LoaderSpec(
-        batch_size=batch_size, shuffle=False, augment_seeded=False, num_workers=num_workers
-    )
-    if features is not None:
-        batches: Iterable[Mapping[str, Any]] = feature_batches(
-            load_features(features, split, folder=folder, model=model), spec
+    batches_of = _batch_source(model, folder, features, batch_size, num_workers)
+    if calibrate:
+        from .calibration import default_shift
+
+        folder.require_split("val")
+        shift = default_shift(model, folder.province_counts("train"))
+        calibrate_checkpoint(checkpoint, batches_of("val"), dev, shift)
+        model, payload = make_model(checkpoint=checkpoint, folder=folder, device=dev)
+    shapes = None if boundaries is False else ProvinceShapes.load(boundaries or None)
+    index = _retrieval_index(model, checkpoint, batches_of, dev, shapes, build=build_index)
+    if refine and index is None:
+        raise GeopakError(
+            f"--refine needs a retrieval index next to {checkpoint}; build it with --build-index"
         )
-    else:
-        batches = image_batches(folder.shards(split), model.transforms(train=False), spec)
+    compare = ["mean", "best", "mode"] + (["refine"] if index is not None else [])
+    headline = "refine" if refine else aggregate
     with progress(total=folder.size(split) or None, desc=f"eval {split}", unit="img") as bar:
-        preds = predict_batches(model, batches, dev, amp=amp, progress_bar=bar)
+        preds = predict_batches(
+            model, batches_of(split), dev, amp=amp, progress_bar=bar,
+            aggregate=headline, compare=compare, shapes=shapes, index=index,
+        )  # fmt: skip
     if len(preds) == 0:
         raise GeopakError(f"split '{split}' of {folder.root} has no samples")
     baselines = baseline_answers_for(folder)
     result = report(preds, baselines)
     cfg = model.config
+    cal = getattr(model, "calibration", None)
     result = {
         "split": split,
         "checkpoint": str(checkpoint),
@@ -290,7 +377,11 @@ def evaluate_checkpoint(
         "inference": {
             "top_provinces": cfg.top_provinces,
             "top_cells": cfg.top_cells,
-            "mode": cfg.inference_mode,
+            "mode": headline,
+            "aggregate": headline,
+            "province_check": shapes is not None,
+            "calibration": cal.to_dict() if cal is not None else None,
+            "retrieval": index.describe() if index is not None else None,
         },
         **result,
     }
@@ -299,3 +390,60 @@ def evaluate_checkpoint(
             str(p) for p in write_plots(preds, result, baselines, plots_dir, prefix=f"{split}_")
         ]
     return result
+
+
+def _batch_source(model: Any, folder: Any, features: Any, batch_size: int, num_workers: int):
+    """split -> batches of cached features (when ``features``) or of decoded images."""
+    from .data import LoaderSpec, feature_batches, image_batches
+    from .embed import load_features
+
+    spec = LoaderSpec(
+        batch_size=batch_size, shuffle=False, augment_seeded=False, num_workers=num_workers
+    )
+
+    def batches(split: str) -> Iterable[Mapping[str, Any]]:
+        if features is not None:
+            return feature_batches(load_features(features, split, folder=folder, model=model), spec)
+        return image_batches(folder.shards(split), model.transforms(train=False), spec)
+
+    return batches
+
+
+def _retrieval_index(model, checkpoint, batches_of, dev, shapes, *, build: bool) -> Any:
+    """The checkpoint's retrieval index: built (and saved next to it) when asked, else loaded
+    when present; an index of other weights is ignored with a warning (and rebuilt on ask)."""
+    from .retrieval import RetrievalIndex, build_index, index_path_for
+
+    path = index_path_for(checkpoint)
+    if build:
+        index = build_index(model, batches_of("train"), batches_of("val"), dev, shapes=shapes)
+        index.save(path)
+        info = index.describe()
+        log.info(
+            "retrieval index: %d photos x %d dims, %.1f MiB in memory, %.1f MiB on disk (%s); val threshold %.4f",
+            info["n"], info["dim"], info["memory_bytes"] / 2**20, path.stat().st_size / 2**20, path,
+            index.threshold,
+        )  # fmt: skip
+        return index
+    if not path.is_file():
+        return None
+    try:
+        return RetrievalIndex.load(path, model=model)
+    except GeopakError as exc:
+        log.warning("ignoring the retrieval index: %s", exc)
+        return None
+
+
+def calibrate_checkpoint(
+    path: Any, batches: Iterable[Mapping[str, Any]], device: torch.device, shift: list[float]
+) -> Any:
+    """Fit the calibration of the checkpoint at ``path`` on ``batches`` (val) and store it in
+    that file (atomically, through checkpoint.save_checkpoint, its ``extra`` kept)."""
+    from .calibration import calibrate_model
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    model, payload = load_checkpoint(path, map_location=device)
+    cal = calibrate_model(model, batches, device, shift)
+    if cal is not None:
+        save_checkpoint(path, model.cpu(), extra=payload.get("extra"))
+    return cal

@@ -72,6 +72,49 @@ def province_accuracy(true_province, pred_province) -> tuple[float | None, dict[
     return float(np.mean(t == p)), by
 
 
+ECE_BINS = 15
+AGGREGATE_KEYS: tuple[str, ...] = (
+    "median_km",
+    "mean_km",
+    "acc_25km",
+    "acc_200km",
+    "province_acc",
+    "province_ece",
+)
+
+
+def expected_calibration_error(confidence, correct, bins: int = ECE_BINS) -> float | None:
+    """ECE with equal-width confidence bins: Σ_b |b|/n · |accuracy(b) − mean confidence(b)|.
+
+    The gap between "the model says 80 %" and "it is right 80 % of the time", averaged over
+    the images; 0 is perfectly calibrated.
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    if conf.size == 0:
+        return None
+    idx = np.clip((conf * bins).astype(np.int64), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.sum() * abs(ok[m].mean() - conf[m].mean())
+    return float(total / conf.size)
+
+
+def aggregate_metrics(
+    *, pred_lat, pred_lon, pred_province, confidence, true_lat, true_lon, true_province
+) -> dict[str, Any]:
+    """One aggregation's row of ``by_aggregate``: distances, province accuracy and the
+    calibration error of its confidence (plus the remaining distance figures)."""
+    out = distance_metrics(pred_lat, pred_lon, true_lat, true_lon)
+    acc, _ = province_accuracy(true_province, pred_province)
+    out["province_acc"] = acc
+    correct = np.asarray(pred_province) == np.asarray(true_province)
+    out["province_ece"] = expected_calibration_error(confidence, correct)
+    return out
+
+
 def cell_topk(true_cell, ranked_cells, k: int) -> float | None:
     """Share of samples whose true cell is among the first k columns of ``ranked_cells``."""
     t = np.asarray(true_cell, dtype=np.int64)
@@ -259,6 +302,8 @@ def _fmt(v: Any, key: str) -> str:
         return str(int(v))
     if key.endswith("_km"):
         return f"{v:,.1f}"
+    if key.endswith("_ece"):
+        return f"{v:.3f}"
     return f"{100.0 * v:.1f}%"
 
 
@@ -270,6 +315,8 @@ def format_table(
     cols = ["model", *baselines.keys()]
     sources = [model, *baselines.values()]
     keys = [k for k in METRIC_KEYS if k != "province_acc_by_province"]
+    if any("province_ece" in s for s in sources):  # next to the accuracy it qualifies
+        keys.insert(keys.index("province_acc") + 1, "province_ece")
     provinces = sorted(
         {p for s in sources for p in (s.get("province_acc_by_province") or {})},
         key=lambda name: PROVINCES.index(name) if name in PROVINCES else 99,
@@ -301,3 +348,48 @@ def format_table(
             )
         )
     return "\n".join(lines)
+
+
+def _ratio(key: str, value: Any, ref: Any) -> str:
+    """How many times better than the reference: ref/value for km and ECE, value/ref else."""
+    if value is None or ref is None:
+        return "-"
+    lower_better = key.endswith("_km") or key.endswith("_ece")
+    num, den = (ref, value) if lower_better else (value, ref)
+    return f"{num / den:.2f}x" if den else "-"
+
+
+def format_aggregate_table(
+    by_aggregate: Mapping[str, Mapping[str, Any]], reference: str = "mean"
+) -> str:
+    """One row per aggregation, one column per figure, each with its ratio to ``reference``
+    (> 1: better than the seed's weighted mean)."""
+    names = list(by_aggregate)
+    ref = by_aggregate.get(reference, {})
+    header = ["aggregate", *AGGREGATE_KEYS, f"median vs {reference}"]
+    rows = []
+    for name in names:
+        row = by_aggregate[name]
+        rows.append(
+            [
+                name,
+                *(_fmt(row.get(k), k) for k in AGGREGATE_KEYS),
+                _ratio("median_km", row.get("median_km"), ref.get("median_km")),
+            ]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    ]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)  # fmt: skip

@@ -1,4 +1,4 @@
-"""``geopak-predict IMAGE... --checkpoint CKPT [--json] [--map out.png] [--best]``.
+"""``geopak-predict IMAGE... --checkpoint CKPT [--json] [--map out.png] [--aggregate mode|best|mean] [--refine]``.
 
 Prints one answer per image (a readable line, or with ``--json`` one JSON object per line
 with the contract's keys) and optionally draws a map: each answer, the hypotheses behind it
@@ -26,8 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="geopak-predict",
         description="Estimate where in Pakistan photos were taken, with a GEOPAK checkpoint. "
-        "The answer is the mixture of the model's top province x top cell hypotheses "
-        "(or the single best one with --best).",
+        "The model proposes top province x top cell hypotheses; the answer lies inside the heaviest "
+        "geographic group of them (--aggregate mode, the default), or is the single best one (best) or "
+        "their weighted mean (mean, the seed's rule, which can land between two far-apart hypotheses). "
+        "confidence is the calibrated probability that the reported province is right.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, ...)")
     p.add_argument(
@@ -53,12 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--boundaries",
         metavar="FILE",
         default=None,
-        help="province polygons for --map (default: $GEOPAK_BOUNDARIES or the boundaries cache; never downloaded here)",
+        help="province polygons for --map and for keeping answers inside their province (default: "
+        "$GEOPAK_BOUNDARIES or the boundaries cache; never downloaded here)",
     )
     p.add_argument(
-        "--best",
+        "--aggregate",
+        choices=("mode", "best", "mean"),
+        default=None,
+        help="how hypotheses become one answer: mode (default: weighted spherical mean of the heaviest "
+        "group of nearby hypotheses, inside its province), best (the most probable hypothesis), mean "
+        "(weighted mean of all, kept for comparison)",
+    )
+    p.add_argument("--best", action="store_true", help="alias of --aggregate best")
+    p.add_argument(
+        "--refine",
         action="store_true",
-        help="answer with the single most probable hypothesis instead of the weighted mean",
+        help="retrieval refinement: inside the chosen cell, answer with the nearest training photo's "
+        "location when it is similar enough (needs CKPT's index, see geopak-eval --build-index)",
     )
     p.add_argument(
         "--top-provinces",
@@ -106,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _aggregate(args: argparse.Namespace) -> str:
+    if args.best and args.aggregate not in (None, "best"):
+        raise GeopakError(f"--best contradicts --aggregate {args.aggregate}")
+    return "best" if args.best else (args.aggregate or "mode")
+
+
 def _run(args: argparse.Namespace) -> int:
     for name, value in (
         ("--top-provinces", args.top_provinces),
@@ -133,7 +152,9 @@ def _run(args: argparse.Namespace) -> int:
     predictor = GeopakPredictor(
         args.checkpoint,
         device=args.device,
-        mode="best" if args.best else None,
+        aggregate=_aggregate(args),
+        boundaries=args.boundaries,
+        refine=args.refine,
         top_provinces=args.top_provinces,
         top_cells=args.top_cells,
     )
@@ -142,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
         args.checkpoint,
         predictor.model.config.preset,
         predictor.model.cells.num_cells,
-        predictor.mode,
+        predictor.aggregate,
     )
     if args.verbose:
         from .weights import describe

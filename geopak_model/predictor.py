@@ -57,21 +57,41 @@ class GeopakPredictor:
         checkpoint_path: str | Path,
         device: str | torch.device | None = None,
         *,
+        aggregate: str | None = None,
         mode: str | None = None,
         top_provinces: int | None = None,
         top_cells: int | None = None,
+        boundaries: str | Path | bool | None = None,
+        refine: bool = False,
+        index_path: str | Path | None = None,
     ):
+        """``aggregate``: mean | best | mode (default mode; ``mode=`` is its older name).
+        ``boundaries``: province polygons that keep each answer inside its province (None:
+        ``GEOPAK_BOUNDARIES`` or the verified cache when present; False: never). ``refine``:
+        retrieval refinement with the index next to the checkpoint (or ``index_path``)."""
+        from .aggregate import ProvinceShapes, check_aggregate
+
         self.device = resolve_device(device)
         self.model, self.payload = make_model(checkpoint=checkpoint_path, device=self.device)
         pp = self.payload.get("preprocessing") or self.model.preprocess
         self.transform = PairTransform(pp["clip"], pp["places"], train=False)
         cfg = self.model.config
-        self.mode = mode or cfg.inference_mode
-        if self.mode not in ("mean", "best"):
-            raise GeopakError(f"mode must be 'mean' or 'best', got {self.mode!r}")
+        self.aggregate = check_aggregate(aggregate or mode or "mode")
+        self.mode = self.aggregate  # the older attribute name
         self.top_provinces = top_provinces or cfg.top_provinces
         self.top_cells = top_cells or cfg.top_cells
         self.checkpoint_path = Path(checkpoint_path)
+        if boundaries is False:
+            self.shapes = None
+        else:
+            self.shapes = ProvinceShapes.load(None if boundaries in (None, True) else boundaries)
+        self.index = None
+        if refine:
+            from .retrieval import RetrievalIndex, index_path_for
+
+            self.index = RetrievalIndex.load(
+                index_path or index_path_for(checkpoint_path), model=self.model
+            )
 
     def predict(self, image: ImageInput) -> dict[str, Any]:
         """One image (path or PIL image) -> {province, province_id, lat, lon, confidence,
@@ -105,7 +125,14 @@ class GeopakPredictor:
             clip = torch.stack([c for c, _ in pairs])
             places = torch.stack([s for _, s in pairs])
             out = predict_batch(
-                self.model, clip, places, self.top_provinces, self.top_cells, self.mode
+                self.model,
+                clip,
+                places,
+                self.top_provinces,
+                self.top_cells,
+                self.aggregate,
+                shapes=self.shapes,
+                index=self.index,
             )
             results += _to_python(out)
             if progress is not None:
@@ -123,7 +150,7 @@ def _prob(x: Any) -> float:
 
 
 def _to_python(out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-    cpu = {k: v.detach().cpu() for k, v in out.items()}
+    cpu = {k: v.detach().cpu() for k, v in out.items() if isinstance(v, torch.Tensor)}
     results = []
     for b in range(cpu["lat"].shape[0]):
         hyps = []
@@ -152,6 +179,7 @@ def _to_python(out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
                 "confidence": _prob(cpu["confidence"][b]),
                 "cell_id": int(cpu["cell_id"][b]),
                 "hypotheses": hyps,
+                **({"refined": bool(cpu["refined"][b])} if "refined" in cpu else {}),
             }
         )
     return results

@@ -456,7 +456,24 @@ def validate_and_checkpoint(run: Run) -> None:
                 _save_best(run, row)
         if run.world > 1:
             run.best = broadcast_obj(run.best)
-    _save_last(run, finished=run.stopped or run.epoch >= cfg.epochs)
+    finished = run.stopped or run.epoch >= cfg.epochs
+    if finished and run.is_main:
+        _calibrate_best(run)
+    _save_last(run, finished=finished)
+
+
+def _calibrate_best(run: Run) -> None:
+    """Fit best.pt's province calibration on val (calibration.py): logit adjustment for the
+    prior that this run's class weights / balanced sampling trained into it, plus a
+    temperature. Before last.pt says "finished", so a kill in between redoes it."""
+    from .calibration import log_prior_shift
+
+    best_path = run.out / "best.pt"
+    if not best_path.is_file():
+        return
+    prov_weights, spec = _loader_spec(run.cfg, run.folder, run.model, 0, 1)
+    shift = log_prior_shift(prov_weights, spec.balance_factors)  # the prior we trained on
+    E.calibrate_checkpoint(best_path, run.val_source(), run.device, shift)
 
 
 def finish(run: Run) -> dict[str, Any]:

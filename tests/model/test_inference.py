@@ -76,7 +76,10 @@ def test_mean_and_best_on_hand_set_probabilities(model):
     assert h.shape == (4, 5)
     assert h[:, H_CELL].tolist() == [0, 3, 1, 4]  # most probable first
     assert h[:, H_PROVINCE].tolist() == [0, 1, 0, 1]
-    np.testing.assert_allclose(h[:, H_PROB].numpy(), [0.3, 0.27, 0.18, 0.03], rtol=1e-5)
+    # joint probabilities, normalised over the listed hypotheses (they sum to 1)
+    np.testing.assert_allclose(
+        h[:, H_PROB].numpy(), np.array([0.3, 0.27, 0.18, 0.03]) / 0.78, rtol=1e-5
+    )
     np.testing.assert_allclose(h[:, H_LAT].numpy(), [LAT[0], LAT[3], LAT[1], LAT[4]], atol=1e-5)
 
     with torch.no_grad():
