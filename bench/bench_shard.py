@@ -130,7 +130,7 @@ def make_work(work: Path, n: int, side: int, seed: int = 0) -> int:
     schema = pa.schema(list(DOWNLOADED_SCHEMA) + [pa.field(a, b) for a, b in extra])
     (work / "cluster").mkdir(parents=True, exist_ok=True)
     pq.write_table(
-        pa.table({f.name: [r[f.name] for r in rows] for f in schema}, schema=schema),
+        pa.table({f.name: [r.get(f.name) for r in rows] for f in schema}, schema=schema),
         work / "cluster" / "records.parquet",
     )
     counts = np.bincount([r["cell_id"] for r in rows], minlength=len(CENTRES))

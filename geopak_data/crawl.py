@@ -671,7 +671,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=cliutil.existing_file,
         default=None,
         metavar="FILE",
-        help="gldv2: train_attribution.csv (id,url,author,license,title)",
+        help="gldv2: train_attribution.csv (id,url,author,license,title); required: the only source of each image's licence",
     )
     p.add_argument(
         "--plan",

@@ -30,7 +30,9 @@ SOURCE_FIELDS: list[tuple[str, pa.DataType]] = [
     ("owner", pa.string()),
     ("title", pa.string()),
     ("tags", pa.string()),  # space separated
-    ("date_taken", pa.string()),  # ISO 8601, may be empty
+    ("date_taken", pa.string()),  # ISO 8601 as precise as known (2013-05: month only), may be empty
+    # Flickr datetakengranularity: 0 exact, 4 month, 6 year, 8 circa; null when not given
+    ("date_granularity", pa.int8()),
     ("attribution", pa.string()),
     ("restricted", pa.bool_()),  # True when the source's terms forbid redistributing the bytes
     # Leakage group: records sharing a non-empty group_id always land in the same split

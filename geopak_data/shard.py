@@ -312,6 +312,7 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
         burst_radius_km=cfg.burst_radius_km,
         phash_distance=cfg.near_duplicate_distance,
         group_id=df["group_id"].fillna("").tolist() if "group_id" in df.columns else None,
+        date_granularity=df["date_granularity"].tolist() if "date_granularity" in df else None,
     )
     split_names = res.names()
 

@@ -5,7 +5,9 @@ memory, not on geolocation. So photos are first joined into *groups* that must s
 split, and whole groups are then dealt to the splits:
 
 * **bursts**: the same owner, the same calendar day (``date_taken[:10]``; photos with no
-  date count as one "unknown day" per owner) and closer than ``burst_radius_km`` to another
+  date, or a date known only to the month, the year or "circa" (``date_granularity`` 4, 6,
+  8, or a reduced-precision ``2013-05``), count as one "unknown day" per owner: a month is
+  never read as its first day) and closer than ``burst_radius_km`` to another
   photo of the burst (single linkage, so a walk along a street stays one group);
 * **exact duplicates**: the same ``sha256`` of the stored JPEG;
 * **near-duplicates**: perceptual hashes (64-bit pHash) within ``phash_distance`` bits;
@@ -36,6 +38,8 @@ from scipy.sparse.csgraph import connected_components
 from geopak_core.geo import haversine_km
 from geopak_core.hashing import stable_u64
 from geopak_core.shardfmt import SPLITS
+
+from .dates import is_day
 
 # Buckets up to this size are compared with vectorised "offset" pairs; larger ones blockwise.
 _SMALL_BUCKET = 24
@@ -93,9 +97,9 @@ def parse_phash(values: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
     return out, ok
 
 
-def _day(value: object) -> str:
-    s = "" if value is None else str(value).strip()
-    return s[:10] if len(s) >= 10 and s[4] == "-" and s[7] == "-" else ""
+def _day(value: object, granularity: object = None) -> str:
+    """The calendar day of a date, or "" when it has none (missing, month/year/circa only)."""
+    return str(value).strip()[:10] if is_day(value, granularity) else ""
 
 
 # ----------------------------------------------------------------------------- linking
@@ -158,6 +162,7 @@ def burst_pairs(
     lat: np.ndarray,
     lon: np.ndarray,
     radius_km: float,
+    date_granularity: Sequence[object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of photos by the same owner on the same day closer than ``radius_km``."""
     owners = ["" if o is None else str(o).strip() for o in owner]
@@ -167,7 +172,10 @@ def burst_pairs(
     valid &= np.isfinite(lat) & np.isfinite(lon)
     if radius_km <= 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    labels = _codes([f"{o}\x1f{_day(d)}" for o, d in zip(owners, date_taken, strict=True)])
+    grans = list(date_granularity) if date_granularity is not None else [None] * len(owners)
+    labels = _codes(
+        [f"{o}\x1f{_day(d, g)}" for o, d, g in zip(owners, date_taken, grans, strict=True)]
+    )
 
     def close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return haversine_km(lat[a], lon[a], lat[b], lon[b]) <= radius_km
@@ -238,13 +246,14 @@ def leakage_groups(
     burst_radius_km: float = 1.0,
     phash_distance: int = 6,
     group_id: Sequence[object] | None = None,
+    date_granularity: Sequence[object] | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """Group id per row (connected components of burst and duplicate links), plus link counts.
 
     Group ids are numbered by first appearance in row order, so sorted input gives ids that
     do not depend on how scipy labels its components.
     """
-    ba, bb = burst_pairs(owner, date_taken, lat, lon, burst_radius_km)
+    ba, bb = burst_pairs(owner, date_taken, lat, lon, burst_radius_km, date_granularity)
     da, db = duplicate_pairs(sha256, phash, phash_distance)
     ga, gb = declared_group_pairs(group_id) if group_id is not None else (ba[:0], bb[:0])
     rows = np.concatenate([ba, da, ga])
@@ -388,6 +397,7 @@ def assign_splits(
     burst_radius_km: float = 1.0,
     phash_distance: int = 6,
     group_id: Sequence[object] | None = None,
+    date_granularity: Sequence[object] | None = None,
 ) -> SplitResult:
     """Leakage groups, then a stratified deal of whole groups to train/val/test.
 
@@ -416,6 +426,7 @@ def assign_splits(
         burst_radius_km=burst_radius_km,
         phash_distance=phash_distance,
         group_id=take(group_id) if group_id is not None else None,
+        date_granularity=None if date_granularity is None else take(date_granularity),
     )
     split_sorted = deal_groups(
         keys=keys_s[perm].tolist(),

@@ -43,6 +43,7 @@ from geopak_core.io import PartStore
 
 from ..config import PipelineConfig
 from ..country import crawl_bbox
+from ..dates import clean_date, from_unix
 from ..ratelimit import CallBudget, backoff_delay, redact_in_logs
 from ..records import empty_record
 from .base import Progress, Source, write_unit
@@ -55,7 +56,10 @@ GEO_MAX_PER_PAGE = 250  # Flickr: geo queries return at most 250 photos per page
 
 # flickr.photos.licenses.getInfo: id -> (short name, URL).
 FLICKR_LICENSES: dict[int, tuple[str, str]] = {
-    0: ("All Rights Reserved", ""),
+    0: (
+        "All Rights Reserved",
+        "https://www.flickrhelp.com/hc/en-us/articles/10710266545556-Using-Flickr-images-shared-by-other-members",
+    ),
     1: ("CC BY-NC-SA 2.0", "https://creativecommons.org/licenses/by-nc-sa/2.0/"),
     2: ("CC BY-NC 2.0", "https://creativecommons.org/licenses/by-nc/2.0/"),
     3: ("CC BY-NC-ND 2.0", "https://creativecommons.org/licenses/by-nc-nd/2.0/"),
@@ -63,7 +67,7 @@ FLICKR_LICENSES: dict[int, tuple[str, str]] = {
     5: ("CC BY-SA 2.0", "https://creativecommons.org/licenses/by-sa/2.0/"),
     6: ("CC BY-ND 2.0", "https://creativecommons.org/licenses/by-nd/2.0/"),
     7: ("No known copyright restrictions", "https://www.flickr.com/commons/usage/"),
-    8: ("United States Government Work", "http://www.usa.gov/copyright.shtml"),
+    8: ("United States Government Work", "https://www.usa.gov/government-copyright"),
     9: ("CC0 1.0", "https://creativecommons.org/publicdomain/zero/1.0/"),
     10: ("Public Domain Mark 1.0", "https://creativecommons.org/publicdomain/mark/1.0/"),
     11: ("CC BY 4.0", "https://creativecommons.org/licenses/by/4.0/"),
@@ -84,6 +88,7 @@ URL_SIZES: list[tuple[str, int]] = [
     ("k", 2048),
     ("o", 0),
 ]
+# date_taken also returns datetakengranularity and datetakenunknown
 EXTRAS = "geo,license,owner_name,date_taken,date_upload,tags,media," + ",".join(
     f"url_{s}" for s, _ in URL_SIZES
 )
@@ -241,19 +246,23 @@ def photo_record(photo: Mapping[str, Any], *, max_side: int = 1600) -> dict[str,
     url = url or _fallback_url(photo)
     if not url:
         return None
+    # A photo without a licence field (or with an id Flickr does not define) has an unknown
+    # licence: license_id stays empty and the crawl's licence policy refuses it.
     lic_id = _int(photo.get("license"))
-    lic_name, lic_url = FLICKR_LICENSES.get(
-        lic_id if lic_id is not None else -1, (f"Flickr licence {photo.get('license', '')}", "")
-    )
+    lic_name, lic_url = FLICKR_LICENSES.get(lic_id if lic_id is not None else -1, ("", ""))
+    if not lic_name:
+        lic_id = None
     owner_nsid = _text(photo.get("owner"))
     owner = _text(photo.get("ownername")) or owner_nsid
-    taken = _text(photo.get("datetaken"))
-    if str(photo.get("datetakenunknown", "0")) == "1":
-        taken = ""
-    elif taken:
-        taken = taken.replace(" ", "T", 1)
+    taken, granularity = "", None
+    if _int(photo.get("datetakenunknown")) != 1:
+        taken, granularity = clean_date(
+            _text(photo.get("datetaken")),
+            photo.get("datetakengranularity"),
+            uploaded=from_unix(photo.get("dateupload")),
+        )
     page = f"https://www.flickr.com/photos/{owner_nsid}/{pid}" if owner_nsid else ""
-    attribution = f"Photo by {owner or 'unknown'} on Flickr, {lic_name}" + (
+    attribution = f"Photo by {owner or 'unknown'} on Flickr, {lic_name or 'licence unknown'}" + (
         f" ({page})" if page else ""
     )
     return empty_record(
@@ -270,6 +279,7 @@ def photo_record(photo: Mapping[str, Any], *, max_side: int = 1600) -> dict[str,
         title=_text(photo.get("title")),
         tags=_text(photo.get("tags")),
         date_taken=taken,
+        date_granularity=granularity,
         attribution=attribution,
         restricted=False,
     )
@@ -306,6 +316,7 @@ class FlickrSource(Source):
             "photos": 0,
             "duplicates": 0,
             "skipped": 0,
+            "licence_unknown": 0,
         }
 
     # ------------------------------------------------------------------ public
@@ -498,7 +509,10 @@ class FlickrSource(Source):
         allowed = set(self.licenses)
         for p in photos.get("photo") or []:
             rec = photo_record(p, max_side=self.cfg.max_side_px)
-            if rec is None or (rec["license_id"] and int(rec["license_id"]) not in allowed):
+            if rec is not None and not rec["license_id"]:
+                self.stats["licence_unknown"] += 1
+                rec = None
+            if rec is None or int(rec["license_id"]) not in allowed:
                 self.stats["skipped"] += 1
                 continue
             if rec["accuracy"] is not None and rec["accuracy"] < self.cfg.min_accuracy:

@@ -4,8 +4,18 @@ GLDv2 labels images with a ``landmark_id`` but gives no coordinates, so the user
 landmark table (``--landmarks``: ``landmark_id,lat,lon[,name]``, e.g. built from the
 landmarks' Wikimedia/Wikidata pages). Only landmarks inside ``crawl.bbox`` are kept and
 their images get the landmark's coordinates. ``train_attribution.csv``
-(``id,url,author,license,title``; the images are from Wikimedia Commons) supplies licence
-and author when given; without it the licence is recorded as unknown.
+(``id,url,author,license,title``; the images are from Wikimedia Commons) is required: it is
+the only place GLDv2 gives an image's licence (Google: "verify the license for each image
+yourself").
+
+The Commons fields are cleaned: ``license`` is a credit string that may name several
+licences (``GFDL(http://...)/CC BY-SA 3.0(https://.../by-sa/3.0)``); all are parsed
+(``licenses.parse_credit``) and kept in ``license_id`` (``GFDL | CC BY-SA 3.0``), the most
+permissive is the record's ``license``/``license_url`` and the attribution line says it was
+chosen. Images are filtered by the same licence policy as Flickr (the families of
+``crawl.flickr.licenses``); an image with no attribution row or no recognised licence is
+dropped as unknown. Titles lose ``File:`` and the file extension; authors lose talk-page
+signatures (``Name (talk) 15:17, 13 July 2018 (UTC)`` -> ``Name``) and ``User:`` prefixes.
 
 ``train.csv`` (4.1M rows) and ``train_attribution.csv`` are streamed with pyarrow in blocks
 and filtered vectorised (``pyarrow.compute.is_in``), so memory stays bounded by the number of
@@ -15,6 +25,7 @@ kept images. Kept rows are written in ``train.csv`` order, ``UNIT_ROWS`` per uni
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,17 +40,41 @@ from geopak_core.io import PartStore
 
 from ..config import PipelineConfig
 from ..country import crawl_bbox
+from ..licenses import most_permissive, parse_credit, policy
 from ..records import empty_record, make_key
 from .base import Progress, Source, write_unit
+
+log = logging.getLogger("geopak.gldv2")
 
 UNIT_ROWS = 10_000
 _BLOCK = 16 * 1024 * 1024
 _TAG = re.compile(r"<[^>]+>")
+_FILE_EXT = re.compile(r"\.(jpe?g|png|gif|tiff?|webp|svg|bmp)$", re.I)
+# MediaWiki signature pieces: "(talk)", "(talk · contribs)", "15:17, 13 July 2018 (UTC)".
+_SIGNATURE = re.compile(
+    r"\((?:talk|contribs|discuss)[^)]*\)|\d{1,2}:\d{2},?\s+\d{1,2}\s+\w+\s+\d{4}\s*\(UTC\)",
+    re.I,
+)
 
 
 def _clean(text: str) -> str:
     """Attribution fields can hold HTML (``<a href=...>Name</a>``): keep the visible text."""
     return " ".join(html.unescape(_TAG.sub("", text or "")).split())
+
+
+def clean_title(text: str) -> str:
+    """``File:Badshahi_Mosque_2019.jpg`` -> ``Badshahi Mosque 2019``."""
+    t = _clean(text)
+    if t.lower().startswith("file:"):
+        t = t[5:]
+    return " ".join(_FILE_EXT.sub("", t).replace("_", " ").split())
+
+
+def clean_author(text: str) -> str:
+    """``Ali (talk) 15:17, 13 July 2018 (UTC)`` -> ``Ali``; ``User:Ali`` -> ``Ali``."""
+    t = _SIGNATURE.sub(" ", _clean(text))
+    t = re.sub(r"^(?:user|benutzer|utilisateur):", "", t.strip(), flags=re.I)
+    return " ".join(t.split()).strip(" -,;")
 
 
 def _csv_blocks(path: Path, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
@@ -166,6 +201,8 @@ class Gldv2Source(Source):
             self._path(att, "attribution CSV", "--attribution-csv", "") if att else None
         )
         self.bbox = crawl_bbox(config)  # crawl.bbox, else the country's
+        self.allowed = policy(config.crawl.flickr.licenses)
+        self.stats = {"kept": 0, "licence_refused": 0, "licence_unknown": 0}
         # Wrong files are one-line errors before any work starts (headers only: cheap).
         lm_names = _header(self.landmarks)
         for wanted, what in (
@@ -177,6 +214,12 @@ class Gldv2Source(Source):
         train_names = _header(self.train_csv)
         for col in ("id", "url", "landmark_id"):
             _pick(train_names, (col,), self.train_csv, col)
+        if self.attribution_csv is None:
+            raise GeopakError(
+                "gldv2: no attribution CSV; GLDv2 gives each image's licence only in "
+                "train_attribution.csv (id,url,author,license,title) and images of unknown "
+                "licence are not kept: pass --attribution-csv FILE or set crawl.gldv2.attribution_csv"
+            )
 
     @staticmethod
     def _path(value: Any, what: str, flag: str, key: str) -> Path:
@@ -197,6 +240,9 @@ class Gldv2Source(Source):
 
     def describe(self) -> str:
         return f"gldv2: {self.train_csv.name} x {self.landmarks.name} inside bbox {list(self.bbox)}"
+
+    def extra(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint or "", "licence_families": sorted(self.allowed)}
 
     def _kept_images(self, marks: dict[str, tuple[float, float, str]]) -> pa.Table:
         names = _header(self.train_csv)
@@ -254,27 +300,44 @@ class Gldv2Source(Source):
             chunk = rows[start : start + UNIT_ROWS]
             if parts.has(unit):
                 continue
-            progress.update(
-                write_unit(parts, unit, (self._record(r, marks, attrib) for r in chunk))
-            )
+            recs = [self._record(r, marks, attrib) for r in chunk]
+            progress.update(write_unit(parts, unit, (r for r in recs if r is not None)))
+        log.info(
+            "gldv2: %d images kept; %d refused by the licence policy, %d of unknown licence",
+            self.stats["kept"],
+            self.stats["licence_refused"],
+            self.stats["licence_unknown"],
+        )
 
-    @staticmethod
     def _record(
+        self,
         row: dict[str, Any],
         marks: dict[str, tuple[float, float, str]],
         attrib: dict[str, dict[str, str]],
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
+        """The discovery record of one image, or None when its licence is unknown or refused."""
         sid = row["id"].strip()
         lat, lon, name = marks[row["landmark_id"]]
         a = attrib.get(sid, {})
-        author = _clean(a.get("author", ""))
-        lic = _clean(a.get("license", ""))
-        title = _clean(a.get("title", "")) or name
+        licences = parse_credit(_clean(a.get("license", "")))
+        best = most_permissive(lic for lic in licences if lic.family != "other")
+        if best is None:
+            self.stats["licence_unknown"] += 1
+            return None
+        if best.family not in self.allowed:
+            self.stats["licence_refused"] += 1
+            return None
+        self.stats["kept"] += 1
+        author = clean_author(a.get("author", ""))
+        title = clean_title(a.get("title", "")) or name
         page = a.get("url", "")
+        lic_text = best.name + (f" ({best.url})" if best.url else "")
+        if len(licences) > 1:
+            lic_text += f"; chosen as the most permissive of {', '.join(x.name for x in licences)}"
         credit = (
             f'"{title or sid}"'
             + (f" by {author}" if author else "")
-            + f", {lic or 'licence unknown'}"
+            + f", {lic_text}"
             + (f", {page}" if page else "")
             + " (Wikimedia Commons, via Google Landmarks v2)"
         )
@@ -286,9 +349,9 @@ class Gldv2Source(Source):
             lat=lat,
             lon=lon,
             accuracy=None,
-            license=lic,
-            license_id=lic,
-            license_url="",
+            license=best.name,
+            license_id=" | ".join(x.name for x in licences),
+            license_url=best.url,
             owner=author,
             title=title,
             tags=f"landmark:{row['landmark_id']}",

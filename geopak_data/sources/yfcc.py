@@ -20,7 +20,15 @@ Format (tab-separated, no header, 25 columns, 1-based): 1 line number, 2 photo i
 21 farm id, 22 secret, 23 original secret, 24 original extension, 25 marker (0 photo,
 1 video). Text fields are URL-encoded with ``+`` for spaces; missing coordinates are empty.
 A Parquet file with the column names of ``YFCC_COLUMNS`` (or the common spellings in
-``_ALIASES``) is read the same way.
+``_ALIASES``) is read the same way; it may add Flickr's ``datetakengranularity``.
+
+The original Yahoo Webscope release (``yfcc100m_dataset-0`` .. ``-9``) has 23 columns: the
+same fields without the line number (column 1) and the hash (column 3). Such a file is
+recognised by its first lines and read as it is: each block gets the two empty columns
+inserted (one C-level regex substitution per block) before the 25-column scan.
+
+Dates: YFCC holds placeholders (``4501-01-01``-style years, unset camera clocks before 1900)
+and dates after the upload; they are stored as missing (see ``dates.py``).
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from geopak_core.io import PartStore, atomic_path
 
 from ..config import PipelineConfig
 from ..country import crawl_bbox
+from ..dates import clean_date, from_unix
 from ..records import empty_record, make_key
 from .base import Progress, Source, write_unit
 
@@ -80,6 +89,7 @@ NEEDED = (
     "uid",
     "unickname",
     "datetaken",
+    "dateuploaded",
     "title",
     "usertags",
     "longitude",
@@ -91,6 +101,9 @@ NEEDED = (
     "licenseurl",
     "marker",
 )
+# Columns only a Parquet conversion may have (never in the TSV).
+OPTIONAL = ("datetakengranularity",)
+WEBSCOPE_COLUMNS = len(YFCC_COLUMNS) - 2  # the 2014 Webscope files: no line number, no hash
 _TEXT = ("unickname", "capturedevice", "title", "description", "licensename")
 
 # Other spellings seen in YFCC conversions (the SQLite dump, the Webscope readme, jfolz/yfcc100m).
@@ -114,6 +127,9 @@ _ALIASES = {
     "video": "marker",
     "photovideomarker": "marker",
     "photosvideomarker": "marker",
+    "dateuploaded": "dateuploaded",
+    "granularity": "datetakengranularity",
+    "datetakengranularity": "datetakengranularity",
 }
 
 # YFCC licence names -> Flickr licence ids (flickr.photos.licenses.getInfo).
@@ -168,15 +184,6 @@ def map_license(name: str, url: str = "") -> tuple[str, str]:
 def _norm(name: str) -> str:
     n = re.sub(r"[^a-z0-9]", "", name.lower())
     return _ALIASES.get(n, n)
-
-
-def _iso_date(value: str) -> str:
-    """``2010-05-21 14:20:33.0`` -> ``2010-05-21T14:20:33`` (empty stays empty)."""
-    v = value.strip()
-    if not v:
-        return ""
-    v = v.replace(" ", "T", 1)
-    return v[:-2] if v.endswith(".0") else v
 
 
 def _tags(value: str) -> str:
@@ -539,7 +546,7 @@ def _parquet_blocks(
         raise GeopakError(
             f"{path}: YFCC Parquet lacks column(s) {', '.join(missing)} (have: {', '.join(pf.schema_arrow.names)})"
         )
-    use = [c for c in NEEDED if c in by_norm]
+    use = [c for c in NEEDED + OPTIONAL if c in by_norm]
     for batch in pf.iter_batches(batch_size=rows, columns=[by_norm[c] for c in use]):
         cols: dict[str, pa.Array] = {}
         for c, arr in zip(use, batch.columns, strict=True):
@@ -568,14 +575,25 @@ def _parquet_blocks(
         yield Block(n, table.filter(keep).to_pylist())
 
 
+_WEBSCOPE_LINE = re.compile(rb"(?m)^([^\t\n]*)\t")
+
+
+def webscope_to_25(block: bytes | memoryview) -> bytes:
+    """23-column Webscope lines -> 25-column lines: an empty line number before the photo id
+    and an empty hash after it (neither is read), so the 25-column scan applies unchanged."""
+    return _WEBSCOPE_LINE.sub(rb"\t\1\t\t", bytes(block))
+
+
 def scan_blocks(
     path: str | Path,
     bbox: tuple[float, float, float, float] | list[float],
     *,
     chunk_bytes: int = 32 * 1024 * 1024,
+    layout: str = "yfcc25",
 ) -> Iterator[Block]:
     """The metadata file block by block (deterministic blocks), each with its kept rows:
-    photos (marker 0) with valid coordinates inside ``bbox`` (lon_min, lat_min, lon_max, lat_max)."""
+    photos (marker 0) with valid coordinates inside ``bbox`` (lon_min, lat_min, lon_max, lat_max).
+    ``layout``: ``"yfcc25"`` (the 25-column file) or ``"webscope23"`` (see the module doc)."""
     p = Path(path)
     box = tuple(float(v) for v in bbox)
     if p.suffix.lower() in (".parquet", ".pq"):
@@ -583,13 +601,16 @@ def scan_blocks(
         return
     scratch = _Scratch()
     for block in _raw_blocks(p, chunk_bytes):
+        if layout == "webscope23":
+            block = memoryview(webscope_to_25(block))
         yield _scan_block(block, box, scratch)  # type: ignore[arg-type]
 
 
-def check_metadata(path: str | Path, sniff_bytes: int = 1 << 20) -> None:
+def check_metadata(path: str | Path, sniff_bytes: int = 1 << 20) -> str:
     """Refuse a file that is not YFCC metadata before any work starts (a wrong ``--metadata``
     is a one-line user error, not a crawl of zero photos): a TSV must have a line with the 25
-    columns in its first ``sniff_bytes``; a Parquet file must have the needed columns."""
+    columns (or, the 2014 Webscope layout, 23) in its first ``sniff_bytes``; a Parquet file
+    must have the needed columns. Returns the layout: ``yfcc25``, ``webscope23`` or ``parquet``."""
     import pyarrow.parquet as pq
 
     p = Path(path)
@@ -609,7 +630,7 @@ def check_metadata(path: str | Path, sniff_bytes: int = 1 << 20) -> None:
             raise GeopakError(
                 f"{p}: YFCC Parquet lacks column(s) {', '.join(missing)} (have: {', '.join(names)})"
             )
-        return
+        return "parquet"
     try:
         stream = pa.input_stream(str(p), compression="detect")
         try:
@@ -624,10 +645,15 @@ def check_metadata(path: str | Path, sniff_bytes: int = 1 << 20) -> None:
     if len(head) == sniff_bytes:
         lines = lines[:-1]  # the last one may be cut
     lines = [ln for ln in lines if ln.strip()]
-    if lines and not any(ln.count(b"\t") == len(YFCC_COLUMNS) - 1 for ln in lines):
-        raise GeopakError(
-            f"{p}: not a yfcc100m_dataset file: no line has the {len(YFCC_COLUMNS)} tab-separated columns"
-        )
+    if not lines or any(ln.count(b"\t") == len(YFCC_COLUMNS) - 1 for ln in lines):
+        return "yfcc25"
+    old = [ln for ln in lines if ln.count(b"\t") == WEBSCOPE_COLUMNS - 1]
+    if old and len(old) * 2 > len(lines):
+        return "webscope23"
+    raise GeopakError(
+        f"{p}: not a yfcc100m_dataset file: no line has the {len(YFCC_COLUMNS)} tab-separated "
+        f"columns (nor the {WEBSCOPE_COLUMNS} of the 2014 Webscope release)"
+    )
 
 
 def select(table: pa.Table, bbox: tuple[float, float, float, float]) -> pa.Table:
@@ -653,6 +679,11 @@ def to_record(row: Mapping[str, Any]) -> dict[str, Any]:
     license_name = unquote_plus(row.get("licensename") or "")
     license_url = row.get("licenseurl") or ""
     short, lid = map_license(license_name, license_url)
+    taken, granularity = clean_date(
+        unquote_plus(row.get("datetaken") or ""),
+        row.get("datetakengranularity"),
+        uploaded=from_unix(row.get("dateuploaded")),
+    )
     page = row.get("pageurl") or ""
     who = f" by {owner}" if owner else ""
     attribution = (
@@ -674,7 +705,8 @@ def to_record(row: Mapping[str, Any]) -> dict[str, Any]:
         owner=owner,
         title=title,
         tags=_tags(row.get("usertags") or ""),
-        date_taken=_iso_date(unquote_plus(row.get("datetaken") or "")),
+        date_taken=taken,
+        date_granularity=granularity,
         attribution=attribution,
         restricted=False,
     )
@@ -706,7 +738,7 @@ class YfccSource(Source):
             raise GeopakError(f"yfcc metadata file not found: {self.metadata}")
         self.chunk_bytes = int(chunk_bytes or config.crawl.yfcc.chunk_bytes)
         self.bbox = crawl_bbox(config)  # crawl.bbox, else the country's
-        check_metadata(self.metadata)
+        self.layout = check_metadata(self.metadata)
 
     def inputs(self) -> dict[str, Path]:
         return {"metadata": self.metadata}
@@ -715,11 +747,14 @@ class YfccSource(Source):
         return {"endpoint": self.endpoint or "", "chunk_bytes": self.chunk_bytes}
 
     def describe(self) -> str:
-        return f"yfcc: {self.metadata.name} inside bbox {list(self.bbox)}"
+        old = " (2014 Webscope 23-column layout)" if self.layout == "webscope23" else ""
+        return f"yfcc: {self.metadata.name}{old} inside bbox {list(self.bbox)}"
 
     def discover(self, parts: PartStore, *, progress: Progress) -> None:
         scanned = 0
-        blocks = scan_blocks(self.metadata, self.bbox, chunk_bytes=self.chunk_bytes)
+        blocks = scan_blocks(
+            self.metadata, self.bbox, chunk_bytes=self.chunk_bytes, layout=self.layout
+        )
         i = 0
         while True:
             try:

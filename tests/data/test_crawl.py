@@ -221,6 +221,11 @@ def test_gldv2_crawl(tmp_path, server):
         f"id,url,landmark_id\naaaa000000000001,{server}/i/photo.jpg?g=1,5\naaaa000000000002,{server}/i/gray.jpg?g=2,6\n"
     )
     (tmp_path / "marks.csv").write_text("landmark_id,lat,lon\n5,33.7294,73.0380\n6,10.0,10.0\n")
+    (tmp_path / "attrib.csv").write_text(
+        "id,url,author,license,title\n"
+        "aaaa000000000001,https://commons.wikimedia.org/wiki/File:F.jpg,Ali,"
+        "CC BY-SA 4.0(https://creativecommons.org/licenses/by-sa/4.0),File:F.jpg\n"
+    )
     work = tmp_path / "w"
     out = run_crawl(
         source="gldv2",
@@ -228,6 +233,7 @@ def test_gldv2_crawl(tmp_path, server):
         config=cfg(),
         train_csv=tmp_path / "train.csv",
         landmarks=tmp_path / "marks.csv",
+        attribution_csv=tmp_path / "attrib.csv",
         allow_private_hosts=True,
     )
     assert out.counts["candidates"] == 1 and out.counts["downloaded"] == 1

@@ -235,3 +235,33 @@ def test_shuffle_order_is_seeded_and_stable_per_key() -> None:
     rest = [keys[i] for i in o1.tolist() if i != 7]
     o2 = shuffle_order([k for k in keys if k != "k7"], 0)
     assert [[k for k in keys if k != "k7"][i] for i in o2.tolist()] == rest
+
+
+def test_month_or_year_dates_are_never_a_day() -> None:
+    """Flickr sends a month-only date as ``2014-03-01 00:00:00`` with granularity 4: it must not
+    join the owner's photos of 1 March, and a stored ``2014-03`` is no day either."""
+    owner = ["ann"] * 5
+    date = ["2014-03-01 10:00:00", "2014-03-01 00:00:00", "2014-03", "2014", "2014-03-01 11:00:00"]
+    gran = [0, 4, None, 6, None]
+    lat = np.array([30.0, 30.001, 30.002, 30.003, 30.004])
+    lon = np.full(5, 70.0)
+    got = _pairs(*burst_pairs(owner, date, lat, lon, radius_km=1.0, date_granularity=gran))
+    # 0 and 4 are the same exact day; 1, 2 and 3 have no day: one "unknown day" bucket
+    assert got == {(0, 4), (1, 2), (1, 3), (2, 3)}
+    # without the granularity column the padded first-of-month date would pass as a day
+    naive = _pairs(*burst_pairs(owner, date, lat, lon, radius_km=1.0))
+    assert (0, 1) in naive
+    res = assign_splits(
+        keys=[f"k{i}" for i in range(5)],
+        province_id=np.zeros(5, np.int8),
+        cell_id=np.zeros(5, np.int32),
+        owner=owner,
+        date_taken=date,
+        lat=lat,
+        lon=lon,
+        sha256=[f"s{i}" for i in range(5)],
+        phash=[""] * 5,
+        date_granularity=gran,
+    )
+    assert res.group[0] == res.group[4] and res.group[1] == res.group[2] == res.group[3]
+    assert res.group[0] != res.group[1]

@@ -193,7 +193,10 @@ def test_records_map_licence_url_owner_and_attribution(full_crawl) -> None:
         assert rec["license_id"] == str(p.license)
         assert (rec["license"], rec["license_url"]) == FLICKR_LICENSES[p.license]
         assert rec["owner"] == p.ownername
-        assert rec["date_taken"] == p.taken.replace(" ", "T")
+        # coarse dates keep only the precision Flickr knows (never a day for a month)
+        cut = {0: 19, 4: 7, 6: 4, 8: 4}[p.granularity]
+        assert rec["date_taken"] == p.taken.replace(" ", "T")[:cut]
+        assert rec["date_granularity"] == p.granularity
         assert rec["attribution"].startswith(
             f"Photo by {p.ownername} on Flickr, {FLICKR_LICENSES[p.license][0]}"
         )
@@ -249,6 +252,88 @@ def test_pick_url_and_record_edge_cases() -> None:
     )  # built from id/server/secret
     assert rec["date_taken"] == "" and rec["accuracy"] == 16 and rec["license"] == "CC BY 2.0"
     assert rec["owner"] == "9@N00"  # no ownername: the NSID
+
+
+def test_the_fake_mixes_strings_and_numbers_inside_one_photo() -> None:
+    fake = FlickrFake(photos=small_world(n=40, hotspot_n=0))
+    mixed = next(p for p in fake.photos if not p.stringy)
+    extras = {"geo", "license", "date_taken", "url_m", "url_z"}
+    body = fake._photo_json(mixed, extras, "http://127.0.0.1")
+    kinds = {
+        type(body[k])
+        for k in ("latitude", "longitude", "accuracy", "license", "width_m", "height_m")
+    }
+    assert kinds == {str, int} or kinds == {str, float} or kinds == {str, int, float}
+    rec = photo_record(body)
+    assert rec is not None and rec["lat"] == pytest.approx(mixed.lat)
+    assert rec["license_id"] == str(mixed.license) and rec["accuracy"] == mixed.accuracy
+    grains = Counter(p.granularity for p in make_world(n=2000, hotspot_n=0, excluded_n=0))
+    assert set(grains) == {0, 4, 6, 8}  # the world holds month, year and circa dates
+
+
+def test_photo_without_a_licence_field_is_refused_as_unknown(tmp_path: Path) -> None:
+    photos = small_world(n=120, hotspot_n=0)
+    bare_ids = {p.id for p in photos[30:40]}  # past the photos on tile edges (found twice)
+    for p in photos[30:40]:
+        p.license_field = False
+    src, parts, _ = run(FlickrFake(photos=photos), make_config(), tmp_path / "p")
+    got = set(ids_of(parts))
+    assert not got & bare_ids
+    assert {p.id for p in photos[:120]} - bare_ids <= got
+    assert src.stats["licence_unknown"] == 10
+    bare = photo_record(
+        {
+            "id": "5",
+            "owner": "9@N00",
+            "secret": "s",
+            "server": "1",
+            "latitude": 31.5,
+            "longitude": "74.3",
+        }
+    )
+    assert bare is not None and bare["license_id"] == "" and bare["license"] == ""
+    assert "licence unknown" in bare["attribution"]  # never "Flickr licence "
+
+
+def test_licence_urls_are_current() -> None:
+    # flickr.photos.licenses.getInfo as the API answers it today
+    assert FLICKR_LICENSES[0][1].startswith("https://www.flickrhelp.com/hc/en-us/articles/")
+    assert FLICKR_LICENSES[8] == (
+        "United States Government Work",
+        "https://www.usa.gov/government-copyright",
+    )
+
+
+@pytest.mark.parametrize(
+    ("taken", "granularity", "unknown", "upload", "want"),
+    [
+        ("2011-05-01 00:00:00", "4", "0", "1306000000", ("2011-05", 4)),
+        ("2011-01-01 00:00:00", 6, 0, None, ("2011", 6)),
+        ("1987-01-01 00:00:00", "8", "0", None, ("1987", 8)),
+        ("2011-05-17 08:09:10", 0, "0", "1306000000", ("2011-05-17T08:09:10", 0)),
+        ("4501-01-01 00:00:00", 0, "0", None, ("", None)),  # placeholder year
+        ("1860-03-01 00:00:00", 0, "0", None, ("", None)),  # before 1900
+        ("2012-06-01 10:00:00", 0, "0", "1306000000", ("", None)),  # a year after the upload
+        ("2011-05-17 08:09:10", 0, 1, None, ("", None)),  # datetakenunknown as a number
+    ],
+)
+def test_dates_placeholders_and_granularity(taken, granularity, unknown, upload, want) -> None:
+    photo = {
+        "id": "7",
+        "owner": "9@N00",
+        "secret": "s",
+        "server": "1",
+        "latitude": "31.5",
+        "longitude": 74.3,
+        "license": "4",
+        "datetaken": taken,
+        "datetakengranularity": granularity,
+        "datetakenunknown": unknown,
+    }
+    if upload is not None:
+        photo["dateupload"] = upload
+    rec = photo_record(photo)
+    assert rec is not None and (rec["date_taken"], rec["date_granularity"]) == want
 
 
 # ----------------------------------------------------------------------------- faults

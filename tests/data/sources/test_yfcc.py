@@ -495,3 +495,66 @@ def test_raw_blocks_boundaries(tmp_path, suffix):
         )
         got = [bytes(b) for b in _raw_blocks(path, chunk)]  # copy: a block is valid until the next
         assert got == _reference_blocks(data, chunk)
+
+
+def test_placeholder_and_impossible_dates_are_missing(tmp_path):
+    base = dict(
+        longitude=74.3, latitude=31.5, downloadurl="http://x/1.jpg", dateuploaded=1274449233
+    )
+    rows = [
+        dict(base, photoid=201, datetaken="4501-01-01 00:00:00.0"),  # placeholder year
+        dict(base, photoid=202, datetaken="1899-12-31 23:59:59.0"),  # before 1900
+        dict(base, photoid=203, datetaken="2011-01-01 00:00:00.0"),  # after its 2010 upload
+        dict(base, photoid=204, datetaken="2010-05-21 14:20:33.0"),  # fine
+        dict(base, photoid=205, datetaken="not a date"),
+    ]
+    _, t = discover(tmp_path, write_yfcc_tsv(tmp_path / "d.tsv", rows))
+    got = dict(
+        zip(t.column("source_id").to_pylist(), t.column("date_taken").to_pylist(), strict=True)
+    )
+    assert got == {"201": "", "202": "", "203": "", "204": "2010-05-21T14:20:33", "205": ""}
+    assert t.column("date_granularity").to_pylist() == [None] * 5  # YFCC's TSV has none
+
+
+def test_parquet_granularity_column_is_kept(tmp_path):
+    path = tmp_path / "g.parquet"
+    write_yfcc_parquet(path, [dict(ROWS[0])])
+    t = pq.read_table(path)
+    t = t.append_column("datetakengranularity", pa.array([4], pa.int8()))
+    pq.write_table(t, path)
+    _, out = discover(tmp_path, path)
+    rec = out.to_pylist()[0]
+    assert rec["date_taken"] == "2010-05" and rec["date_granularity"] == 4
+
+
+def _webscope_lines(rows):
+    """The 2014 Webscope layout: the 25 columns without line number (1) and hash (3)."""
+    out = []
+    for i, r in enumerate(rows):
+        f = yfcc_line(r, i).split("\t")
+        out.append("\t".join([f[1]] + f[3:]))
+    return out
+
+
+def test_webscope_23_column_files_are_read(tmp_path):
+    lines = _webscope_lines(ROWS)
+    assert all(len(ln.split("\t")) == 23 for ln in lines)
+    path = tmp_path / "yfcc100m_dataset-0.bz2"
+    import bz2
+
+    path.write_bytes(bz2.compress(("\n".join(lines) + "\n").encode()))
+    src = get_source("yfcc", config=load_config(None), metadata=path)
+    assert src.layout == "webscope23" and "Webscope" in src.describe()
+    _, t = discover(tmp_path, path)
+    want = write_yfcc_tsv(tmp_path / "same.tsv", ROWS)
+    _, t25 = discover(tmp_path, want)
+    assert t.to_pylist() == t25.to_pylist()  # same records as the 25-column file
+
+
+def test_other_column_counts_are_refused_naming_both_layouts(tmp_path):
+    path = tmp_path / "odd.tsv"
+    path.write_text("a\tb\tc\n" * 3)
+    with pytest.raises(
+        GeopakError, match=r"25 tab-separated columns \(nor the 23 of the 2014 Webscope"
+    ):
+        get_source("yfcc", config=load_config(None), metadata=path)

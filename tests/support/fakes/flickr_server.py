@@ -7,7 +7,13 @@ What it reproduces, because each is something the real service does to a crawler
   verified with the secret); ``api_key`` as a plain parameter is accepted too;
 * ``format=json&nojsoncallback=1`` JSON bodies: ``{"photos": {"page", "pages", "perpage",
   "total", "photo": [...]}, "stat": "ok"}`` with ``total`` as a *string* and numbers that are
-  sometimes strings (latitude, accuracy, image sizes);
+  sometimes strings: half the photos send every number as a string, the other half mix the
+  two inside one photo (``latitude`` a number, ``accuracy`` a string, ``width_m`` a number,
+  ``height_m`` a string, ...), as the real service does field by field;
+* ``date_taken`` as Flickr returns it: ``datetaken`` plus ``datetakengranularity`` (0 exact;
+  some photos 4 month, 6 year, 8 circa, their ``datetaken`` then padded to the first of the
+  month or year, e.g. ``2011-05-01 00:00:00``) and ``datetakenunknown``;
+* photos whose JSON lacks the ``license`` field (``license_field=False``);
 * ``flickr.photos.search`` with ``bbox``, ``has_geo``, ``license``, ``min/max_taken_date``,
   ``extras``, ``sort``, ``per_page`` (at most 250 for geo queries), ``page``;
 * a geo query without a date window returns only photos uploaded in the last 12 hours (none
@@ -66,11 +72,19 @@ class FakePhoto:
     tags: str
     orig: tuple[int, int]  # original width, height
     has_large: bool  # older uploads have no url_h / url_k
-    stringy: bool  # this photo's numbers come back as strings
+    stringy: bool  # this photo's numbers all come back as strings (else: mixed per field)
+    granularity: int = 0  # Flickr datetakengranularity: 0 exact, 4 month, 6 year, 8 circa
+    license_field: bool = True  # False: the JSON has no "license" key at all
 
     @property
     def taken(self) -> str:
-        return dt.datetime.fromtimestamp(self.taken_ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        """``datetaken`` as Flickr sends it: coarse dates padded to the month's / year's start."""
+        t = dt.datetime.fromtimestamp(self.taken_ts, tz=dt.UTC)
+        if self.granularity == 4:
+            t = t.replace(day=1, hour=0, minute=0, second=0)
+        elif self.granularity in (6, 8):
+            t = t.replace(month=1, day=1, hour=0, minute=0, second=0)
+        return t.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _ts(day: str) -> int:
@@ -154,6 +168,7 @@ def make_world(
                 orig=(w, h),
                 has_large=bool(i % 4),
                 stringy=bool(i % 2),
+                granularity=(4, 6, 8)[i % 3] if i % 17 == 5 else 0,
             )
         )
     return photos
@@ -405,8 +420,11 @@ class FlickrFake:
         }
 
     def _photo_json(self, p: FakePhoto, extras: set[str], origin: str) -> dict[str, Any]:
-        def num(v: float | int) -> Any:
-            return str(v) if p.stringy else v
+        def num(v: float | int, name: str = "") -> Any:
+            if p.stringy:
+                return str(v)
+            # mixed inside one photo: each field's type fixed by (photo, field)
+            return str(v) if (sum(map(ord, name)) + int(p.id)) % 2 else v
 
         out: dict[str, Any] = {
             "id": p.id,
@@ -419,21 +437,25 @@ class FlickrFake:
             "isfriend": 0,
             "isfamily": 0,
         }
-        if "license" in extras:
-            out["license"] = str(p.license)
+        if "license" in extras and p.license_field:
+            out["license"] = num(p.license, "license")
         if "date_upload" in extras:
             out["dateupload"] = str(p.upload_ts)
         if "date_taken" in extras:
-            out.update(datetaken=p.taken, datetakengranularity=0, datetakenunknown="0")
+            out.update(
+                datetaken=p.taken,
+                datetakengranularity=num(p.granularity, "granularity"),
+                datetakenunknown="0",
+            )
         if "owner_name" in extras:
             out["ownername"] = p.ownername
         if "tags" in extras:
             out["tags"] = p.tags
         if "geo" in extras:
             out.update(
-                latitude=num(p.lat),
-                longitude=num(p.lon),
-                accuracy=num(p.accuracy),
+                latitude=num(p.lat, "latitude"),
+                longitude=num(p.lon, "longitude"),
+                accuracy=num(p.accuracy, "accuracy"),
                 context=0,
                 place_id="",
                 woeid="",
@@ -453,8 +475,8 @@ class FlickrFake:
             scale = min(1.0, side / max(w0, h0))
             w, h = round(w0 * scale), round(h0 * scale)
             out[f"url_{suffix}"] = f"{origin}/img/{p.server}/{p.id}_{p.secret}_{suffix}.jpg"
-            out[f"height_{suffix}"] = num(h)
-            out[f"width_{suffix}"] = num(w)
+            out[f"height_{suffix}"] = num(h, f"height_{suffix}")
+            out[f"width_{suffix}"] = num(w, f"width_{suffix}")
         if "url_o" in extras and p.has_large:
             out["url_o"] = f"{origin}/img/{p.server}/{p.id}_{p.secret}_o.jpg"
             out["height_o"] = num(h0)
