@@ -41,9 +41,10 @@ import webdataset as wds  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from geopak_core.regions import PROVINCES  # noqa: E402
+from geopak_core.shardfmt import json_bytes  # noqa: E402
 from geopak_data.config import load_config  # noqa: E402
 from geopak_data.records import DOWNLOADED_SCHEMA, make_key  # noqa: E402
-from geopak_data.shard import json_bytes, run_shard  # noqa: E402
+from geopak_data.shard import run_shard  # noqa: E402
 
 CENTRES = [
     (0, 24.86, 67.01),

@@ -154,6 +154,7 @@ STATS_KEYS: tuple[str, ...] = (
     "groups",
     "filter_notes",
     "restricted_included",
+    "years",
 )
 STATS_OPTIONAL: tuple[str, ...] = ("synthetic",)  # present (true) only for synthetic datasets
 
@@ -382,6 +383,17 @@ def _cell_rows(index: Any, cells: Any) -> list[dict[str, Any]]:
     ]
 
 
+def _years(index: Any) -> dict[str, Any]:
+    """When the photos were taken: years of ``date_taken`` (ISO text; empty = no date)."""
+    years = sorted(
+        int(d[:4]) for d in (index["date_taken"] if len(index) else []) if str(d)[:4].isdigit()
+    )
+    out: dict[str, Any] = {"dated": len(years), "undated": int(len(index) - len(years))}
+    if years:
+        out.update(first=years[0], last=years[-1], median=years[len(years) // 2])
+    return out
+
+
 def stats_document(
     *,
     index: Any,
@@ -436,6 +448,7 @@ def stats_document(
         "groups": dict(groups or {}),
         "filter_notes": list(filter_notes or []),
         "restricted_included": int(index["restricted"].sum()) if len(index) else 0,
+        "years": _years(index),
     }
     if synthetic:  # only then: stats.json of real data keeps its bytes
         doc["synthetic"] = True

@@ -18,7 +18,7 @@ from typing import Any
 from geopak_core.errors import GeopakError
 from geopak_core.progress import log
 from geopak_core.regions import ISO_CODES, PROVINCES
-from geopak_core.shardfmt import SPLITS, shard_name
+from geopak_core.shardfmt import JSON_FIELDS, SPLITS, shard_name
 
 from .config import PipelineConfig
 
@@ -145,77 +145,18 @@ def _pct(a: float, b: float) -> str:
     return f"{100.0 * a / b:.1f}%" if b else "-"
 
 
-def render_card(
-    *,
-    stats: dict[str, Any],
-    cells: list[dict[str, Any]],
-    config: PipelineConfig,
-    map_file: str | None = "map.png",
-) -> str:
-    """The full ``README.md`` text for a shard folder described by ``stats`` and ``cells``."""
-    from huggingface_hub import DatasetCardData
+TEMPLATE = Path(__file__).resolve().parent / "data" / "dataset_card.md.j2"
 
-    name = config.shard.dataset_name or "geopak"
-    total = int(stats["samples"])
-    splits = [s for s in SPLITS if stats["splits"].get(s, {}).get("shards", 0) > 0]
-    meta = card_metadata(n_samples=total, splits=splits, pretty_name=name)
-    yaml = DatasetCardData(**meta).to_yaml()
-    sources = stats.get("sources", {})
-    provinces = stats.get("provinces", [])
-    n_cells = len(cells)
-    out: list[str] = ["---", yaml, "---", ""]
-    add = out.append
 
-    add(f"# {name}: geolocated photos of Pakistan")
-    add("")
-    add(
-        f"{total:,} photos taken in Pakistan, each labelled with its coordinates, its province "
-        f"(one of the 7 first-level units) and one of {n_cells:,} geocells, stored as WebDataset shards "
-        f"for training image geolocation models. Sources: {', '.join(sorted(sources)) or 'none'}. "
-        "Every photo keeps its licence, owner, source URL and attribution."
-    )
-    add("")
-    if map_file:
-        add(f"![Samples and geocells over the province boundaries]({map_file})")
-        add("")
-
-    add("## Layout")
-    add("")
-    add("```")
+def _layout_lines(stats: dict[str, Any], splits: list[str]) -> list[str]:
+    lines = []
     for s in splits:
         n = stats["splits"][s]["shards"]
-        add(f"{shard_name(s, 0)} ... ({n} shard{'s' if n != 1 else ''})")
-    add(
-        "cells.parquet   one row per geocell (cell_id, province_id, province, center_lat, center_lon, radius_km, n_samples, urban)"
-    )
-    add(
-        "index.parquet   one row per sample: key, split, shard and every field of the sample's json"
-    )
-    add("stats.json      counts per split, province, cell, source; reject reasons; config hash")
-    add("```")
-    add("")
-    add(
-        "Each sample is `{key}.jpg` + `{key}.json`. The json holds `key, lat, lon, province, province_id, cell_id, "
-        "cell_center_lat, cell_center_lon, source, source_id, url, license, license_url, owner, title, date_taken, "
-        "attribution, width, height, split`. Keys are stable across re-builds and contain no dots or slashes."
-    )
-    add("")
-    add("```python")
-    add("import webdataset as wds")
-    last = max(0, stats["splits"].get("train", {}).get("shards", 1) - 1)
-    add(
-        f'ds = wds.WebDataset("train/geopak-train-{{000000..{last:06d}}}.tar").decode("pil").to_tuple("jpg", "json")'
-    )
-    add("")
-    add("from datasets import load_dataset")
-    add(
-        'ds = load_dataset("webdataset", data_dir="path/to/this/folder")  # splits: train, validation, test'
-    )
-    add("```")
-    add("")
+        lines.append(f"{shard_name(s, 0)} ... ({n} shard{'s' if n != 1 else ''})")
+    return lines
 
-    add("## Splits")
-    add("")
+
+def _split_table(stats: dict[str, Any], splits: list[str], total: int) -> str:
     rows = []
     for s in splits:
         info = stats["splits"][s]
@@ -229,68 +170,63 @@ def render_card(
                 f"{info['bytes'] / 1e6:,.1f} MB",
             ]
         )
-    add(
-        markdown_table(
-            ["folder", "Hub split", "samples", "share", "shards", "size"], rows, "llrrrr"
-        )
-    )
-    add("")
-    add(stats.get("split_rule", ""))
-    add("")
-    add(
-        "`val` is for model selection; `test` is held out and must never be used to pick a checkpoint."
-    )
-    add("")
+    headers = ["folder", "Hub split", "samples", "share", "shards", "size"]
+    return markdown_table(headers, rows, "llrrrr")
 
-    add("## Provinces")
-    add("")
+
+def _province_table(provinces: list[dict[str, Any]], total: int) -> str:
     rows = []
     for p in provinces:
-        if p["total"] == 0:
-            rows.append(
-                [
-                    p["province_id"],
-                    p["province"],
-                    ISO_CODES[p["province_id"]],
-                    0,
-                    "-",
-                    0,
-                    0,
-                    0,
-                    p.get("cells", 0),
-                ]
-            )
-            continue
+        n = p["total"]
         rows.append(
             [
                 p["province_id"],
                 p["province"],
                 ISO_CODES[p["province_id"]],
-                p["total"],
-                _pct(p["total"], total),
-                p["train"],
-                p["val"],
-                p["test"],
+                n,
+                _pct(n, total) if n else "-",
+                p["train"] if n else 0,
+                p["val"] if n else 0,
+                p["test"] if n else 0,
                 p.get("cells", 0),
             ]
         )
-    add(
-        markdown_table(
-            ["id", "province", "ISO", "samples", "share", "train", "val", "test", "cells"],
-            rows,
-            "rllrrrrrr",
-        )
-    )
-    add("")
+    headers = ["id", "province", "ISO", "samples", "share", "train", "val", "test", "cells"]
+    return markdown_table(headers, rows, "rllrrrrrr")
 
-    add("## Geocells")
-    add("")
-    add(
-        f"{n_cells:,} geocells, each inside one province, from HDBSCAN density clustering per province under radius "
-        f"limits (urban cells at most {config.cluster.urban_radius_km:g} km, rural cells at most "
-        f"{config.cluster.rural_radius_km:g} km from their centre; at least {config.cluster.min_samples_per_cell} photos per cell)."
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    return v[len(v) // 2] if v else 0
+
+
+def cell_facts(cells: list[dict[str, Any]], config: PipelineConfig) -> str:
+    """What the geocells are, with every number measured on the cells of this folder."""
+    c = config.cluster
+    n = len(cells)
+    text = (
+        f"{n:,} geocells, each inside one province, from HDBSCAN density clustering per province under "
+        f"radius limits (urban cells at most {c.urban_radius_km:g} km, rural cells at most "
+        f"{c.rural_radius_km:g} km from their centre)."
     )
-    add("")
+    if not n:
+        return text
+    ns = [int(x["n_samples"]) for x in cells]
+    urban = [float(x["radius_km"]) for x in cells if x.get("urban")]
+    rural = [float(x["radius_km"]) for x in cells if not x.get("urban")]
+    below = sum(1 for v in ns if v < c.min_samples_per_cell)
+    text += (
+        f" Cells hold {min(ns):,} to {max(ns):,} photos of this folder (median {_median(ns):,});"
+        f" {below:,} of {n:,} hold fewer than {c.min_samples_per_cell} (the clustering's target"
+        " size counts every clustered photo, before splitting and exclusions)."
+    )
+    for kind, radii in (("urban", urban), ("rural", rural)):
+        if radii:
+            text += f" Largest {kind} radius: {max(radii):.2f} km ({len(radii):,} {kind} cells)."
+    return text
+
+
+def _cell_summary_table(cells: list[dict[str, Any]]) -> str:
     rows = []
     for pid, pname in enumerate(PROVINCES):
         mine = [c for c in cells if int(c["province_id"]) == pid]
@@ -310,55 +246,41 @@ def render_card(
                 radii[-1],
             ]
         )
-    if rows:
-        add(
-            markdown_table(
-                [
-                    "province",
-                    "cells",
-                    "urban",
-                    "min samples",
-                    "median samples",
-                    "max samples",
-                    "median radius km",
-                    "max radius km",
-                ],
-                rows,
-                "lrrrrrrr",
-            )
-        )
-        add("")
-    if cells:
-        add("<details><summary>Every cell</summary>")
-        add("")
-        crow = [
-            [
-                int(c["cell_id"]),
-                c["province"],
-                round(float(c["center_lat"]), 4),
-                round(float(c["center_lon"]), 4),
-                round(float(c["radius_km"]), 2),
-                int(c["n_samples"]),
-                "yes" if c.get("urban") else "no",
-            ]
-            for c in sorted(cells, key=lambda c: int(c["cell_id"]))
-        ]
-        add(
-            markdown_table(
-                ["cell", "province", "center lat", "center lon", "radius km", "samples", "urban"],
-                [
-                    [r[0], r[1], f"{r[2]:.4f}", f"{r[3]:.4f}", f"{r[4]:.2f}", r[5], r[6]]
-                    for r in crow
-                ],
-                "rlrrrrl",
-            )
-        )
-        add("")
-        add("</details>")
-        add("")
+    if not rows:
+        return ""
+    headers = [
+        "province",
+        "cells",
+        "urban",
+        "min samples",
+        "median samples",
+        "max samples",
+        "median radius km",
+        "max radius km",
+    ]
+    return markdown_table(headers, rows, "lrrrrrrr")
 
-    add("## Sources")
-    add("")
+
+def _every_cell_table(cells: list[dict[str, Any]]) -> str:
+    if not cells:
+        return ""
+    rows = [
+        [
+            int(c["cell_id"]),
+            c["province"],
+            f"{float(c['center_lat']):.4f}",
+            f"{float(c['center_lon']):.4f}",
+            f"{float(c['radius_km']):.2f}",
+            int(c["n_samples"]),
+            "yes" if c.get("urban") else "no",
+        ]
+        for c in sorted(cells, key=lambda c: int(c["cell_id"]))
+    ]
+    headers = ["cell", "province", "center lat", "center lon", "radius km", "samples", "urban"]
+    return markdown_table(headers, rows, "rlrrrrl")
+
+
+def _source_table(sources: dict[str, dict[str, int]], total: int) -> str:
     rows = [
         [
             s,
@@ -370,157 +292,167 @@ def render_card(
         ]
         for s, v in sorted(sources.items())
     ]
-    if rows:
-        add(markdown_table(["source", "samples", "share", "train", "val", "test"], rows, "lrrrrr"))
-        add("")
+    if not rows:
+        return ""
+    return markdown_table(["source", "samples", "share", "train", "val", "test"], rows, "lrrrrr")
 
-    add("## How it was built")
-    add("")
-    add(
-        "Built with [geopak](https://github.com/geopak/geopak) in stages, each resumable and recorded in a manifest:"
-    )
-    add("")
-    add(
-        "1. **Crawl**: "
-        + ("; ".join(SOURCE_NOTES.get(s, s) for s in sorted(sources)) or "no sources")
-        + ". "
-        "Downloads respect `noai`/`noimageai` opt-out headers and store images re-encoded as JPEG "
-        f"(longest side at most {config.download.max_side} px)."
-    )
+
+def _filter_rule(config: PipelineConfig) -> str:
     f = config.filter
-    add(
-        "2. **Filter**: files that do not decode fully, shorter side below "
+    return (
+        "files that do not decode fully, shorter side below "
         f"{f.min_side} px or aspect ratio above {f.max_aspect:g}; blur / low detail (variance of the Laplacian below "
         f"{f.min_laplacian_var:g}, entropy below {f.min_entropy:g}); exact duplicates (content hash) and near-duplicates "
         f"(perceptual hash within {f.phash_max_distance} bits); missing, (0, 0), out-of-range coordinates and geotag "
         f"accuracy coarser than level {f.min_accuracy}; indoor scenes (zero-shot CLIP / Places365 when weights are available)."
     )
-    for note in stats.get("filter_notes", []):
-        add(f"   - {note}")
-    from .tagging import border_rule
 
-    t = config.tag
-    add(
-        "3. **Tag**: each photo gets the province whose polygon contains it (geoBoundaries gbOpen PAK ADM1, public "
-        f"domain); {border_rule(t.border_tolerance_km, t.snap_borders, t.coast_bboxes)}."
-    )
-    add(
-        "4. **Geocells**: HDBSCAN per province with radius limits (see above); isolated points that fit no cell are rejected."
-    )
-    add(
-        "5. **Shard**: leakage-free grouped, stratified splits; samples shuffled across each split with a fixed seed; "
-        f"shards of at most {config.shard.max_shard_samples:,} samples or {config.shard.max_shard_bytes / 1e9:g} GB."
-    )
-    add("")
-    rejects = stats.get("rejects", {})
-    if rejects:
-        add("Photos dropped on the way, by stage and reason:")
-        add("")
-        rows = [
-            [stage, reason, n]
-            for stage, reasons in rejects.items()
-            for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
-        ]
-        add(markdown_table(["stage", "reason", "photos"], rows, "llr"))
-        add("")
-    excl = stats.get("excluded", {})
-    if excl.get("restricted") or excl.get("removal_list"):
-        add(
-            f"Excluded at shard time: {excl.get('restricted', 0):,} photos whose source forbids redistribution, "
-            f"{excl.get('removal_list', 0):,} on the removal list."
-        )
-        add("")
 
-    add("## Licences")
-    add("")
-    add(
-        "This dataset is a collection of photos under **different licences**, mostly Creative Commons; the YAML "
-        "header therefore says `license: other`. Each photo's licence, licence URL, owner, source URL and "
-        "attribution line are in its `{key}.json` and in `index.parquet`, and the licence of each photo governs "
-        "its use: *BY* licences require attributing the owner (use the `attribution` field); *NC* licences forbid "
-        "commercial use; *ND* licences forbid distributing modified versions; *SA* licences require sharing "
-        "adaptations under the same licence. Filter by the `license` field for the subset your use allows. "
-        "The tables carry each photo's own metadata under that photo's terms; the province polygons used for "
-        "tagging come from geoBoundaries (gbOpen, public domain)."
-    )
-    add("")
-    if stats.get("restricted_included"):
-        add(
-            f"**This build includes {stats['restricted_included']:,} restricted photos** (e.g. Google Places) whose "
-            "terms forbid redistribution: keep it private; `geopak-data publish` refuses it without `--allow-restricted`."
-        )
-        add("")
-    lic = stats.get("licenses", {})
-    if lic:
-        add(
-            markdown_table(
-                ["licence", "photos", "share"],
-                [
-                    [k or "(unknown)", v, _pct(v, total)]
-                    for k, v in sorted(lic.items(), key=lambda kv: (-kv[1], kv[0]))
-                ],
-                "lrr",
-            )
-        )
-        add("")
+def _reject_table(rejects: dict[str, dict[str, int]]) -> str:
+    rows = [
+        [stage, reason, n]
+        for stage, reasons in rejects.items()
+        for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    return markdown_table(["stage", "reason", "photos"], rows, "llr") if rows else ""
 
-    add("## Known biases and limitations")
-    add("")
+
+def _excluded_line(excl: dict[str, int]) -> str:
+    if not (excl.get("restricted") or excl.get("removal_list")):
+        return ""
+    return (
+        f"Excluded at shard time: {excl.get('restricted', 0):,} photos whose source forbids redistribution, "
+        f"{excl.get('removal_list', 0):,} on the removal list."
+    )
+
+
+def _licence_table(lic: dict[str, int], total: int) -> str:
+    if not lic:
+        return ""
+    rows = [
+        [k or "(unknown)", v, _pct(v, total)]
+        for k, v in sorted(lic.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    return markdown_table(["licence", "photos", "share"], rows, "lrr")
+
+
+def _years_line(years: dict[str, Any], total: int) -> str:
+    if not years or not years.get("dated"):
+        return f"**Time.** None of the {total:,} photos has a date taken."
+    return (
+        f"**Time.** The {years['dated']:,} photos with a date were taken {years['first']}-{years['last']} "
+        f"(median year {years['median']}); {years.get('undated', 0):,} have no date."
+    )
+
+
+def biases(stats: dict[str, Any], provinces: list[dict[str, Any]], total: int) -> list[str]:
+    """The known biases, every share and year measured on this folder."""
     share = {p["province"]: p["total"] / total if total else 0.0 for p in provinces}
-    add(
-        f"- **Sindh-heavy, sparse Balochistan.** Sindh holds {100 * share.get('Sindh', 0):.1f}% of the photos while "
-        f"Balochistan, the largest province by area, holds {100 * share.get('Balochistan', 0):.1f}%. Photos follow "
-        "where photographers live and travel: big cities (Karachi, Lahore, Islamabad) and tourist areas dominate; "
-        "rural areas, the desert and the western border are thin. Province-balanced sampling or per-province "
-        "metrics are recommended."
-    )
-    add(
-        "- **Who takes photos.** Sources are photo-sharing platforms, so the images over-represent landmarks, "
-        "tourism, daylight and good weather, and the viewpoints of a small number of very active uploaders."
-    )
-    add(
-        "- **Coordinates.** Locations are the uploader's geotag (GPS or manual placement) and can be off by up to "
-        "the accuracy level kept by the filter; landmark photos from GLDv2 carry the landmark's coordinates."
-    )
-    add(
-        "- **Time.** Most photos come from the years the platforms were popular (2005-2015 for YFCC100M)."
-    )
-    add(
-        "- **Automatic filtering.** Blur, duplicate and indoor filters are automatic and imperfect; a few indoor "
-        "or unrelated photos remain and some valid ones were dropped."
-    )
-    add("")
+    top = max(share, key=lambda k: share[k]) if share else "Sindh"
+    bal = share.get("Balochistan", 0.0)
+    sparse = ", sparse Balochistan" if top != "Balochistan" and bal < 1 / len(PROVINCES) else ""
+    lines = [
+        f"**{top}-heavy{sparse}.** {top} holds {100 * share.get(top, 0):.1f}% of the photos while "
+        f"Balochistan, the largest province by area, holds {100 * bal:.1f}%. Photos follow where "
+        "photographers live and travel, so cities and tourist areas are dense and rural areas, the "
+        "desert and the western border thin. Province-balanced sampling or per-province metrics are "
+        "recommended.",
+        "**Who takes photos.** Sources are photo-sharing platforms, so the images over-represent landmarks, "
+        "tourism, daylight and good weather, and the viewpoints of a small number of very active uploaders.",
+        "**Coordinates.** Locations are the uploader's geotag (GPS or manual placement) and can be off by up to "
+        "the accuracy level kept by the filter"
+        + (
+            "; landmark photos from GLDv2 carry the landmark's coordinates."
+            if "gldv2" in stats.get("sources", {})
+            else "."
+        ),
+        _years_line(stats.get("years") or {}, total),
+        "**Automatic filtering.** Blur, duplicate and indoor filters are automatic and imperfect; a few indoor "
+        "or unrelated photos remain and some valid ones were dropped.",
+    ]
+    return lines
 
-    add("## Removal requests")
-    add("")
-    add(
-        "If you own a photo in this dataset (or appear in one) and want it removed, open a discussion on the "
-        "dataset's Community tab (or an issue in the geopak repository) with the photo's `key`, its source URL or "
-        "its source id. We add it to the removal list (`shard.removal_list`) and re-run `geopak-data shard`, which "
-        "rewrites only the shards that contained it, and publish the new version. Photos removed from their "
-        "source (deleted or re-licensed) are removed the same way when reported."
-    )
-    add("")
 
-    add("## Citation")
-    add("")
-    add("If you use this dataset, please cite the sources and tools it was built from:")
-    add("")
-    add("```bibtex")
+def _citations(sources: dict[str, Any]) -> str:
     keys = ["geoboundaries"]
     if "yfcc" in sources or "flickr" in sources:
         keys.append("yfcc")
     if "gldv2" in sources:
         keys.append("gldv2")
     keys.append("hdbscan")
-    add("\n\n".join(CITATIONS[k] for k in keys))
-    add("```")
-    add("")
-    add(
-        f"Config hash: `{stats.get('config_hash', '')}` (shard settings `{stats.get('shard_config_hash', '')}`)."
-    )
-    add("")
-    return "\n".join(out)
+    return "\n\n".join(CITATIONS[k] for k in keys)
+
+
+def card_context(
+    *,
+    stats: dict[str, Any],
+    cells: list[dict[str, Any]],
+    config: PipelineConfig,
+    map_file: str | None,
+) -> dict[str, Any]:
+    """Every value the card template shows, computed from ``stats.json`` and the cells."""
+    from .tagging import border_rule
+
+    total = int(stats["samples"])
+    splits = [s for s in SPLITS if stats["splits"].get(s, {}).get("shards", 0) > 0]
+    sources = stats.get("sources", {})
+    provinces = stats.get("provinces", [])
+    t = config.tag
+    return {
+        "name": config.shard.dataset_name or "geopak",
+        "synthetic": bool(stats.get("synthetic")),
+        "total": total,
+        "n_provinces": len(PROVINCES),
+        "n_cells": len(cells),
+        "source_names": ", ".join(sorted(sources)) or "none",
+        "map_file": map_file,
+        "layout": _layout_lines(stats, splits),
+        "json_fields": ", ".join(JSON_FIELDS),
+        "last_train": f"{max(0, stats['splits'].get('train', {}).get('shards', 1) - 1):06d}",
+        "split_table": _split_table(stats, splits, total),
+        "split_rule": stats.get("split_rule", ""),
+        "min_shards": config.shard.min_shards_per_split,
+        "province_table": _province_table(provinces, total),
+        "cell_facts": cell_facts(cells, config),
+        "cell_summary_table": _cell_summary_table(cells),
+        "every_cell_table": _every_cell_table(cells),
+        "source_table": _source_table(sources, total),
+        "crawl_notes": "; ".join(SOURCE_NOTES.get(s, s) for s in sorted(sources)) or "no sources",
+        "max_side": config.download.max_side,
+        "filter_rule": _filter_rule(config),
+        "filter_notes": stats.get("filter_notes", []),
+        "border_rule": border_rule(t.border_tolerance_km, t.snap_borders, t.coast_bboxes),
+        "max_shard_samples": config.shard.max_shard_samples,
+        "max_shard_gb": f"{config.shard.max_shard_bytes / 1e9:g}",
+        "reject_table": _reject_table(stats.get("rejects", {})),
+        "excluded_line": _excluded_line(stats.get("excluded", {})),
+        "restricted_included": int(stats.get("restricted_included") or 0),
+        "licence_table": _licence_table(stats.get("licenses", {}), total),
+        "biases": biases(stats, provinces, total),
+        "citations": _citations(sources),
+        "config_hash": stats.get("config_hash", ""),
+        "shard_config_hash": stats.get("shard_config_hash", ""),
+    }
+
+
+def render_card(
+    *,
+    stats: dict[str, Any],
+    cells: list[dict[str, Any]],
+    config: PipelineConfig,
+    map_file: str | None = "map.png",
+) -> str:
+    """The full ``README.md`` text: ``card_context`` rendered through the card template."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    ctx = card_context(stats=stats, cells=cells, config=config, map_file=map_file)
+    splits = [s for s in SPLITS if stats["splits"].get(s, {}).get("shards", 0) > 0]
+    meta = card_metadata(n_samples=ctx["total"], splits=splits, pretty_name=ctx["name"])
+    if ctx["synthetic"]:
+        meta["tags"] = [*meta["tags"], "synthetic"]
+    card = DatasetCard.from_template(DatasetCardData(**meta), template_path=str(TEMPLATE), **ctx)
+    text = str(card)
+    return text if text.endswith("\n") else text + "\n"
 
 
 def _data_file_patterns(data: dict[str, Any]) -> list[tuple[str, str]]:

@@ -676,6 +676,12 @@ class ShardConfig:
     )
     include_restricted: bool = False
     dataset_name: str = "geopak"
+    # at least this many shards per split (fewer only when the split has fewer samples), so a
+    # WebLoader / DataLoader with several workers finds a shard for each
+    min_shards_per_split: int = 8
+    # the photos are generated (the demo): the card and every sample json say so, and
+    # `publish` refuses the folder unless --allow-synthetic
+    synthetic: bool = False
 
     def validate(self, key: str) -> None:
         check_limits(
@@ -721,6 +727,12 @@ class ShardConfig:
             f"{key}.near_duplicate_distance",
             self.near_duplicate_distance,
             "must be 0..16",
+        )
+        _check(
+            self.min_shards_per_split >= 1,
+            f"{key}.min_shards_per_split",
+            self.min_shards_per_split,
+            "must be >= 1",
         )
 
 

@@ -195,7 +195,11 @@ def run_demo(
         cfg = work_config(
             work,
             config_path,
-            overrides={"crawl.yfcc.metadata": str(meta.resolve()), "crawl.sources": ["yfcc"]},
+            overrides={
+                "crawl.yfcc.metadata": str(meta.resolve()),
+                "crawl.sources": ["yfcc"],
+                "shard.synthetic": True,  # whatever the config says: these photos are generated
+            },
         )
         outcomes = [run_crawl(source="yfcc", work=work, config=cfg, allow_private_hosts=True)]
     finally:

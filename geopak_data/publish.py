@@ -3,7 +3,9 @@
 Before anything leaves the machine the folder is checked the way a user would find it: the
 card parses as the Hub parses it and its ``data_files`` match real shards, every shard that
 ``index.parquet`` names exists, and no restricted photo (Google Places: its terms forbid
-redistribution) is included unless ``--allow-restricted`` says the publisher has the rights.
+redistribution) is included unless ``--allow-restricted`` says the publisher has the rights,
+and a synthetic dataset (the demo's generated photos, marked ``synthetic`` in ``stats.json``
+and every sample) is not published unless ``--allow-synthetic`` says that is the intent.
 ``--dry-run`` stops there and lists what would be uploaded, with sizes.
 
 The upload is ``huggingface_hub``'s resumable large-folder upload (``upload_large_folder``;
@@ -21,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from geopak_core.errors import GeopakError
+from geopak_core.io import read_json
 from geopak_core.progress import log
-from geopak_core.shardfmt import REQUIRED_FILES, read_table, require_columns
+from geopak_core.shardfmt import REQUIRED_FILES, SYNTHETIC_FIELD, read_table, require_columns
 
 from .card import validate_card
 
@@ -57,7 +60,9 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") or part == "__pycache__" for part in rel.parts)
 
 
-def plan_publish(folder: str | Path, *, allow_restricted: bool = False) -> PublishPlan:
+def plan_publish(
+    folder: str | Path, *, allow_restricted: bool = False, allow_synthetic: bool = False
+) -> PublishPlan:
     """Check the shard folder and list the files to upload; GeopakError says what is wrong."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -86,6 +91,11 @@ def plan_publish(folder: str | Path, *, allow_restricted: bool = False) -> Publi
             f"{folder} holds {restricted} restricted photo(s) (e.g. Google Places) whose terms forbid redistribution; "
             "re-shard without shard.include_restricted, or pass --allow-restricted only if you hold the rights"
         )
+    if is_synthetic(folder, index) and not allow_synthetic:
+        raise GeopakError(
+            f"{folder} is a synthetic dataset (generated photos, e.g. the demo's): it says nothing about real "
+            "photos; pass --allow-synthetic only if you mean to publish it as test data"
+        )
     files = sorted(
         (p.relative_to(folder).as_posix(), p.stat().st_size)
         for p in folder.rglob("*")
@@ -94,6 +104,14 @@ def plan_publish(folder: str | Path, *, allow_restricted: bool = False) -> Publi
     return PublishPlan(
         folder=folder, files=files, card=card, samples=len(index), restricted=restricted
     )
+
+
+def is_synthetic(folder: Path, index: Any) -> bool:
+    """Whether the shard stage marked the folder synthetic (stats.json, or any sample)."""
+    stats = read_json(folder / "stats.json", default={}) or {}
+    if stats.get("synthetic"):
+        return True
+    return SYNTHETIC_FIELD in index.columns and bool(index[SYNTHETIC_FIELD].fillna(False).any())
 
 
 def render_plan(plan: PublishPlan) -> str:
@@ -116,6 +134,7 @@ def publish(
     repo_id: str,
     dry_run: bool = False,
     allow_restricted: bool = False,
+    allow_synthetic: bool = False,
     private: bool = False,
     revision: str | None = None,
     api: Any = None,
@@ -127,7 +146,7 @@ def publish(
     """
     if not REPO_ID.match(repo_id or ""):
         raise GeopakError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
-    plan = plan_publish(folder, allow_restricted=allow_restricted)
+    plan = plan_publish(folder, allow_restricted=allow_restricted, allow_synthetic=allow_synthetic)
     if dry_run:
         return plan
     if api is None:
@@ -183,6 +202,7 @@ def _cmd(args: argparse.Namespace) -> int:
         repo_id=args.repo_id,
         dry_run=args.dry_run,
         allow_restricted=args.allow_restricted,
+        allow_synthetic=args.allow_synthetic,
         private=args.private,
         revision=args.revision,
     )
@@ -222,6 +242,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--allow-restricted",
         action="store_true",
         help="publish even if restricted photos (Google Places) are included -- only with the rights to do so",
+    )
+    p.add_argument(
+        "--allow-synthetic",
+        action="store_true",
+        help="publish even if the folder is synthetic (the demo's generated photos) -- only as test data",
     )
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--revision", default=None, help="branch to upload to (default: main)")

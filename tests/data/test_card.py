@@ -153,3 +153,24 @@ def test_real_plot_map_draws_a_png(tmp_path: Path) -> None:
     assert name == "map.png"
     with Image.open(tmp_path / "map.png") as im:
         assert im.format == "PNG" and im.size[0] > 100
+
+
+def test_every_number_about_the_cells_is_measured(folder: Path) -> None:
+    """No promise the data does not keep (the old card said "at least 8 photos per cell")."""
+    body = (folder / "README.md").read_text().split("---", 2)[2]
+    cells = pq.read_table(folder / "cells.parquet").to_pandas()
+    stats = json.loads((folder / "stats.json").read_text())
+    ns = sorted(int(n) for n in cells["n_samples"])
+    minimum = load_config(None).cluster.min_samples_per_cell
+    below = sum(n < minimum for n in ns)
+    assert "photos per cell)" not in body
+    assert (
+        f"Cells hold {ns[0]:,} to {ns[-1]:,} photos of this folder (median {ns[len(ns) // 2]:,})"
+        in body
+    )
+    assert f"{below:,} of {len(ns):,} hold fewer than {minimum}" in body
+    years = stats["years"]
+    assert f"taken {years['first']}-{years['last']}" in body
+    assert "2005-2015" not in body  # a claim about YFCC100M in general, not about these photos
+    sindh = next(p for p in stats["provinces"] if p["province"] == "Sindh")
+    assert f"Sindh holds {100 * sindh['total'] / stats['samples']:.1f}% of the photos" in body

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,34 @@ def test_missing_token_and_bad_inputs(
     next(broken.glob("train/*.tar")).unlink()
     with pytest.raises(GeopakError, match="data_files|missing"):
         plan_publish(broken)
+
+
+def test_synthetic_dataset_refused_unless_allowed(tmp_path: Path, capsys) -> None:
+    """The demo's generated photos say so in the card, stats and every sample; publish refuses."""
+    work = make_work(tmp_path / "w")
+    out = tmp_path / "synthetic"
+    run_shard(work=work, config=load_config(None, {"shard.synthetic": True}), out=out)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["synthetic"] is True
+    card = (out / "README.md").read_text()
+    assert "**Synthetic data.**" in card and "- synthetic" in card.split("---")[1]
+    with tarfile.open(next((out / "train").glob("*.tar"))) as tf:
+        meta = json.loads(tf.extractfile(next(m for m in tf if m.name.endswith(".json"))).read())
+    assert meta["synthetic"] is True
+    with pytest.raises(GeopakError, match="synthetic dataset.*--allow-synthetic"):
+        publish(out, repo_id="org/name", dry_run=True)
+    capsys.readouterr()
+    rc = cli.main(["publish", str(out), "--repo-id", "org/name", "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--allow-synthetic" in err and len(err.strip().splitlines()) == 1
+    plan = publish(out, repo_id="org/name", dry_run=True, allow_synthetic=True)
+    assert plan.samples == stats["samples"]
+
+
+def test_real_data_has_no_synthetic_marks(folders: tuple[Path, Path]) -> None:
+    clean, _ = folders
+    assert "synthetic" not in json.loads((clean / "stats.json").read_text())
+    assert "Synthetic data" not in (clean / "README.md").read_text()
+    with tarfile.open(next((clean / "train").glob("*.tar"))) as tf:
+        meta = json.loads(tf.extractfile(next(m for m in tf if m.name.endswith(".json"))).read())
+    assert "synthetic" not in meta

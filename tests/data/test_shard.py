@@ -20,8 +20,9 @@ from PIL import Image
 from support.workfolder import fake_maps, make_work
 
 from geopak_core.errors import GeopakError
+from geopak_core.shardfmt import JSON_FIELDS
 from geopak_data.config import load_config
-from geopak_data.shard import JSON_FIELDS, run_shard
+from geopak_data.shard import run_shard
 
 CONTRACT_JSON = {
     "key",
@@ -396,3 +397,38 @@ def test_cli_help_and_errors(tmp_path: Path) -> None:
     r = _cli("shard", "--work", "w", "--out", "o", cwd=tmp_path)
     assert r.returncode != 0 and "run cluster first" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_small_splits_get_enough_shards_for_loader_workers(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """shard.min_shards_per_split (default 8): a val split of 9 photos is 8 tars, so WebLoader
+    with 2 workers (each wants a shard of its own) reads every sample exactly once."""
+    import webdataset as wds
+
+    _, out = built
+    index = pq.read_table(out / "index.parquet").to_pandas()
+    for split in ("val", "test"):
+        n = int((index["split"] == split).sum())
+        tars = sorted((out / split).glob("*.tar"))
+        assert len(tars) == min(8, n) and len(tars) >= 2
+        ds = wds.WebDataset([str(t) for t in tars], shardshuffle=False).to_tuple("__key__", "json")
+        loader = wds.WebLoader(ds, batch_size=None, num_workers=2)
+        keys = [k for k, _ in loader]
+        assert sorted(keys) == sorted(index.loc[index["split"] == split, "key"])
+
+
+def test_the_shard_stage_does_not_import_torch(tmp_path: Path) -> None:
+    """Writing tars needs no deep-learning stack (webdataset would pull in torch)."""
+    work = make_work(tmp_path / "w")
+    code = (
+        "import sys\n"
+        "from geopak_data.config import load_config\n"
+        "from geopak_data.shard import run_shard\n"
+        f"run_shard(work={str(work)!r}, config=load_config(None), out={str(tmp_path / 'o')!r})\n"
+        "bad = sorted(m for m in ('torch', 'webdataset') if m in sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
