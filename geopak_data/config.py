@@ -108,8 +108,14 @@ class PlacesConfig:
     radius_m: float = 5000.0
     grid_step_km: float = 8.0
     grid_size: int = 3  # grid_size x grid_size searches per anchor
+    # Places API (New) Table A types (includedTypes of one searchNearby)
     included_types: list[str] = field(
         default_factory=lambda: ["tourist_attraction", "park", "historical_landmark", "mosque"]
+    )
+    # legacy Nearby Search types (one search per type): the legacy list has no
+    # historical_landmark, so museum stands in for it
+    legacy_types: list[str] = field(
+        default_factory=lambda: ["tourist_attraction", "park", "museum", "mosque"]
     )
     max_photos_per_place: int = 10
     max_width_px: int = 1600
@@ -162,12 +168,13 @@ class PlacesConfig:
             self.calls_per_minute,
             "must be > 0",
         )
-        _check(
-            bool(self.included_types),
-            f"{key}.included_types",
-            self.included_types,
-            "must name at least one place type",
-        )
+        from .placetypes import explain, unknown_types
+
+        for name, api in (("included_types", "new"), ("legacy_types", "legacy")):
+            types = getattr(self, name)
+            _check(bool(types), f"{key}.{name}", types, "must name at least one place type")
+            for t in unknown_types(list(types), api):
+                _check(False, f"{key}.{name}", t, explain(t, api))
         for i, a in enumerate(self.anchors):
             ok = len(a) >= 2 and all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in a[:2]

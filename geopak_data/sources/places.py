@@ -45,6 +45,7 @@ from geopak_core.errors import GeopakError
 from geopak_core.io import PartStore
 
 from ..config import PipelineConfig
+from ..placetypes import explain, unknown_types
 from ..ratelimit import CallBudget, backoff_delay, redact_in_logs, retry_after_seconds
 from ..records import empty_record
 from .base import Progress, Source, write_unit
@@ -87,7 +88,7 @@ def parse_html_attribution(fragment: str) -> tuple[str, str]:
     p = _AnchorText()
     p.feed(fragment or "")
     p.close()
-    return " ".join("".join(p.text).split()), p.href
+    return " ".join("".join(p.text).split()), _abs_uri(p.href)
 
 
 def _abs_uri(uri: str) -> str:
@@ -109,11 +110,22 @@ def grid_points(
     return out
 
 
-def _attribution(authors: list[tuple[str, str]]) -> tuple[str, str]:
-    names = [n for n, _ in authors if n]
-    owner = names[0] if names else ""
+def _attribution(
+    authors: list[tuple[str, str]], listing: list[tuple[str, str]] = ()
+) -> tuple[str, str]:
+    """(owner, attribution line) from photo-level authors and response-level attributions.
+
+    Only a *linked* author (``<a href="https://maps.google.com/maps/contrib/...">Name</a>``
+    or a New-API ``authorAttributions`` entry with a ``uri``) is an owner: a plain-text
+    attribution can be anything (a business name, "A Google User") and an empty one is no
+    one, so the owner stays empty then. Every non-empty attribution, both levels, is kept in
+    the attribution line, which the Places terms require to be shown with the photo.
+    """
+    owner = next((n for n, u in authors if n and u), "")
     credits = ", ".join(f"{n} ({u})" if u else n for n, u in authors if n) or "unknown"
-    return owner, f"Photo by {credits} via Google Maps"
+    line = f"Photo by {credits} via Google Maps"
+    extra = "; ".join(f"{n} ({u})" if u else n for n, u in listing if n)
+    return owner, line + (f"; {extra}" if extra else "")
 
 
 def place_photo_record(
@@ -126,9 +138,11 @@ def place_photo_record(
     title: str,
     types: list[str],
     authors: list[tuple[str, str]],
+    listing: list[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """The common discovery record for photo ``index`` of a place (both APIs)."""
-    owner, attribution = _attribution(authors)
+    """The common discovery record for photo ``index`` of a place (both APIs); ``listing``:
+    the response-level ``html_attributions`` (legacy) parsed to (text, link)."""
+    owner, attribution = _attribution(authors, listing)
     return empty_record(
         source=SOURCE,
         source_id=f"{place_id}-{index}",
@@ -164,6 +178,10 @@ class PlacesSource(Source):
         self.api = opts.get("api") or self.cfg.api
         if self.api not in ("new", "legacy"):
             raise GeopakError(f"places: unknown api {self.api!r} (new or legacy)")
+        self.types = list(self.cfg.included_types if self.api == "new" else self.cfg.legacy_types)
+        key = "included_types" if self.api == "new" else "legacy_types"
+        for t in unknown_types(self.types, self.api):  # settings changed after loading
+            raise GeopakError(f"config key 'crawl.places.{key}' = {t!r}: {explain(t, self.api)}")
         default = NEW_ENDPOINT if self.api == "new" else LEGACY_ENDPOINT
         self.base = (endpoint or self.cfg.endpoint or default).rstrip("/")
         for api_root in (
@@ -213,7 +231,7 @@ class PlacesSource(Source):
                 if self.api == "new":
                     out.append((unit, plat, plon, ""))
                 else:
-                    for t in self.cfg.included_types:
+                    for t in self.types:
                         out.append((f"{unit}-{_safe(t)}", plat, plon, t))
         return out
 
@@ -303,7 +321,7 @@ class PlacesSource(Source):
     def search_nearby_body(self, lat: float, lon: float) -> dict[str, Any]:
         """The ``places:searchNearby`` request body for one grid point."""
         return {
-            "includedTypes": list(self.cfg.included_types),
+            "includedTypes": list(self.types),
             "maxResultCount": int(self.cfg.max_result_count),
             "rankPreference": "POPULARITY",
             "locationRestriction": {
@@ -496,6 +514,7 @@ class PlacesSource(Source):
 
     def _legacy_records(self, resp: Mapping[str, Any], seen: set[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        listing = [parse_html_attribution(str(h)) for h in resp.get("html_attributions") or []]
         for place in resp.get("results") or []:
             pid = str(place.get("place_id") or "")
             loc = (place.get("geometry") or {}).get("location") or {}
@@ -521,6 +540,7 @@ class PlacesSource(Source):
                         title=str(place.get("name") or ""),
                         types=types,
                         authors=authors,
+                        listing=listing,
                     )
                 )
         return out

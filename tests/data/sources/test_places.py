@@ -270,7 +270,7 @@ def legacy_config(**places: object) -> PipelineConfig:
         "grid_size": 2,
         "grid_step_km": 4.0,
         "radius_m": 9000.0,
-        "included_types": ["establishment", "museum"],
+        "legacy_types": ["establishment", "museum"],
         "page_token_delay_s": 0.05,
     }
     base.update(places)
@@ -317,7 +317,7 @@ def test_legacy_key_stays_out_of_debug_logs(
 ) -> None:
     fake = PlacesFake(places=make_places(per_center=5, centers=[ISLAMABAD]))
     caplog.set_level(logging.DEBUG)
-    discover(fake, legacy_config(grid_size=1, included_types=["establishment"]), tmp_path / "p")
+    discover(fake, legacy_config(grid_size=1, legacy_types=["establishment"]), tmp_path / "p")
     assert "/maps/api/place/nearbysearch/json" in caplog.text  # urllib3 logged the request line...
     assert KEY not in caplog.text  # ...without the key
 
@@ -334,7 +334,7 @@ def test_legacy_over_query_limit_is_retried_and_zero_results_is_an_empty_unit(
     src, parts = discover(
         fake,
         legacy_config(
-            anchors=[[*ISLAMABAD, "Islamabad"], *far], grid_size=1, included_types=["establishment"]
+            anchors=[[*ISLAMABAD, "Islamabad"], *far], grid_size=1, legacy_types=["establishment"]
         ),
         tmp_path / "p",
         sleep=sleeps,
@@ -373,7 +373,7 @@ def test_legacy_key_never_leaks_through_transport_errors(tmp_path: Path) -> None
 def test_legacy_photo_url_gets_the_key_only_at_fetch_time(tmp_path: Path) -> None:
     fake = PlacesFake(places=make_places(per_center=8, centers=[ISLAMABAD]))
     with serve(fake.app()) as base:
-        src = PlacesSource(legacy_config(grid_size=1, included_types=["establishment"]), base)
+        src = PlacesSource(legacy_config(grid_size=1, legacy_types=["establishment"]), base)
         parts = PartStore(tmp_path / "p")
         src.discover(parts, progress=NullProgress())
         rec = parts.read_all(schema=SOURCE_SCHEMA).to_pylist()[0]
@@ -475,3 +475,139 @@ def test_legacy_endpoint_may_name_the_api_root(suffix: str) -> None:
         "places", config=make_config(api="legacy"), endpoint=f"http://127.0.0.1:8080{suffix}"
     )
     assert src.base == "http://127.0.0.1:8080"
+
+
+# ----------------------------------------------------------------------------- real-data shapes
+
+
+def test_place_types_are_checked_per_api_at_config_load(tmp_path: Path) -> None:
+    from geopak_core.errors import ConfigError
+
+    cfg = load_config(None)
+    assert "historical_landmark" in cfg.crawl.places.included_types  # New: Table A
+    assert "historical_landmark" not in cfg.crawl.places.legacy_types
+    with pytest.raises(ConfigError, match=r"legacy_types.*Places API \(New\) type"):
+        load_config(None, {"crawl.places.legacy_types": ["park", "historical_landmark"]})
+    with pytest.raises(ConfigError, match=r"included_types.*did you mean museum"):
+        load_config(None, {"crawl.places.included_types": ["musuem"]})
+    with pytest.raises(ConfigError, match=r"included_types.*deprecated legacy type"):
+        load_config(None, {"crawl.places.included_types": ["establishment"]})
+    # a setting changed after loading is refused before any request is made
+    bad = legacy_config(legacy_types=["historical_landmark"])
+    with pytest.raises(GeopakError, match="legacy_types.*historical_landmark"):
+        PlacesSource(bad, "http://127.0.0.1:9")
+
+
+def test_legacy_crawl_with_the_default_types_never_sends_a_new_only_type(tmp_path: Path) -> None:
+    fake = PlacesFake(places=make_places(per_center=10, centers=[ISLAMABAD]))
+    cfg = make_config(api="legacy", anchors=[[*ISLAMABAD, "Islamabad"]], grid_size=1)
+    cfg.crawl.places.radius_m = 9000.0
+    src, parts = discover(fake, cfg, tmp_path / "p")
+    sent = {c["query"].get("type") for c in fake.log("nearbysearch") if "location" in c["query"]}
+    assert sent == set(load_config(None).crawl.places.legacy_types)
+    assert all(c["outcome"] in ("OK", "ZERO_RESULTS") for c in fake.log("nearbysearch"))
+    # what the fake does with the New-only type the old default sent: INVALID_REQUEST
+    with serve(fake.app()) as base:
+        r = requests.get(
+            f"{base}/maps/api/place/nearbysearch/json",
+            params={
+                "location": "33.68,73.04",
+                "radius": 900,
+                "type": "historical_landmark",
+                "key": KEY,
+            },
+            timeout=10,
+        ).json()
+    assert r["status"] == "INVALID_REQUEST" and r["html_attributions"] == []
+
+
+def test_legacy_attributions_both_levels_owner_only_from_a_link(tmp_path: Path) -> None:
+    places = make_places(per_center=12, centers=[ISLAMABAD])
+    with_photos = [p for p in places if p.photos]
+    plain, empty, linked = (p.photos[0] for p in with_photos[:3])
+    fake = PlacesFake(
+        places=places,
+        listing_attributions=[
+            'Listings by <a href="https://www.example.com/">Example Listings</a>'
+        ],
+        author_styles={plain.ref: "plain", empty.ref: "empty"},
+    )
+    _, parts = discover(
+        fake, legacy_config(grid_size=1, legacy_types=["establishment"]), tmp_path / "p"
+    )
+    by_ref = {
+        r["url"].rsplit("photo_reference=", 1)[1]: r
+        for r in parts.read_all(schema=SOURCE_SCHEMA).to_pylist()
+    }
+    listing = "; Listings by Example Listings (https://www.example.com/)"
+    a = by_ref[linked.ref]
+    assert a["owner"] == linked.author
+    assert a["attribution"] == (
+        f"Photo by {linked.author} (https://maps.google.com/maps/contrib/{linked.author_id}) via Google Maps{listing}"
+    )
+    b = by_ref[plain.ref]
+    assert (
+        b["owner"] == "" and b["attribution"] == f"Photo by {plain.author} via Google Maps{listing}"
+    )
+    c = by_ref[empty.ref]
+    assert c["owner"] == "" and c["attribution"] == f"Photo by unknown via Google Maps{listing}"
+    assert all(r["attribution"].endswith(listing) for r in by_ref.values())
+
+
+def test_new_api_plain_and_empty_author_attributions(tmp_path: Path) -> None:
+    places = make_places(per_center=20, centers=[ISLAMABAD])
+    photos = [ph for p in places for ph in p.photos]
+    fake = PlacesFake(places=places, author_styles={photos[0].ref: "plain", photos[1].ref: "empty"})
+    cfg = make_config(anchors=[[*ISLAMABAD, "Islamabad"]], grid_size=1)
+    cfg.crawl.places.radius_m = 9000.0
+    cfg.crawl.places.included_types = [
+        "tourist_attraction",
+        "park",
+        "historical_landmark",
+        "mosque",
+        "museum",
+        "restaurant",
+    ]
+    _, parts = discover(fake, cfg, tmp_path / "p")
+    recs = {
+        r["url"].split("/photos/", 1)[1].split("/media", 1)[0]: r
+        for r in parts.read_all(schema=SOURCE_SCHEMA).to_pylist()
+    }
+    assert (
+        recs[photos[0].ref]["owner"] == ""
+        and photos[0].author in recs[photos[0].ref]["attribution"]
+    )
+    assert (
+        recs[photos[1].ref]["owner"] == ""
+        and "Photo by unknown" in recs[photos[1].ref]["attribution"]
+    )
+    others = [r for k, r in recs.items() if k not in (photos[0].ref, photos[1].ref)]
+    assert others and all(r["owner"] for r in others)
+
+
+@pytest.mark.parametrize("api", ["new", "legacy"])
+def test_media_redirect_to_another_host_drops_the_key(tmp_path: Path, api: str) -> None:
+    """Google's media endpoints redirect to an image host; the key must not follow the redirect."""
+    from geopak_data.crawl import run_crawl
+
+    fake = PlacesFake(places=make_places(per_center=6, centers=[ISLAMABAD]), image_host="localhost")
+    cfg = make_config(
+        api=api, anchors=[[*ISLAMABAD, "Islamabad"]], grid_size=1, max_photos_per_place=1
+    )
+    cfg.crawl.places.radius_m = 9000.0
+    cfg.crawl.places.legacy_types = ["establishment"]
+    cfg.download.retries = 0
+    work = tmp_path / "w"
+    with serve(fake.app()) as base:
+        assert "127.0.0.1" in base
+        out = run_crawl(
+            source="places", work=work, config=cfg, endpoint=base, allow_private_hosts=True
+        )
+    images = fake.log("image")
+    assert out.counts["downloaded"] == len(images) > 0
+    assert all(i["host"].startswith("localhost:") for i in images)  # the redirect crossed hosts
+    for i in images:
+        assert "X-Goog-Api-Key" not in i["headers"] and "key" not in i["query"]
+        assert KEY not in repr(i["headers"])
+    first = fake.log("media" if api == "new" else "photo")
+    assert first and all(r["outcome"] == 302 for r in first)  # the key did reach the API host

@@ -23,9 +23,19 @@ Legacy Places web service, as the ``googlemaps`` client calls it:
   ``token_delay_s`` after it was issued (counted in ``early_tokens``); statuses ``OK``,
   ``ZERO_RESULTS``, ``REQUEST_DENIED`` (bad key), ``INVALID_REQUEST``, ``OVER_QUERY_LIMIT``
   (injected with ``legacy_faults``);
-* ``GET /maps/api/place/photo?maxwidth=N&photo_reference=R&key=K``: a 302 to the image.
+* ``GET /maps/api/place/photo?maxwidth=N&photo_reference=R&key=K``: a 302 to the image;
+* a ``type`` that only Places API (New) has (``historical_landmark``, ``monument``, ...) is
+  ``INVALID_REQUEST`` "Invalid request. Invalid 'type' parameter.";
+* response-level ``html_attributions`` (``listing_attributions``, e.g. ``Listings by <a
+  href=...>...</a>``), which the Places terms require to be shown, next to the per-photo
+  ones; a photo's attribution may be plain text or empty (``author_styles``: photo ref ->
+  ``"plain"`` / ``"empty"``), in both APIs.
 
-Images are small JPEGs at ``/gphoto/{ref}``. Every API request is logged in ``requests``.
+Images are small JPEGs at ``/gphoto/{ref}``, served like Google serves them from another host
+than the API (``image_host``, e.g. ``"localhost"`` when the API is addressed as 127.0.0.1): the
+media redirects then cross hosts, so a client that forwards the API key is caught (image
+requests are logged as ``image`` with their headers and query). Every API request is logged
+in ``requests``.
 """
 
 from __future__ import annotations
@@ -44,6 +54,10 @@ from aiohttp import web
 from . import tiny_jpeg
 
 TYPES = ["tourist_attraction", "park", "historical_landmark", "mosque", "museum", "restaurant"]
+# Types of Places API (New) that the legacy web service answers with INVALID_REQUEST.
+NEW_ONLY_TYPES = frozenset(
+    {"historical_landmark", "monument", "cultural_landmark", "historical_place", "national_park"}
+)
 _ID_CHARS = string.ascii_letters + string.digits + "-_"
 
 
@@ -135,6 +149,9 @@ class PlacesFake:
     )  # statuses to answer nearbysearch with, in order
     requests: list[dict[str, Any]] = field(default_factory=list)
     early_tokens: int = 0
+    listing_attributions: list[str] = field(default_factory=list)  # response-level (legacy)
+    author_styles: dict[str, str] = field(default_factory=dict)  # photo ref -> plain / empty
+    image_host: str | None = None  # serve images as if from another host (redirects cross)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -277,13 +294,7 @@ class PlacesFake:
                     "name": f"places/{p.id}/photos/{ph.ref}",
                     "widthPx": ph.width,
                     "heightPx": ph.height,
-                    "authorAttributions": [
-                        {
-                            "displayName": ph.author,
-                            "uri": f"//maps.google.com/maps/contrib/{ph.author_id}",
-                            "photoUri": f"//lh3.googleusercontent.com/a-/{ph.author_id}=s100-p-k-no-mo",
-                        }
-                    ],
+                    "authorAttributions": self._new_authors(ph),
                     "flagContentUri": f"https://www.google.com/local/imagery/report/?cb_client=maps_api_places&image_key=!1e10!2s{ph.ref}",
                     "googleMapsUri": f"https://www.google.com/maps/place//data=!3m4!1e2!3m2!1s{ph.ref}!2e10",
                 }
@@ -297,6 +308,27 @@ class PlacesFake:
         if not out.get("photos"):
             out.pop("photos", None)  # proto3 JSON leaves empty lists out
         return out
+
+    def _new_authors(self, ph: FakePlacePhoto) -> list[dict[str, str]]:
+        style = self.author_styles.get(ph.ref, "")
+        if style == "empty":
+            return []
+        if style == "plain":
+            return [{"displayName": ph.author}]
+        return [
+            {
+                "displayName": ph.author,
+                "uri": f"//maps.google.com/maps/contrib/{ph.author_id}",
+                "photoUri": f"//lh3.googleusercontent.com/a-/{ph.author_id}=s100-p-k-no-mo",
+            }
+        ]
+
+    def _image_base(self, request: web.Request) -> str:
+        host = request.host
+        if self.image_host:
+            port = host.rsplit(":", 1)[1] if ":" in host else ""
+            host = f"{self.image_host}:{port}" if port else self.image_host
+        return f"{request.scheme}://{host}"
 
     async def _media(self, request: web.Request) -> web.Response:
         pid, ref = request.match_info["pid"], request.match_info["ref"]
@@ -323,7 +355,7 @@ class PlacesFake:
                 "INVALID_ARGUMENT",
                 "You must specify either max_height_px or max_width_px, with values between 1 and 4800.",
             )
-        photo_uri = f"{request.scheme}://{request.host}/gphoto/{ref}=w{w}"
+        photo_uri = f"{self._image_base(request)}/gphoto/{ref}=w{w}"
         entry["outcome"] = 302
         if request.query.get("skipHttpRedirect") == "true":
             return web.json_response(
@@ -396,6 +428,11 @@ class PlacesFake:
                     "INVALID_REQUEST", message="Invalid request. Invalid 'radius' parameter."
                 )
             types = [q["type"]] if q.get("type") else []
+            if set(types) & NEW_ONLY_TYPES:
+                entry["outcome"] = "INVALID_REQUEST"
+                return self._legacy(
+                    "INVALID_REQUEST", message="Invalid request. Invalid 'type' parameter."
+                )
             found = self.matching(lat, lng, radius, types)[:60]
             offset = 0
         page = found[offset : offset + 20]
@@ -413,10 +450,14 @@ class PlacesFake:
                 )
         entry["outcome"] = "OK"
         entry["returned"] = [p.id for p in page]
-        return self._legacy("OK", [self._legacy_place(p) for p in page], token=next_token)
+        resp = self._legacy("OK", [self._legacy_place(p) for p in page], token=next_token)
+        if self.listing_attributions:
+            body = json.loads(resp.text or "{}")
+            body["html_attributions"] = list(self.listing_attributions)
+            resp = web.json_response(body)
+        return resp
 
-    @staticmethod
-    def _legacy_place(p: FakePlace) -> dict[str, Any]:
+    def _legacy_place(self, p: FakePlace) -> dict[str, Any]:
         out: dict[str, Any] = {
             "business_status": "OPERATIONAL",
             "geometry": {
@@ -436,13 +477,21 @@ class PlacesFake:
         }
         if p.photos:  # Nearby Search lists at most one photo per place
             ph = p.photos[0]
+            style = self.author_styles.get(ph.ref, "")
+            attributions = (
+                []
+                if style == "empty"
+                else [_html_escape(ph.author)]
+                if style == "plain"
+                else [
+                    f'<a href="https://maps.google.com/maps/contrib/{ph.author_id}">{_html_escape(ph.author)}</a>'
+                ]
+            )
             out["photos"] = [
                 {
                     "height": ph.height,
                     "width": ph.width,
-                    "html_attributions": [
-                        f'<a href="https://maps.google.com/maps/contrib/{ph.author_id}">{_html_escape(ph.author)}</a>'
-                    ],
+                    "html_attributions": attributions,
                     "photo_reference": ph.ref,
                 }
             ]
@@ -460,10 +509,17 @@ class PlacesFake:
             entry["outcome"] = 400
             return web.Response(status=400, text="Bad Request")
         entry["outcome"] = 302
-        raise web.HTTPFound(f"{request.scheme}://{request.host}/gphoto/{ref}=w{w}")
+        raise web.HTTPFound(f"{self._image_base(request)}/gphoto/{ref}=w{w}")
 
     async def _image(self, request: web.Request) -> web.Response:
         ref = request.match_info["ref"].split("=", 1)[0]
+        self._record(
+            "image",
+            ref=ref,
+            host=request.host,
+            query=dict(request.query),
+            headers=dict(request.headers),
+        )
         if ref not in self._photo:
             return web.Response(status=404, text="Not Found")
         return web.Response(body=tiny_jpeg(sum(map(ord, ref))), content_type="image/jpeg")
