@@ -11,6 +11,9 @@ reserved", not "no known copyright restrictions", not "US Government work").
 A file offered under several licences may be used under any one of them, so the most
 permissive one (``RANK``: public domain first, then attribution only, then share-alike, ...)
 is the one filtered on and reported; all of them are kept in the record.
+
+(The Wikimedia Commons and Mapillary sources filter with ``licensing.py``, whose allowed
+families come from their own config sections.)
 """
 
 from __future__ import annotations
