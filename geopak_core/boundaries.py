@@ -41,6 +41,24 @@ if TYPE_CHECKING:  # geopandas is heavy: imported only when polygons are actuall
     import geopandas
 
 ENV_VAR = "GEOPAK_BOUNDARIES"
+
+# Whether error advice may name --boundaries: a command that has no such option must not
+# tell its user to pass it. Commands set it (set_cli_advice); library use keeps the default.
+_ADVICE = {"boundaries_flag": True}
+
+
+def set_cli_advice(*, boundaries_flag: bool) -> None:
+    """Declare whether the command in use accepts ``--boundaries FILE``."""
+    _ADVICE["boundaries_flag"] = boundaries_flag
+
+
+def offline_advice() -> str:
+    """How to give the polygons without a download, naming only options the command has."""
+    if _ADVICE["boundaries_flag"]:
+        return f"pass --boundaries FILE or set {ENV_VAR}"
+    return f"set {ENV_VAR}=FILE (a local copy of the polygons)"
+
+
 CACHE_ENV_VAR = "GEOPAK_BOUNDARIES_CACHE"
 _REPO_BOUNDARIES = Path(__file__).resolve().parent.parent / "boundaries"
 MANIFEST_PATH = _REPO_BOUNDARIES / "manifest.json"
@@ -206,7 +224,7 @@ def download_boundaries(
                     atomic_write_text(_digest_record(dest), got + "\n")
     except requests.RequestException as exc:
         raise GeopakError(
-            f"boundaries download {url} failed ({type(exc).__name__}); pass --boundaries FILE or set {ENV_VAR}"
+            f"boundaries download {url} failed ({type(exc).__name__}); {offline_advice()}"
         ) from None
     log.info(
         "downloaded boundaries %s (%d bytes, sha256 %s %s) -> %s",

@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from geopak_core.boundaries import set_cli_advice
+from geopak_core.clihelp import Parser
 from geopak_core.errors import GeopakError, os_error_line
 from geopak_core.progress import setup_logging
 
@@ -31,9 +33,7 @@ COMMAND_MODULES = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
-        self.exit(2, f"{self.prog}: error: {message}\n")
+_Parser = Parser  # help with defaults and examples kept as written; one-line usage errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "verbose", 0))
+    set_cli_advice(boundaries_flag=hasattr(args, "boundaries"))
     try:
         rc = args.func(args)
     except GeopakError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from geopak_core.errors import GeopakError
@@ -72,16 +73,19 @@ def country_overrides(args: argparse.Namespace) -> dict[str, str]:
     return out
 
 
-def config_for(args: argparse.Namespace) -> PipelineConfig:
+def config_for(
+    args: argparse.Namespace, *, check: Callable[[PipelineConfig], None] | None = None
+) -> PipelineConfig:
     """The work folder's config with --config, --country and --boundaries applied; given
-    options are remembered for the later stages."""
+    options are remembered for the later stages. ``check`` runs on the config before
+    anything is written to the work folder (see ``runner.work_config``)."""
     from geopak_core.io import atomic_write_text
 
     from .config import dump_toml
     from .runner import WORK_CONFIG
 
     overrides = country_overrides(args)
-    cfg = work_config(args.work, args.config, overrides or None)
+    cfg = work_config(args.work, args.config, overrides or None, check=check)
     if overrides and args.config is None:
         Path(args.work).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.work) / WORK_CONFIG, dump_toml(cfg))

@@ -360,6 +360,9 @@ class RegionConfig:
 @dataclass
 class CrawlConfig:
     sources: list[str] = field(default_factory=lambda: ["yfcc"])
+    # `run`: a source whose API key or local file is missing is skipped with one line saying
+    # why, instead of stopping the run before it starts.
+    skip_unavailable: bool = False
     # [lon_min, lat_min, lon_max, lat_max]; empty: the country's (region table) bbox
     bbox: list[float] = field(default_factory=list)
     flickr: FlickrConfig = field(default_factory=FlickrConfig)
@@ -819,6 +822,22 @@ def _check_bbox(b: Any, key: str) -> None:
     )
 
 
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line (``--set crawl.yfcc.metadata=FILE``): the value is
+    read as a TOML value (numbers, booleans, lists, quoted strings), else taken as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise GeopakError(
+            f"--set {text!r}: expected KEY=VALUE, e.g. --set crawl.yfcc.metadata=FILE"
+        )
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
 def getattr_path(obj: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         obj = getattr(obj, part)
@@ -872,10 +891,17 @@ def load_config(
             raise GeopakError(f"cannot read config {p}: {exc.strerror or exc}") from None
         base = p.resolve().parent
     for dotted, value in (overrides or {}).items():
+        section, _, name = dotted.rpartition(".")
+        if (section, name) in _PATH_KEYS and isinstance(value, str) and value:
+            # a path given on the command line is relative to where the user is, not the TOML
+            if not Path(value).is_absolute() and "://" not in value:
+                value = str(Path(value).resolve())
         node = data
         parts = dotted.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(dotted, value, f"{part} is not a table")
         node[parts[-1]] = value
     cfg = from_dict(PipelineConfig, data)
     _resolve_paths(cfg, base)

@@ -605,82 +605,96 @@ def run_crawl(
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    cfg = cliutil.config_for(args)
+    from .sources import SOURCES, missing_inputs
+
+    spec = SOURCES[args.source]
+    opts = {f.opt: getattr(args, f.opt, None) for f in spec.files}
+
+    def preflight(cfg: PipelineConfig) -> None:
+        # Before anything is written to the work folder (not even the remembered config).
+        missing = missing_inputs(args.source, cfg, opts)
+        if missing:
+            raise GeopakError(f"crawl {args.source}: " + "; ".join(missing))
+
+    cfg = cliutil.config_for(args, check=preflight)
     outcome = run_crawl(
         source=args.source,
         work=args.work,
         config=cfg,
-        endpoint=args.endpoint,
+        endpoint=getattr(args, "endpoint", None),
         retry_failed=args.retry_failed,
         allow_private_hosts=args.allow_private_hosts,
         force=args.force,
         limit=args.limit,
-        metadata=args.metadata,
-        train_csv=args.train_csv,
-        landmarks=args.landmarks,
-        attribution_csv=args.attribution_csv,
-        plan=args.plan,
+        plan=getattr(args, "plan", None),
         executor=args.executor,
         ray_address=args.ray_address,
+        **{k: v for k, v in opts.items() if v is not None},
     )
     print(outcome.summary)
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "crawl",
-        help="discover and download photos from one source (resumable)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    from .sources import SOURCES
+CRAWL_DESCRIPTION = """\
+Discover candidate photos from one source, then download them into the work folder.
 
-    p.add_argument("source", choices=tuple(SOURCES), help="where the photos come from")
+Discovery is checkpointed per unit (an API page, a block of a metadata file) and downloads
+per batch, so a crawl killed at any point continues where it stopped when run again.
+Every failed download is kept with its reason in W/crawl/SOURCE/rejects.parquet;
+--retry-failed tries them again. Run `geopak-data crawl SOURCE --help` for a source's
+options, the environment variables it needs and an example.
+"""
+
+
+def _source_description(spec: Any) -> str:
+    lines = [f"Crawl {spec.summary}.", ""]
+    if spec.notes:
+        lines += [spec.notes, ""]
+    if spec.env:
+        lines += ["environment variables (required, never stored or logged):"]
+        lines += [f"  {v}" for v in spec.env]
+    else:
+        lines += ["environment variables: none needed"]
+    lines += ["", "example:", f"  {spec.example}"]
+    return "\n".join(lines) + "\n"
+
+
+def _add_source_parser(crawl_sub: argparse._SubParsersAction, spec: Any) -> None:
+    p = crawl_sub.add_parser(
+        spec.name,
+        help=spec.summary,
+        description=_source_description(spec),
+    )
+    p.set_defaults(source=spec.name, func=_cmd)
     cliutil.add_common(p)
     cliutil.add_country(p)
-    p.add_argument(
-        "--endpoint",
-        default=None,
-        metavar="URL",
-        help="API base URL (default: the real service; e.g. a loopback test server)",
-    )
-    p.add_argument(
-        "--metadata",
-        type=cliutil.existing_file,
-        default=None,
-        metavar="FILE",
-        help="yfcc: yfcc100m_dataset TSV (plain/.gz/.bz2) or Parquet",
-    )
-    p.add_argument(
-        "--train-csv",
-        type=cliutil.existing_file,
-        default=None,
-        metavar="FILE",
-        help="gldv2: train.csv (id,url,landmark_id)",
-    )
-    p.add_argument(
-        "--landmarks",
-        type=cliutil.existing_file,
-        default=None,
-        metavar="FILE",
-        help="gldv2: landmark table (landmark_id,lat,lon[,name])",
-    )
-    p.add_argument(
-        "--attribution-csv",
-        type=cliutil.existing_file,
-        default=None,
-        metavar="FILE",
-        help="gldv2: train_attribution.csv (id,url,author,license,title); required: the only source of each image's licence",
-    )
-    p.add_argument(
-        "--plan",
-        type=cliutil.existing_file,
-        default=None,
-        metavar="PLAN.parquet",
-        help="commons, mapillary: a coverage plan (W/coverage/plan.parquet from `geopak-data coverage`): "
-        "visit the most under-covered tiles first, skip tiles already at target",
-    )
+    if spec.remote:
+        p.add_argument(
+            "--endpoint",
+            default=None,
+            metavar="URL",
+            help=f"API base URL, e.g. a loopback test server or a mirror (default: crawl.{spec.name}.endpoint, else the real service)",
+        )
+    for f in spec.files:
+        p.add_argument(
+            f.flag,
+            dest=f.opt,
+            type=cliutil.existing_file,
+            default=None,
+            metavar="FILE",
+            help=f"{f.what} (default: {spec.config_key(f)} in the config"
+            + ("" if f.required else "; optional")
+            + ")",
+        )
+    if spec.tiled:
+        p.add_argument(
+            "--plan",
+            type=cliutil.existing_file,
+            default=None,
+            metavar="PLAN.parquet",
+            help="a coverage plan (W/coverage/plan.parquet from `geopak-data coverage`): "
+            "visit the most under-covered tiles first, skip tiles already at target (default: every tile in order)",
+        )
     p.add_argument(
         "--retry-failed",
         action="store_true",
@@ -696,7 +710,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="keep only the first N candidates (0: all)",
+        help="keep only the first N candidates (default: 0 = all)",
     )
     cliutil.add_executor(p)
-    p.set_defaults(func=_cmd)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .sources import SOURCES
+
+    p = sub.add_parser(
+        "crawl",
+        help="discover and download photos from one source (resumable)",
+        description=CRAWL_DESCRIPTION,
+    )
+    crawl_sub = p.add_subparsers(dest="source", metavar="SOURCE", parser_class=type(p))
+    crawl_sub.required = True
+    for spec in SOURCES.values():
+        _add_source_parser(crawl_sub, spec)

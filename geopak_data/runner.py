@@ -195,7 +195,6 @@ def run_stage(
     whether the stage must run again.
     """
     work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(work)
     snapshot = {s: dataclasses.asdict(getattr_path(config, s)) for s in sections}
     if extra:
@@ -209,6 +208,7 @@ def run_stage(
         )
 
     sdir = stage_dir(work, name)
+    work.mkdir(parents=True, exist_ok=True)  # only now: a stage that cannot start leaves nothing
     with _locked(work / f".{name.replace(':', '_')}.lock", blocking=False):
         prev = manifest.entry(name)
         changes: list[str] = []
@@ -225,7 +225,7 @@ def run_stage(
                 ):
                     counts = prev.get("counts", {})
                     msg = f"{name}: already done ({_fmt_counts(counts)}); nothing to do"
-                    log.info(msg)
+                    log.debug(msg)  # the caller reports the outcome (once)
                     return StageOutcome(name, True, counts, msg, 0.0)
                 if prev.get("config_hash") != chash:
                     changes += [f"config {c}" for c in _diff(prev.get("config", {}), snapshot)]
@@ -308,7 +308,7 @@ def run_stage(
         )
     summary = result.summary or f"{name}: {_fmt_counts(result.counts)}"
     summary = f"{summary} in {seconds:.1f}s"
-    log.info(summary)
+    log.debug(summary)  # the caller reports the outcome (once): a command prints it
     return StageOutcome(name, False, result.counts, summary, seconds, changes)
 
 
@@ -317,20 +317,31 @@ def _fmt_counts(counts: dict[str, Any]) -> str:
 
 
 def work_config(
-    work: Path, config_path: str | Path | None = None, overrides: dict[str, Any] | None = None
+    work: Path,
+    config_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    check: Callable[[PipelineConfig], None] | None = None,
 ) -> PipelineConfig:
     """The config a stage command uses: ``--config`` (remembered in the work folder), else the
-    work folder's remembered one, else the defaults."""
+    work folder's remembered one, else the defaults.
+
+    ``check`` runs on the loaded config before anything is written (a missing API key or
+    input file must not leave a half-made work folder behind)."""
     work = Path(work)
     remembered = work / WORK_CONFIG
     if config_path is not None:
         cfg = load_config(config_path, overrides)
+    elif remembered.exists():
+        cfg = load_config(remembered, overrides)
+    else:
+        cfg = load_config(None, overrides)
+    if check is not None:
+        check(cfg)
+    if config_path is not None:
         work.mkdir(parents=True, exist_ok=True)
         atomic_write_text(remembered, dump_toml(cfg))
-        return cfg
-    if remembered.exists():
-        return load_config(remembered, overrides)
-    return load_config(None, overrides)
+    return cfg
 
 
 def stage_status(work: Path) -> dict[str, Any]:

@@ -41,9 +41,10 @@ from geopak_core.shardfmt import (
 
 from .config import ShardConfig
 from .removal import RemovalList
+from .source_registry import restricted_sources
 from .splits import SplitResult, assign_splits, shuffle_order
 
-RESTRICTED_SOURCES = frozenset({"places"})
+RESTRICTED_SOURCES = frozenset(restricted_sources())  # from the source registry
 
 
 @dataclass

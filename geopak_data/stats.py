@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from geopak_core.clihelp import text_table
 from geopak_core.errors import GeopakError
 from geopak_core.io import read_json
 from geopak_core.progress import log
@@ -73,12 +75,26 @@ def filter_notes(work: str | Path) -> list[str]:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    import pandas as pd
+    """A headed table that fits 100 columns (the last column wraps)."""
+    return text_table(rows, columns, width=100, indent="  ")
 
-    if not rows:
-        return "  (none)"
-    df = pd.DataFrame(rows, columns=columns)
-    return df.to_string(index=False)
+
+def stage_order(name: str) -> tuple[int, int, str]:
+    """Pipeline order: crawl:<source> (registry order), filter, tag, cluster, shard, then the
+    rest (e.g. the demo's report stage) by name."""
+    from .sources import source_names
+
+    base, _, sub = name.partition(":")
+    order = ("crawl", "filter", "tag", "cluster", "shard")
+    if base not in order:
+        return (len(order), 0, name)
+    names = source_names()
+    return (order.index(base), names.index(sub) if sub in names else len(names), name)
+
+
+def _headline(counts: dict[str, Any]) -> str:
+    """The stage's own counts; ``reason:x`` / ``province:x`` breakdowns have their own tables."""
+    return ", ".join(f"{k}={v}" for k, v in counts.items() if ":" not in k)
 
 
 def _cells_summary(cells: Any) -> list[dict[str, Any]]:
@@ -125,9 +141,9 @@ def work_stats(work: str | Path) -> dict[str, Any]:
             "stage": name,
             "status": e.get("status", ""),
             "seconds": round(float(e.get("seconds") or 0.0), 1),
-            "counts": ", ".join(f"{k}={v}" for k, v in (e.get("counts") or {}).items()),
+            "counts": _headline(e.get("counts") or {}),
         }
-        for name, e in manifest.get("stages", {}).items()
+        for name, e in sorted(manifest.get("stages", {}).items(), key=lambda kv: stage_order(kv[0]))
     ]
 
     def count_by(path: Path, col: str) -> dict[str, int] | None:
@@ -199,7 +215,7 @@ def work_stats(work: str | Path) -> dict[str, Any]:
         "provinces_from": str(latest.relative_to(work)) if latest else "",
         "rejects": [
             {"stage": st, "reason": r, "photos": n}
-            for st, rs in rejects.items()
+            for st, rs in sorted(rejects.items(), key=lambda kv: stage_order(kv[0]))
             for r, n in sorted(rs.items(), key=lambda kv: (-kv[1], kv[0]))
         ],
         "filter_notes": filter_notes(work),
@@ -267,7 +283,7 @@ def dir_stats(folder: str | Path) -> dict[str, Any]:
         "sources": sources,
         "rejects": [
             {"stage": st, "reason": r, "photos": n}
-            for st, rs in rejects.items()
+            for st, rs in sorted(rejects.items(), key=lambda kv: stage_order(kv[0]))
             for r, n in sorted(rs.items(), key=lambda kv: (-kv[1], kv[0]))
         ],
         "filter_notes": stats.get("filter_notes", []),
@@ -313,7 +329,11 @@ def render(report: dict[str, Any]) -> str:
     add("\nreject reasons")
     add(_table(report["rejects"], ["stage", "reason", "photos"]))
     for note in report.get("filter_notes", []):
-        add(f"  note: filter check {note}")
+        add(
+            textwrap.fill(
+                f"note: filter check {note}", 100, initial_indent="  ", subsequent_indent="    "
+            )
+        )
     add(f"\ngeocells: {report['n_cells']} (sizes n = photos per cell, radii in km)")
     add(_table(report["cells"]))
     return "\n".join(out)
@@ -384,7 +404,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         metavar="W",
-        help="a work folder instead of a shard folder",
+        help="a work folder instead of a shard folder (default: none; give DIR or --work)",
     )
     p.add_argument(
         "--map",
@@ -394,5 +414,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where to write the map (default: W/stats/map.png or DIR/map.png)",
     )
     p.add_argument("--json", action="store_true", help="print the tables as one JSON object")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="debug logging (-vv: also third-party libraries)",
+    )
     p.set_defaults(func=_cmd)

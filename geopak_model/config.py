@@ -250,3 +250,91 @@ def load_model_config(preset_or_path: str, **overrides: Any) -> ModelConfig:
             data[name] = str((path.resolve().parent / value).resolve())
     data.update(overrides)
     return ModelConfig.from_dict(data)
+
+
+# ----------------------------------------------------------------------------- training
+
+# Rare provinces: class weights, province-balanced resampling, both, or neither.
+BALANCE_MODES = ("none", "weights", "sample", "both")
+
+# Per-phase defaults of the settings that differ by phase (the one place they live).
+PHASE_DEFAULTS = {
+    0: {"epochs": 8, "lr": 1e-3},
+    1: {"epochs": 30, "lr": 1e-3},
+    2: {"epochs": 5, "lr": 1e-4},
+}
+
+
+# Upper bounds: beyond them a value is a typo (10**6 workers, a 10**9 batch).
+TRAIN_LIMITS: dict[str, tuple[float, float]] = {
+    "epochs": (1, 100_000),
+    "batch_size": (1, 65_536),
+    "lr": (0, 10),
+    "encoder_lr_scale": (0, 10),
+    "weight_decay": (0, 10),
+    "grad_clip": (0, 1e6),
+    "grad_accum": (1, 4096),
+    "balance_power": (0, 10),
+    "shuffle_buffer": (0, 10**7),
+    "num_workers": (0, 256),
+    "seed": (0, 2**63 - 1),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and data settings of one run (the model's own settings are ModelConfig)."""
+
+    phase: int = 1
+    epochs: int | None = None  # default per phase: 8 / 30 / 5
+    batch_size: int = 64
+    lr: float | None = None  # heads' peak LR; default per phase: 1e-3 / 1e-3 / 1e-4
+    encoder_lr_scale: float = 0.05  # phase 2: encoder LR = lr * this
+    weight_decay: float = 0.01
+    warmup_steps: int | None = None  # default: 5% of all optimiser steps
+    min_lr_ratio: float = 0.01  # the cosine ends at lr * this
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    grad_accum: int = 1  # micro-batches per optimiser step
+    balance: str = "weights"  # rare provinces: class weights, resampling, both, or none
+    balance_power: float = 0.5  # resampling strength (1 = equal provinces)
+    shuffle_buffer: int = 2000
+    num_workers: int = 4
+    seed: int = 0
+    checkpoint_every: int = 500  # optimiser steps between last.pt writes (plus every epoch end)
+    eval_every: int = 1  # epochs between validations (the last epoch is always validated)
+    log_every: int = 20  # optimiser steps between train_log.jsonl lines
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke runs, benchmarks)
+    amp: bool = True  # bf16 autocast on CUDA
+    plots: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        defaults = PHASE_DEFAULTS.get(self.phase, {})
+        if self.epochs is None:
+            self.epochs = defaults.get("epochs", 1)
+        if self.lr is None:
+            self.lr = defaults.get("lr", 1e-3)
+
+    def validate(self) -> None:
+        def check(ok: bool, name: str, reason: str) -> None:
+            if not ok:
+                raise ConfigError(name, getattr(self, name), reason)
+
+        check(self.phase in (0, 1, 2), "phase", "must be 0, 1 or 2")
+        check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.lr > 0, "lr", "must be > 0")
+        check(self.encoder_lr_scale > 0, "encoder_lr_scale", "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+        check(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+        check(self.grad_accum >= 1, "grad_accum", "must be >= 1")
+        check(self.balance in BALANCE_MODES, "balance", f"must be one of {BALANCE_MODES}")
+        check(self.balance_power >= 0, "balance_power", "must be >= 0")
+        check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        check(self.eval_every >= 1, "eval_every", "must be >= 1")
+        check(self.log_every >= 1, "log_every", "must be >= 1")
+        check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
+        check_limits(self, "", TRAIN_LIMITS)

@@ -51,9 +51,9 @@ from geopak_core.shardfmt import (
     shard_name,
 )
 
-log = logging.getLogger(__name__)
+from .config import BALANCE_MODES  # noqa: F401  (defined with TrainConfig; re-exported)
 
-BALANCE_MODES = ("none", "weights", "sample", "both")
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--split",
         choices=("train", "val", "test"),
         default="test",
-        help="split to evaluate (default test)",
+        help="split to evaluate",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument(
@@ -59,14 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="FEATS",
-        help="use an embedding cache made with this checkpoint's encoders",
+        help="use an embedding cache made with this checkpoint's encoders (default: encode the images)",
     )
     p.add_argument(
         "--plots",
         type=Path,
         default=None,
         metavar="DIR",
-        help="also write error CDF, per-province accuracy and confusion PNGs here",
+        help="also write error CDF, per-province accuracy and confusion PNGs here (default: no plots)",
     )
     p.add_argument(
         "--aggregate",
@@ -102,16 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="province polygons that keep answers inside their province (default: $GEOPAK_BOUNDARIES "
         "or the boundaries cache when present; never downloaded here)",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=64, metavar="N", help="images per forward pass"
+    )
     p.add_argument(
         "--workers",
         type=int,
         default=2,
         metavar="N",
-        help="DataLoader workers decoding JPEGs (default 2)",
+        help="DataLoader workers decoding JPEGs",
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if available)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="debug logging (-vv: also third-party libraries)",
+    )
     return p
 
 

@@ -17,13 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from geopak_core.clihelp import Parser
 from geopak_core.errors import GeopakError, os_error_line
 
 log = logging.getLogger("geopak_model.predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="geopak-predict",
         description="Estimate where in Pakistan photos were taken, with a GEOPAK checkpoint. "
         "The model proposes top province x top cell hypotheses; the answer lies inside the heaviest "
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.png",
         type=Path,
         default=None,
-        help="also draw the answers and their hypotheses on a map of the provinces",
+        help="also draw the answers and their hypotheses on a map of the provinces (default: no map)",
     )
     p.add_argument(
         "--boundaries",
@@ -92,12 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=16,
         metavar="N",
-        help="images per forward pass (default 16)",
+        help="images per forward pass",
     )
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
     )
-    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="debug logging (-vv: also third-party libraries)",
+    )
     return p
 
 

@@ -17,17 +17,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from geopak_core.clihelp import Parser
 from geopak_core.errors import GeopakError, os_error_line
 from geopak_core.io import folder_arg
 from geopak_core.progress import setup_logging
+
+from .config import BALANCE_MODES, PHASE_DEFAULTS, TrainConfig
 
 PROG = "geopak-train"
 PRESETS = ("tiny", "base")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
-        self.exit(2, f"{self.prog}: error: {message}\n")
+_Parser = Parser  # the project's parser: help with defaults, one-line usage errors
 
 
 def _positive_int(value: str) -> int:
@@ -55,14 +56,14 @@ def _model_source(p: argparse.ArgumentParser) -> None:
         "--preset",
         default="base",
         metavar="{tiny,base}",
-        help="model preset (default: base = CLIP ViT-B/16 + ResNet-50 Places365; tiny for smoke runs)",
+        help="model preset: base = CLIP ViT-B/16 + ResNet-50 Places365, tiny for smoke runs (default: base)",
     )
     p.add_argument(
         "--config",
         type=Path,
         default=None,
         metavar="MODEL.toml",
-        help="model config file instead of a preset (encoder weights, sizes, loss weights)",
+        help="model config file instead of a preset (encoder weights, sizes, loss weights; default: the preset)",
     )
     p.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)"
@@ -83,6 +84,26 @@ def _verbose(p: argparse.ArgumentParser) -> None:
         action="count",
         default=0,
         help="debug logging (-vv: also third-party libraries)",
+    )
+
+
+def _default(name: str) -> Any:
+    """A training setting's default, read from TrainConfig (the one place defaults live)."""
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+def _setting(
+    group: Any, name: str, type_: Any, metavar: str, help_: str, *, flag: str = ""
+) -> None:
+    """An option for TrainConfig field ``name``: its default comes from the dataclass, so the
+    CLI, the Python API and ``--help`` can never disagree."""
+    group.add_argument(
+        flag or "--" + name.replace("_", "-"),
+        dest=name if not flag else flag.lstrip("-").replace("-", "_"),
+        type=type_,
+        default=_default(name),
+        metavar=metavar,
+        help=help_,
     )
 
 
@@ -120,132 +141,71 @@ def build_train_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="CKPT",
-        help="start from this checkpoint's weights (e.g. the previous phase's best.pt)",
+        help="start from this checkpoint's weights, e.g. the previous phase's best.pt (default: fresh weights)",
     )
     p.add_argument(
         "--features",
         type=Path,
         default=None,
         metavar="FEATS",
-        help="train phase 0/1 from an embedding cache instead of images (starts from FEATS/model.pt unless --load-from)",
+        help="train phase 0/1 from an embedding cache instead of images; starts from FEATS/model.pt unless --load-from (default: train from images)",
     )
     g = p.add_argument_group("optimisation")
-    g.add_argument(
-        "--epochs",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="epochs (default per phase: 8 / 30 / 5)",
+    per_phase = " / ".join
+    _setting(
+        g,
+        "epochs",
+        _positive_int,
+        "N",
+        "epochs (default per phase 0 / 1 / 2: "
+        + per_phase(str(PHASE_DEFAULTS[ph]["epochs"]) for ph in (0, 1, 2))
+        + ")",
     )
-    g.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=64,
-        metavar="N",
-        help="images per micro-batch and rank (default 64)",
+    _setting(g, "batch_size", _positive_int, "N", "images per micro-batch and rank")
+    _setting(g, "grad_accum", _positive_int, "N", "micro-batches per optimiser step")
+    _setting(
+        g,
+        "lr",
+        _positive_float,
+        "F",
+        "peak learning rate of the heads (default per phase 0 / 1 / 2: "
+        + per_phase(f"{PHASE_DEFAULTS[ph]['lr']:g}" for ph in (0, 1, 2))
+        + ")",
     )
-    g.add_argument(
-        "--grad-accum",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="micro-batches per optimiser step (default 1)",
+    _setting(g, "encoder_lr_scale", _positive_float, "F", "phase 2: encoder LR = lr x F")
+    _setting(g, "weight_decay", float, "F", "AdamW weight decay")
+    _setting(
+        g,
+        "warmup_steps",
+        int,
+        "N",
+        "linear warm-up steps before the cosine decay (default: 5%% of the run)",
     )
-    g.add_argument(
-        "--lr",
-        type=_positive_float,
-        default=None,
-        metavar="F",
-        help="peak learning rate of the heads (default per phase: 1e-3 / 1e-3 / 1e-4)",
-    )
-    g.add_argument(
-        "--encoder-lr-scale",
-        type=_positive_float,
-        default=0.05,
-        metavar="F",
-        help="phase 2: encoder LR = lr x F (default 0.05)",
-    )
-    g.add_argument(
-        "--weight-decay",
-        type=float,
-        default=0.01,
-        metavar="F",
-        help="AdamW weight decay (default 0.01)",
-    )
-    g.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=None,
-        metavar="N",
-        help="linear warm-up steps before the cosine decay (default: 5%% of the run)",
-    )
-    g.add_argument(
-        "--grad-clip",
-        type=float,
-        default=1.0,
-        metavar="F",
-        help="max gradient norm, 0 = off (default 1.0)",
-    )
+    _setting(g, "grad_clip", float, "F", "max gradient norm, 0 = off")
     g.add_argument(
         "--balance",
-        choices=("weights", "sample", "both", "none"),
-        default="weights",
-        help="protect rare provinces by class weights, province-balanced resampling, both or neither (default weights)",
+        choices=BALANCE_MODES,
+        default=_default("balance"),
+        help="protect rare provinces by class weights, province-balanced resampling, both or neither",
     )
-    g.add_argument(
-        "--balance-power",
-        type=float,
-        default=0.5,
-        metavar="F",
-        help="resampling strength: 1 = equal provinces, 0 = natural (default 0.5)",
+    _setting(
+        g, "balance_power", float, "F", "resampling strength: 1 = equal provinces, 0 = natural"
     )
-    g.add_argument(
-        "--seed", type=int, default=0, help="seed for data order, augmentation and init (default 0)"
-    )
-    g.add_argument(
-        "--max-steps",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="stop after N optimiser steps (smoke runs)",
-    )
+    _setting(g, "seed", int, "N", "seed for data order, augmentation and init")
+    _setting(g, "max_steps", _positive_int, "N", "stop after N optimiser steps (default: no limit)")
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     d = p.add_argument_group("data and bookkeeping")
-    d.add_argument(
-        "--workers",
-        type=int,
-        default=4,
-        metavar="N",
-        help="DataLoader workers decoding JPEGs (default 4)",
+    _setting(d, "num_workers", int, "N", "DataLoader workers decoding JPEGs", flag="--workers")
+    _setting(d, "shuffle_buffer", int, "N", "samples in the shuffle buffer")
+    _setting(
+        d,
+        "checkpoint_every",
+        int,
+        "N",
+        "write last.pt every N optimiser steps, 0 = epoch ends only",
     )
-    d.add_argument(
-        "--shuffle-buffer",
-        type=int,
-        default=2000,
-        metavar="N",
-        help="samples in the shuffle buffer (default 2000)",
-    )
-    d.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=500,
-        metavar="N",
-        help="write last.pt every N optimiser steps, 0 = epoch ends only (default 500)",
-    )
-    d.add_argument(
-        "--eval-every",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="validate every N epochs (default 1; the last epoch always)",
-    )
-    d.add_argument(
-        "--log-every",
-        type=_positive_int,
-        default=20,
-        metavar="N",
-        help="log the training loss every N steps (default 20)",
-    )
+    _setting(d, "eval_every", _positive_int, "N", "validate every N epochs (the last epoch always)")
+    _setting(d, "log_every", _positive_int, "N", "log the training loss every N steps")
     d.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     return p
 
@@ -274,30 +234,30 @@ def build_embed_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="CKPT",
-        help="use this checkpoint's encoders instead of a preset/config",
+        help="use this checkpoint's encoders instead of a preset/config (default: the preset)",
     )
     p.add_argument(
         "--splits",
         default="train,val,test",
-        help="comma-separated splits to embed (default train,val,test)",
+        help="comma-separated splits to embed",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=64, metavar="N", help="images per encoder batch"
+    )
     p.add_argument(
         "--workers",
         type=int,
         default=2,
         metavar="N",
-        help="DataLoader workers decoding JPEGs (default 2)",
+        help="DataLoader workers decoding JPEGs",
     )
     p.add_argument(
         "--dtype",
         choices=("float32", "float16"),
         default="float32",
-        help="stored feature precision (default float32)",
+        help="stored feature precision",
     )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed for a randomly initialised model (default 0)"
-    )
+    p.add_argument("--seed", type=int, default=0, help="seed for a randomly initialised model")
     return p
 
 

@@ -1,4 +1,5 @@
-"""Crawl sources and their registry.
+"""Crawl sources: the factory over the registry (``geopak_data/source_registry.py``: names,
+the restricted flag, what each source needs, its help).
 
 ``get_source(name, config=..., endpoint=..., **opts)`` builds a source by name. Sources are
 imported lazily so ``geopak-data --help`` stays instant and a missing optional client library
@@ -13,7 +14,14 @@ from typing import Any
 from geopak_core.errors import GeopakError
 
 from ..config import PipelineConfig
-from ..source_registry import SOURCES
+from ..source_registry import (
+    SOURCES,
+    FileInput,
+    SourceSpec,
+    missing_inputs,
+    restricted_sources,
+    source_names,
+)
 from .base import NullProgress, Progress, Source, discovery_rejects, write_unit
 
 
@@ -24,18 +32,23 @@ def get_source(
     source-specific options (e.g. ``metadata=`` for yfcc, ``train_csv=`` for gldv2)."""
     if name not in SOURCES:
         raise GeopakError(f"unknown source {name!r} (one of {', '.join(SOURCES)})")
-    module_name, cls_name = SOURCES[name]
-    module = importlib.import_module(module_name)
-    cls = getattr(module, cls_name)
+    spec = SOURCES[name]
+    module = importlib.import_module(spec.module)
+    cls = getattr(module, spec.cls)
     return cls(config, endpoint, **opts)
 
 
 __all__ = [
     "SOURCES",
+    "FileInput",
     "NullProgress",
     "Progress",
     "Source",
+    "SourceSpec",
     "discovery_rejects",
     "get_source",
+    "missing_inputs",
+    "restricted_sources",
+    "source_names",
     "write_unit",
 ]

@@ -47,13 +47,19 @@ class NullProgress:
 class Source(ABC):
     """One place photos come from.
 
-    Subclasses set ``name`` (``"flickr"``, ``"places"``, ``"yfcc"``, ``"gldv2"``) and
-    ``restricted`` (True when the source's terms forbid redistributing the photo bytes) and
-    take ``(config: PipelineConfig, endpoint: str | None = None, **opts)``.
+    Subclasses set ``name`` (a key of the registry ``sources.SOURCES``) and take
+    ``(config: PipelineConfig, endpoint: str | None = None, **opts)``. Whether the source's
+    terms forbid redistributing the photo bytes (``restricted``) is read from the registry.
     """
 
     name: str = ""
-    restricted: bool = False
+
+    @property
+    def restricted(self) -> bool:
+        from ..source_registry import SOURCES
+
+        spec = SOURCES.get(self.name)
+        return bool(spec and spec.restricted)
 
     def __init__(self, config: PipelineConfig, endpoint: str | None = None, **opts: Any):
         self.config = config

@@ -130,7 +130,6 @@ class CommonsSource(TiledSource):
     """
 
     name = SOURCE
-    restricted = False
 
     def __init__(self, config: PipelineConfig, endpoint: str | None = None, **opts: Any):
         super().__init__(config, endpoint, **opts)

@@ -294,7 +294,6 @@ class FlickrSource(Source):
     """
 
     name = SOURCE
-    restricted = False
 
     def __init__(self, config: PipelineConfig, endpoint: str | None = None, **opts: Any):
         super().__init__(config, endpoint, **opts)

@@ -176,7 +176,6 @@ class Gldv2Source(Source):
     """GLDv2 ``train.csv`` joined with a landmark -> (lat, lon) table; Commons licences."""
 
     name = "gldv2"
-    restricted = False
 
     def __init__(
         self,

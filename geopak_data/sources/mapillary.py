@@ -93,7 +93,6 @@ class MapillarySource(TiledSource):
     """Street-level images of Mapillary inside the planner's tiles (CC BY-SA 4.0)."""
 
     name = SOURCE
-    restricted = False
 
     def __init__(self, config: PipelineConfig, endpoint: str | None = None, **opts: Any):
         super().__init__(config, endpoint, **opts)

@@ -170,7 +170,6 @@ class PlacesSource(Source):
     """
 
     name = SOURCE
-    restricted = True
 
     def __init__(self, config: PipelineConfig, endpoint: str | None = None, **opts: Any):
         super().__init__(config, endpoint, **opts)

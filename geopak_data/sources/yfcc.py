@@ -716,7 +716,6 @@ class YfccSource(Source):
     """Photos from the YFCC100M metadata file (``--metadata``), kept when inside ``crawl.bbox``."""
 
     name = "yfcc"
-    restricted = False
 
     def __init__(
         self,

@@ -95,7 +95,7 @@ def register(sub: Any) -> None:
         "-w",
         type=Path,
         metavar="W",
-        help="a work folder instead of DIR (shows rejects too)",
+        help="a work folder instead of DIR, shows rejects too (default: none; give DIR or --work)",
     )
     p.add_argument(
         "--checkpoint",
