@@ -148,7 +148,8 @@ class ProvinceShapes:
     @classmethod
     def load(cls, path: str | Path | None = None) -> ProvinceShapes | None:
         """Polygons from ``path`` or ``GEOPAK_BOUNDARIES``/the verified cache; None if no local
-        file is there (a prediction never waits on a download)."""
+        file is there (a prediction never waits on a download) or, with a warning, when the
+        environment's file cannot be read."""
         import os
 
         from geopak_core import boundaries as gb
@@ -162,7 +163,13 @@ class ProvinceShapes:
                 src = None
         if src is None:
             return None
-        return cls(gb.read_boundaries(src))
+        if path:  # asked for by name: a bad file is the user's error
+            return cls(gb.read_boundaries(src))
+        try:
+            return cls(gb.read_boundaries(src))
+        except Exception as exc:  # the environment's file: the check degrades, never fails
+            log.warning("province check off: cannot read boundaries %s (%s)", src, exc)
+            return None
 
     def outside_km(self, lat: np.ndarray, lon: np.ndarray, province_id: np.ndarray) -> np.ndarray:
         """Distance (km, planar estimate at the point's latitude) of each point outside its

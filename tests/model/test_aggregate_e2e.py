@@ -139,3 +139,21 @@ def test_a_far_query_is_not_refined():
     r = refine(res, q, index, threshold=0.9)
     assert r["refined"].tolist() == [True, False]
     assert r["lat"].tolist() == [30.0, 29.0] and r["lon"].tolist() == [70.0, 69.0]
+
+
+def test_cli_aggregate_flags(run, toy_shards, tmp_path, capsys):
+    from geopak_model import predict_cli
+
+    img = tmp_path / "x.jpg"
+    Image.new("RGB", (64, 64), (200, 60, 50)).save(img)
+    assert predict_cli.main([str(img), "-c", str(run), "--best", "--aggregate", "mean"]) == 2
+    assert "contradicts" in capsys.readouterr().err
+    for agg in ("mean", "best", "mode"):
+        assert predict_cli.main([str(img), "-c", str(run), "--json", "--aggregate", agg]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["province"] and -90 <= r["lat"] <= 90
+    other = tmp_path / "other.pt"
+    other.write_bytes(run.read_bytes())  # same weights, but no index next to it
+    rc = eval_cli.main(["--shards", str(toy_shards), "--checkpoint", str(other), "--refine"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--build-index" in err and len(err.splitlines()) == 1
