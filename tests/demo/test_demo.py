@@ -58,6 +58,9 @@ def test_demo_end_to_end_beats_baselines_and_writes_its_report(tmp_path: Path) -
 
     text = (work / "report" / "report.md").read_text()
     assert "median_km" in text and "densest_cell" in text and "crawl:yfcc" in text
+    # every aggregation on the same test images, in the JSON and in the report
+    assert {"mean", "best", "mode", "refine"} <= set(metrics["by_aggregate"])
+    assert "median vs mean" in text and "refine" in text
     with Image.open(work / "report" / "map.png") as im:
         assert im.format == "PNG" and im.width > 400
     assert len(report["predictions"]) >= 5
