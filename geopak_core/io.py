@@ -38,12 +38,18 @@ def atomic_path(
     suffix: str = "",
     *,
     before_replace: Callable[[Path], None] | None = None,
+    durable: bool = True,
 ) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
 
     ``before_replace(tmp)`` runs once the temporary file is complete and fsynced, just before
     the rename: bookkeeping that names the final file (the shard stage's state) is saved then,
     so it can never point at a torn file.
+
+    The rename alone makes the write atomic against process death (kill -9). ``durable``
+    (the default) also fsyncs the file and its folder so it survives a power loss; writers of
+    many small files whose loss a resumed run detects (downloaded images, the shard stage's
+    bookkeeping) pass ``durable=False`` and make their own commit points durable.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -54,8 +60,9 @@ def atomic_path(
         os.chmod(tmp_path, FILE_MODE)
         try:
             yield tmp_path
-            with open(tmp_path, "rb") as fh:
-                os.fsync(fh.fileno())
+            if durable:
+                with open(tmp_path, "rb") as fh:
+                    os.fsync(fh.fileno())
             if before_replace is not None:
                 before_replace(tmp_path)
             os.replace(tmp_path, target)
@@ -64,13 +71,15 @@ def atomic_path(
                 # name the file being written, not its temporary twin
                 raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
             raise
-        _fsync_dir(target.parent)
+        if durable:
+            fsync_dir(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make the renames inside ``folder`` durable (best effort: some filesystems refuse)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -79,17 +88,18 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    with atomic_path(path, durable=durable) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, durable: bool = True) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    atomic_write_text(path, text, durable=durable)
 
 
 def atomic_write_parquet(path: str | os.PathLike, table: pa.Table) -> None:

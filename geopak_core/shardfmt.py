@@ -313,7 +313,9 @@ def write_tar(
     """Write ``(key, jpg, json)`` samples to ``path`` atomically; return the file's identity.
 
     ``on_ready(identity)`` runs after the temporary file is complete and fsynced but before
-    the rename, so bookkeeping that names the final file can never point at a torn one.
+    the rename, so bookkeeping that names the final file can never point at a torn one. The
+    folder is not fsynced here (once per folder is enough: ``geopak_core.io.fsync_dir``); a
+    rename lost to a power cut shows as a missing file, which a resumed run rewrites.
     """
     ident: dict[str, int] = {}
 
@@ -322,8 +324,11 @@ def write_tar(
         if on_ready is not None:
             on_ready(dict(ident))
 
-    with atomic_path(path, before_replace=ready) as tmp, open(tmp, "wb", buffering=1 << 20) as fh:
-        write_samples(fh, samples)
+    with atomic_path(path, before_replace=ready, durable=False) as tmp:
+        with open(tmp, "wb", buffering=1 << 20) as fh:
+            write_samples(fh, samples)
+            fh.flush()
+            os.fsync(fh.fileno())
     return ident
 
 

@@ -45,6 +45,7 @@ from yarl import URL
 
 from geopak_core.errors import GeopakError
 from geopak_core.executor import HostLimiter, LocalHostLimiter
+from geopak_core.io import atomic_write_bytes
 
 from .config import DownloadConfig
 from .imaging import ImageRejected, StoredImage, process_image
@@ -167,15 +168,8 @@ def write_image(dest: Path, data: bytes) -> None:
     No fsync per image: a killed process never leaves a torn file, and the batch part that
     records the image is itself fsynced, so a resumed crawl only trusts finished batches.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written twin behind
-        raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from None
+    # the project's one atomic writer; an error names dest and leaves no half-written twin
+    atomic_write_bytes(dest, data, durable=False)
 
 
 def _store(data: bytes, dest: Path, cfg: DownloadConfig) -> StoredImage:

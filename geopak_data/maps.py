@@ -93,6 +93,188 @@ def _extent(boxes: list[tuple[float, float, float, float]]) -> tuple[float, floa
     return lon0 - pad, lat0 - pad, lon1 + pad, lat1 + pad
 
 
+def _boxes(
+    gdf: Any, lat: np.ndarray, lon: np.ndarray, cells: Any, preds: list[Mapping[str, Any]]
+) -> list[tuple[float, float, float, float]]:
+    """(lon0, lat0, lon1, lat1) of everything drawn: the map's extent covers them all."""
+    boxes: list[tuple[float, float, float, float]] = []
+    if gdf is not None and len(gdf):
+        b = [float(v) for v in gdf.total_bounds]
+        boxes.append((b[0], b[1], b[2], b[3]))
+    if len(lat):
+        boxes.append(
+            (
+                float(np.nanmin(lon)),
+                float(np.nanmin(lat)),
+                float(np.nanmax(lon)),
+                float(np.nanmax(lat)),
+            )
+        )
+    if cells is not None:
+        clat = column(cells, "center_lat").astype(np.float64)
+        clon = column(cells, "center_lon").astype(np.float64)
+        if len(clat):
+            boxes.append(
+                (float(np.min(clon)), float(np.min(clat)), float(np.max(clon)), float(np.max(clat)))
+            )
+    if preds:
+        plat = [float(p["lat"]) for p in preds]
+        plon = [float(p["lon"]) for p in preds]
+        boxes.append((min(plon), min(plat), max(plon), max(plat)))
+    return boxes
+
+
+def _rings(geom: Any) -> list[np.ndarray]:
+    """The exterior rings of a (multi)polygon as (n, 2) lon/lat arrays."""
+    out = []
+    for poly in getattr(geom, "geoms", [geom]):
+        if poly.is_empty or not hasattr(poly, "exterior"):
+            continue
+        out.append(np.asarray(poly.exterior.coords)[:, :2])
+    return out
+
+
+def _draw_boundaries(ax: Any, gdf: Any) -> None:
+    """Province polygons: a light fill in the province's colour, a grey outline, the name.
+
+    One PolyCollection and one LineCollection for all polygons: drawing them one patch at a
+    time made the map the slowest part of the shard stage.
+    """
+    from matplotlib.collections import LineCollection, PolyCollection
+
+    names = list(gdf["province"]) if "province" in gdf.columns else [None] * len(gdf)
+    ids = list(gdf["province_id"]) if "province_id" in gdf.columns else [None] * len(gdf)
+    rings: list[np.ndarray] = []
+    colours: list[str] = []
+    for geom, name, p in zip(gdf.geometry, names, ids, strict=True):
+        colour = PROVINCE_COLOURS[int(p) % len(PROVINCE_COLOURS)] if p is not None else "#999999"
+        mine = _rings(geom)
+        rings += mine
+        colours += [colour] * len(mine)
+        if name:
+            rp = geom.representative_point()
+            ax.annotate(
+                str(name),
+                (rp.x, rp.y),
+                fontsize=7,
+                color="#333333",
+                ha="center",
+                zorder=6,
+                alpha=0.8,
+            )
+    if rings:
+        fill = PolyCollection(rings, facecolors=colours, edgecolors="none", alpha=0.08, zorder=1)
+        ax.add_collection(fill, autolim=False)
+        ax.add_collection(
+            LineCollection(rings, colors="#555555", linewidths=0.6, zorder=2), autolim=False
+        )
+
+
+def _legend_dot(colour: str, label: str, **kw: Any) -> Any:
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], marker="o", linestyle="", color=colour, label=label, **kw)
+
+
+def _draw_points(ax: Any, lat: np.ndarray, lon: np.ndarray, pid: Any, handles: list[Any]) -> None:
+    """Photos as dots, coloured by province when known (thinned above _MAX_POINTS)."""
+    step = max(1, int(math.ceil(len(lat) / _MAX_POINTS)))
+    la, lo = lat[::step], lon[::step]
+    size = 2.0 if len(la) > 20_000 else 5.0
+    style = {"s": size, "linewidths": 0, "zorder": 3, "rasterized": True}
+    if pid is None:
+        ax.scatter(lo, la, color="#333333", alpha=0.4, **style)
+        handles.append(_legend_dot("#333333", f"photos ({len(lat):,})"))
+        return
+    pp = np.asarray(pid)[::step]
+    for p in range(NUM_PROVINCES):
+        m = pp == p
+        if np.any(m):
+            ax.scatter(lo[m], la[m], color=PROVINCE_COLOURS[p], alpha=0.5, **style)
+            handles.append(_legend_dot(PROVINCE_COLOURS[p], PROVINCES[p]))
+
+
+def _draw_cells(ax: Any, cells: Any, handles: list[Any]) -> None:
+    """Each cell as its radius circle (an ellipse in degrees) and its centre."""
+    from matplotlib.collections import EllipseCollection
+
+    clat = column(cells, "center_lat").astype(np.float64)
+    clon = column(cells, "center_lon").astype(np.float64)
+    crad = column(cells, "radius_km").astype(np.float64)
+    if not len(clat):
+        return
+    urban = (
+        column(cells, "urban").astype(bool)
+        if has_column(cells, "urban")
+        else np.zeros(len(clat), dtype=bool)
+    )
+    colours = np.where(urban, "#C0392B", "#1F4E9E")
+    ec = EllipseCollection(
+        2.0 * crad / (_KM_PER_DEG_LON_EQ * np.cos(np.radians(clat))),
+        2.0 * crad / _KM_PER_DEG_LAT,
+        np.zeros(len(clat)),
+        units="xy",
+        offsets=np.column_stack([clon, clat]),
+        offset_transform=ax.transData,
+        facecolors="none",
+        edgecolors=colours,
+        linewidths=0.5,
+        alpha=0.7,
+        zorder=4,
+    )
+    ax.add_collection(ec)
+    ax.scatter(clon, clat, s=3, c=colours, linewidths=0, zorder=5)
+    handles.append(
+        _legend_dot("#C0392B", f"urban cells ({int(urban.sum())})", markerfacecolor="none")
+    )
+    handles.append(
+        _legend_dot("#1F4E9E", f"rural cells ({int((~urban).sum())})", markerfacecolor="none")
+    )
+
+
+def _draw_predictions(ax: Any, preds: list[Mapping[str, Any]], handles: list[Any]) -> None:
+    """Predictions as stars, joined by a dashed line to the true location (a cross) if given."""
+    from matplotlib.lines import Line2D
+
+    if any("true_lat" in p for p in preds):
+        handles.append(
+            Line2D(
+                [], [], marker="*", linestyle="", color="#000000", markersize=9, label="prediction"
+            )
+        )
+        handles.append(
+            Line2D([], [], marker="x", linestyle="--", color="#000000", label="true location")
+        )
+    for p in preds:
+        colour = p.get("color", "#000000")
+        plat, plon = float(p["lat"]), float(p["lon"])
+        if "true_lat" in p and "true_lon" in p:
+            tlat, tlon = float(p["true_lat"]), float(p["true_lon"])
+            ax.plot(
+                [tlon, plon], [tlat, plat], linestyle="--", linewidth=0.8, color=colour, zorder=6
+            )
+            ax.scatter([tlon], [tlat], marker="x", s=50, color=colour, linewidths=1.2, zorder=7)
+        ax.scatter(
+            [plon],
+            [plat],
+            marker="*",
+            s=160,
+            color=colour,
+            edgecolors="white",
+            linewidths=0.8,
+            zorder=7,
+        )
+        if p.get("label"):
+            ax.annotate(
+                str(p["label"]),
+                (plon, plat),
+                xytext=(6, 6),
+                textcoords="offset points",
+                fontsize=8,
+                zorder=8,
+            )
+
+
 def plot_map(
     path: str | Path,
     *,
@@ -115,40 +297,12 @@ def plot_map(
       photo's ``true_lat``/``true_lon`` (drawn as a cross joined to the prediction).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.collections import EllipseCollection
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
 
     gdf = _load_boundaries(boundaries)
     lat, lon, pid = _points(points)
-    boxes: list[tuple[float, float, float, float]] = []
-    if gdf is not None and len(gdf):
-        b = [float(v) for v in gdf.total_bounds]
-        boxes.append((b[0], b[1], b[2], b[3]))
-    if len(lat):
-        boxes.append(
-            (
-                float(np.nanmin(lon)),
-                float(np.nanmin(lat)),
-                float(np.nanmax(lon)),
-                float(np.nanmax(lat)),
-            )
-        )
-    clat = clon = crad = None
-    if cells is not None:
-        clat = column(cells, "center_lat").astype(np.float64)
-        clon = column(cells, "center_lon").astype(np.float64)
-        crad = column(cells, "radius_km").astype(np.float64)
-        if len(clat):
-            boxes.append(
-                (float(np.min(clon)), float(np.min(clat)), float(np.max(clon)), float(np.max(clat)))
-            )
     preds = list(predictions or [])
-    if preds:
-        plat = [float(p["lat"]) for p in preds]
-        plon = [float(p["lon"]) for p in preds]
-        boxes.append((min(plon), min(plat), max(plon), max(plat)))
-    lon0, lat0, lon1, lat1 = _extent(boxes)
+    lon0, lat0, lon1, lat1 = _extent(_boxes(gdf, lat, lon, cells, preds))
     mid_lat = (lat0 + lat1) / 2.0
 
     aspect = (lat1 - lat0) / max((lon1 - lon0) * math.cos(math.radians(mid_lat)), 1e-6)
@@ -157,164 +311,13 @@ def plot_map(
     ax = fig.add_subplot(1, 1, 1)
     ax.set_facecolor("#f4f7fb")
     handles: list[Any] = []
-
     if gdf is not None and len(gdf):
-        names = list(gdf["province"]) if "province" in gdf.columns else [None] * len(gdf)
-        ids = list(gdf["province_id"]) if "province_id" in gdf.columns else [None] * len(gdf)
-        for geom, name, p in zip(gdf.geometry, names, ids, strict=True):
-            colour = (
-                PROVINCE_COLOURS[int(p) % len(PROVINCE_COLOURS)] if p is not None else "#999999"
-            )
-            for poly in getattr(geom, "geoms", [geom]):
-                if poly.is_empty or not hasattr(poly, "exterior"):
-                    continue
-                x, y = poly.exterior.xy
-                ax.fill(x, y, facecolor=colour, alpha=0.08, edgecolor="none", zorder=1)
-                ax.plot(x, y, color="#555555", linewidth=0.6, zorder=2)
-            if name:
-                rp = geom.representative_point()
-                ax.annotate(
-                    str(name),
-                    (rp.x, rp.y),
-                    fontsize=7,
-                    color="#333333",
-                    ha="center",
-                    zorder=6,
-                    alpha=0.8,
-                )
-
+        _draw_boundaries(ax, gdf)
     if len(lat):
-        step = max(1, int(math.ceil(len(lat) / _MAX_POINTS)))
-        la, lo = lat[::step], lon[::step]
-        size = 2.0 if len(la) > 20_000 else 5.0
-        if pid is not None:
-            pp = np.asarray(pid)[::step]
-            for p in range(NUM_PROVINCES):
-                m = pp == p
-                if np.any(m):
-                    ax.scatter(
-                        lo[m],
-                        la[m],
-                        s=size,
-                        color=PROVINCE_COLOURS[p],
-                        alpha=0.5,
-                        linewidths=0,
-                        zorder=3,
-                        rasterized=True,
-                    )
-                    handles.append(
-                        Line2D(
-                            [],
-                            [],
-                            marker="o",
-                            linestyle="",
-                            color=PROVINCE_COLOURS[p],
-                            label=PROVINCES[p],
-                        )
-                    )
-        else:
-            ax.scatter(
-                lo, la, s=size, color="#333333", alpha=0.4, linewidths=0, zorder=3, rasterized=True
-            )
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    marker="o",
-                    linestyle="",
-                    color="#333333",
-                    label=f"photos ({len(lat):,})",
-                )
-            )
-
-    if clat is not None and len(clat):
-        urban = (
-            column(cells, "urban").astype(bool)
-            if has_column(cells, "urban")
-            else np.zeros(len(clat), dtype=bool)
-        )
-        colours = np.where(urban, "#C0392B", "#1F4E9E")
-        widths = 2.0 * crad / (_KM_PER_DEG_LON_EQ * np.cos(np.radians(clat)))
-        heights = 2.0 * crad / _KM_PER_DEG_LAT
-        ec = EllipseCollection(
-            widths,
-            heights,
-            np.zeros(len(clat)),
-            units="xy",
-            offsets=np.column_stack([clon, clat]),
-            offset_transform=ax.transData,
-            facecolors="none",
-            edgecolors=colours,
-            linewidths=0.5,
-            alpha=0.7,
-            zorder=4,
-        )
-        ax.add_collection(ec)
-        ax.scatter(clon, clat, s=3, c=colours, linewidths=0, zorder=5)
-        handles.append(
-            Line2D(
-                [],
-                [],
-                marker="o",
-                linestyle="",
-                markerfacecolor="none",
-                color="#C0392B",
-                label=f"urban cells ({int(urban.sum())})",
-            )
-        )
-        handles.append(
-            Line2D(
-                [],
-                [],
-                marker="o",
-                linestyle="",
-                markerfacecolor="none",
-                color="#1F4E9E",
-                label=f"rural cells ({int((~urban).sum())})",
-            )
-        )
-
-    if any("true_lat" in p for p in preds):
-        handles.append(
-            Line2D(
-                [], [], marker="*", linestyle="", color="#000000", markersize=9, label="prediction"
-            )
-        )
-        handles.append(
-            Line2D([], [], marker="x", linestyle="--", color="#000000", label="true location")
-        )
-    for p in preds:
-        colour = p.get("color", "#000000")
-        if "true_lat" in p and "true_lon" in p:
-            tlat, tlon = float(p["true_lat"]), float(p["true_lon"])
-            ax.plot(
-                [tlon, float(p["lon"])],
-                [tlat, float(p["lat"])],
-                linestyle="--",
-                linewidth=0.8,
-                color=colour,
-                zorder=6,
-            )
-            ax.scatter([tlon], [tlat], marker="x", s=50, color=colour, linewidths=1.2, zorder=7)
-        ax.scatter(
-            [float(p["lon"])],
-            [float(p["lat"])],
-            marker="*",
-            s=160,
-            color=colour,
-            edgecolors="white",
-            linewidths=0.8,
-            zorder=7,
-        )
-        if p.get("label"):
-            ax.annotate(
-                str(p["label"]),
-                (float(p["lon"]), float(p["lat"])),
-                xytext=(6, 6),
-                textcoords="offset points",
-                fontsize=8,
-                zorder=8,
-            )
+        _draw_points(ax, lat, lon, pid, handles)
+    if cells is not None:
+        _draw_cells(ax, cells, handles)
+    _draw_predictions(ax, preds, handles)
 
     ax.set_xlim(lon0, lon1)
     ax.set_ylim(lat0, lat1)

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from geopak_core.io import (
     atomic_write_parquet,
     atomic_write_text,
     folder_arg,
+    fsync_dir,
     read_json,
 )
 from geopak_core.progress import log, progress
@@ -124,10 +126,11 @@ class ShardState:
             return cls(path, str(out), {})
         return cls(path, str(out), dict(data.get("shards", {})))
 
-    def save(self) -> None:
-        atomic_write_json(
-            self.path, {"format": FORMAT_VERSION, "out": self.out, "shards": self.shards}
-        )
+    def save(self, *, durable: bool = False) -> None:
+        """Atomic always; durable (fsynced) only when asked: after a power cut a lost state
+        means tars rewritten, never a tar trusted that is not complete."""
+        data = {"format": FORMAT_VERSION, "out": self.out, "shards": self.shards}
+        atomic_write_json(self.path, data, durable=durable)
 
     def intact(self, out: Path, name: str, fp: str | None = None) -> bool:
         entry = self.shards.get(name)
@@ -232,13 +235,14 @@ def _drop_unplanned(out: Path, plan: ShardPlan, state: ShardState) -> None:
     state.save()
 
 
-def _samples(work: Path, plan: ShardPlan, rows: np.ndarray) -> Iterator[tuple[str, bytes, bytes]]:
+def _samples(
+    paths: list[Path], shas: list[str], plan: ShardPlan, rows: np.ndarray
+) -> Iterator[tuple[str, bytes, bytes]]:
     """(key, jpg, json) of each row, the image checked against the sha256 the crawl recorded."""
-    df = plan.records
     for i in rows.tolist():
-        path = work / df["image_path"].iat[i]
+        path = paths[i]
         jpg = path.read_bytes()
-        want = text(df["sha256"].iat[i])
+        want = shas[i]
         key = plan.metas[i]["key"]
         if want and hashlib.sha256(jpg).hexdigest() != want:
             raise GeopakError(
@@ -260,6 +264,8 @@ def write_shards(work: Path, out: Path, plan: ShardPlan, state: ShardState) -> l
             len(plan.shards),
             len(todo),
         )
+    paths = [work / p for p in plan.records["image_path"].tolist()]
+    shas = [text(v) for v in plan.records["sha256"].tolist()]
     bar = progress(total=int(sum(plan.shards[t].size for t in todo)), desc="shard", unit="img")
     for name in todo:
         rows = plan.shards[name]
@@ -268,9 +274,12 @@ def write_shards(work: Path, out: Path, plan: ShardPlan, state: ShardState) -> l
             state.shards[name] = {"fp": plan.fingerprints[name], "n": count, **ident}
             state.save()
 
-        write_tar(out / name, _samples(work, plan, rows), on_ready=record)
+        write_tar(out / name, _samples(paths, shas, plan, rows), on_ready=record)
         bar.update(rows.size)
     bar.close()
+    for folder in {(out / n).parent for n in todo}:
+        fsync_dir(folder)  # the renames, once per folder
+    state.save(durable=True)
     return todo
 
 
@@ -285,7 +294,8 @@ def index_table(plan: ShardPlan) -> pa.Table:
     metas = [plan.metas[i] for i in order]
     cols: dict[str, Any] = {f: [m[f] for m in metas] for f in JSON_FIELDS}
     cols["shard"] = [shard_of[i] for i in order]
-    cols["sha256"] = [text(df["sha256"].iat[i]) for i in order]
+    sha = df["sha256"].tolist()
+    cols["sha256"] = [text(sha[i]) for i in order]
     cols["bytes"] = df["bytes"].to_numpy(np.int64)[order]
     cols["restricted"] = df["restricted"].to_numpy(bool)[order]
     cols["group"] = plan.splits.group[order].astype(np.int64)
@@ -371,15 +381,24 @@ def write_tables(
     return {"index": index, "cells": cells_out, "stats": stats}
 
 
-def write_card(out: Path, config: PipelineConfig, tables: dict[str, Any]) -> None:
-    """README.md (the dataset card) and the map.png it shows."""
-    cells_out, stats = tables["cells"], tables["stats"]
-    map_file = write_map(
+def draw_map(out: Path, plan: ShardPlan, cells: pd.DataFrame, config: PipelineConfig) -> str | None:
+    """map.png: the written samples and the cells (known from the plan, before any tar)."""
+    order = np.asarray(plan.order, dtype=np.int64)
+    points = plan.records[["lat", "lon", "province_id"]].iloc[order].reset_index(drop=True)
+    cells_out = cells_table(plan, cells)
+    return write_map(
         out / "map.png",
-        tables["index"].select(["lat", "lon", "province_id"]).to_pandas(),
+        points,
         cells_out,
-        title=f"{config.shard.dataset_name}: {stats['samples']:,} photos, {len(cells_out):,} geocells",
+        title=f"{config.shard.dataset_name}: {len(order):,} photos, {len(cells_out):,} geocells",
     )
+
+
+def write_card(
+    out: Path, config: PipelineConfig, tables: dict[str, Any], map_file: str | None
+) -> None:
+    """README.md, the dataset card (showing ``map_file`` when there is one)."""
+    cells_out, stats = tables["cells"], tables["stats"]
     card = render_card(
         stats=stats, cells=cells_out.to_dict("records"), config=config, map_file=map_file
     )
@@ -425,9 +444,15 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
         records, cells, cfg, removal, where=str(ctx.work / "cluster" / "records.parquet")
     )
     state = ShardState.load(ctx.stage_dir / "state.json", out.resolve())
-    written = write_shards(ctx.work, out, plan, state)
-    tables = write_tables(ctx, out, plan, cells)
-    write_card(out, ctx.config, tables)
+    out.mkdir(parents=True, exist_ok=True)
+    # The map needs only the plan: it is drawn in a thread while the tars are written (the
+    # writer mostly waits on reads and fsync), so its fixed cost hides behind the I/O.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geopak-map") as pool:
+        map_job = pool.submit(draw_map, out, plan, cells, ctx.config)
+        written = write_shards(ctx.work, out, plan, state)
+        tables = write_tables(ctx, out, plan, cells)
+        map_file = map_job.result()
+    write_card(out, ctx.config, tables, map_file)
     counts, summary = _summary(plan, written, out)
     return StageResult(
         counts=counts,
