@@ -50,7 +50,7 @@ from geopak_core.io import atomic_write_bytes
 from .config import DownloadConfig
 from .imaging import ImageRejected, StoredImage, process_image
 from .netguard import Blocked, Guard, GuardedResolver
-from .ratelimit import backoff_delay as jittered_backoff
+from .ratelimit import Retry, RetryPolicy, retry_delay
 from .ratelimit import retry_after_seconds as parse_retry_after
 from .records import SECRET_PARAMS as _SECRET_PARAMS
 
@@ -94,11 +94,10 @@ def backoff_delay(
     retry_after: float | None = None,
     rng: random.Random | None = None,
 ) -> float:
-    """Seconds before retry ``attempt`` (0-based): ``Retry-After`` when the server gave one,
-    else ``base * 2**attempt`` with jitter in [50%, 100%]; never more than ``cap``."""
-    if retry_after is not None:
-        return min(cap, retry_after)
-    return jittered_backoff(attempt, base, cap, rng)
+    """Seconds before retry ``attempt`` (0-based): ``base * 2**attempt`` with jitter in
+    [50%, 100%], or the server's ``Retry-After`` when longer; never more than ``cap`` (the
+    one policy of every client: ``ratelimit.retry_delay``)."""
+    return retry_delay(attempt, base, cap, retry_after, rng)
 
 
 def robots_optout(values: Iterable[str], agent: str = "geopak") -> bool:
@@ -239,30 +238,32 @@ class Downloader:
 
     async def fetch(self, url: str, headers: dict[str, str] | None = None) -> bytes:
         """The body at ``url`` after retries, or ``FetchFailed`` with the final reason."""
-        attempt = 0
-        while True:
+        host = _host_of(url)
+
+        async def attempt(n: int) -> bytes:
+            self.stats["attempts"] += 1
             try:
-                self.stats["attempts"] += 1
-                async with self.limiter.slot(_host_of(url)):
+                async with self.limiter.slot(host):
                     return await self._fetch_once(url, dict(headers or {}))
             except FetchFailed as exc:
-                if not exc.retryable or attempt >= self.cfg.retries:
+                if not exc.retryable:
                     raise
-                delay = backoff_delay(
-                    attempt,
-                    base=self.cfg.backoff_s,
-                    cap=self.cfg.max_backoff_s,
-                    retry_after=exc.retry_after,
-                    rng=self._rng,
-                )
-                self.stats["retries"] += 1
-                if exc.retry_after is not None:  # the host asked: every worker waits
-                    await self.limiter.backoff(_host_of(url), delay)
-                log.debug(
-                    "retry %d for %s in %.2fs (%s)", attempt + 1, redact_url(url), delay, exc.reason
-                )
-                attempt += 1
-                await self._sleep(delay)
+                raise Retry(exc.reason, retry_after=exc.retry_after, cause=exc) from exc
+
+        async def before_sleep(retry: Retry, delay: float) -> None:
+            self.stats["retries"] += 1
+            if retry.retry_after is not None:  # the host asked: every worker waits
+                await self.limiter.backoff(host, delay)
+            log.debug("retry for %s in %.2fs (%s)", redact_url(url), delay, retry.reason)
+
+        def give_up(retry: Retry, attempts: int) -> BaseException:
+            assert isinstance(retry.cause, FetchFailed)
+            return retry.cause
+
+        policy = RetryPolicy(self.cfg, rng=self._rng)
+        return await policy.arun(
+            attempt, give_up=give_up, sleep=lambda d: self._sleep(d), before_sleep=before_sleep
+        )
 
     async def _fetch_once(self, url: str, headers: dict[str, str]) -> bytes:
         assert self._session is not None, "use 'async with Downloader(...)'"

@@ -26,6 +26,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class CallBudget:
@@ -111,6 +114,124 @@ def backoff_delay(
     r = rng or random
     raw = min(cap_s, base_s * (2.0 ** max(0, attempt)))
     return raw * (0.5 + 0.5 * r.random())
+
+
+class Retry(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by one attempt of a retried call: why it failed, and what the server asked.
+
+    ``retry_after`` is the server's ``Retry-After`` (waited at least that long, up to the
+    policy's cap); ``wait_s`` replaces the back-off with a fixed wait (e.g. a Places page
+    token that is not valid yet)."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        wait_s: float | None = None,
+        cause: BaseException | None = None,
+    ):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.wait_s = wait_s
+        self.cause = cause  # the failure itself, for a give_up that re-raises it
+
+
+class RetryPolicy:
+    """The one retry policy of every network client (``[retry]`` in the pipeline config):
+    ``retries`` more attempts after the first, exponential back-off with jitter from
+    ``backoff_s`` capped at ``max_backoff_s``, ``Retry-After`` honoured up to that cap.
+
+    ``run`` (blocking) and ``arun`` (asyncio) drive a call: the attempt function returns the
+    result or raises ``Retry``; any other exception passes through. After the last attempt
+    ``give_up(last_retry, attempts)`` is raised. Time and jitter are injectable."""
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        rng: random.Random | None = None,
+        on_retry: Callable[[int, int, str, float], None] | None = None,
+    ):
+        self.retries = max(0, int(config.retries))
+        self.backoff_s = float(config.backoff_s)
+        self.max_backoff_s = float(config.max_backoff_s)
+        self.timeout_s = float(config.timeout_s)
+        self.rng = rng or random.Random()
+        self.on_retry = on_retry
+
+    @property
+    def attempts(self) -> int:
+        return self.retries + 1
+
+    def delay(self, attempt: int, retry: Retry) -> float:
+        """Seconds to wait before retry ``attempt`` + 1 (``attempt`` is 0-based)."""
+        if retry.wait_s is not None:
+            return retry.wait_s
+        return retry_delay(attempt, self.backoff_s, self.max_backoff_s, retry.retry_after, self.rng)
+
+    def _next(self, attempt: int, retry: Retry) -> float | None:
+        if attempt + 1 >= self.attempts:
+            return None
+        delay = self.delay(attempt, retry)
+        if self.on_retry is not None:
+            self.on_retry(attempt + 1, self.retries, retry.reason, delay)
+        return delay
+
+    def run(
+        self,
+        attempt_fn: Callable[[int], T],
+        *,
+        give_up: Callable[[Retry, int], BaseException],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> T:
+        last = Retry("no attempt made")
+        for attempt in range(self.attempts):
+            try:
+                return attempt_fn(attempt)
+            except Retry as r:
+                last = r
+            delay = self._next(attempt, last)
+            if delay is not None:
+                sleep(delay)
+        raise give_up(last, self.attempts)
+
+    async def arun(
+        self,
+        attempt_fn: Callable[[int], Awaitable[T]],
+        *,
+        give_up: Callable[[Retry, int], BaseException],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        before_sleep: Callable[[Retry, float], Awaitable[None]] | None = None,
+    ) -> T:
+        last = Retry("no attempt made")
+        for attempt in range(self.attempts):
+            try:
+                return await attempt_fn(attempt)
+            except Retry as r:
+                last = r
+            delay = self._next(attempt, last)
+            if delay is not None:
+                if before_sleep is not None:
+                    await before_sleep(last, delay)
+                await sleep(delay)
+        raise give_up(last, self.attempts)
+
+
+def retry_delay(
+    attempt: int,
+    base_s: float,
+    cap_s: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """The wait before retry ``attempt`` (0-based): the jittered exponential back-off, or the
+    server's ``Retry-After`` when that is longer; never more than ``cap_s``."""
+    delay = backoff_delay(attempt, base_s, cap_s, rng)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap_s))
+    return delay
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:

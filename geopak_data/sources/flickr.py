@@ -44,7 +44,7 @@ from geopak_core.io import PartStore
 from ..config import PipelineConfig
 from ..country import crawl_bbox
 from ..dates import clean_date, from_unix
-from ..ratelimit import CallBudget, backoff_delay, redact_in_logs
+from ..ratelimit import CallBudget, Retry, RetryPolicy, redact_in_logs
 from ..records import empty_record
 from .base import Progress, Source, write_unit
 
@@ -588,9 +588,8 @@ class FlickrSource(Source):
 
         api = self._client()
         fn = functools.reduce(getattr, method.split(".")[1:], api)  # api.photos.search
-        last = ""
-        attempts = max(1, self.cfg.retries + 1)
-        for attempt in range(attempts):
+
+        def attempt(_n: int) -> Mapping[str, Any]:
             self.budget.acquire()
             self.stats["calls"] += 1
             try:
@@ -602,38 +601,34 @@ class FlickrSource(Source):
                 status_m = _HTTP_STATUS.search(str(exc))
                 status = int(status_m.group(1)) if status_m else None
                 if status is not None:
-                    last = f"HTTP {status}"
                     if status != 429 and status < 500:
                         raise GeopakError(
                             self._scrub(
                                 f"flickr: {method} answered HTTP {status} at {self.api_url}; check --endpoint"
                             )
                         ) from None
-                else:
-                    last = self._scrub(f"API error {exc.code}: {_error_text(exc)}")
-                    if exc.code not in TRANSIENT_CODES:
-                        raise GeopakError(
-                            self._fail_message(method, exc.code, _error_text(exc))
-                        ) from None
+                    raise Retry(f"HTTP {status}") from None
+                if exc.code not in TRANSIENT_CODES:
+                    raise GeopakError(
+                        self._fail_message(method, exc.code, _error_text(exc))
+                    ) from None
+                raise Retry(self._scrub(f"API error {exc.code}: {_error_text(exc)}")) from None
             except requests.RequestException as exc:
-                last = self._scrub(f"{type(exc).__name__}: {exc}")
+                raise Retry(self._scrub(f"{type(exc).__name__}: {exc}")) from None
             except ValueError as exc:  # body was not JSON (an HTML error page, a proxy)
-                last = self._scrub(f"invalid response ({exc})")
-            if attempt + 1 < attempts:
-                self.stats["retries"] += 1
-                delay = backoff_delay(attempt, self.cfg.backoff_s, self.cfg.max_backoff_s, self.rng)
-                log.info(
-                    "flickr: %s failed (%s); retry %d/%d in %.1fs",
-                    method,
-                    last,
-                    attempt + 1,
-                    attempts - 1,
-                    delay,
-                )
-                self._sleep(delay)
-        raise GeopakError(
-            f"flickr: {method} still failing after {attempts} attempts ({last}); run the crawl again later to resume"
-        )
+                raise Retry(self._scrub(f"invalid response ({exc})")) from None
+
+        def on_retry(n: int, of: int, why: str, delay: float) -> None:
+            self.stats["retries"] += 1
+            log.info("flickr: %s failed (%s); retry %d/%d in %.1fs", method, why, n, of, delay)
+
+        def give_up(last: Retry, attempts: int) -> GeopakError:
+            return GeopakError(
+                f"flickr: {method} still failing after {attempts} attempts ({last.reason}); run the crawl again later to resume"
+            )
+
+        policy = RetryPolicy(self.cfg, rng=self.rng, on_retry=on_retry)
+        return policy.run(attempt, give_up=give_up, sleep=self._sleep)
 
     def _fail_message(self, method: str, code: int | None, text: str) -> str:
         hint = {

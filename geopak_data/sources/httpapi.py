@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from geopak_core.errors import GeopakError
 
-from ..ratelimit import backoff_delay, redact_in_logs, retry_after_seconds
+from ..ratelimit import Retry, RetryPolicy, redact_in_logs, retry_after_seconds
 
 log = logging.getLogger("geopak.httpapi")
 
@@ -110,12 +110,9 @@ class ApiClient:
         """GET ``url`` with ``params``; the parsed JSON body of the first good answer."""
         import requests
 
-        attempts = self.retries + 1
-        last = ""
-        for attempt in range(attempts):
+        def attempt(_n: int) -> Any:
             self._pace()
             self.stats["calls"] += 1
-            retry_after: float | None = None
             try:
                 resp = self._http().get(
                     url,
@@ -124,49 +121,52 @@ class ApiClient:
                     timeout=self.timeout_s,
                 )
             except requests.RequestException as exc:
-                last = self.scrub(f"{type(exc).__name__}: {exc}")
-            else:
-                retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
-                body = _json_or_none(resp)
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    last = f"HTTP {resp.status_code}"
-                elif resp.status_code >= 400:
-                    what = describe_error(resp.status_code, body) if describe_error else ""
-                    raise GeopakError(
-                        self.scrub(
-                            f"{self.name}: HTTP {resp.status_code} from {bare_url(url)}"
-                            + (f": {what}" if what else "")
-                        )
+                raise Retry(self.scrub(f"{type(exc).__name__}: {exc}")) from None
+            retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+            body = _json_or_none(resp)
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise Retry(f"HTTP {resp.status_code}", retry_after=retry_after)
+            if resp.status_code >= 400:
+                what = describe_error(resp.status_code, body) if describe_error else ""
+                raise GeopakError(
+                    self.scrub(
+                        f"{self.name}: HTTP {resp.status_code} from {bare_url(url)}"
+                        + (f": {what}" if what else "")
                     )
-                elif body is None:
-                    last = "response is not JSON"
-                else:
-                    why = transient(body) if transient else None
-                    if why is None:
-                        return body
-                    last = why
-            if attempt + 1 < attempts:
-                delay = backoff_delay(attempt, self.backoff_s, self.max_backoff_s, self.rng)
-                if retry_after is not None:
-                    delay = max(delay, retry_after)
-                self.stats["retries"] += 1
-                self.stats["waited_s"] += int(round(delay))
-                log.info(
-                    "%s: %s (%s); retry %d/%d in %.1fs",
-                    self.name,
-                    bare_url(url),
-                    self.scrub(last),
-                    attempt + 1,
-                    attempts - 1,
-                    delay,
                 )
-                self.sleep(delay)
-        raise GeopakError(
-            self.scrub(
-                f"{self.name}: {bare_url(url)} still failing after {attempts} attempts ({last}); "
-                "run the crawl again later to resume"
+            if body is None:
+                raise Retry("response is not JSON", retry_after=retry_after)
+            why = transient(body) if transient else None
+            if why is None:
+                return body
+            raise Retry(why, retry_after=retry_after)
+
+        def on_retry(n: int, of: int, why: str, delay: float) -> None:
+            self.stats["retries"] += 1
+            self.stats["waited_s"] += int(round(delay))
+            log.info(
+                "%s: %s (%s); retry %d/%d in %.1fs",
+                self.name,
+                bare_url(url),
+                self.scrub(why),
+                n,
+                of,
+                delay,
             )
-        )
+
+        def give_up(last: Retry, attempts: int) -> GeopakError:
+            return GeopakError(
+                self.scrub(
+                    f"{self.name}: {bare_url(url)} still failing after {attempts} attempts "
+                    f"({last.reason}); run the crawl again later to resume"
+                )
+            )
+
+        return self.policy(on_retry).run(attempt, give_up=give_up, sleep=self.sleep)
+
+    def policy(self, on_retry: Any = None) -> RetryPolicy:
+        """The shared retry policy with this client's settings."""
+        return RetryPolicy(self, rng=self.rng, on_retry=on_retry)
 
 
 def _json_or_none(resp: Any) -> Any:

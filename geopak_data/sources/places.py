@@ -46,7 +46,7 @@ from geopak_core.io import PartStore
 
 from ..config import PipelineConfig
 from ..placetypes import explain, unknown_types
-from ..ratelimit import CallBudget, backoff_delay, redact_in_logs, retry_after_seconds
+from ..ratelimit import CallBudget, Retry, RetryPolicy, redact_in_logs, retry_after_seconds
 from ..records import empty_record
 from .base import Progress, Source, write_unit
 
@@ -293,20 +293,23 @@ class PlacesSource(Source):
                 seen.update(str(v).rsplit("-", 1)[0] for v in table.column("source_id").to_pylist())
         return seen
 
-    def _backoff(self, attempt: int, what: str, why: str, retry_after: float | None = None) -> None:
-        self.stats["retries"] += 1
-        delay = backoff_delay(attempt, self.cfg.backoff_s, self.cfg.max_backoff_s, self.rng)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.cfg.max_backoff_s))
-        log.info(
-            "places: %s failed (%s); retry %d/%d in %.1fs",
-            what,
-            why,
-            attempt + 1,
-            self.cfg.retries,
-            delay,
-        )
-        self._sleep(delay)
+    def _policy(self, what: str) -> RetryPolicy:
+        """The shared retry policy, logging each retry of ``what`` and counting it."""
+
+        def on_retry(n: int, of: int, why: str, delay: float) -> None:
+            self.stats["retries"] += 1
+            log.info("places: %s failed (%s); retry %d/%d in %.1fs", what, why, n, of, delay)
+
+        return RetryPolicy(self.cfg, rng=self.rng, on_retry=on_retry)
+
+    @staticmethod
+    def _give_up(label: str, what: str) -> Any:
+        def give_up(last: Retry, attempts: int) -> GeopakError:
+            return GeopakError(
+                f"{label}: {what} still failing after {attempts} attempts ({last.reason}); run the crawl again later to resume"
+            )
+
+        return give_up
 
     # ------------------------------------------------------------------ Places API (New)
     def _http(self) -> Any:
@@ -343,40 +346,35 @@ class PlacesSource(Source):
         }
         body = self.search_nearby_body(lat, lon)
         what = f"searchNearby at {lat:.4f},{lon:.4f}"
-        last = ""
-        for attempt in range(self.cfg.retries + 1):
+
+        def attempt(_n: int) -> list[dict[str, Any]]:
             self.budget.acquire()
             self.stats["calls"] += 1
-            retry_after = None
             try:
                 resp = self._http().post(
                     url, json=body, headers=headers, timeout=self.cfg.timeout_s
                 )
             except requests.RequestException as exc:
-                last = self._scrub(f"{type(exc).__name__}: {exc}")
-            else:
-                if resp.status_code == 200:
-                    try:
-                        data = resp.json()
-                    except ValueError:
-                        last = "response is not JSON"
-                    else:
-                        return self._new_records(data, seen)
-                else:
-                    status, message = _rpc_error(resp)
-                    last = self._scrub(f"HTTP {resp.status_code} {status}: {message}")
-                    if resp.status_code not in _TRANSIENT_HTTP:
-                        hint = (
-                            f"check {ENV_KEY} and that the Places API (New) is enabled for it"
-                            if resp.status_code in (401, 403) or "API key" in message
-                            else "check crawl.places and --endpoint"
-                        )
-                        raise GeopakError(f"places: {what} failed: {last}; {hint}")
-                    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
-            if attempt < self.cfg.retries:
-                self._backoff(attempt, what, last, retry_after)
-        raise GeopakError(
-            f"places: {what} still failing after {self.cfg.retries + 1} attempts ({last}); run the crawl again later to resume"
+                raise Retry(self._scrub(f"{type(exc).__name__}: {exc}")) from None
+            if resp.status_code == 200:
+                try:
+                    data = resp.json()
+                except ValueError:
+                    raise Retry("response is not JSON") from None
+                return self._new_records(data, seen)
+            status, message = _rpc_error(resp)
+            last = self._scrub(f"HTTP {resp.status_code} {status}: {message}")
+            if resp.status_code not in _TRANSIENT_HTTP:
+                hint = (
+                    f"check {ENV_KEY} and that the Places API (New) is enabled for it"
+                    if resp.status_code in (401, 403) or "API key" in message
+                    else "check crawl.places and --endpoint"
+                )
+                raise GeopakError(f"places: {what} failed: {last}; {hint}")
+            raise Retry(last, retry_after=retry_after_seconds(resp.headers.get("Retry-After")))
+
+        return self._policy(what).run(
+            attempt, give_up=self._give_up("places", what), sleep=self._sleep
         )
 
     def _first_sighting(self, place_id: str, seen: set[str]) -> bool:
@@ -471,9 +469,9 @@ class PlacesSource(Source):
     def _legacy_call(self, client: Any, what: str, **kwargs: Any) -> Mapping[str, Any]:
         from googlemaps import exceptions as gx
 
-        last = ""
         paging = "page_token" in kwargs
-        for attempt in range(self.cfg.retries + 1):
+
+        def attempt(_n: int) -> Mapping[str, Any]:
             self.budget.acquire()
             self.stats["calls"] += 1
             try:
@@ -481,15 +479,14 @@ class PlacesSource(Source):
             except gx.ApiError as exc:  # includes OVER_QUERY_LIMIT (retry_over_query_limit=False)
                 last = self._scrub(str(exc))
                 if exc.status == "INVALID_REQUEST" and paging:
+                    # a page token is valid only shortly after it is issued: wait, ask again
                     self.stats["early_tokens"] += 1
-                    self.stats["retries"] += 1
                     log.debug(
                         "places: %s: page token not valid yet; waiting %.1fs",
                         what,
                         self.cfg.page_token_delay_s,
                     )
-                    self._sleep(self.cfg.page_token_delay_s)
-                    continue
+                    raise Retry(last, wait_s=self.cfg.page_token_delay_s) from None
                 if exc.status not in ("OVER_QUERY_LIMIT", "UNKNOWN_ERROR"):
                     hint = (
                         f"check {ENV_KEY} and that the legacy Places API is enabled for it"
@@ -497,18 +494,18 @@ class PlacesSource(Source):
                         else "check crawl.places"
                     )
                     raise GeopakError(f"places (legacy): {what} failed: {last}; {hint}") from None
+                raise Retry(last) from None
             except gx.HTTPError as exc:
-                last = f"HTTP {exc.status_code}"
                 if exc.status_code not in _TRANSIENT_HTTP:
                     raise GeopakError(
-                        f"places (legacy): {what} answered {last} at {self.base}; check --endpoint"
+                        f"places (legacy): {what} answered HTTP {exc.status_code} at {self.base}; check --endpoint"
                     ) from None
+                raise Retry(f"HTTP {exc.status_code}") from None
             except (gx.TransportError, gx.Timeout) as exc:  # the message may hold the URL (and key)
-                last = self._scrub(f"{type(exc).__name__}: {exc}")
-            if attempt < self.cfg.retries:
-                self._backoff(attempt, what, last)
-        raise GeopakError(
-            f"places (legacy): {what} still failing after {self.cfg.retries + 1} attempts ({last}); run the crawl again later to resume"
+                raise Retry(self._scrub(f"{type(exc).__name__}: {exc}")) from None
+
+        return self._policy(what).run(
+            attempt, give_up=self._give_up("places (legacy)", what), sleep=self._sleep
         )
 
     def _legacy_records(self, resp: Mapping[str, Any], seen: set[str]) -> list[dict[str, Any]]:

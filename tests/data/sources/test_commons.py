@@ -141,6 +141,8 @@ def test_excluded_files_keep_their_reasons(crawled) -> None:
 def test_maxlag_and_overload_are_waited_out(tmp_path: Path) -> None:
     fake = CommonsFake(faults=["maxlag", "http503", "maxlag"])
     cfg = load_config(write_conf(tmp_path))
+    # Retry-After is honoured up to max_backoff_s (the one retry policy of every client)
+    cfg.crawl.commons.max_backoff_s = 30.0
     t = FakeTime()
     with serve(fake.app()) as base:
         src = CommonsSource(cfg, f"{base}/w/api.php", sleep=t.sleep, clock=t.clock)
