@@ -473,3 +473,137 @@ def cells_with_counts(cells: Any, cell_ids: np.ndarray, split_ids: np.ndarray) -
     out["province"] = [PROVINCES[int(p)] for p in out["province_id"]]
     front = [c for c in CELL_COLUMNS if c in out.columns]
     return out[front + [c for c in out.columns if c not in front]]
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def verify_shard(
+    path: Path, keys: Sequence[str] | None = None, sha256: Sequence[str] | None = None
+) -> str:
+    """What is wrong with one tar ('' when nothing): every reader runs this before trusting
+    a shard, because a tar stream ends silently at a damaged header or a truncation and a
+    reader would train or evaluate on part of the data without a word.
+
+    Checks: the file exists and is a complete tar (nothing but end-of-archive zeros after the
+    last member); every sample has a ``.jpg`` and a ``.json`` that parses; with ``keys`` (from
+    ``index.parquet``) the samples are exactly those keys, in that order; with ``sha256`` the
+    jpg bytes hash to the recorded digest (empty entries are not checked).
+    """
+    import hashlib
+
+    if not path.is_file():
+        return "missing"
+    got: list[str] = []
+    members: dict[str, set[str]] = {}
+    want_sha = dict(zip(keys, sha256, strict=True)) if keys is not None and sha256 else {}
+    try:
+        with tarfile.open(path, "r:") as tf:
+            for m in tf:
+                stem, _, ext = m.name.rpartition(".")
+                if not m.isfile() or not stem or "/" in m.name:
+                    return f"unexpected member {m.name!r}"
+                if stem not in members:
+                    members[stem] = set()
+                    got.append(stem)
+                members[stem].add(ext)
+                fh = tf.extractfile(m)
+                data = fh.read() if fh is not None else b""
+                if len(data) != m.size:
+                    return f"member {m.name} is truncated"
+                if ext == "json":
+                    try:
+                        json.loads(data)
+                    except ValueError as exc:
+                        return f"member {m.name} is not valid JSON ({exc})"
+                elif ext == "jpg" and want_sha.get(stem):
+                    if hashlib.sha256(data).hexdigest() != want_sha[stem]:
+                        return f"member {m.name} does not match its sha256 in index.parquet"
+            end = tf.offset
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        return f"not a readable tar ({str(exc) or type(exc).__name__})"
+    with open(path, "rb") as fh:
+        fh.seek(end)
+        while block := fh.read(1 << 16):
+            if block.strip(b"\0"):
+                return f"damaged member header at byte {end} (the tar stream ends there)"
+    if path.stat().st_size - end < 2 * BLOCK:
+        return f"truncated at byte {path.stat().st_size} (no end-of-archive marker)"
+    incomplete = [k for k in got if members[k] != {"jpg", "json"}]
+    if incomplete:
+        return f"sample {incomplete[0]} lacks its .jpg or .json"
+    if keys is not None and list(keys) != got:
+        extra = sorted(set(got) - set(keys))
+        lost = sorted(set(keys) - set(got))
+        what = (
+            f"{len(lost)} sample(s) of index.parquet missing (e.g. {lost[0]})"
+            if lost
+            else f"{len(extra)} sample(s) not in index.parquet (e.g. {extra[0]})"
+            if extra
+            else "samples in another order than index.parquet"
+        )
+        return f"{len(got)} samples, index.parquet lists {len(keys)}: {what}"
+    return ""
+
+
+def expected_by_shard(index: Any) -> dict[str, tuple[list[str], list[str]]]:
+    """index.parquet (a pyarrow Table with key, shard[, sha256]) as {shard: (keys, sha256s)}."""
+    cols = index.column_names
+    keys = index.column("key").to_pylist()
+    shards = index.column("shard").to_pylist()
+    shas = index.column("sha256").to_pylist() if "sha256" in cols else [""] * len(keys)
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    for k, s, h in zip(keys, shards, shas, strict=True):
+        ks, hs = out.setdefault(str(s), ([], []))
+        ks.append(str(k))
+        hs.append(str(h or ""))
+    return out
+
+
+def verify_folder(
+    root: Path, splits: Sequence[str] = SPLITS, *, check_sha256: bool = True
+) -> dict[str, tuple[int, str]]:
+    """{shard name: (samples index.parquet lists for it, problem)} for every bad shard of
+    ``splits``: each listed shard is verified against its keys (and sha256), and a tar on disk
+    that the index does not list is a problem too. Empty when the folder is sound."""
+    root = Path(root)
+    index_path = root / "index.parquet"
+    if not index_path.is_file():
+        raise GeopakError(f"{index_path} is missing: not a complete geopak shard folder")
+    import pyarrow.parquet as pq
+
+    columns = ["key", "split", "shard"]
+    try:
+        names = pq.read_schema(index_path).names
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise GeopakError(f"cannot read {index_path}: {str(exc).splitlines()[0]}") from None
+    require_columns(names, columns, where=str(index_path), hint="re-run `geopak-data shard`")
+    if check_sha256 and "sha256" in names:
+        columns.append("sha256")
+    table = read_table(index_path, columns)
+    want = set(splits)
+    mask = [s in want for s in table.column("split").to_pylist()]
+    expected = expected_by_shard(table.filter(pa.array(mask, pa.bool_())))
+    bad: dict[str, tuple[int, str]] = {}
+    for name, (keys, shas) in sorted(expected.items()):
+        problem = verify_shard(root / name, keys, shas if check_sha256 else None)
+        if problem:
+            bad[name] = (len(keys), problem)
+    for split in splits:
+        for p in list_shards(root, split):
+            name = p.relative_to(root).as_posix()
+            if name not in expected:
+                bad[name] = (0, "not listed in index.parquet")
+    return bad
+
+
+def require_sound(root: Path, *, what: str) -> None:
+    """``verify_folder`` for every split, as one ``GeopakError`` naming the first bad shard
+    (``what`` says which command refuses, e.g. "publish")."""
+    bad = verify_folder(Path(root))
+    if bad:
+        name, (n, problem) = next(iter(sorted(bad.items())))
+        more = f" (and {len(bad) - 1} more bad shard(s))" if len(bad) > 1 else ""
+        raise GeopakError(
+            f"{what}: {Path(root) / name}: {problem}{more}; rebuild the shards with `geopak-data shard`"
+        )

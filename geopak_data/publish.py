@@ -25,7 +25,13 @@ from typing import Any
 from geopak_core.errors import GeopakError
 from geopak_core.io import read_json
 from geopak_core.progress import log
-from geopak_core.shardfmt import REQUIRED_FILES, SYNTHETIC_FIELD, read_table, require_columns
+from geopak_core.shardfmt import (
+    REQUIRED_FILES,
+    SYNTHETIC_FIELD,
+    read_table,
+    require_columns,
+    require_sound,
+)
 
 from .card import validate_card
 
@@ -60,6 +66,25 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") or part == "__pycache__" for part in rel.parts)
 
 
+def refuse_links(folder: Path) -> None:
+    """Refuse a symbolic link anywhere in the folder (hidden ones too) whose target lies
+    outside it: the uploader follows links, so a planted link to a token file or a home
+    folder would be published. Links are never followed while looking (os.walk default)."""
+    import os
+
+    root = folder.resolve()
+    for dirpath, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                continue
+            target = p.resolve()
+            if target != root and root not in target.parents:
+                raise GeopakError(
+                    f"publish: {p} is a symbolic link to {os.readlink(p)}, outside the shard folder; remove it (only files inside {folder} are published)"
+                )
+
+
 def plan_publish(
     folder: str | Path, *, allow_restricted: bool = False, allow_synthetic: bool = False
 ) -> PublishPlan:
@@ -85,6 +110,8 @@ def plan_publish(
         raise GeopakError(
             f"{len(missing)} shard(s) named in index.parquet are missing, e.g. {folder / missing[0]}"
         )
+    refuse_links(folder)
+    require_sound(folder, what="publish")
     restricted = int(index["restricted"].fillna(False).astype(bool).sum())
     if restricted and not allow_restricted:
         raise GeopakError(
@@ -99,7 +126,7 @@ def plan_publish(
     files = sorted(
         (p.relative_to(folder).as_posix(), p.stat().st_size)
         for p in folder.rglob("*")
-        if p.is_file() and not _hidden(p.relative_to(folder))
+        if p.is_file() and not p.is_symlink() and not _hidden(p.relative_to(folder))
     )
     return PublishPlan(
         folder=folder, files=files, card=card, samples=len(index), restricted=restricted

@@ -23,7 +23,7 @@ from geopak_core.errors import GeopakError
 from geopak_core.io import read_json
 from geopak_core.progress import log
 from geopak_core.regions import PROVINCES
-from geopak_core.shardfmt import SPLITS, list_shards
+from geopak_core.shardfmt import SPLITS, list_shards, require_sound
 
 from .card import write_map
 
@@ -239,6 +239,7 @@ def dir_stats(folder: str | Path) -> dict[str, Any]:
         raise GeopakError(
             f"{index_path} not found: not a geopak shard folder (run `geopak-data shard` first)"
         )
+    require_sound(folder, what="stats")  # the counts below are only true if the tars are
     index = pq.read_table(
         index_path, columns=["key", "split", "source", "province_id", "lat", "lon", "cell_id"]
     ).to_pandas()

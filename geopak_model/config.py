@@ -307,6 +307,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA
     plots: bool = True
     device: str = "auto"
+    skip_bad_shards: bool = False  # leave out shards failing verification (else stop)
 
     def __post_init__(self) -> None:
         defaults = PHASE_DEFAULTS.get(self.phase, {})

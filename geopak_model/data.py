@@ -49,6 +49,8 @@ from geopak_core.shardfmt import (
     read_table,
     scan_json,
     shard_name,
+    verify_folder,
+    verify_shard,
 )
 
 from .config import BALANCE_MODES  # noqa: F401  (defined with TrainConfig; re-exported)
@@ -68,9 +70,49 @@ class ShardFolder:
     cells_path: Path
     num_cells: int
     _shards: dict[str, list[Path]] = field(default_factory=dict)
+    skip_bad_shards: bool = False  # else a bad shard stops the reader (one line naming it)
+    _bad: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)
 
     def shards(self, split: str) -> list[Path]:
-        return self._shards.get(split, [])
+        """The split's shards, verified against index.parquet (count, keys, sha256) the first
+        time they are asked for: a reader never runs silently on part of the data."""
+        self._verify(split)
+        bad = self._bad.get(split, {})
+        return [p for p in self._shards.get(split, []) if self._name(p) not in bad]
+
+    def skipped(self, split: str) -> int:
+        """Samples of ``split`` left out because their shard was bad (``skip_bad_shards``)."""
+        return sum(n for n, _ in self._bad.get(split, {}).values())
+
+    def _name(self, p: Path) -> str:
+        return p.relative_to(self.root).as_posix()
+
+    def _verify(self, split: str) -> None:
+        if split in self._bad:
+            return
+        if (self.root / "index.parquet").is_file():
+            bad = verify_folder(self.root, [split])
+        else:  # no index: the tars can still be checked for completeness
+            bad = {
+                self._name(p): (0, problem)
+                for p in self._shards.get(split, [])
+                if (problem := verify_shard(p))
+            }
+        if bad and not self.skip_bad_shards:
+            name, (_, problem) = next(iter(sorted(bad.items())))
+            more = f" (and {len(bad) - 1} more bad shard(s))" if len(bad) > 1 else ""
+            raise GeopakError(
+                f"{self.root / name}: {problem}{more}; rebuild the shards with `geopak-data shard`, or pass --skip-bad-shards to go on without them"
+            )
+        self._bad[split] = bad
+        if bad:
+            log.warning(
+                "skipping %d bad %s shard(s) (%d samples of index.parquet), e.g. %s: %s",
+                len(bad),
+                split,
+                self.skipped(split),
+                *next(iter(sorted((k, v[1]) for k, v in bad.items()))),
+            )
 
     def require_split(self, split: str) -> list[Path]:
         shards = self.shards(split)
@@ -101,7 +143,7 @@ class ShardFolder:
                 out[str(split)] = {c: df[c].to_numpy() for c in ("key", "shard", *LABEL_FIELDS)}
         else:
             for split in SPLITS:
-                rows = [(str(s), meta) for s in self.shards(split) for meta in scan_json(s)]
+                rows = [(self._name(s), meta) for s in self.shards(split) for meta in scan_json(s)]
                 out[split] = {
                     "key": np.array([m["key"] for _, m in rows], dtype=object),
                     "shard": np.array([s for s, _ in rows], dtype=object),
@@ -113,6 +155,11 @@ class ShardFolder:
         idx = self.index.get(split)
         if idx is None:
             return {"key": np.array([], dtype=object), **{f: np.array([]) for f in LABEL_FIELDS}}
+        self._verify(split)
+        bad = self._bad.get(split)
+        if bad:
+            keep = ~np.isin(idx["shard"].astype(str), list(bad))
+            return {c: v[keep] for c, v in idx.items()}
         return idx
 
     def size(self, split: str) -> int:
@@ -127,8 +174,11 @@ class ShardFolder:
         return np.bincount(self.labels(split)["cell_id"].astype(np.int64), minlength=self.num_cells)
 
 
-def open_shard_folder(root: str | os.PathLike) -> ShardFolder:
-    """Check the folder looks like the contract's shard layout; one-line error if not."""
+def open_shard_folder(root: str | os.PathLike, *, skip_bad_shards: bool = False) -> ShardFolder:
+    """Check the folder looks like the contract's shard layout; one-line error if not.
+
+    Each split's tars are verified when first read (``ShardFolder.shards``); a bad one stops
+    the reader unless ``skip_bad_shards``, which leaves it out and says how many samples."""
     root = Path(root)
     if not root.is_dir():
         raise GeopakError(f"shard folder not found: {root}")
@@ -140,7 +190,13 @@ def open_shard_folder(root: str | os.PathLike) -> ShardFolder:
     shards = {split: list_shards(root, split) for split in SPLITS}
     if not any(shards.values()):
         raise GeopakError(f"no geopak-*.tar shards under {root}/{{train,val,test}}")
-    return ShardFolder(root=root, cells_path=cells_path, num_cells=len(ids), _shards=shards)
+    return ShardFolder(
+        root=root,
+        cells_path=cells_path,
+        num_cells=len(ids),
+        _shards=shards,
+        skip_bad_shards=skip_bad_shards,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,11 +65,12 @@ def embed(
     seed: int = 0,
     amp: bool = True,
     random_init: bool = False,
+    skip_bad_shards: bool = False,
 ) -> dict[str, Any]:
     """Encode every image of ``splits`` once; returns counts (and what was already done)."""
     if dtype not in ("float32", "float16"):
         raise GeopakError(f"--dtype {dtype}: expected float32 or float16")
-    folder = open_shard_folder(shards)
+    folder = open_shard_folder(shards, skip_bad_shards=skip_bad_shards)
     out = Path(out)
     model = _cache_model(
         folder,

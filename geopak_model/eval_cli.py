@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="debug logging (-vv: also third-party libraries)",
     )
+    p.add_argument(
+        "--skip-bad-shards",
+        action="store_true",
+        help="leave out shards that fail verification against index.parquet (missing, truncated, other keys, sha256) and say how many samples that skips; by default a bad shard stops the command",
+    )
     return p
 
 
@@ -145,11 +150,14 @@ def _run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         features=args.features,
         plots_dir=args.plots,
+        skip_bad_shards=args.skip_bad_shards,
     )
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
-        print(f"{args.checkpoint} on {args.split} of {args.shards} ({result['n']} images)")
+        skipped = result.get("skipped_samples") or 0
+        note = f"; {skipped} samples in bad shards skipped" if skipped else ""
+        print(f"{args.checkpoint} on {args.split} of {args.shards} ({result['n']} images{note})")
         print(format_table(result, result.get("baselines")))
         print(f"\naggregations on the same images (headline: {result['inference']['aggregate']}):")
         print(format_aggregate_table(result["by_aggregate"]))

@@ -319,6 +319,7 @@ def evaluate_checkpoint(
     build_index: bool = False,
     calibrate: bool = False,
     boundaries: str | Path | bool | None = None,
+    skip_bad_shards: bool = False,
 ) -> dict[str, Any]:
     """What ``geopak-eval`` prints: the checkpoint's end-to-end metrics on ``split`` of the
     shard folder, with both baselines (from the folder's train split) on the same samples,
@@ -339,7 +340,7 @@ def evaluate_checkpoint(
     from .runtime import resolve_device
 
     check_aggregate(aggregate)
-    folder = open_shard_folder(shards)
+    folder = open_shard_folder(shards, skip_bad_shards=skip_bad_shards)
     folder.require_split(split)
     dev = resolve_device(device)
     model, payload = make_model(checkpoint=checkpoint, folder=folder, device=dev)
@@ -373,6 +374,7 @@ def evaluate_checkpoint(
     result = {
         "split": split,
         "checkpoint": str(checkpoint),
+        "skipped_samples": folder.skipped(split),
         "encoders": model.encoder_provenance,
         "inference": {
             "top_provinces": cfg.top_provinces,

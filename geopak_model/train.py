@@ -434,7 +434,7 @@ def finish(run: Run) -> dict[str, Any]:
 def _check_inputs(cfg: TrainConfig, shards: Any, features: Any) -> Any:
     """The shard folder, after the checks that need no model (train and val present, a
     feature cache only for phases 0/1)."""
-    folder = open_shard_folder(shards)
+    folder = open_shard_folder(shards, skip_bad_shards=cfg.skip_bad_shards)
     folder.require_split("train")
     if not folder.shards("val") or folder.size("val") == 0:
         raise GeopakError(f"no val samples in {folder.root}: checkpoints are selected on val")

@@ -195,6 +195,11 @@ def build_train_parser() -> argparse.ArgumentParser:
     _setting(g, "max_steps", _positive_int, "N", "stop after N optimiser steps (default: no limit)")
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     d = p.add_argument_group("data and bookkeeping")
+    d.add_argument(
+        "--skip-bad-shards",
+        action="store_true",
+        help="leave out shards that fail verification against index.parquet (missing, truncated, other keys, sha256) and say how many samples that skips; by default a bad shard stops the command",
+    )
     _setting(d, "num_workers", int, "N", "DataLoader workers decoding JPEGs", flag="--workers")
     _setting(d, "shuffle_buffer", int, "N", "samples in the shuffle buffer")
     _setting(
@@ -243,6 +248,11 @@ def build_embed_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size", type=_positive_int, default=64, metavar="N", help="images per encoder batch"
+    )
+    p.add_argument(
+        "--skip-bad-shards",
+        action="store_true",
+        help="leave out shards that fail verification against index.parquet (missing, truncated, other keys, sha256) and say how many samples that skips; by default a bad shard stops the command",
     )
     p.add_argument(
         "--workers",
@@ -346,6 +356,7 @@ def _run_train(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         plots=not args.no_plots,
         device=args.device,
+        skip_bad_shards=args.skip_bad_shards,
     )
     return 0 if summary.get("finished") else 1
 
@@ -373,6 +384,7 @@ def _run_embed(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         seed=args.seed,
         random_init=args.random_init,
+        skip_bad_shards=args.skip_bad_shards,
     )
     return 0
 

@@ -110,3 +110,81 @@ def test_old_checkpoints_without_digests_still_load(ckpt, tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     loaded, _ = load_checkpoint(tmp_path / "old.pt")
     assert np.array_equal(loaded.cells.center_lat, model.cells.center_lat)
+
+
+def _damage(folder, how):
+    """Damage the first test shard of a copied shard folder in one of the issue's ways."""
+    import tarfile
+
+    tar = sorted((folder / "test").glob("*.tar"))[0]
+    data = bytearray(tar.read_bytes())
+    if how == "deleted":
+        tar.unlink()
+    elif how == "truncated":
+        tar.write_bytes(bytes(data[: len(data) // 2]))
+    elif how == "header":
+        with tarfile.open(tar) as tf:
+            off = tf.getmembers()[4].offset
+        data[off + 100] ^= 0x41  # the mode field: the header checksum fails
+        tar.write_bytes(bytes(data))
+    elif how == "jpg":
+        with tarfile.open(tar) as tf:
+            m = next(m for m in tf.getmembers() if m.name.endswith(".jpg"))
+        data[m.offset_data + 40] ^= 0xFF
+        tar.write_bytes(bytes(data))
+    elif how == "json":
+        with tarfile.open(tar) as tf:
+            m = next(m for m in tf.getmembers() if m.name.endswith(".json"))
+        data[m.offset_data] = ord("#")
+        tar.write_bytes(bytes(data))
+    return tar
+
+
+@pytest.mark.parametrize(
+    ("how", "needle"),
+    [
+        ("deleted", "missing"),
+        ("truncated", "truncated"),
+        ("header", "damaged member header"),
+        ("json", "is not valid JSON"),
+        ("jpg", "does not match its sha256"),
+    ],
+)
+def test_eval_stops_on_a_bad_shard_unless_asked(toy_shards, ckpt, tmp_path, capsys, how, needle):
+    folder = tmp_path / "shards"
+    shutil.copytree(toy_shards, folder)
+    tar = _damage(folder, how)
+    before = snapshot(folder)
+    rc, out = _eval(capsys, folder, ckpt)
+    assert rc == 2
+    line = one_line(out.err)
+    assert tar.name in line and needle in line and "--skip-bad-shards" in line
+    assert snapshot(folder) == before
+    n_bad = pq.read_table(folder / "index.parquet").to_pandas()
+    n_bad = int((n_bad["shard"] == f"test/{tar.name}").sum())
+    total = int(
+        (pq.read_table(folder / "index.parquet").column("split").to_numpy() == "test").sum()
+    )
+    rc = eval_cli.main(
+        ["--shards", str(folder), "--checkpoint", str(ckpt), "--split", "test", "--json"]
+        + ["--workers", "0", "--device", "cpu", "--skip-bad-shards"]
+    )
+    out = capsys.readouterr()
+    assert rc == 0
+    import json
+
+    result = json.loads(out.out)
+    assert result["skipped_samples"] == n_bad and result["n"] == total - n_bad
+    assert f"{n_bad} samples of index.parquet" in out.err
+
+
+def test_train_checks_its_shards_too(toy_shards, tmp_path, capsys):
+    folder = tmp_path / "shards"
+    shutil.copytree(toy_shards, folder)
+    tar = sorted((folder / "train").glob("*.tar"))[1]
+    tar.write_bytes(tar.read_bytes()[:-5000])
+    argv = ["--shards", str(folder), "--phase", "1", "--out", str(tmp_path / "run")]
+    rc = train_cli.main(argv + ["--preset", "tiny", "--workers", "0", "--device", "cpu"])
+    assert rc == 2
+    assert tar.name in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "run" / "last.pt").exists()
