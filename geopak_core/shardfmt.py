@@ -490,60 +490,80 @@ def verify_shard(
     ``index.parquet``) the samples are exactly those keys, in that order; with ``sha256`` the
     jpg bytes hash to the recorded digest (empty entries are not checked).
     """
-    import hashlib
-
     if not path.is_file():
         return "missing"
-    got: list[str] = []
-    members: dict[str, set[str]] = {}
     want_sha = dict(zip(keys, sha256, strict=True)) if keys is not None and sha256 else {}
+    members: dict[str, set[str]] = {}  # sample key -> member extensions, in tar order
     try:
         with tarfile.open(path, "r:") as tf:
             for m in tf:
-                stem, _, ext = m.name.rpartition(".")
-                if not m.isfile() or not stem or "/" in m.name:
-                    return f"unexpected member {m.name!r}"
-                if stem not in members:
-                    members[stem] = set()
-                    got.append(stem)
-                members[stem].add(ext)
-                fh = tf.extractfile(m)
-                data = fh.read() if fh is not None else b""
-                if len(data) != m.size:
-                    return f"member {m.name} is truncated"
-                if ext == "json":
-                    try:
-                        json.loads(data)
-                    except ValueError as exc:
-                        return f"member {m.name} is not valid JSON ({exc})"
-                elif ext == "jpg" and want_sha.get(stem):
-                    if hashlib.sha256(data).hexdigest() != want_sha[stem]:
-                        return f"member {m.name} does not match its sha256 in index.parquet"
+                problem = _member_problem(tf, m, members, want_sha)
+                if problem:
+                    return problem
             end = tf.offset
     except (tarfile.TarError, OSError, EOFError) as exc:
         return f"not a readable tar ({str(exc) or type(exc).__name__})"
+    got = list(members)
+    incomplete = [k for k in got if members[k] != {"jpg", "json"}]
+    return (
+        _tail_problem(path, end)
+        or (f"sample {incomplete[0]} lacks its .jpg or .json" if incomplete else "")
+        or (_keys_problem(list(keys), got) if keys is not None else "")
+    )
+
+
+def _member_problem(
+    tf: tarfile.TarFile,
+    m: tarfile.TarInfo,
+    members: dict[str, set[str]],
+    want_sha: dict[str, str],
+) -> str:
+    import hashlib
+
+    stem, _, ext = m.name.rpartition(".")
+    if not m.isfile() or not stem or "/" in m.name:
+        return f"unexpected member {m.name!r}"
+    members.setdefault(stem, set()).add(ext)
+    fh = tf.extractfile(m)
+    data = fh.read() if fh is not None else b""
+    if len(data) != m.size:
+        return f"member {m.name} is truncated"
+    if ext == "json":
+        try:
+            json.loads(data)
+        except ValueError as exc:
+            return f"member {m.name} is not valid JSON ({exc})"
+    elif ext == "jpg" and want_sha.get(stem):
+        if hashlib.sha256(data).hexdigest() != want_sha[stem]:
+            return f"member {m.name} does not match its sha256 in index.parquet"
+    return ""
+
+
+def _tail_problem(path: Path, end: int) -> str:
+    """After the last member only end-of-archive zeros may follow, at least two blocks."""
     with open(path, "rb") as fh:
         fh.seek(end)
         while block := fh.read(1 << 16):
             if block.strip(b"\0"):
                 return f"damaged member header at byte {end} (the tar stream ends there)"
-    if path.stat().st_size - end < 2 * BLOCK:
-        return f"truncated at byte {path.stat().st_size} (no end-of-archive marker)"
-    incomplete = [k for k in got if members[k] != {"jpg", "json"}]
-    if incomplete:
-        return f"sample {incomplete[0]} lacks its .jpg or .json"
-    if keys is not None and list(keys) != got:
-        extra = sorted(set(got) - set(keys))
-        lost = sorted(set(keys) - set(got))
-        what = (
-            f"{len(lost)} sample(s) of index.parquet missing (e.g. {lost[0]})"
-            if lost
-            else f"{len(extra)} sample(s) not in index.parquet (e.g. {extra[0]})"
-            if extra
-            else "samples in another order than index.parquet"
-        )
-        return f"{len(got)} samples, index.parquet lists {len(keys)}: {what}"
+    size = path.stat().st_size
+    if size - end < 2 * BLOCK:
+        return f"truncated at byte {size} (no end-of-archive marker)"
     return ""
+
+
+def _keys_problem(keys: list[str], got: list[str]) -> str:
+    if keys == got:
+        return ""
+    lost = sorted(set(keys) - set(got))
+    extra = sorted(set(got) - set(keys))
+    if lost:
+        what = f"{len(lost)} sample(s) of index.parquet missing (e.g. {lost[0]})"
+    elif extra:
+        what = f"{len(extra)} sample(s) not in index.parquet (e.g. {extra[0]})"
+    else:
+        what = "samples in another order than index.parquet"
+    return f"{len(got)} samples, index.parquet lists {len(keys)}: {what}"
 
 
 def expected_by_shard(index: Any) -> dict[str, tuple[list[str], list[str]]]:
