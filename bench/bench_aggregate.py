@@ -10,8 +10,11 @@ then scored on the same test images in one ``geopak-eval`` pass (``by_aggregate`
 retrieval refinement from an index of the training split built next to the checkpoint.
 Printed: the table (median / mean km, accuracy within 25 / 200 km, province accuracy and the
 ECE of ``confidence``), each aggregation's median as a ratio to the seed's ``mean`` (> 1 =
-lower error than mean), the index's size and the calibration the training run stored. A
-benchmark, not a test: figures only, nothing asserted.
+lower error than mean), the index's size, the calibration the training run stored and the
+test ECE without it; then the same table on uninformative photos (uniform noise at toy
+locations after a short run, ``--no-uninformative`` skips it), where no aggregation can know
+the place and the median favours the seed's central mean. A benchmark, not a test: figures
+only, nothing asserted.
 """
 
 from __future__ import annotations
@@ -42,6 +45,44 @@ def demo_checkpoint(work: Path, photos: int, epochs: int) -> tuple[Path, Path, f
     return shards, best, time.perf_counter() - t0
 
 
+def uninformative(tmp: Path, n: int = 400) -> dict:
+    """The same comparison on photos that carry no location signal (uniform noise at toy
+    locations, a short phase-1 run): where the seed's mean looked best, the middle of the
+    country, and a mode answer is a guess at one real place."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from geopak_model.embed import embed
+    from geopak_model.evaluate import evaluate_checkpoint
+    from geopak_model.testing import TOY_WEIGHTS, sample_meta, toy_cells, write_shard_folder
+    from geopak_model.train import train
+
+    rng = np.random.default_rng(0)
+    cells = toy_cells()
+    pids = sorted(TOY_WEIGHTS)
+    share = np.array([TOY_WEIGHTS[p] for p in pids]) / sum(TOY_WEIGHTS.values())
+    samples = []
+    for i in range(n):
+        pid = int(pids[rng.choice(len(pids), p=share)])
+        own = [c for c in cells if c["province_id"] == pid]
+        c = own[rng.integers(len(own))]
+        lat, lon = c["center_lat"] + rng.normal(0, 0.05), c["center_lon"] + rng.normal(0, 0.05)
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
+        u = rng.random()
+        split = "train" if u < 0.7 else ("val" if u < 0.85 else "test")
+        samples.append({"split": split, "jpg": buf.getvalue(), "json": sample_meta(f"noise-{i:05d}", lat, lon, c, 64)})  # fmt: skip
+    shards = write_shard_folder(tmp / "noise" / "shards", samples, cells, per_shard=50)
+    feats = tmp / "noise" / "feats"
+    embed(shards=shards, out=feats, preset="tiny", seed=0, num_workers=0, device="cpu")
+    train(out=tmp / "noise" / "p1", phase=1, shards=shards, features=feats, epochs=3, batch_size=16,
+          num_workers=0, seed=0, plots=False, device="cpu")  # fmt: skip
+    return evaluate_checkpoint(shards=shards, checkpoint=tmp / "noise" / "p1" / "best.pt",
+                               features=feats, num_workers=0, device="cpu")  # fmt: skip
+
+
 def uncalibrated_eval(best: Path, shards: Path, tmp: Path) -> dict | None:
     """The same evaluation with the checkpoint's calibration removed (plain softmax)."""
     from geopak_model.checkpoint import load_checkpoint, save_checkpoint
@@ -65,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller demo: 300 photos, 8 epochs")
     ap.add_argument("--photos", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--no-uninformative", action="store_true",
+                    help="skip the second table (noise photos, a short run)")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="also print the eval's by_aggregate JSON")
     args = ap.parse_args(argv)
     os.environ.setdefault("GEOPAK_NO_PROGRESS", "1")
@@ -87,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         eval_s = time.perf_counter() - t0
         uncal = uncalibrated_eval(best, shards, Path(tmp))
+        noise = None if args.no_uninformative else uninformative(Path(tmp))
     by = res["by_aggregate"]
     info = res["inference"]
     print(f"demo data: {res['n']} test images ({photos} photos, {epochs} epochs; demo {made_s:.0f} s, "
@@ -109,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"test province ECE of mode's confidence: {uncal['by_aggregate']['mode']['province_ece']:.3f} "
               f"uncalibrated -> {by['mode']['province_ece']:.3f} calibrated; province acc "
               f"{uncal['by_aggregate']['mode']['province_acc']:.3f} -> {by['mode']['province_acc']:.3f}")  # fmt: skip
+    if noise is not None:
+        base = noise["baselines"]
+        print(f"\nuninformative photos (uniform noise at toy locations, {noise['n']} test images, short run); "
+              f"baselines: densest cell {base['densest_cell']['median_km']:.1f} km, geographic median "
+              f"{base['geographic_median']['median_km']:.1f} km median:")  # fmt: skip
+        print(format_aggregate_table(noise["by_aggregate"]))
     if args.json:
         print(json.dumps(by, indent=1, sort_keys=True))
 
@@ -125,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         emit("aggregate", "test province ECE (calibrated)", by["mode"]["province_ece"], "ECE",
              vs="uncalibrated", vs_value=uncal["by_aggregate"]["mode"]["province_ece"],
              higher_is_better=False, note=f"{note}; fitted on val")  # fmt: skip
+    if noise is not None:
+        nb = noise["by_aggregate"]
+        emit("aggregate", "mode median km, noise photos", nb["mode"]["median_km"], "km", vs="mean",
+             vs_value=nb["mean"]["median_km"], higher_is_better=False,
+             note="uninformative photos: the median favours a central answer")  # fmt: skip
     return 0
 
 
