@@ -53,7 +53,12 @@ def atomic_path(
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f"{suffix}.tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=f"{suffix}.tmp", dir=target.parent
+        )
+    except OSError as exc:  # full disk, read-only folder: name the file meant, not a temp name
+        raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -127,17 +127,25 @@ def test_stale_manifest_temp_is_cleaned(tmp_path, server, capsys):
 
 
 def _inject_enospc(monkeypatch, what):
-    """Make the image writes (or every Parquet write) fail as on a full disk."""
+    """Make writes of files whose name contains ``what`` fail as on a full disk, through the
+    standard library's public ``open`` and ``Path.write_bytes`` (what every writer uses)."""
     import builtins
+    import pathlib
 
-    real_open = builtins.open
+    real_open, real_write = builtins.open, pathlib.Path.write_bytes
 
     def full_open(file, mode="r", *a, **kw):
         if "w" in mode and what in str(file):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_open(file, mode, *a, **kw)
 
+    def full_write(self, data):
+        if what in self.name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, data)
+
     monkeypatch.setattr(builtins, "open", full_open)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_write)
 
 
 def test_full_disk_names_the_file_and_resumes(tmp_path, server, capsys, monkeypatch):
