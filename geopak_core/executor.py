@@ -78,9 +78,14 @@ class LocalHostLimiter:
 
 
 class LocalExecutor:
-    """Every unit in this process, in plan order."""
+    """Every unit on this machine: in this process, in plan order, or with ``processes > 1``
+    in that many worker processes (for pure CPU-bound units; results still reach
+    ``on_done`` in the driver, which commits them)."""
 
     name = "local"
+
+    def __init__(self, processes: int = 0):
+        self.processes = processes
 
     def run_units(
         self,
@@ -88,11 +93,41 @@ class LocalExecutor:
         units: Sequence[tuple[str, tuple[Any, ...]]],
         on_done: Callable[[str, Any], None],
     ) -> None:
-        for name, args in units:
-            on_done(name, fn(*args))
+        if self.processes <= 1 or len(units) <= 1:
+            for name, args in units:
+                on_done(name, fn(*args))
+            return
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        todo = list(reversed(units))
+        window = 2 * self.processes
+        ctx = mp.get_context("fork")  # workers are our children: they die with us
+        workers = min(self.processes, len(units))
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with_parent) as pool:
+            pending: dict[Any, str] = {}
+            while todo or pending:
+                while todo and len(pending) < window:
+                    name, args = todo.pop()
+                    pending[pool.submit(fn, *args)] = name
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: pending[f]):
+                    on_done(pending.pop(fut), fut.result())
 
     def host_limiter(self, per_host: int) -> HostLimiter:
         return LocalHostLimiter(per_host)
+
+
+def _die_with_parent() -> None:
+    """A worker process ends when its parent does (Linux): a driver killed with SIGKILL
+    must not leave workers behind that hold its pipes open or keep writing."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown still applies
+        pass
 
 
 # ----------------------------------------------------------------------------- ray
@@ -239,13 +274,16 @@ class RayExecutor:
         return RayHostLimiter(actor)
 
 
-def make_executor(name: str = "local", address: str | None = None) -> Executor:
+def make_executor(
+    name: str = "local", address: str | None = None, *, processes: int = 0
+) -> Executor:
     """The executor called ``name`` (``local`` or ``ray``); ``address`` joins a Ray cluster
-    (``ray start --head`` prints it), else Ray starts a local one."""
+    (``ray start --head`` prints it), else Ray starts a local one. ``processes`` lets the
+    local executor use worker processes (stages whose units are pure CPU work)."""
     if name == "local":
         if address:
             log.warning("--ray-address is ignored with --executor local")
-        return LocalExecutor()
+        return LocalExecutor(processes)
     if name == "ray":
         return RayExecutor(address)
     raise GeopakError(f"unknown executor {name!r} (one of {', '.join(EXECUTORS)})")

@@ -129,12 +129,12 @@ def _require_images(work: Path, keys: list[str], paths: list[str], sources: list
     )
 
 
-def _measure_one(work: Path, image_path: str) -> tuple[dict[str, Any], Any]:
+def _measure_one(work: Path, image_path: str, want_rgb: bool) -> tuple[dict[str, Any], Any]:
     from .quality import measure_image
 
     if not image_path:
         return {"decode_error": "no image_path"}, None
-    m, im = measure_image(work / image_path)
+    m, im = measure_image(work / image_path, want_rgb=want_rgb)
     row = {
         "decode_error": "" if m.ok else m.error,
         "m_width": m.width if m.ok else None,
@@ -157,8 +157,13 @@ def measure_unit(
 ) -> pa.Table:
     """Measure one unit of images (in chunks, so only ``_CHUNK`` decoded images are held)."""
     rows: list[dict[str, Any]] = []
+    want_rgb = scorer is not None
+
+    def one(p: str) -> tuple[dict[str, Any], Any]:
+        return _measure_one(work, p, want_rgb)
+
     for start in range(0, len(keys), _CHUNK):
-        chunk = list(pool.map(lambda p: _measure_one(work, p), paths[start : start + _CHUNK]))
+        chunk = list(pool.map(one, paths[start : start + _CHUNK]))
         probs: dict[int, float] = {}
         if scorer is not None:
             ok = [i for i, (_, im) in enumerate(chunk) if im is not None]
@@ -190,8 +195,7 @@ def measure_task(job: dict[str, Any], keys: list[str], paths: list[str]) -> pa.T
             from .indoor import load_indoor_scorer
 
             scorer = _WORKER_SCORERS[ident] = load_indoor_scorer(job["config"])
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(job.get("threads", 1)) as pool:
         return measure_unit(job["work"], keys, paths, scorer, pool)
 
 
@@ -418,8 +422,13 @@ def run_filter(
                     len(units) - len(todo),
                     len(units),
                 )
+            # Without the indoor scorer every unit is pure CPU work on file paths: locally it
+            # runs in one process per core (threads would share one GIL-bound core).
+            cores = max(1, os.cpu_count() or 1)
             runner = make_executor(
-                executor or config.run.executor, ray_address or config.run.ray_address or None
+                executor or config.run.executor,
+                ray_address or config.run.ray_address or None,
+                processes=0 if indoor.applied else cores,
             )
             with progress(
                 total=n, desc="filter: measuring", unit="img", initial=min(done, n)
@@ -429,7 +438,11 @@ def run_filter(
                     store.write(u, table)
                     bar.update(table.num_rows)
 
-                job = {"work": work, "config": cfg if indoor.applied else None}
+                job = {
+                    "work": work,
+                    "config": cfg if indoor.applied else None,
+                    "threads": min(4, cores) if indoor.applied else 1,
+                }
                 unit_args = []
                 for u in todo:
                     a = int(u) * cfg.batch_size

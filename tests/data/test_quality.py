@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 from support.images import blurred, flat, jpeg, textured
 
@@ -80,16 +81,24 @@ def test_measure_image_decodes_fully(tmp_path):
     good = tmp_path / "good.jpg"
     data = jpeg(textured(7, (160, 120)))
     good.write_bytes(data)
-    m, im = measure_image(good)
+    m, im = measure_image(good, want_rgb=True)
     assert m.ok and (m.width, m.height) == (160, 120) and im.mode == "RGB"
     assert m.laplacian_var > 100 and 0 < m.entropy <= 8 and len(m.phash) == 16
     assert len(m.file_sha256) == 64
+    grey_only, none = measure_image(good)  # the reduced grey decode: same measures
+    assert (
+        none is None
+        and grey_only.phash == m.phash
+        and (grey_only.width, grey_only.height) == (160, 120)
+    )
+    assert grey_only.laplacian_var == pytest.approx(m.laplacian_var, rel=0.02)
 
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(data[: len(data) // 2])  # valid header, half the scan data
-    m, im = measure_image(truncated)
-    assert not m.ok and im is None and "decode failed" in m.error
-    assert m.file_sha256  # the bytes are still identified
+    for want_rgb in (True, False):
+        m, im = measure_image(truncated, want_rgb=want_rgb)
+        assert not m.ok and im is None and "decode failed" in m.error
+        assert m.file_sha256  # the bytes are still identified
 
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"<html>not an image</html>")
@@ -98,3 +107,30 @@ def test_measure_image_decodes_fully(tmp_path):
 
     m, _ = measure_image(tmp_path / "missing.jpg")
     assert not m.ok and m.error == "file missing"
+
+
+def test_laplacian_variance_equals_scipy_on_float64():
+    """The float32 slicing stencil gives scipy.ndimage.laplace(mode='reflect').var()'s numbers."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        a = rng.integers(0, 256, (int(rng.integers(3, 300)), int(rng.integers(3, 300))))
+        if i % 2:
+            a = ndimage.gaussian_filter(a.astype(float), 2)
+        a = np.clip(a, 0, 255).astype(np.uint8)
+        ref = float(ndimage.laplace(a.astype(np.float64), mode="reflect").var())
+        assert laplacian_variance(a) == pytest.approx(ref, rel=1e-4, abs=1e-6)
+
+
+def test_reduced_decode_keeps_the_measures_of_a_large_photo(tmp_path):
+    """A 2000 px JPEG decoded at 1/2 scale straight to grey: same size reported, blur and
+    entropy within a few percent of the full decode, pHash within 2 bits."""
+    big = tmp_path / "big.jpg"
+    big.write_bytes(jpeg(textured(9, (2000, 1500))))
+    full, _ = measure_image(big, want_rgb=True)
+    reduced, _ = measure_image(big)
+    assert (reduced.width, reduced.height) == (full.width, full.height) == (2000, 1500)
+    assert reduced.laplacian_var == pytest.approx(full.laplacian_var, rel=0.15)
+    assert reduced.entropy == pytest.approx(full.entropy, rel=0.03)
+    assert bin(int(reduced.phash, 16) ^ int(full.phash, 16)).count("1") <= 2
