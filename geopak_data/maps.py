@@ -329,7 +329,10 @@ def plot_map(
         ax.set_title(title, fontsize=11)
     if handles:
         ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.8, markerscale=1.5)
-    fig.tight_layout()
+    # Fixed margins in inches (room for the tick labels, axis labels and title) instead of
+    # tight_layout, which lays the whole figure out a second time: a third of the drawing time.
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=0.7 / w, right=1 - 0.15 / w, bottom=0.55 / h, top=1 - 0.4 / h)
 
     out = Path(path)
     with atomic_path(out, suffix=".png") as tmp:

@@ -176,6 +176,66 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
+def _previous_done(
+    name: str, prev: dict[str, Any], work: Path, chash: str, snapshot: dict, input_fps: dict
+) -> tuple[StageOutcome | None, list[str]]:
+    """A finished previous run: its outcome if nothing changed, else what changed."""
+    outputs_ok = all(fingerprint(work / rel) == fp for rel, fp in prev.get("outputs", {}).items())
+    if prev.get("config_hash") == chash and prev.get("inputs") == input_fps and outputs_ok:
+        counts = prev.get("counts", {})
+        msg = f"{name}: already done ({_fmt_counts(counts)}); nothing to do"
+        log.debug(msg)  # the caller reports the outcome (once)
+        return StageOutcome(name, True, counts, msg, 0.0), []
+    changes: list[str] = []
+    if prev.get("config_hash") != chash:
+        changes += [f"config {c}" for c in _diff(prev.get("config", {}), snapshot)]
+    for label in sorted(set(prev.get("inputs", {})) | set(input_fps)):
+        if prev.get("inputs", {}).get(label) != input_fps.get(label):
+            changes.append(f"input {label} changed")
+    if not outputs_ok:
+        changes.append("outputs were modified or removed")
+    log.info("%s: re-running because %s", name, "; ".join(changes) or "of a change")
+    return None, changes
+
+
+def _previous_unfinished(name: str, prev: dict[str, Any], chash: str, input_fps: dict) -> bool:
+    """A killed, failed or interrupted previous run: whether this one resumes it."""
+    resumed = prev.get("config_hash") == chash and prev.get("inputs") == input_fps
+    how = {
+        "running": "was killed",
+        "failed": f"failed ({prev.get('error', '')})",
+        "interrupted": "was interrupted",
+    }[prev["status"]]
+    log.info(
+        "%s: previous run %s; %s",
+        name,
+        how,
+        "resuming where it stopped" if resumed else "its config or inputs changed, starting over",
+    )
+    return resumed
+
+
+def _call_recording_failure(manifest: Manifest, name: str, fn: Callable, ctx: StageContext) -> Any:
+    """``fn(ctx)``; a failure is recorded in the manifest (as failed or interrupted) and re-raised."""
+    try:
+        return fn(ctx)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        try:
+            manifest.update(
+                name,
+                status=status,
+                pid=None,
+                error=f"{type(exc).__name__}: {exc}"[:1000],
+                finished=time.time(),
+            )
+        except (OSError, GeopakError) as inner:
+            # a full or read-only disk fails this write too: the stage's own error is the
+            # one to report (the entry stays 'running', which a rerun resumes from)
+            log.warning("%s: could not record the failure in %s (%s)", name, MANIFEST, inner)
+        raise
+
+
 def run_stage(
     *,
     work: Path,
@@ -211,47 +271,14 @@ def run_stage(
     work.mkdir(parents=True, exist_ok=True)  # only now: a stage that cannot start leaves nothing
     with _locked(work / f".{name.replace(':', '_')}.lock", blocking=False):
         prev = manifest.entry(name)
-        changes: list[str] = []
+        changes: list[str] = ["forced"] if force else []
         resumed = False
-        if prev and not force:
-            if prev.get("status") == "done":
-                outputs_ok = all(
-                    fingerprint(work / rel) == fp for rel, fp in prev.get("outputs", {}).items()
-                )
-                if (
-                    prev.get("config_hash") == chash
-                    and prev.get("inputs") == input_fps
-                    and outputs_ok
-                ):
-                    counts = prev.get("counts", {})
-                    msg = f"{name}: already done ({_fmt_counts(counts)}); nothing to do"
-                    log.debug(msg)  # the caller reports the outcome (once)
-                    return StageOutcome(name, True, counts, msg, 0.0)
-                if prev.get("config_hash") != chash:
-                    changes += [f"config {c}" for c in _diff(prev.get("config", {}), snapshot)]
-                for label in sorted(set(prev.get("inputs", {})) | set(input_fps)):
-                    if prev.get("inputs", {}).get(label) != input_fps.get(label):
-                        changes.append(f"input {label} changed")
-                if not outputs_ok:
-                    changes.append("outputs were modified or removed")
-                log.info("%s: re-running because %s", name, "; ".join(changes) or "of a change")
-            elif prev.get("status") in ("running", "failed", "interrupted"):
-                resumed = prev.get("config_hash") == chash and prev.get("inputs") == input_fps
-                how = {
-                    "running": "was killed",
-                    "failed": f"failed ({prev.get('error', '')})",
-                    "interrupted": "was interrupted",
-                }[prev["status"]]
-                log.info(
-                    "%s: previous run %s; %s",
-                    name,
-                    how,
-                    "resuming where it stopped"
-                    if resumed
-                    else "its config or inputs changed, starting over",
-                )
-        elif force:
-            changes.append("forced")
+        if prev and not force and prev.get("status") == "done":
+            done, changes = _previous_done(name, prev, work, chash, snapshot, input_fps)
+            if done is not None:
+                return done
+        elif prev and not force and prev.get("status") in ("running", "failed", "interrupted"):
+            resumed = _previous_unfinished(name, prev, chash, input_fps)
 
         started = time.time()
         manifest.update(
@@ -273,23 +300,7 @@ def run_stage(
             resumed=resumed,
         )
         sdir.mkdir(parents=True, exist_ok=True)
-        try:
-            result = fn(ctx)
-        except BaseException as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            try:
-                manifest.update(
-                    name,
-                    status=status,
-                    pid=None,
-                    error=f"{type(exc).__name__}: {exc}"[:1000],
-                    finished=time.time(),
-                )
-            except (OSError, GeopakError) as inner:
-                # a full or read-only disk fails this write too: the stage's own error is the
-                # one to report (the entry stays 'running', which a rerun resumes from)
-                log.warning("%s: could not record the failure in %s (%s)", name, MANIFEST, inner)
-            raise
+        result = _call_recording_failure(manifest, name, fn, ctx)
         seconds = time.time() - started
         outputs = {
             str(Path(o).resolve().relative_to(work.resolve())): fingerprint(Path(o))

@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ from .shardplan import (
 from .stats import collect_rejects, filter_notes
 
 STAGE = "shard"
+TAR_WRITERS = 2  # tars written at once (see write_shards)
 # What the cluster stage's records must hold (records.DOWNLOADED_SCHEMA + filter/tag/cluster columns).
 REQUIRED_COLUMNS = (
     "key",
@@ -267,15 +269,31 @@ def write_shards(work: Path, out: Path, plan: ShardPlan, state: ShardState) -> l
     paths = [work / p for p in plan.records["image_path"].tolist()]
     shas = [text(v) for v in plan.records["sha256"].tolist()]
     bar = progress(total=int(sum(plan.shards[t].size for t in todo)), desc="shard", unit="img")
-    for name in todo:
+    lock = threading.Lock()
+
+    def one(name: str) -> None:
         rows = plan.shards[name]
 
-        def record(ident: dict[str, int], name: str = name, count: int = rows.size) -> None:
-            state.shards[name] = {"fp": plan.fingerprints[name], "n": count, **ident}
-            state.save()
+        def record(ident: dict[str, int]) -> None:
+            with lock:  # the state names a tar only once it is complete and fsynced
+                state.shards[name] = {"fp": plan.fingerprints[name], "n": rows.size, **ident}
+                state.save()
 
         write_tar(out / name, _samples(paths, shas, plan, rows), on_ready=record)
-        bar.update(rows.size)
+        with lock:
+            bar.update(rows.size)
+
+    # Two tars at a time: reading, hashing and fsync release the GIL, so one tar's fsync
+    # overlaps the next one's reads. Each tar's bytes do not depend on which thread wrote it.
+    with ThreadPoolExecutor(max_workers=TAR_WRITERS, thread_name_prefix="geopak-tar") as pool:
+        jobs = [pool.submit(one, name) for name in todo]
+        try:
+            for job in jobs:
+                job.result()
+        except BaseException:
+            for job in jobs:
+                job.cancel()
+            raise
     bar.close()
     for folder in {(out / n).parent for n in todo}:
         fsync_dir(folder)  # the renames, once per folder

@@ -126,6 +126,74 @@ def _map(path: Path, points: Any, cells: Any, title: str) -> str:
 # ----------------------------------------------------------------------------- work folder
 
 
+def _stage_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per stage from the manifest, in pipeline order."""
+    return [
+        {
+            "stage": name,
+            "status": e.get("status", ""),
+            "seconds": round(float(e.get("seconds") or 0.0), 1),
+            "counts": _headline(e.get("counts") or {}),
+        }
+        for name, e in sorted(manifest.get("stages", {}).items(), key=lambda kv: stage_order(kv[0]))
+    ]
+
+
+def _count_by(path: Path, col: str) -> dict[str, int]:
+    if not path.is_file():
+        return {}
+    try:
+        t = pq.read_table(path, columns=[col]).to_pandas()
+    except Exception:  # noqa: BLE001 - an older table without the column
+        return {}
+    return {str(k): int(v) for k, v in t[col].value_counts().items()}
+
+
+def _stage_records(work: Path) -> dict[str, Path]:
+    return {s: work / s / "records.parquet" for s in ("filter", "tag", "cluster")}
+
+
+def _source_rows(work: Path) -> list[dict[str, Any]]:
+    """Photos per source: discovered, downloaded, and kept after each later stage."""
+    sources: dict[str, dict[str, int]] = {}
+    crawl = work / "crawl"
+    for src_dir in sorted(p for p in crawl.glob("*") if p.is_dir()) if crawl.is_dir() else []:
+        row = sources.setdefault(src_dir.name, {})
+        for label, fname in (
+            ("candidates", "candidates.parquet"),
+            ("downloaded", "records.parquet"),
+        ):
+            f = src_dir / fname
+            if f.is_file():
+                row[label] = pq.ParquetFile(f).metadata.num_rows
+    for stage, f in _stage_records(work).items():
+        for src, n in _count_by(f, "source").items():
+            sources.setdefault(src, {})[f"after {stage}"] = n
+    return [{"source": s, **v} for s, v in sorted(sources.items())]
+
+
+def _province_rows(points: Any) -> list[dict[str, Any]]:
+    total = len(points)
+    vc = points["province_id"].value_counts()
+    return [
+        {
+            "id": pid,
+            "province": name,
+            "photos": int(vc.get(pid, 0)),
+            "share %": round(100.0 * int(vc.get(pid, 0)) / total, 1) if total else 0.0,
+        }
+        for pid, name in enumerate(PROVINCES)
+    ]
+
+
+def _reject_rows(rejects: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    return [
+        {"stage": st, "reason": r, "photos": n}
+        for st, rs in sorted(rejects.items(), key=lambda kv: stage_order(kv[0]))
+        for r, n in sorted(rs.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+
+
 def work_stats(work: str | Path) -> dict[str, Any]:
     """Every table ``stats --work`` prints, as plain data."""
     import pandas as pd
@@ -136,88 +204,23 @@ def work_stats(work: str | Path) -> dict[str, Any]:
         raise GeopakError(
             f"{work / 'manifest.json'} not found: not a geopak work folder (run a stage first)"
         )
-    stages = [
-        {
-            "stage": name,
-            "status": e.get("status", ""),
-            "seconds": round(float(e.get("seconds") or 0.0), 1),
-            "counts": _headline(e.get("counts") or {}),
-        }
-        for name, e in sorted(manifest.get("stages", {}).items(), key=lambda kv: stage_order(kv[0]))
-    ]
-
-    def count_by(path: Path, col: str) -> dict[str, int] | None:
-        if not path.is_file():
-            return None
-        try:
-            t = pq.read_table(path, columns=[col]).to_pandas()
-        except Exception:  # noqa: BLE001 - an older table without the column
-            return None
-        return {str(k): int(v) for k, v in t[col].value_counts().items()}
-
-    per_stage_files = {
-        "filter": work / "filter" / "records.parquet",
-        "tag": work / "tag" / "records.parquet",
-        "cluster": work / "cluster" / "records.parquet",
-    }
-    sources: dict[str, dict[str, int]] = {}
-    for src_dir in (
-        sorted(p for p in (work / "crawl").glob("*") if p.is_dir())
-        if (work / "crawl").is_dir()
-        else []
-    ):
-        row = sources.setdefault(src_dir.name, {})
-        for label, fname in (
-            ("candidates", "candidates.parquet"),
-            ("downloaded", "records.parquet"),
-        ):
-            f = src_dir / fname
-            if f.is_file():
-                row[label] = pq.ParquetFile(f).metadata.num_rows
-    for stage, f in per_stage_files.items():
-        counts = count_by(f, "source")
-        for src, n in (counts or {}).items():
-            sources.setdefault(src, {})[f"after {stage}"] = n
-    source_rows = [{"source": s, **v} for s, v in sorted(sources.items())]
-
-    latest = next(
-        (f for f in (per_stage_files["cluster"], per_stage_files["tag"]) if f.is_file()), None
+    files = _stage_records(work)
+    latest = next((f for f in (files["cluster"], files["tag"]) if f.is_file()), None)
+    points = (
+        pq.read_table(latest, columns=["lat", "lon", "province_id"]).to_pandas()
+        if latest is not None
+        else None
     )
-    provinces: list[dict[str, Any]] = []
-    points = None
-    if latest is not None:
-        cols = ["lat", "lon", "province_id"]
-        points = pq.read_table(latest, columns=cols).to_pandas()
-        total = len(points)
-        vc = points["province_id"].value_counts()
-        for pid, name in enumerate(PROVINCES):
-            n = int(vc.get(pid, 0))
-            provinces.append(
-                {
-                    "id": pid,
-                    "province": name,
-                    "photos": n,
-                    "share %": round(100.0 * n / total, 1) if total else 0.0,
-                }
-            )
-
-    cells = None
     cells_path = work / "cluster" / "cells.parquet"
-    if cells_path.is_file():
-        cells = pq.read_table(cells_path).to_pandas()
-    rejects = collect_rejects(work)
+    cells = pq.read_table(cells_path).to_pandas() if cells_path.is_file() else None
     return {
         "kind": "work",
         "path": str(work),
-        "stages": stages,
-        "sources": source_rows,
-        "provinces": provinces,
+        "stages": _stage_rows(manifest),
+        "sources": _source_rows(work),
+        "provinces": _province_rows(points) if points is not None else [],
         "provinces_from": str(latest.relative_to(work)) if latest else "",
-        "rejects": [
-            {"stage": st, "reason": r, "photos": n}
-            for st, rs in sorted(rejects.items(), key=lambda kv: stage_order(kv[0]))
-            for r, n in sorted(rs.items(), key=lambda kv: (-kv[1], kv[0]))
-        ],
+        "rejects": _reject_rows(collect_rejects(work)),
         "filter_notes": filter_notes(work),
         "cells": _cells_summary(cells) if cells is not None and len(cells) else [],
         "n_cells": 0 if cells is None else len(cells),
@@ -282,11 +285,7 @@ def dir_stats(folder: str | Path) -> dict[str, Any]:
         "splits": splits,
         "provinces": provinces,
         "sources": sources,
-        "rejects": [
-            {"stage": st, "reason": r, "photos": n}
-            for st, rs in sorted(rejects.items(), key=lambda kv: stage_order(kv[0]))
-            for r, n in sorted(rs.items(), key=lambda kv: (-kv[1], kv[0]))
-        ],
+        "rejects": _reject_rows(rejects),
         "filter_notes": stats.get("filter_notes", []),
         "excluded": stats.get("excluded", {}),
         "groups": stats.get("groups", {}),

@@ -18,10 +18,15 @@ MAX_COMPLEXITY = 25
 # Files whose every function must stay at or under MAX_COMPLEXITY (radon's cyclomatic
 # complexity). Extend this list as modules are brought under the limit.
 COMPLEXITY_FILES = (
-    "geopak_core/shardfmt.py",
-    "geopak_core/io.py",
-    "geopak_core/hashing.py",
+    "geopak_core/*.py",
+    "geopak_data/shard.py",
+    "geopak_data/shardplan.py",
+    "geopak_data/card.py",
+    "geopak_data/stats.py",
     "geopak_data/publish.py",
+    "geopak_data/maps.py",
+    "geopak_data/runner.py",
+    "geopak_model/testing.py",
 )
 
 
