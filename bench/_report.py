@@ -104,3 +104,84 @@ def parse_line(line: str) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return row if isinstance(row, dict) and "figure" in row else None
+
+
+def machine_facts(libraries: tuple[str, ...] = ()) -> str:
+    """One line of the facts a reader needs to weigh a figure: CPU model, cores (and how many
+    this process may use), RAM, load average, Python and the named libraries' versions, and
+    the commit. Printed with every table: on a shared machine absolute figures drift, and only
+    ratios from alternated runs on the same line are comparable."""
+    import os
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.lower().startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    mem = ""
+    try:
+        kb = next(
+            int(ln.split()[1])
+            for ln in Path("/proc/meminfo").read_text().splitlines()
+            if ln.startswith("MemTotal:")
+        )
+        mem = f", {kb / 1024**2:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    libs = []
+    for name in libraries:
+        try:
+            libs.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            libs.append(f"{name} not installed")
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return (
+        f"machine: {cpu}, {os.cpu_count()} cores ({usable} usable){mem}, load average {load}; "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}"
+        + (", " + ", ".join(libs) if libs else "")
+        + (f"; commit {commit}" if commit else "")
+    )
+
+
+def median(values: list[float]) -> float:
+    """The median (the middle of the sorted values, the mean of the two middle ones)."""
+    import statistics
+
+    return float(statistics.median(values))
+
+
+def alternated(runs: dict[str, Any], rounds: int) -> dict[str, list[Any]]:
+    """Call each of ``runs`` (name -> no-argument callable) once per round, rotating which goes
+    first, and return every result per name in round order.
+
+    Why: on a shared machine the load drifts over minutes; alternating the contenders in each
+    round (and reporting medians, not the best run) keeps a slow spell from landing on one of
+    them only. The callables return their own figure (seconds, a dict, ...)."""
+    names = list(runs)
+    out: dict[str, list[Any]] = {n: [] for n in names}
+    for r in range(max(1, int(rounds))):
+        shift = r % len(names) if names else 0
+        for n in names[shift:] + names[:shift]:
+            out[n].append(runs[n]())
+    return out

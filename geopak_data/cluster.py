@@ -180,7 +180,7 @@ def _do(ctx: StageContext) -> StageResult:
         f"cluster: {counts['records_in']} in -> {counts['cells']} cells ({per_prov}); {counts['kept']} kept, "
         f"{counts['rejected']} rejected ({REASON}); {counts['isolated_cells']} isolated cells; "
         f"photos/cell median {spc.get('p50', 0):g}; radius median {rad.get('p50', 0):g} km, max {rad.get('max', 0):g} km; "
-        f"violations {viol}"
+        f"violations {viol}{_sampling_note(report)}"
     )
     if viol:  # never expected: build_geocells enforces every limit; say so loudly if it happens
         log.error("cluster: %d constraint violation(s): %s", viol, report["violations"])
@@ -189,6 +189,23 @@ def _do(ctx: StageContext) -> StageResult:
         outputs=list(paths.values()),
         summary=summary,
         notes={"cells_per_province": report["cells_per_province"]},
+    )
+
+
+def _sampling_note(report: dict[str, Any]) -> str:
+    """The summary's word on HDBSCAN sampling (empty when no province was sampled): users of
+    big runs must see that the initial clusters came from a sample, and how many photos took a
+    neighbour's label instead (every radius limit still holds for every photo)."""
+    sampled = report.get("sampling", {}).get("provinces", {})
+    if not sampled:
+        return ""
+    parts = ", ".join(
+        f"{name} {v['clustered']:,} of {v['photos']:,}" for name, v in sampled.items()
+    )
+    moved = report["sampling"]["labelled_by_nearest"]
+    return (
+        f"; HDBSCAN on a seeded sample above {report['sampling']['max_points']:,} photos per province "
+        f"({parts}; {moved:,} photos took their nearest sampled photo's label, limits checked on all)"
     )
 
 

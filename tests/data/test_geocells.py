@@ -13,6 +13,7 @@ from geopak_core.errors import ConfigError, GeopakError
 from geopak_core.geo import haversine_km
 from geopak_data.config import ClusterConfig, load_config
 from geopak_data.geocells import (
+    _Province,
     CELL_COLUMNS,
     PROVINCE_AREA_KM2,
     assign_to_cells,
@@ -423,3 +424,25 @@ def test_big_province_clusters_a_sample_and_still_keeps_every_promise(data):
     assert a.report["provinces"]["Sindh"]["hdbscan_points"] == 1000
     assert a.report["violations"]["total"] == 0
     pd.testing.assert_frame_equal(a.cells, b.cells)
+    sampling = a.report["sampling"]
+    assert sampling["max_points"] == 1000
+    assert sampling["provinces"] == {
+        "Sindh": {"photos": len(lat), "clustered": 1000, "labelled_by_nearest": len(lat) - 1000}
+    }
+    assert sampling["labelled_by_nearest"] == len(lat) - 1000
+
+
+def test_medoid_is_the_member_with_the_smallest_summed_distance(data):
+    lat, lon, pid = data
+    sel = np.flatnonzero(pid == 1)
+    prov = _Province(lat[sel], lon[sel], CFG, 1)
+    for size in (3, 50, 256, 700):
+        idx = np.arange(min(size, len(sel)))
+        p = prov.xy[idx]
+        if len(idx) <= 256:  # exact: every member scored against every member
+            cost = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(axis=-1)).sum(axis=1)
+            assert prov.medoid(idx) == idx[int(np.argmin(cost))]
+        else:  # sampled: still a member, and near the best
+            m = prov.medoid(idx)
+            cost = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(axis=-1)).sum(axis=1)
+            assert m in idx and cost[m] <= cost.min() * 1.05
