@@ -143,7 +143,6 @@ def _child(kind: str, n: int, sub: int) -> dict:
                 v["seconds"].get("constraints", 0.0) for v in rep["provinces"].values()
             ),
         }
-    import hdbscan
 
     from geopak_core.geo import EARTH_RADIUS_KM
     from geopak_data.config import ClusterConfig
@@ -297,7 +296,8 @@ def main() -> int:
     ok = True
     for n in sizes:
         res = alternated(
-            {k: (lambda k=k: _measure(k, n, limits[k], args.timeout)) for k in KINDS}, args.rounds
+            {k: (lambda k=k, n=n: _measure(k, n, limits[k], args.timeout)) for k in KINDS},
+            args.rounds,
         )
         for kind in KINDS:
             print(_line(kind, n, res[kind]))

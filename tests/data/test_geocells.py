@@ -13,9 +13,9 @@ from geopak_core.errors import ConfigError, GeopakError
 from geopak_core.geo import haversine_km
 from geopak_data.config import ClusterConfig, load_config
 from geopak_data.geocells import (
-    _Province,
     CELL_COLUMNS,
     PROVINCE_AREA_KM2,
+    _Province,
     assign_to_cells,
     build_geocells,
     cell_distance_matrix,
