@@ -66,8 +66,14 @@ def embed(
     amp: bool = True,
     random_init: bool = False,
     skip_bad_shards: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
-    """Encode every image of ``splits`` once; returns counts (and what was already done)."""
+    """Encode every image of ``splits`` once; returns counts (and what was already done).
+
+    With ``executor="ray"`` each shard is one Ray task: the worker loads the cache's
+    ``model.pt``, encodes the shard and writes its ``.npz`` part (the cache folder must be on
+    a filesystem the workers share); the parts are the same as a local run's."""
     if dtype not in ("float32", "float16"):
         raise GeopakError(f"--dtype {dtype}: expected float32 or float16")
     folder = open_shard_folder(shards, skip_bad_shards=skip_bad_shards)
@@ -104,6 +110,18 @@ def embed(
     )
     np_dtype = np.float16 if dtype == "float16" else np.float32
     transform = model.transforms(train=False)
+    if executor != "local":
+        from geopak_core.executor import make_executor
+
+        job = {"out": out, "batch_size": batch_size, "device": device, "amp": amp, "dtype": dtype}
+        units = [(f"{split}/{shard.stem}", (job, split, str(shard))) for split, shard in todo]
+        with progress(total=total, desc="embed", unit="img") as bar:
+            make_executor(executor, ray_address).run_units(
+                embed_part, units, lambda _name, n: bar.update(n)
+            )
+        n_samples = sum(len(np.load(out / f"{u}.npz")["key"]) for u, _ in units)
+    written = len(todo)
+    todo = todo if executor == "local" else []
     with progress(total=total, desc="embed", unit="img") as bar, torch.inference_mode():
         for split, shard in todo:
             batches = image_batches([shard], transform, spec)
@@ -123,11 +141,44 @@ def embed(
     )
     return {
         "out": str(out),
-        "parts_written": len(todo),
+        "parts_written": written,
         "parts_skipped": done,
         "samples": n_samples,
         "seconds": dt,
     }
+
+
+_WORKER_MODELS: dict[str, Any] = {}
+
+
+def embed_part(job: dict[str, Any], split: str, shard: str) -> int:
+    """One shard of the cache on an executor's worker; returns how many samples it held.
+
+    The model comes from the cache's own ``model.pt`` (loaded once per worker process), so
+    every part is encoded by exactly the encoders the driver recorded."""
+    from .checkpoint import load_checkpoint
+
+    out = Path(job["out"])
+    key = str(out / "model.pt")
+    model = _WORKER_MODELS.get(key)
+    dev = resolve_device(job["device"])
+    if model is None:
+        model, _ = load_checkpoint(out / "model.pt")
+        model = _WORKER_MODELS[key] = model.to(dev).eval()
+    spec = LoaderSpec(batch_size=job["batch_size"], shuffle=False, augment_seeded=False)
+    np_dtype = np.float16 if job["dtype"] == "float16" else np.float32
+
+    class _Silent:
+        def update(self, n: int) -> None:
+            return None
+
+    with torch.inference_mode():
+        batches = image_batches([Path(shard)], model.transforms(train=False), spec)
+        arrays = _encode_part(model, batches, dev, job["amp"], np_dtype, _Silent())
+    target = out / split / f"{Path(shard).stem}.npz"
+    with atomic_path(target, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return len(arrays["key"])
 
 
 def _cache_model(folder: Any, out: Path, dtype: str, **source: Any) -> Any:

@@ -268,6 +268,19 @@ def build_embed_parser() -> argparse.ArgumentParser:
         help="stored feature precision",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for a randomly initialised model")
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="encode the shards here (local) or one Ray task per shard (ray); the parts are the "
+        "same (default: local)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster to join, e.g. auto or HOST:6379 (default: a local Ray instance)",
+    )
     return p
 
 
@@ -385,6 +398,8 @@ def _run_embed(args: argparse.Namespace) -> int:
         seed=args.seed,
         random_init=args.random_init,
         skip_bad_shards=args.skip_bad_shards,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     return 0
 

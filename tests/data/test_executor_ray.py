@@ -1,4 +1,5 @@
-"""The Ray executor: same shards as the local executor, a killed worker changes nothing,
+"""The Ray executor: same shards (and embedding cache) as the local executor, a killed
+worker changes nothing,
 the per-host limit holds across workers, and every connection stays on loopback.
 
 The whole run (image host, Ray cluster, pipeline) happens inside a network namespace that
@@ -64,4 +65,5 @@ def test_ray_executor_matches_local_and_survives_a_killed_worker(tmp_path: Path)
     assert out["killed"], "no worker was killed: the kill test proved nothing"
     for run in (local, ray_run, killed):
         assert 1 <= run["peak_per_host"] <= 2  # download.per_host, shared by all workers
+    assert out["embed"]["local"] and out["embed"]["ray"] == out["embed"]["local"]
     assert set(out["addresses"]) <= LOOPBACK, out["addresses"]

@@ -80,6 +80,28 @@ def run(work: Path, cfg, executor: str) -> None:
     run_shard(work=work, config=cfg, out=work / "shards")
 
 
+def embed_both(root: Path) -> dict[str, dict[str, str]]:
+    """The embedding cache of the local run's shards, built by each executor (tiny preset)."""
+    import torch
+
+    from geopak_model.embed import embed
+
+    torch.set_num_threads(1)  # Ray workers run one thread per task: compare like with like
+    out = {}
+    for ex in ("local", "ray"):
+        feats = root / f"feats-{ex}"
+        embed(
+            shards=root / "local" / "shards",
+            out=feats,
+            preset="tiny",
+            device="cpu",
+            batch_size=16,
+            executor=ex,
+        )
+        out[ex] = {k: v for k, v in tree_digest(feats).items() if k.endswith(".npz")}
+    return out
+
+
 def peak(base: str) -> int:
     with urllib.request.urlopen(f"{base}/stats") as r:  # loopback only, in the namespace
         return int(json.loads(r.read())["max_inflight"])
@@ -138,6 +160,8 @@ def main() -> None:
                 watcher.join()
             stop()
         report["killed"] += killed
+    report["embed"] = embed_both(root)
+    addresses |= tcp_addresses()
     report["addresses"] = sorted(addresses)
     report_path.write_text(json.dumps(report, indent=1))
 
