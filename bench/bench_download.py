@@ -40,17 +40,18 @@ sys.path.insert(0, str(REPO))
 GEOPAK_RUNNER = r"""
 import asyncio, json, sys, time, resource
 from pathlib import Path
-from geopak_data.config import DownloadConfig
+from geopak_data.config import DownloadConfig, RetryConfig
 from geopak_data.download import DownloadItem, download_items
 urls = Path(sys.argv[1]).read_text().split()
 out = Path(sys.argv[2]); cores = int(sys.argv[3]); size = int(sys.argv[4]); quality = int(sys.argv[5]); conc = int(sys.argv[6])
-cfg = DownloadConfig(concurrency=conc, per_host=conc, max_side=size, jpeg_quality=quality, retries=0, timeout_s=60, workers=cores)
+cfg = DownloadConfig(concurrency=conc, per_host=conc, max_side=size, jpeg_quality=quality, workers=cores)
+retry = RetryConfig(retries=0, timeout_s=60)
 items = [DownloadItem(i, u, out / f"{i % 100:02d}" / f"{i:06d}.jpg") for i, u in enumerate(urls)]
 ok = [0]
 def on(o):
     ok[0] += o.ok
 r0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.perf_counter()
-asyncio.run(download_items(items, config=cfg, on_outcome=on, allow_private_hosts=True))
+asyncio.run(download_items(items, config=cfg, on_outcome=on, allow_private_hosts=True, retry=retry))
 dt = time.perf_counter() - t0; r1 = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"ok": ok[0], "seconds": dt, "cpu": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)}))
 """

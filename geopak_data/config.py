@@ -39,16 +39,10 @@ class FlickrConfig:
     calls_per_hour: int = 3600
     min_accuracy: int = 1
     max_photos: int = 0  # 0: no limit
-    retries: int = 5
     min_tile_deg: float = (
         0.01  # split a capped tile spatially down to this side, then halve the window
     )
     max_side_px: int = 1600  # pick the largest url_* whose longer side is <= this
-    backoff_s: float = (
-        1.0  # first retry delay; doubles per attempt (with jitter) up to max_backoff_s
-    )
-    max_backoff_s: float = 120.0
-    timeout_s: float = 60.0
 
     def validate(self, key: str) -> None:
         check_limits(
@@ -62,12 +56,8 @@ class FlickrConfig:
                 "calls_per_hour": (1, 1_000_000),
                 "min_accuracy": (0, 16),
                 "max_photos": (0, 10**9),
-                "retries": (0, 20),
                 "min_tile_deg": (0, 360),
                 "max_side_px": (1, 16384),
-                "backoff_s": (0, 3600),
-                "max_backoff_s": (0, 86400),
-                "timeout_s": (0, 3600),
             },
         )
         _check(
@@ -89,7 +79,6 @@ class FlickrConfig:
             self.licenses,
             "must be a non-empty list of Flickr licence ids 0..16",
         )
-        _check(self.timeout_s > 0, f"{key}.timeout_s", self.timeout_s, "must be > 0")
         _check(self.calls_per_hour > 0, f"{key}.calls_per_hour", self.calls_per_hour, "must be > 0")
         _check(self.window_days >= 1, f"{key}.window_days", self.window_days, "must be >= 1")
         _check(self.tile_deg > 0, f"{key}.tile_deg", self.tile_deg, "must be > 0")
@@ -120,12 +109,8 @@ class PlacesConfig:
     max_photos_per_place: int = 10
     max_width_px: int = 1600
     page_token_delay_s: float = 2.0
-    retries: int = 5
     max_result_count: int = 20  # Places API (New) searchNearby maxResultCount (1..20)
     calls_per_minute: int = 600
-    backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
-    timeout_s: float = 30.0
 
     def validate(self, key: str) -> None:
         check_limits(
@@ -137,11 +122,7 @@ class PlacesConfig:
                 "max_photos_per_place": (0, 10),
                 "max_width_px": (1, 4800),
                 "page_token_delay_s": (0, 60),
-                "retries": (0, 20),
                 "calls_per_minute": (1, 100_000),
-                "backoff_s": (0, 3600),
-                "max_backoff_s": (0, 86400),
-                "timeout_s": (0, 3600),
             },
         )
         _check(self.api in ("new", "legacy"), f"{key}.api", self.api, "must be 'new' or 'legacy'")
@@ -231,10 +212,6 @@ class CommonsConfig:
     )
     user_agent: str = ""  # empty: download.user_agent (names the project and a contact URL)
     max_photos: int = 0  # 0: no limit
-    retries: int = 6
-    backoff_s: float = 5.0
-    max_backoff_s: float = 300.0
-    timeout_s: float = 60.0
     min_interval_s: float = 0.0  # extra pause between serial requests
 
     def validate(self, key: str) -> None:
@@ -254,7 +231,6 @@ class CommonsConfig:
         )
         _check(self.maxlag >= 0, f"{key}.maxlag", self.maxlag, "must be >= 0")
         _check(self.min_box_deg > 0, f"{key}.min_box_deg", self.min_box_deg, "must be > 0")
-        _check(self.retries >= 0, f"{key}.retries", self.retries, "must be >= 0")
         _check(bool(self.licenses), f"{key}.licenses", self.licenses, "must not be empty")
 
 
@@ -273,10 +249,6 @@ class MapillaryConfig:
     license_url: str = "https://creativecommons.org/licenses/by-sa/4.0/"
     auth: str = "header"  # "header" (Authorization: OAuth TOKEN) or "query" (access_token=TOKEN)
     max_photos: int = 0
-    retries: int = 5
-    backoff_s: float = 2.0
-    max_backoff_s: float = 120.0
-    timeout_s: float = 60.0
     min_interval_s: float = 0.0
 
     def validate(self, key: str) -> None:
@@ -297,7 +269,6 @@ class MapillaryConfig:
             self.auth,
             "must be 'header' or 'query'",
         )
-        _check(self.retries >= 0, f"{key}.retries", self.retries, "must be >= 0")
 
 
 @dataclass
@@ -383,15 +354,66 @@ class CrawlConfig:
 
 
 @dataclass
+class RetryConfig:
+    """The one retry policy of every network client: the image downloader and every API
+    source (Flickr, Places, Commons, Mapillary). ``retries`` more attempts after the first;
+    the wait starts at ``backoff_s`` and doubles (with jitter) up to ``max_backoff_s``; a
+    server's ``Retry-After`` is honoured up to that cap; ``timeout_s`` bounds each request.
+    """
+
+    retries: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    timeout_s: float = 30.0
+
+    def validate(self, key: str) -> None:
+        check_limits(
+            self,
+            key,
+            {
+                "retries": (0, 20),
+                "backoff_s": (0, 3600),
+                "max_backoff_s": (0, 86400),
+                "timeout_s": (0, 3600),
+            },
+        )
+        _check(self.timeout_s > 0, f"{key}.timeout_s", self.timeout_s, "must be > 0")
+        _check(
+            self.max_backoff_s >= self.backoff_s,
+            f"{key}.max_backoff_s",
+            self.max_backoff_s,
+            "must be >= backoff_s",
+        )
+
+
+# Keys that lived in each client's own section before [retry] held them for all.
+RETRY_KEYS = ("retries", "backoff_s", "max_backoff_s", "timeout_s")
+_RETRY_MOVED_FROM = ("crawl.flickr", "crawl.places", "crawl.commons", "crawl.mapillary", "download")
+
+
+def _check_moved_retry_keys(data: dict[str, Any]) -> None:
+    """A config written for the per-client retry keys gets told where they went."""
+    for section in _RETRY_MOVED_FROM:
+        node: Any = data
+        for part in section.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if not isinstance(node, dict):
+            continue
+        for k in RETRY_KEYS:
+            if k in node:
+                raise ConfigError(
+                    f"{section}.{k}",
+                    node[k],
+                    f"moved: every network client shares one policy now; set retry.{k} under [retry]",
+                )
+
+
+@dataclass
 class DownloadConfig:
     """The aiohttp downloader (see download.py)."""
 
     concurrency: int = 64
     per_host: int = 16
-    timeout_s: float = 30.0
-    retries: int = 4
-    backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
     max_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 89_478_485  # Pillow's decompression-bomb threshold
     max_side: int = 1024
@@ -410,10 +432,6 @@ class DownloadConfig:
             {
                 "concurrency": (1, 1024),
                 "per_host": (1, 256),
-                "timeout_s": (0, 3600),
-                "retries": (0, 20),
-                "backoff_s": (0, 3600),
-                "max_backoff_s": (0, 86400),
                 "max_bytes": (1024, 1 << 30),
                 "max_pixels": (1, 1_000_000_000),
                 "max_side": (32, 16384),
@@ -422,7 +440,6 @@ class DownloadConfig:
             },
         )
         _check(self.concurrency >= 1, f"{key}.concurrency", self.concurrency, "must be >= 1")
-        _check(self.retries >= 0, f"{key}.retries", self.retries, "must be >= 0")
         _check(self.max_bytes >= 1024, f"{key}.max_bytes", self.max_bytes, "must be >= 1024")
         _check(self.max_pixels >= 1, f"{key}.max_pixels", self.max_pixels, "must be >= 1")
         _check(
@@ -433,7 +450,6 @@ class DownloadConfig:
         )
         _check(self.workers >= 0, f"{key}.workers", self.workers, "must be >= 0")
         _check(self.per_host >= 1, f"{key}.per_host", self.per_host, "must be >= 1")
-        _check(self.timeout_s > 0, f"{key}.timeout_s", self.timeout_s, "must be > 0")
         _check(self.max_side >= 32, f"{key}.max_side", self.max_side, "must be >= 32")
         _check(
             1 <= self.jpeg_quality <= 100,
@@ -768,6 +784,7 @@ class PipelineConfig:
     work: str = ""  # default work folder for `geopak-data run`
     region: RegionConfig = field(default_factory=RegionConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     tag: TagConfig = field(default_factory=TagConfig)
@@ -903,6 +920,7 @@ def load_config(
             if not isinstance(node, dict):
                 raise ConfigError(dotted, value, f"{part} is not a table")
         node[parts[-1]] = value
+    _check_moved_retry_keys(data)
     cfg = from_dict(PipelineConfig, data)
     _resolve_paths(cfg, base)
     return cfg

@@ -349,6 +349,7 @@ def _download(
                     config=dcfg,
                     on_outcome=on_outcome,
                     allow_private_hosts=allow_private_hosts,
+                    retry=ctx.config.retry,
                 )
             )
         else:
@@ -407,6 +408,7 @@ def download_unit(job: dict[str, Any], batch: list[tuple[int, dict[str, Any]]]) 
         download_items(
             items,
             config=job["config"].download,
+            retry=job["config"].retry,
             on_outcome=outcomes.append,
             allow_private_hosts=job["allow_private_hosts"],
             host_limiter=job["limiter"],

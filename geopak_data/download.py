@@ -47,7 +47,7 @@ from geopak_core.errors import GeopakError
 from geopak_core.executor import HostLimiter, LocalHostLimiter
 from geopak_core.io import atomic_write_bytes
 
-from .config import DownloadConfig
+from .config import DownloadConfig, RetryConfig
 from .imaging import ImageRejected, StoredImage, process_image
 from .netguard import Blocked, Guard, GuardedResolver
 from .ratelimit import Retry, RetryPolicy, retry_delay
@@ -183,7 +183,8 @@ def _store(data: bytes, dest: Path, cfg: DownloadConfig) -> StoredImage:
 
 
 class Downloader:
-    """An aiohttp session with the guard, limits and retry policy of ``DownloadConfig``.
+    """An aiohttp session with the guard and limits of ``DownloadConfig``, retried under the
+    pipeline's one ``RetryConfig``.
 
     Use as ``async with Downloader(cfg) as dl: outcome = await dl.download(item)``.
     ``resolver`` replaces the system DNS resolver (the guard still checks its answers).
@@ -199,8 +200,10 @@ class Downloader:
         seed: int | None = None,
         resolver: AbstractResolver | None = None,
         host_limiter: HostLimiter | None = None,
+        retry: RetryConfig | None = None,
     ):
         self.cfg = config
+        self.retry = retry or RetryConfig()  # the pipeline's one [retry] policy
         self.limiter = host_limiter or LocalHostLimiter(config.per_host)
         self._inner_resolver = resolver
         allow = config.allow_private_hosts if allow_private_hosts is None else allow_private_hosts
@@ -260,7 +263,7 @@ class Downloader:
             assert isinstance(retry.cause, FetchFailed)
             return retry.cause
 
-        policy = RetryPolicy(self.cfg, rng=self._rng)
+        policy = RetryPolicy(self.retry, rng=self._rng)
         return await policy.arun(
             attempt, give_up=give_up, sleep=lambda d: self._sleep(d), before_sleep=before_sleep
         )
@@ -268,7 +271,8 @@ class Downloader:
     async def _fetch_once(self, url: str, headers: dict[str, str]) -> bytes:
         assert self._session is not None, "use 'async with Downloader(...)'"
         cfg = self.cfg
-        timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=min(cfg.timeout_s, 15.0))
+        timeout_s = self.retry.timeout_s
+        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 15.0))
         if not url:
             raise FetchFailed("no_url", "record has no download URL")
         current = url
@@ -340,7 +344,7 @@ class Downloader:
                 ) from None
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 raise FetchFailed(
-                    "timeout", f"no complete answer within {cfg.timeout_s:g}s"
+                    "timeout", f"no complete answer within {self.retry.timeout_s:g}s"
                 ) from None
             except aiohttp.ClientPayloadError as exc:
                 raise FetchFailed("truncated", f"body ended early: {type(exc).__name__}") from None
@@ -455,6 +459,7 @@ async def download_items(
     allow_hosts: tuple[str, ...] = (),
     workers: int | None = None,
     host_limiter: HostLimiter | None = None,
+    retry: RetryConfig | None = None,
 ) -> Counter[str]:
     """Download every item with ``config.concurrency`` workers; ``on_outcome`` is called (and
     awaited, if it is a coroutine function) once per item in completion order. Returns stats."""
@@ -465,6 +470,7 @@ async def download_items(
         allow_hosts=allow_hosts,
         workers=workers,
         host_limiter=host_limiter,
+        retry=retry,
     ) as dl:
 
         async def worker() -> None:
@@ -484,6 +490,7 @@ def download_sync(
     config: DownloadConfig,
     allow_private_hosts: bool | None = None,
     allow_hosts: tuple[str, ...] = (),
+    retry: RetryConfig | None = None,
 ) -> list[DownloadOutcome]:
     """Blocking convenience wrapper: the outcomes sorted by item index."""
     out: list[DownloadOutcome] = []
@@ -494,6 +501,7 @@ def download_sync(
             on_outcome=out.append,
             allow_private_hosts=allow_private_hosts,
             allow_hosts=allow_hosts,
+            retry=retry,
         )
     )
     return sorted(out, key=lambda o: o.index)

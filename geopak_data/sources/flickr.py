@@ -551,7 +551,7 @@ class FlickrSource(Source):
             format="parsed-json",
             store_token=False,
             cache=False,
-            timeout=self.cfg.timeout_s,
+            timeout=self.config.retry.timeout_s,
         )
         api.REST_URL = self.api_url  # instance attribute: the class default stays the real service
         self._api = api
@@ -627,7 +627,7 @@ class FlickrSource(Source):
                 f"flickr: {method} still failing after {attempts} attempts ({last.reason}); run the crawl again later to resume"
             )
 
-        policy = RetryPolicy(self.cfg, rng=self.rng, on_retry=on_retry)
+        policy = RetryPolicy(self.config.retry, rng=self.rng, on_retry=on_retry)
         return policy.run(attempt, give_up=give_up, sleep=self._sleep)
 
     def _fail_message(self, method: str, code: int | None, text: str) -> str:

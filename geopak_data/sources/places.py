@@ -300,7 +300,7 @@ class PlacesSource(Source):
             self.stats["retries"] += 1
             log.info("places: %s failed (%s); retry %d/%d in %.1fs", what, why, n, of, delay)
 
-        return RetryPolicy(self.cfg, rng=self.rng, on_retry=on_retry)
+        return RetryPolicy(self.config.retry, rng=self.rng, on_retry=on_retry)
 
     @staticmethod
     def _give_up(label: str, what: str) -> Any:
@@ -352,7 +352,7 @@ class PlacesSource(Source):
             self.stats["calls"] += 1
             try:
                 resp = self._http().post(
-                    url, json=body, headers=headers, timeout=self.cfg.timeout_s
+                    url, json=body, headers=headers, timeout=self.config.retry.timeout_s
                 )
             except requests.RequestException as exc:
                 raise Retry(self._scrub(f"{type(exc).__name__}: {exc}")) from None
@@ -434,7 +434,7 @@ class PlacesSource(Source):
                 self._gmaps = googlemaps.Client(
                     key=key,
                     base_url=self.base,
-                    timeout=self.cfg.timeout_s,
+                    timeout=self.config.retry.timeout_s,
                     retry_over_query_limit=False,  # we retry with our own back-off and budget
                     # the client's own limiter sleeps in real time; our CallBudget is the limit
                     queries_per_second=10_000,

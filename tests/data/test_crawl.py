@@ -29,8 +29,8 @@ def server():
 def cfg(**over):
     base = {
         "download.batch_size": 3,
-        "download.retries": 0,
-        "download.timeout_s": 5.0,
+        "retry.retries": 0,
+        "retry.timeout_s": 5.0,
         "download.concurrency": 4,
         "download.workers": 1,
         "download.max_side": 128,
@@ -246,7 +246,7 @@ def test_cli_end_to_end(tmp_path, server, capsys):
     meta = metadata(tmp_path, server, ["/i/photo.jpg?f=1", "/fault/404?f=2"])
     work = tmp_path / "w"
     conf = tmp_path / "p.toml"
-    conf.write_text("[download]\nbatch_size = 2\nretries = 0\nworkers = 1\n")
+    conf.write_text("[retry]\nretries = 0\n[download]\nbatch_size = 2\nworkers = 1\n")
     rc = main(
         [
             "crawl",

@@ -118,7 +118,7 @@ def test_kill9_then_rerun_equals_uninterrupted(tmp_path, server):
     meta = write_yfcc_tsv(tmp_path / "meta.tsv", rows)
     conf = tmp_path / "p.toml"
     conf.write_text(
-        "[download]\nbatch_size = 2\nconcurrency = 2\nper_host = 2\nretries = 0\nworkers = 1\nmax_side = 128\n"
+        "[retry]\nretries = 0\n[download]\nbatch_size = 2\nconcurrency = 2\nper_host = 2\nworkers = 1\nmax_side = 128\n"
     )
 
     ref = tmp_path / "ref"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from geopak_data.config import DownloadConfig
+from geopak_data.config import RETRY_KEYS, DownloadConfig, RetryConfig
 from geopak_data.download import Downloader, DownloadItem, download_sync
 
 FAST = dict(
@@ -45,23 +45,32 @@ def hits(base: str, path_qs: str) -> int:
     return int(_get(f"{base}/count?path={urllib.request.quote(path_qs, safe='')}"))
 
 
+def _configs(overrides: dict) -> tuple[DownloadConfig, RetryConfig]:
+    """FAST with overrides, split into the download section and the shared [retry] policy."""
+    merged = {**FAST, **overrides}
+    retry = RetryConfig(**{k: v for k, v in merged.items() if k in RETRY_KEYS})
+    return DownloadConfig(**{k: v for k, v in merged.items() if k not in RETRY_KEYS}), retry
+
+
 def fetch(tmp_path: Path, url: str, *, allow: bool = True, **overrides) -> tuple:
-    cfg = DownloadConfig(**{**FAST, **overrides})
+    cfg, retry = _configs(overrides)
     dest = tmp_path / "out.jpg"
-    (outcome,) = download_sync([DownloadItem(0, url, dest)], config=cfg, allow_private_hosts=allow)
+    (outcome,) = download_sync(
+        [DownloadItem(0, url, dest)], config=cfg, allow_private_hosts=allow, retry=retry
+    )
     return outcome, dest
 
 
 def fetch_with_sleeps(url: str, dest: Path, **overrides):
     """Download one URL recording the back-off delays instead of sleeping them."""
-    cfg = DownloadConfig(**{**FAST, **overrides})
+    cfg, retry = _configs(overrides)
     slept: list[float] = []
 
     async def fake_sleep(s: float) -> None:
         slept.append(s)
 
     async def main():
-        async with Downloader(cfg, allow_private_hosts=True, seed=0) as dl:
+        async with Downloader(cfg, allow_private_hosts=True, seed=0, retry=retry) as dl:
             dl._sleep = fake_sleep
             return await dl.download(DownloadItem(0, url, dest))
 
@@ -213,7 +222,7 @@ def test_redirect_to_private_address_refused(server, tmp_path):
     # the first host is explicitly trusted (a "mirror"); its redirect to another loopback
     # name must still be refused: every hop is checked.
     port = server.rsplit(":", 1)[1]
-    cfg = DownloadConfig(**FAST)
+    cfg = _configs({})[0]
     url = f"{server}/redirect?to=http://localhost:{port}/i/photo.jpg"
     (o,) = download_sync(
         [DownloadItem(0, url, tmp_path / "r.jpg")],
@@ -234,7 +243,7 @@ def test_redirect_to_private_address_refused(server, tmp_path):
 def test_credentials_not_forwarded_to_another_host(server, tmp_path):
     port = server.rsplit(":", 1)[1]
     target = f"http://localhost:{port}/i/photo.jpg?require_header=X-Goog-Api-Key"
-    cfg = DownloadConfig(**FAST)
+    cfg = _configs({})[0]
     same = f"{server}/redirect?to=/i/photo.jpg%3Frequire_header%3DX-Goog-Api-Key"
     other = f"{server}/redirect?to={urllib.request.quote(target, safe='')}"
     outs = download_sync(
@@ -275,7 +284,7 @@ def test_per_host_limit_respected(tmp_path):
 
     base, stop = start_image_server({"a.jpg": _small_jpeg()}, fixtures=False)
     try:
-        cfg = DownloadConfig(**{**FAST, "concurrency": 8, "per_host": 2})
+        cfg = _configs({"concurrency": 8, "per_host": 2})[0]
         items = [
             DownloadItem(i, f"{base}/i/a.jpg?delay=0.15&n={i}", tmp_path / f"{i}.jpg")
             for i in range(8)
@@ -299,7 +308,7 @@ def test_many_items_all_accounted_for(server, tmp_path):
     urls = [
         f"{server}/i/photo.jpg?n={i}" if i % 3 else f"{server}/fault/404?n={i}" for i in range(30)
     ]
-    cfg = DownloadConfig(**{**FAST, "concurrency": 6})
+    cfg = _configs({"concurrency": 6})[0]
     outs = download_sync(
         [DownloadItem(i, u, tmp_path / f"{i}.jpg") for i, u in enumerate(urls)],
         config=cfg,
@@ -338,7 +347,7 @@ def test_name_resolving_to_private_address_refused(server, tmp_path, allow, expe
 
     async def main():
         async with Downloader(
-            DownloadConfig(**FAST), allow_private_hosts=allow, resolver=_MapResolver()
+            _configs({})[0], allow_private_hosts=allow, resolver=_MapResolver()
         ) as dl:
             return await dl.download(DownloadItem(0, url, tmp_path / "d.jpg"))
 

@@ -40,7 +40,7 @@ def _meta(tmp_path, server, n=3):
 
 def _conf(tmp_path, text="", name="p.toml"):
     p = tmp_path / name
-    base = "[download]\nbatch_size = 2\nretries = 0\nworkers = 1\n"
+    base = "[retry]\nretries = 0\n[download]\nbatch_size = 2\nworkers = 1\n"
     p.write_bytes(text if isinstance(text, bytes) else (base + text).encode("utf-8"))
     return p
 
@@ -62,8 +62,9 @@ def _refused(capsys, rc, *needles):
     ("text", "needles"),
     [
         (b'[download]\nuser_agent = "caf\xe9"\n', ("not UTF-8", "p.toml")),
-        ("timeout_s = inf\n", ("download.timeout_s", "finite")),
-        ("timeout_s = nan\n", ("download.timeout_s", "finite")),
+        (b"[retry]\ntimeout_s = inf\n", ("retry.timeout_s", "finite")),
+        (b"[retry]\ntimeout_s = nan\n", ("retry.timeout_s", "finite")),
+        ("timeout_s = 5.0\n", ("download.timeout_s", "moved", "retry.timeout_s")),
         ('user_agent = "a\\r\\nX-Evil: 1"\n', ("download.user_agent", "control characters")),
         ("concurrency = 1000000\n", ("download.concurrency", "1..1024")),
         ("[crawl.yfcc]\nchunk_bytes = 1_000_000_000_000\n", ("crawl.yfcc.chunk_bytes",)),

@@ -41,7 +41,9 @@ def _meta(tmp_path, urls, ids=None):
 def _crawl(tmp_path, meta, *extra):
     conf = tmp_path / "p.toml"
     if not conf.exists():
-        conf.write_text("[download]\nbatch_size = 2\nretries = 0\nworkers = 1\ntimeout_s = 5.0\n")
+        conf.write_text(
+            "[retry]\nretries = 0\ntimeout_s = 5.0\n[download]\nbatch_size = 2\nworkers = 1\n"
+        )
     argv = ["crawl", "yfcc", "--work", str(tmp_path / "w"), "--metadata", str(meta)]
     return main([*argv, "--allow-private-hosts", "--config", str(conf), *extra])
 
@@ -152,11 +154,12 @@ def test_api_key_header_does_not_follow_to_another_port(tmp_path, server):
 
     other, stop = start_image_server()
     try:
-        cfg = load_config(None, {"download.retries": 0}).download
+        full = load_config(None, {"retry.retries": 0})
+        cfg = full.download
         target = f"{other}/i/photo.jpg?o=1"
 
         async def go():
-            async with Downloader(cfg, allow_private_hosts=True) as dl:
+            async with Downloader(cfg, allow_private_hosts=True, retry=full.retry) as dl:
                 await dl.fetch(f"{server}/redirect?to={target}", {"X-Goog-Api-Key": "K"})
 
         asyncio.run(go())

@@ -99,3 +99,31 @@ def test_no_client_keeps_its_own_retry_loop():
         if re.search(r"(?<!def )backoff_delay\(|for attempt in range\(|cfg\.retries \+ 1", text):
             offenders.append(path.name)
     assert not offenders
+
+
+def test_one_retry_section_for_every_client(tmp_path):
+    """[retry] is the only place these settings live; the old per-client keys say where they went."""
+    import dataclasses
+
+    from geopak_core.errors import ConfigError
+    from geopak_data.config import RETRY_KEYS, PipelineConfig, load_config
+
+    def sections(obj, prefix=""):
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                yield f"{prefix}{f.name}", v
+                yield from sections(v, f"{prefix}{f.name}.")
+
+    holders = [
+        n
+        for n, sec in sections(PipelineConfig())
+        if set(RETRY_KEYS) & {f.name for f in dataclasses.fields(sec)}
+    ]
+    assert holders == ["retry"]
+    cfg = load_config(None, {"retry.retries": 1, "retry.timeout_s": 2.5})
+    assert (cfg.retry.retries, cfg.retry.timeout_s) == (1, 2.5)
+    for old in ("download.retries", "crawl.flickr.timeout_s", "crawl.places.backoff_s"):
+        with pytest.raises(ConfigError, match=r"moved.*\[retry\]") as err:
+            load_config(None, {old: 1})
+        assert old in str(err.value)

@@ -32,10 +32,11 @@ REPO = Path(__file__).resolve().parents[3]
 CONF = """
 [crawl]
 bbox = [70.0, 30.0, 71.0, 31.0]
-[crawl.commons]
-gslimit = 50
+[retry]
 backoff_s = 0.01
 max_backoff_s = 0.05
+[crawl.commons]
+gslimit = 50
 {extra}
 [download]
 max_side = 128
@@ -142,7 +143,7 @@ def test_maxlag_and_overload_are_waited_out(tmp_path: Path) -> None:
     fake = CommonsFake(faults=["maxlag", "http503", "maxlag"])
     cfg = load_config(write_conf(tmp_path))
     # Retry-After is honoured up to max_backoff_s (the one retry policy of every client)
-    cfg.crawl.commons.max_backoff_s = 30.0
+    cfg.retry.max_backoff_s = 30.0
     t = FakeTime()
     with serve(fake.app()) as base:
         src = CommonsSource(cfg, f"{base}/w/api.php", sleep=t.sleep, clock=t.clock)
@@ -156,7 +157,8 @@ def test_maxlag_and_overload_are_waited_out(tmp_path: Path) -> None:
 
 
 def test_bad_endpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    conf = write_conf(tmp_path, "retries = 0")
+    conf = write_conf(tmp_path)
+    conf.write_text(conf.read_text().replace("[retry]\n", "[retry]\nretries = 0\n"))
     rc = main(["crawl", "commons", "--work", str(tmp_path / "w"), "--config", str(conf),
                "--endpoint", "http://127.0.0.1:9/w/api.php"])  # fmt: skip
     err = capsys.readouterr().err

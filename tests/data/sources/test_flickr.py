@@ -23,7 +23,7 @@ from support.fakes.flickr_server import FlickrFake, make_world
 from geopak_core.errors import GeopakError
 from geopak_core.io import PartStore
 from geopak_data.cli import main
-from geopak_data.config import PipelineConfig, load_config
+from geopak_data.config import RETRY_KEYS, PipelineConfig, load_config
 from geopak_data.ratelimit import CallBudget, backoff_delay, retry_after_seconds
 from geopak_data.records import SOURCE_SCHEMA
 from geopak_data.sources import get_source
@@ -70,9 +70,9 @@ def make_config(**flickr: object) -> PipelineConfig:
     cfg.crawl.bbox = list(BBOX)
     f = cfg.crawl.flickr
     f.min_date, f.max_date, f.window_days = "2010-01-01", "2013-12-31", 730
-    f.backoff_s = 0.5
+    cfg.retry.backoff_s = 0.5
     for k, v in flickr.items():
-        setattr(f, k, v)
+        setattr(cfg.retry if k in RETRY_KEYS else f, k, v)
     return cfg
 
 
@@ -571,7 +571,7 @@ def test_crawl_command_end_to_end_against_the_fake(tmp_path: Path) -> None:
     conf.write_text(
         "[crawl]\nbbox = [70.0, 30.0, 74.0, 34.0]\n"
         '[crawl.flickr]\nmin_date = "2010-01-01"\nmax_date = "2013-12-31"\nwindow_days = 1461\ntile_deg = 2.0\n'
-        "[download]\nbatch_size = 8\nmax_side = 64\nretries = 0\n"
+        "[retry]\nretries = 0\n[download]\nbatch_size = 8\nmax_side = 64\n"
     )
     work = tmp_path / "w"
     with serve(fake.app()) as base:

@@ -25,11 +25,12 @@ from geopak_data.splits import assign_splits
 CONF = """
 [crawl]
 bbox = [70.0, 30.0, 71.0, 31.0]
+[retry]
+backoff_s = 0.01
+max_backoff_s = 0.05
 [crawl.mapillary]
 limit = 10
 box_cap = 30
-backoff_s = 0.01
-max_backoff_s = 0.05
 {extra}
 [download]
 max_side = 128

@@ -20,7 +20,7 @@ from support.fakes.places_server import PlacesFake, make_places
 from geopak_core.errors import GeopakError
 from geopak_core.io import PartStore
 from geopak_data.cli import main
-from geopak_data.config import PipelineConfig, load_config
+from geopak_data.config import RETRY_KEYS, PipelineConfig, load_config
 from geopak_data.records import SOURCE_SCHEMA
 from geopak_data.sources import get_source
 from geopak_data.sources.base import NullProgress
@@ -55,9 +55,9 @@ def make_config(**places: object) -> PipelineConfig:
     p = cfg.crawl.places
     p.anchors = [[*ISLAMABAD, "Islamabad"], [*LAHORE, "Lahore"]]
     p.radius_m, p.grid_step_km, p.grid_size = 4000.0, 5.0, 3
-    p.backoff_s = 0.01
+    cfg.retry.backoff_s = 0.01
     for k, v in places.items():
-        setattr(p, k, v)
+        setattr(cfg.retry if k in RETRY_KEYS else p, k, v)
     return cfg
 
 
@@ -428,7 +428,7 @@ def test_crawl_command_end_to_end_keeps_the_key_out_of_the_work_folder(tmp_path:
         "[crawl.places]\n"
         f'anchors = [[{ISLAMABAD[0]}, {ISLAMABAD[1]}, "Islamabad"]]\n'
         "grid_size = 1\nradius_m = 9000.0\nmax_photos_per_place = 2\n"
-        "[download]\nbatch_size = 8\nmax_side = 64\nretries = 0\n"
+        "[retry]\nretries = 0\n[download]\nbatch_size = 8\nmax_side = 64\n"
     )
     work = tmp_path / "w"
     with serve(fake.app()) as base:
@@ -596,7 +596,7 @@ def test_media_redirect_to_another_host_drops_the_key(tmp_path: Path, api: str) 
     )
     cfg.crawl.places.radius_m = 9000.0
     cfg.crawl.places.legacy_types = ["establishment"]
-    cfg.download.retries = 0
+    cfg.retry.retries = 0
     work = tmp_path / "w"
     with serve(fake.app()) as base:
         assert "127.0.0.1" in base
