@@ -70,6 +70,7 @@ _OUTPUT_KEYS = (
     "user_agent",
 )
 _DISCOVERED = "DISCOVERY_COMPLETE"
+_MALFORMED = "malformed.json"  # how many metadata lines the source could not read
 _DISCOVERY_REJECTS = "discovery_rejects.parquet"  # what the source itself turned down
 _RETRY = "retry_pending.json"
 
@@ -126,6 +127,11 @@ def _discover(ctx: StageContext, src: Any, limit: int) -> tuple[Path, dict[str, 
         with progress(desc=f"discover {src.name}", unit="photo") as bar:
             src.discover(parts, progress=bar)
         marker.write_text(f"ok {round_key}\n")
+        malformed = int(getattr(src, "malformed", 0) or 0)  # metadata lines a source skipped
+        if malformed:
+            atomic_write_json(ctx.stage_dir / _MALFORMED, {"malformed_lines": malformed})
+        else:
+            (ctx.stage_dir / _MALFORMED).unlink(missing_ok=True)
     merged = parts.read_all(sorted(parts.done_units()), schema=SOURCE_SCHEMA)
     discovered = merged.num_rows
     cands = _dedup_first(merged)
@@ -157,6 +163,7 @@ def _discover(ctx: StageContext, src: Any, limit: int) -> tuple[Path, dict[str, 
         "duplicates": duplicates,
         "candidates": n,
         "discovery_rejected": turned_down.num_rows,
+        **(read_json(ctx.stage_dir / _MALFORMED, default=None) or {}),
     }
 
 

@@ -70,7 +70,24 @@ def sniff(data: bytes) -> str | None:
             return fmt
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
+    if data[4:8] == b"ftyp":  # ISO base media file: AVIF / HEIF still images
+        size = int.from_bytes(data[:4], "big")
+        brands = {data[i : i + 4] for i in range(8, min(max(size, 16), 64), 4)} - {b"\0\0\0\0"}
+        if brands & {b"avif", b"avis"}:
+            return "avif"
+        if brands & {b"heic", b"heix", b"heim", b"heis", b"hevc", b"mif1", b"msf1"}:
+            return "heif"
     return None
+
+
+def _decodable(fmt: str) -> bool:
+    """Whether this Pillow can decode ``fmt`` (AVIF needs Pillow >= 11.2 built with libavif;
+    HEIF/HEIC has no decoder in Pillow itself)."""
+    if fmt == "avif":
+        from PIL import features
+
+        return bool(features.check("avif"))
+    return fmt != "heif"
 
 
 def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -104,7 +121,8 @@ def process_image(
 ) -> StoredImage:
     """Decode ``data`` and return the stored JPEG, or raise ``ImageRejected``.
 
-    Reasons: ``not_an_image`` (no image signature), ``decompression_bomb`` (declared pixels
+    Reasons: ``not_an_image`` (no image signature), ``unsupported_format`` (a real image
+    format this Pillow cannot decode: HEIF, or AVIF without libavif), ``decompression_bomb`` (declared pixels
     over ``max_pixels``), ``corrupt_image`` (header or pixel data fails to decode).
     """
     fmt = sniff(data)
@@ -116,6 +134,12 @@ def process_image(
             else "unknown bytes"
         )
         raise ImageRejected("not_an_image", f"{kind} ({len(data)} bytes), no image signature")
+    if not _decodable(fmt):
+        raise ImageRejected(
+            "unsupported_format",
+            f"{fmt.upper()} image, but this Pillow has no {fmt.upper()} decoder"
+            + (" (Pillow >= 11.2 with libavif reads AVIF)" if fmt == "avif" else ""),
+        )
     try:
         im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:

@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 
 from geopak_core.errors import GeopakError
 from geopak_core.io import PartStore, atomic_path
+from geopak_core.progress import log
 
 from ..config import PipelineConfig
 from ..country import crawl_bbox
@@ -205,6 +206,7 @@ class Block:
 
     rows: int
     kept: list[dict[str, Any]]
+    malformed: int = 0  # non-blank lines skipped: wrong column count, unparsable coordinates
 
 
 _FILTER_COLS = ("longitude", "latitude", "marker")
@@ -226,11 +228,12 @@ def _raw_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
         view = memoryview(buf)
         have = 0  # bytes at the start of buf: the carried tail of the previous block
         want = chunk_bytes
+        searched = 0  # bytes of buf already known to hold no line end (a long line's head)
         while True:
             eof = False
             while have < want:
-                if want > len(buf):  # only for a line longer than a block
-                    bigger = bytearray(want)
+                if want > len(buf):  # only for a line longer than a block: grow by doubling,
+                    bigger = bytearray(max(want, 2 * len(buf)))  # so a long line costs O(n)
                     bigger[:have] = view[:have]
                     buf, view = bigger, memoryview(bigger)
                 got = stream.readinto(view[have:want])
@@ -246,14 +249,15 @@ def _raw_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
                 else:
                     yield view[:have]
                 return
-            cut = buf.rfind(b"\n", 0, have)
+            cut = buf.rfind(b"\n", searched, have)  # only the bytes read since the last look
             if cut < 0:  # one line longer than a block: keep reading
+                searched = have
                 want = have + chunk_bytes
                 continue
             yield view[: cut + 1]
             rest = have - cut - 1
             view[:rest] = bytes(view[cut + 1 : have])
-            have, want = rest, chunk_bytes
+            have, want, searched = rest, chunk_bytes, 0
     finally:
         stream.close()
 
@@ -274,22 +278,28 @@ def _in_box(lon: float, lat: float, bbox: tuple[float, float, float, float]) -> 
 def _scan_block_slow(block: bytes | memoryview, bbox: tuple[float, float, float, float]) -> Block:
     """Line-by-line fallback for a block with malformed or empty lines (never the common case)."""
     rows = 0
+    bad = 0
     kept = []
     for raw in bytes(block).split(b"\n"):
         if not raw.strip():
             continue
         f = raw.decode("utf-8", "replace").split("\t")
         if len(f) != len(YFCC_COLUMNS):
+            bad += 1
             continue
         rows += 1
+        lon_s, lat_s = f[_IDX["longitude"]].strip(), f[_IDX["latitude"]].strip()
+        if not lon_s or not lat_s:
+            continue  # no coordinates: a normal YFCC row, never kept
         try:
-            lon, lat = float(f[_IDX["longitude"]]), float(f[_IDX["latitude"]])
+            lon, lat = float(lon_s), float(lat_s)
             marker = int(f[_IDX["marker"]] or 0)
         except ValueError:
+            bad += 1
             continue
         if marker == 0 and _in_box(lon, lat, bbox):
             kept.append(_row_from_fields(f, lon, lat))
-    return Block(rows, kept)
+    return Block(rows, kept, bad)
 
 
 def _scan_block_arrow(block: bytes | memoryview, bbox: tuple[float, float, float, float]) -> Block:
@@ -522,11 +532,45 @@ def _scan_block(
 
 
 def _as_float(col: pa.Array) -> pa.Array:
+    """Numbers as float64. Text is read like the TSV reads it: surrounding spaces ignored,
+    an empty value is missing, and a value that is no number is missing too (that row is
+    then not kept) rather than a failure of the whole file."""
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
         return pc.cast(col, pa.float64())
-    col = pc.cast(col, pa.string())
-    col = pc.if_else(pc.equal(pc.utf8_trim_whitespace(col), ""), pa.scalar(None, pa.string()), col)
-    return pc.cast(col, pa.float64())
+    col = pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
+    col = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
+    try:
+        return pc.cast(col, pa.float64())
+    except pa.ArrowInvalid:
+        return pa.array([_float_or_none(v) for v in col.to_pylist()], pa.float64())
+
+
+def _float_or_none(v: str | None) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except ValueError:
+        return None
+
+
+def _check_scalar_columns(path: Path, schema: pa.Schema, by_norm: dict[str, str]) -> None:
+    """Coordinates, accuracy and marker must be numbers or text: a list or struct column
+    (a nested export) is a one-line error naming it, not a cast traceback."""
+    for c in ("longitude", "latitude", "accuracy", "marker"):
+        name = by_norm.get(c)
+        if name is None:
+            continue
+        typ = schema.field(name).type
+        if pa.types.is_nested(typ) or not (
+            pa.types.is_integer(typ)
+            or pa.types.is_floating(typ)
+            or pa.types.is_string(typ)
+            or pa.types.is_large_string(typ)
+            or pa.types.is_decimal(typ)
+            or pa.types.is_null(typ)
+        ):
+            raise GeopakError(
+                f"{path}: column {name!r} is {typ}; YFCC {c} must be a number (or text holding one) per row"
+            )
 
 
 def _parquet_blocks(
@@ -546,6 +590,9 @@ def _parquet_blocks(
         raise GeopakError(
             f"{path}: YFCC Parquet lacks column(s) {', '.join(missing)} (have: {', '.join(pf.schema_arrow.names)})"
         )
+    _check_scalar_columns(path, pf.schema_arrow, by_norm)
+    if pf.metadata.num_rows == 0:
+        raise GeopakError(f"{path}: empty metadata file (no rows)")
     use = [c for c in NEEDED + OPTIONAL if c in by_norm]
     for batch in pf.iter_batches(batch_size=rows, columns=[by_norm[c] for c in use]):
         cols: dict[str, pa.Array] = {}
@@ -645,6 +692,8 @@ def check_metadata(path: str | Path, sniff_bytes: int = 1 << 20) -> str:
     if len(head) == sniff_bytes:
         lines = lines[:-1]  # the last one may be cut
     lines = [ln for ln in lines if ln.strip()]
+    if not lines and len(head) < sniff_bytes:  # empty, or blank lines only: the same mistake
+        raise GeopakError(f"{p}: empty metadata file (no data lines)")
     if not lines or any(ln.count(b"\t") == len(YFCC_COLUMNS) - 1 for ln in lines):
         return "yfcc25"
     old = [ln for ln in lines if ln.count(b"\t") == WEBSCOPE_COLUMNS - 1]
@@ -751,6 +800,7 @@ class YfccSource(Source):
 
     def discover(self, parts: PartStore, *, progress: Progress) -> None:
         scanned = 0
+        self.malformed = 0
         blocks = scan_blocks(
             self.metadata, self.bbox, chunk_bytes=self.chunk_bytes, layout=self.layout
         )
@@ -771,11 +821,19 @@ class YfccSource(Source):
             unit = f"c{i:07d}"
             i += 1
             scanned += block.rows
+            self.malformed += block.malformed
             if parts.has(unit):
                 continue
             n = write_unit(parts, unit, (to_record(r) for r in block.kept))
             progress.update(n)
             progress.set_postfix_str(f"{scanned:,} rows scanned", refresh=False)
+        if self.malformed:
+            log.warning(
+                "yfcc: %d malformed line(s) of %s skipped (not %d tab-separated columns, or coordinates that are no numbers)",
+                self.malformed,
+                self.metadata.name,
+                len(YFCC_COLUMNS),
+            )
 
 
 # ----------------------------------------------------------------------------- writing (tests, demo)

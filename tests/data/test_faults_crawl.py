@@ -172,3 +172,29 @@ def test_api_key_header_does_not_follow_to_another_port(tmp_path, server):
         stop()
     assert url_origin("https://h/x") != url_origin("http://h/x")
     assert url_origin("http://h/x") == url_origin("http://H:80/y")
+
+
+def test_avif_is_decoded_and_heif_has_a_clear_reason(tmp_path, capsys):
+    import io
+
+    from PIL import Image, features
+
+    from geopak_data.imageserver import start_image_server
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec (then AVIF is unsupported_format)")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(buf, format="AVIF")
+    heif = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+    base, stop = start_image_server({"a.avif": buf.getvalue(), "h.heic": heif})
+    try:
+        meta = _meta(tmp_path, [f"{base}/i/a.avif", f"{base}/i/h.heic"])
+        assert _crawl(tmp_path, meta) == 0
+    finally:
+        stop()
+    out = capsys.readouterr().out
+    (r,) = _rejects(tmp_path / "w").values()
+    assert r["reason"] == "unsupported_format" and "HEIF" in r["detail"]
+    assert "1 downloaded, 1 failed (unsupported_format 1)" in out
+    (rec,) = pq.read_table(tmp_path / "w/crawl/yfcc/records.parquet").to_pylist()
+    assert (rec["width"], rec["height"]) == (64, 48)

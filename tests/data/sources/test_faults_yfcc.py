@@ -1,0 +1,104 @@
+"""Issue 15 regressions for the YFCC metadata reader, through the real CLI: a line longer
+than a block stays linear, malformed lines are counted, an empty file and blank lines are
+the same one-line error, Parquet text coordinates are read like the TSV's, and nested
+Parquet coordinates are a one-line error."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from support.snapshot import one_line, snapshot
+
+from geopak_data.cli import main
+from geopak_data.sources.yfcc import YFCC_COLUMNS, scan_blocks, write_yfcc_parquet, yfcc_line
+
+GOOD = dict(photoid=1, longitude=70.0, latitude=30.0, downloadurl="http://127.0.0.1:1/a.jpg")
+
+
+def _crawl(tmp_path, meta, chunk=4096):
+    conf = tmp_path / "p.toml"
+    conf.write_text(f"[crawl.yfcc]\nchunk_bytes = {chunk}\n[download]\nretries = 0\n")
+    argv = ["crawl", "yfcc", "--work", str(tmp_path / "w"), "--metadata", str(meta)]
+    return main([*argv, "--config", str(conf), "--allow-private-hosts", "--limit", "0"])
+
+
+def test_long_line_is_linear_and_malformed_lines_are_counted(tmp_path, capsys):
+    lines = [
+        yfcc_line(GOOD, 0),
+        "x" * 2_000_000,  # one line far longer than a 4 KiB block
+        yfcc_line(dict(GOOD, photoid=2), 1),
+        "a\tb\tc",  # wrong column count
+        yfcc_line(dict(GOOD, photoid=3, latitude="north"), 2),  # coordinates no number
+        "",
+        yfcc_line(dict(GOOD, photoid=4), 3),
+    ]
+    meta = tmp_path / "m.tsv"
+    meta.write_text("\n".join(lines) + "\n")
+    blocks = list(scan_blocks(meta, (60, 20, 80, 40), chunk_bytes=4096))
+    assert sum(b.malformed for b in blocks) == 3
+    assert sorted(r["photoid"] for b in blocks for r in b.kept) == ["1", "2", "4"]
+    assert _crawl(tmp_path, meta) == 0
+    counts = json.loads((tmp_path / "w/manifest.json").read_text())["stages"]["crawl:yfcc"]
+    assert counts["counts"]["malformed_lines"] == 3 and counts["counts"]["candidates"] == 3
+    assert "3 malformed line(s)" in capsys.readouterr().err
+
+
+def test_long_line_cost_grows_linearly(tmp_path, monkeypatch):
+    """Work, not wall-clock: the bytes searched for line ends stay proportional to the line
+    (it was quadratic: every 4 KiB read searched the whole line again)."""
+    import geopak_data.sources.yfcc as y
+
+    searched = {"bytes": 0}
+    real = bytearray.rfind
+
+    class Counting(bytearray):
+        def rfind(self, sub, start=0, end=None):
+            searched["bytes"] += (len(self) if end is None else end) - start
+            return real(self, sub, start, end)
+
+    monkeypatch.setattr(y, "bytearray", Counting, raising=False)  # the reader's buffer type
+    p = tmp_path / "m.tsv"
+    p.write_text(yfcc_line(GOOD) + "\n" + "x" * 1_000_000 + "\n")
+    assert sum(len(b) for b in y._raw_blocks(p, 4096)) == p.stat().st_size
+    assert searched["bytes"] < 3 * 1_000_000
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_empty_file_and_blank_lines_are_the_same_error(tmp_path, capsys, content):
+    meta = tmp_path / "m.tsv"
+    meta.write_text(content)
+    assert _crawl(tmp_path, meta) == 2
+    assert "empty metadata file" in one_line(capsys.readouterr().err)
+    assert "crawl/yfcc/records.parquet" not in snapshot(tmp_path / "w")
+
+
+def test_parquet_text_coordinates_read_like_the_tsv(tmp_path, capsys):
+    rows = [dict(GOOD, photoid=i) for i in range(1, 4)]
+    tsv_meta = tmp_path / "m.parquet"
+    write_yfcc_parquet(tsv_meta, rows)
+    t = pq.read_table(tsv_meta)
+    lat = pa.array([" 31.51 ", "30.0", "not a number"])
+    t = t.set_column(t.schema.get_field_index("latitude"), "latitude", lat)
+    pq.write_table(t, tsv_meta)
+    blocks = list(scan_blocks(tsv_meta, (60, 20, 80, 40)))
+    kept = {r["photoid"]: r["latitude"] for b in blocks for r in b.kept}
+    assert kept == {"1": pytest.approx(31.51), "2": pytest.approx(30.0)}
+    assert _crawl(tmp_path, tsv_meta) == 0
+
+
+@pytest.mark.parametrize("nested", ["list", "struct"])
+def test_nested_parquet_coordinates_are_one_line(tmp_path, capsys, nested):
+    rows = [dict(GOOD, photoid=i) for i in range(1, 3)]
+    meta = tmp_path / "m.parquet"
+    write_yfcc_parquet(meta, rows)
+    t = pq.read_table(meta)
+    col = pa.array([[30.0], [31.0]]) if nested == "list" else pa.array([{"v": 30.0}, {"v": 31.0}])
+    t = t.set_column(t.schema.get_field_index("latitude"), "latitude", col)
+    pq.write_table(t, meta)
+    assert _crawl(tmp_path, meta) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "'latitude'" in line and nested in line
+    assert len(YFCC_COLUMNS) == 25
