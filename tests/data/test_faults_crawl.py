@@ -198,3 +198,27 @@ def test_avif_is_decoded_and_heif_has_a_clear_reason(tmp_path, capsys):
     assert "1 downloaded, 1 failed (unsupported_format 1)" in out
     (rec,) = pq.read_table(tmp_path / "w/crawl/yfcc/records.parquet").to_pylist()
     assert (rec["width"], rec["height"]) == (64, 48)
+
+
+def test_lost_image_that_changed_at_the_source_is_rejected_not_swapped(tmp_path, capsys):
+    from geopak_data.imageserver import make_jpeg, start_image_server
+
+    folder = tmp_path / "srv"
+    folder.mkdir()
+    (folder / "p.jpg").write_bytes(make_jpeg(320, 240, seed=1))
+    base, stop = start_image_server(folder, fixtures=False)
+    try:
+        meta = _meta(tmp_path, [f"{base}/i/p.jpg"])
+        work = tmp_path / "w"
+        assert _crawl(tmp_path, meta) == 0
+        (rec,) = pq.read_table(work / "crawl/yfcc/records.parquet").to_pylist()
+        (work / rec["image_path"]).unlink()
+        (folder / "p.jpg").write_bytes(make_jpeg(320, 240, seed=2))  # another photo now
+        capsys.readouterr()
+        assert _crawl(tmp_path, meta) == 0
+    finally:
+        stop()
+    assert "0 downloaded, 1 failed (sha256_mismatch 1)" in capsys.readouterr().out
+    (r,) = _rejects(work).values()
+    assert r["reason"] == "sha256_mismatch" and rec["sha256"][:12] in r["detail"]
+    assert not list((work / "images").rglob("*.jpg"))
