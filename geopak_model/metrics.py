@@ -324,6 +324,8 @@ def format_table(
     rows: list[list[str]] = []
     for k in keys:
         rows.append([k, *(_fmt(s.get(k), k) for s in sources)])
+    if provinces:  # a sub-heading, so the indented rows say what they are
+        rows.append(["province_acc by province:", *("" for _ in sources)])
     for p in provinces:
         rows.append(
             [

@@ -147,3 +147,19 @@ def test_format_table_lists_every_metric():
     for key in ("median_km", "acc_25km", "province_acc", "cell_top5", "Punjab", "densest_cell"):
         assert key in text
     assert "100.0%" in text and "-" in text
+
+
+def test_format_table_has_headings_for_every_block():
+    row = M.compute_metrics(
+        pred_lat=[30.0],
+        pred_lon=[70.0],
+        pred_province=[1],
+        true_lat=[30.0],
+        true_lon=[70.5],
+        true_province=[1],
+    )
+    lines = M.format_table(row, {"densest_cell": row}).splitlines()
+    assert lines[0].split() == ["metric", "model", "densest_cell"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    block = next(i for i, ln in enumerate(lines) if ln.startswith("province_acc by province:"))
+    assert all(ln.startswith("  ") for ln in lines[block + 1 :])  # the provinces follow it
