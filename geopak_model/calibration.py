@@ -45,6 +45,8 @@ class Calibration:
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated logits (same shape); softmax them for probabilities."""
         shift = torch.tensor(self.log_prior_shift, dtype=torch.float32, device=logits.device)
+        if shift.numel() == 0:
+            shift = torch.zeros(logits.shape[-1], device=logits.device)
         return (logits.float() - self.alpha * shift) / self.temperature
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,14 +61,27 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Calibration | None:
+        """From a checkpoint's plain data; malformed data is one GeopakError (a damaged or
+        hand-edited checkpoint must not fail later, mid-prediction)."""
+        from geopak_core.errors import GeopakError
+
         if not data:
             return None
-        return cls(
-            log_prior_shift=[float(x) for x in data["log_prior_shift"]],
-            alpha=float(data.get("alpha", 1.0)),
-            temperature=float(data.get("temperature", 1.0)),
-            fit=dict(data.get("fit") or {}),
-        )
+        try:
+            cal = cls(
+                log_prior_shift=[float(x) for x in data["log_prior_shift"]],
+                alpha=float(data.get("alpha", 1.0)),
+                temperature=float(data.get("temperature", 1.0)),
+                fit=dict(data.get("fit") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GeopakError(f"checkpoint calibration is malformed ({exc!r})") from None
+        values = [cal.alpha, cal.temperature, *cal.log_prior_shift]
+        if not (np.all(np.isfinite(values)) and cal.temperature > 0):
+            raise GeopakError(
+                "checkpoint calibration holds non-finite values or a temperature <= 0"
+            )
+        return cal
 
 
 def province_probs(model: Any, province_logits: torch.Tensor) -> torch.Tensor:

@@ -220,7 +220,10 @@ def model_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>
     model.encoder_provenance = {k: dict(v) for k, v in (payload.get("encoders") or {}).items()}
     from .calibration import Calibration
 
-    model.calibration = Calibration.from_dict(payload.get("calibration"))
+    try:
+        model.calibration = Calibration.from_dict(payload.get("calibration"))
+    except GeopakError as exc:
+        raise GeopakError(f"{path}: {exc}") from None
     return model
 
 

@@ -103,7 +103,7 @@ def mixture_of_hypotheses(
     cell_ids, prov_ids = cell_ids.gather(1, order), prov_ids.gather(1, order)
     pred = pred.gather(1, order[:, :, None].expand(-1, -1, 2))
     rows = torch.arange(B, device=dev)
-    answer, province_id, pick = _aggregate(
+    answer, province_id, pick, member = _aggregate(
         mode, model, pred, joint, cell_ids, prov_ids, valid, sel_prov, C
     )
 
@@ -133,6 +133,8 @@ def mixture_of_hypotheses(
         "province_probs": p_prov,
         "hypotheses": hyp,
         "fallback_latlon": torch.stack([pred[rows, pick], model.cell_centers[best_cell]], dim=1),
+        # the cells behind the answer (-1 padded): where retrieval refinement may look
+        "answer_cells": torch.where(member & valid, cell_ids, -1),
     }
 
 
@@ -146,17 +148,19 @@ def _aggregate(
     valid: torch.Tensor,
     sel_prov: torch.Tensor,
     num_provinces: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(answer (B, 2), province_id (B,), row of the hypothesis behind it (B,)) on sorted rows."""
-    B = joint.shape[0]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(answer (B, 2), province_id (B,), row of the hypothesis behind it (B,), rows that make
+    the answer (B, M) bool) on rows sorted most probable first."""
+    B, M = joint.shape
     first = torch.zeros(B, dtype=torch.long, device=joint.device)  # rows are sorted: 0 is best
+    only_first = (torch.arange(M, device=joint.device) == 0).expand(B, M)
     if mode == "mean":
-        return (joint[:, :, None] * pred).sum(dim=1), sel_prov[:, 0], first
+        return (joint[:, :, None] * pred).sum(dim=1), sel_prov[:, 0], first, only_first
     if mode == "best":
-        return pred[:, 0], prov_ids[:, 0], first
+        return pred[:, 0], prov_ids[:, 0], first, only_first
     radius = model.cell_radius_km[cell_ids].clamp_min(model.config.offset_min_radius_km)
     m = mode_answer(pred, joint, torch.where(valid, prov_ids, 0), radius, valid, num_provinces)
-    return m["latlon"], m["province_id"], m["best"]
+    return m["latlon"], m["province_id"], m["best"], m["member"]
 
 
 def answer(

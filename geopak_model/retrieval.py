@@ -114,20 +114,24 @@ class RetrievalIndex:
         }
 
     def search(self, query: torch.Tensor, cells: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Top-1 cosine similarity and index row per query among its cell's training photos
-        (-inf / -1 where the cell has none). ``query`` (B, F) unit rows, ``cells`` (B,)."""
+        """Top-1 cosine similarity and index row per query among the training photos of its
+        cells (-inf / -1 where they have none). ``query`` (B, F) unit rows; ``cells`` (B,) or
+        (B, M) with -1 padding: the cell, or the cells of the answered mode."""
         q = query.detach().float().cpu()
-        cs = cells.detach().cpu().numpy().astype(np.int64)
-        sim = np.full(len(cs), -np.inf)
-        row = np.full(len(cs), -1, dtype=np.int64)
-        for b, c in enumerate(cs):
-            lo, hi = int(self.cell_start[c]), int(self.cell_start[c + 1])
-            if hi <= lo:
+        cs = cells.detach().cpu().numpy().astype(np.int64).reshape(len(q), -1)
+        sim = np.full(len(q), -np.inf)
+        row = np.full(len(q), -1, dtype=np.int64)
+        for b in range(len(q)):
+            rows = [
+                np.arange(self.cell_start[c], self.cell_start[c + 1]) for c in set(cs[b]) if c >= 0
+            ]
+            rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+            if rows.size == 0:
                 continue
-            s = self.emb[lo:hi].float() @ q[b]
+            s = self.emb[torch.from_numpy(rows)].float() @ q[b]
             j = int(torch.argmax(s))
-            sim[b], row[b] = float(s[j]), lo + j
-        return sim, row
+            sim[b], row[b] = float(s[j]), int(rows[j])
+        return sim, row  # fmt: skip
 
     def refine_outputs(
         self, result: dict[str, torch.Tensor], outputs: Mapping[str, torch.Tensor]
@@ -194,9 +198,11 @@ def refine(
     index: RetrievalIndex,
     threshold: float | None = None,
 ) -> dict[str, torch.Tensor]:
-    """A copy of ``result`` whose answers move to the nearest training photo of their cell
-    where it is at least ``threshold`` similar (default: the index's fitted threshold). The
-    province cannot change: the neighbour lies in the answered cell, which lies in it."""
+    """A copy of ``result`` whose answers move to the nearest training photo of the chosen
+    cell (``cell_id``: the answered mode's best hypothesis) where it is at least
+    ``threshold`` similar (default: the index's fitted threshold). The province cannot
+    change: the cell lies in it. (Searching all the mode's cells, ``answer_cells``, measured
+    no better on the demo data: 17.4 vs 16.3 km test median, the same on val.)"""
     thr = index.threshold if threshold is None else float(threshold)
     sim, row = index.search(query, result["cell_id"])
     hit = (row >= 0) & (sim >= thr)

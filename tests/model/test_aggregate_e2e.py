@@ -118,13 +118,20 @@ def test_refinement_recovers_training_locations_of_near_copies(run, toy_shards, 
         from geopak_model.inference import answer
 
         base = answer(outputs, model, mode="mode")
-        # the near-copy's own cell (the labels of the training photo) as the chosen cell
-        base["cell_id"] = train_f.cell_id.clone()
-        r = refine(base, embedding(outputs), index, threshold=0.999)
-    assert bool(r["refined"].all())
+        own = refine(base, embedding(outputs), index, threshold=0.999)
+        # the near-copy's own cell as the chosen one, to check every image
+        forced = refine({**base, "cell_id": train_f.cell_id}, embedding(outputs), index, 0.999)
+    want_lat, want_lon = train_f.lat.double().numpy(), train_f.lon.double().numpy()
+    assert bool(forced["refined"].all())
     # every answer is exactly its training photo's location (not just near it)
-    np.testing.assert_array_equal(r["lat"].numpy(), train_f.lat.double().numpy())
-    np.testing.assert_array_equal(r["lon"].numpy(), train_f.lon.double().numpy())
+    np.testing.assert_array_equal(forced["lat"].numpy(), want_lat)
+    np.testing.assert_array_equal(forced["lon"].numpy(), want_lon)
+    # with the model's own choice of cell: exact wherever that is the true cell
+    hit = (base["cell_id"] == train_f.cell_id).numpy()
+    assert hit.mean() > 0.5
+    assert own["refined"].numpy()[hit].all()
+    np.testing.assert_array_equal(own["lat"].numpy()[hit], want_lat[hit])
+    np.testing.assert_array_equal(own["lon"].numpy()[hit], want_lon[hit])
 
 
 def test_a_far_query_is_not_refined():
@@ -157,3 +164,13 @@ def test_cli_aggregate_flags(run, toy_shards, tmp_path, capsys):
     rc = eval_cli.main(["--shards", str(toy_shards), "--checkpoint", str(other), "--refine"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--build-index" in err and len(err.splitlines()) == 1
+
+
+def test_search_over_several_cells():
+    emb = np.eye(3, dtype=np.float32)
+    index = RetrievalIndex.build(emb, [30.0, 31.0, 32.0], [70.0, 71.0, 72.0], [0, 1, 2], 3, "x")
+    q = torch.tensor([[0.0, 0.0, 1.0]])
+    sim, row = index.search(q, torch.tensor([[0, 2, -1]]))
+    assert sim[0] == pytest.approx(1.0) and index.lat[row[0]] == 32.0
+    sim, row = index.search(q, torch.tensor([[0, 1, -1]]))
+    assert sim[0] == pytest.approx(0.0)

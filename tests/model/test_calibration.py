@@ -90,3 +90,15 @@ def test_prior_shift_of_weights_and_sampling():
     s = log_prior_shift(torch.tensor([2.0, 0.5, 0.0]), np.array([1.0, 2.0, 0.0]))
     np.testing.assert_allclose(s, [np.log(2.0), 0.0, 0.0], atol=1e-6)
     assert log_prior_shift(None, None) == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"alpha": 1.0}, {"log_prior_shift": ["x"]}, {"log_prior_shift": [0.0], "temperature": 0.0},
+     {"log_prior_shift": [float("nan")]}],
+)  # fmt: skip
+def test_malformed_calibration_is_one_line_error(bad):
+    from geopak_core.errors import GeopakError
+
+    with pytest.raises(GeopakError, match="calibration"):
+        Calibration.from_dict(bad)
