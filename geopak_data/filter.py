@@ -25,6 +25,7 @@ Two phases, so the expensive one is done once and survives a kill -9:
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import math
 import os
@@ -134,7 +135,14 @@ def _measure_one(work: Path, image_path: str, want_rgb: bool) -> tuple[dict[str,
 
     if not image_path:
         return {"decode_error": "no image_path"}, None
-    m, im = measure_image(work / image_path, want_rgb=want_rgb)
+    try:
+        m, im = measure_image(work / image_path, want_rgb=want_rgb)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EIO):
+            raise  # the machine's trouble, not this photo's: one line from the CLI
+        return {"decode_error": f"{type(exc).__name__}: {exc}"[:300]}, None
+    except Exception as exc:  # noqa: BLE001 - one photo's surprise must not stop the filter
+        return {"decode_error": f"internal error: {type(exc).__name__}: {exc}"[:300]}, None
     row = {
         "decode_error": "" if m.ok else m.error,
         "m_width": m.width if m.ok else None,

@@ -222,3 +222,26 @@ def test_lost_image_that_changed_at_the_source_is_rejected_not_swapped(tmp_path,
     (r,) = _rejects(work).values()
     assert r["reason"] == "sha256_mismatch" and rec["sha256"][:12] in r["detail"]
     assert not list((work / "images").rglob("*.jpg"))
+
+
+def test_filter_rejects_one_photo_on_an_unexpected_error(tmp_path, server, capsys, monkeypatch):
+    from geopak_data import quality
+
+    meta = _meta(tmp_path, [f"{server}/i/photo.jpg?f={i}" for i in range(3)])
+    assert _crawl(tmp_path, meta) == 0
+    work = tmp_path / "w"
+    recs = pq.read_table(work / "crawl/yfcc/records.parquet").to_pylist()
+    victim = recs[1]["image_path"]
+    real = quality.measure_image
+
+    def flaky(path, **kw):
+        if str(path).endswith(victim):
+            raise RuntimeError("a library bug on this file")
+        return real(path, **kw)
+
+    monkeypatch.setattr(quality, "measure_image", flaky)
+    assert main(["filter", "--work", str(work)]) == 0
+    rej = pq.read_table(work / "filter/rejects.parquet").to_pylist()
+    mine = [r for r in rej if r["key"] == recs[1]["key"]]
+    assert mine and mine[0]["reason"] == "decode_failed"
+    assert "RuntimeError" in mine[0]["detail"]
