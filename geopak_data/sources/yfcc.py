@@ -761,6 +761,59 @@ def to_record(row: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items`` produced one step ahead in a background thread, in the same order.
+
+    Why: discovery is two halves that can overlap. Scanning a block is numpy and pyarrow work
+    that releases the GIL (and reads the file); turning its kept rows into records and writing
+    the Parquet part is Python that holds it. Scanning block i+1 while block i is mapped and
+    written keeps both cores busy. Blocks are independent of the read buffer (their kept rows
+    are copies), so they may wait in the queue. An error in the producer is raised here, at the
+    point of the stream where it happened; closing this generator (or the consumer failing)
+    stops the producer.
+    """
+    import queue
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def put(x: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for x in items:
+                if not put((None, x)):
+                    return
+            put((None, done))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+            put((exc, None))
+
+    worker = threading.Thread(target=produce, name="yfcc-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            exc, x = q.get()
+            if exc is not None:
+                raise exc
+            if x is done:
+                return
+            yield x
+    finally:
+        stop.set()
+        worker.join()
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
 class YfccSource(Source):
     """Photos from the YFCC100M metadata file (``--metadata``), kept when inside ``crawl.bbox``."""
 
@@ -799,11 +852,17 @@ class YfccSource(Source):
         return f"yfcc: {self.metadata.name}{old} inside bbox {list(self.bbox)}"
 
     def discover(self, parts: PartStore, *, progress: Progress) -> None:
-        scanned = 0
         self.malformed = 0
-        blocks = scan_blocks(
-            self.metadata, self.bbox, chunk_bytes=self.chunk_bytes, layout=self.layout
+        blocks = prefetched(
+            scan_blocks(self.metadata, self.bbox, chunk_bytes=self.chunk_bytes, layout=self.layout)
         )
+        try:
+            self._write_blocks(blocks, parts, progress)
+        finally:
+            blocks.close()  # stops the scan thread whatever happened here
+
+    def _write_blocks(self, blocks: Iterator[Block], parts: PartStore, progress: Progress) -> None:
+        scanned = 0
         i = 0
         while True:
             try:

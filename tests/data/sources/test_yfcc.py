@@ -558,3 +558,38 @@ def test_other_column_counts_are_refused_naming_both_layouts(tmp_path):
         GeopakError, match=r"25 tab-separated columns \(nor the 23 of the 2014 Webscope"
     ):
         get_source("yfcc", config=load_config(None), metadata=path)
+
+
+def test_prefetched_keeps_order_raises_where_the_producer_failed_and_stops_on_close():
+    import threading
+
+    from geopak_data.sources.yfcc import prefetched
+
+    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        yield 2
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for x in prefetched(failing()):
+            got.append(x)
+    assert got == [1, 2]
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    gen = prefetched(endless(), depth=1)
+    assert next(gen) == 0
+    gen.close()
+    n = len(produced)
+    assert not any(t.name == "yfcc-prefetch" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) == n  # nothing more is produced once closed
