@@ -613,7 +613,8 @@ def _start_model(
     so the caller can say "nothing to do"; an unfinished one needs ``resume``."""
     last_path = out / "last.pt"
     if last_path.exists():
-        model, payload = make_model(checkpoint=last_path)
+        # the same cell table as this shard folder, or the run cannot continue on it
+        model, payload = make_model(checkpoint=last_path, folder=folder)
         return model, _resumable_state(cfg, out, payload, resume, is_main)
     if resume and is_main:
         log.info("nothing to resume in %s: starting a new run", out)
@@ -634,9 +635,12 @@ def _resumable_state(
 ) -> dict[str, Any]:
     """last.pt's training state, after checking it belongs to this phase and may be resumed."""
     last_path = out / "last.pt"
-    state = (payload.get("extra") or {}).get("train")
-    if state is None:
-        raise GeopakError(f"{last_path} has no training state to resume from")
+    extra = payload.get("extra")
+    state = extra.get("train") if isinstance(extra, dict) else None
+    if not isinstance(state, dict) or not {"phase", "step"} <= set(state):
+        raise GeopakError(
+            f"{last_path} has no training state to resume from (a weights-only checkpoint such as best.pt?); choose another --out"
+        )
     if int(state["phase"]) != cfg.phase:
         raise GeopakError(
             f"{out} holds a phase {state['phase']} run, not phase {cfg.phase}; choose another --out"
