@@ -279,7 +279,25 @@ def fetch_clip(config: Any) -> WeightFile:
         ) from None
     p = Path(path)
     digest = _verify_hub_blob(p, label)
+    _drop_stale_partials(p.resolve())
     return WeightFile("clip", source, p, p.stat().st_size, digest, _hub_origin(p))
+
+
+def _drop_stale_partials(blob: Path, stale_s: float = 600.0) -> None:
+    """A killed hub download leaves ``<blob>.<id>.incomplete`` behind (the hub library
+    restarts into a new, process-unique file rather than resuming a shared one). Once the
+    blob is complete such leftovers are useless; only ones untouched for ``stale_s`` are
+    removed, so a concurrent download of the same file (which writes every 10 MiB) is left
+    alone."""
+    import time
+
+    now = time.time()
+    for part in blob.parent.glob(f"{blob.name}*.incomplete"):
+        try:
+            if now - part.stat().st_mtime > stale_s:
+                part.unlink()
+        except OSError:  # gone already, or not ours to remove
+            pass
 
 
 # ----------------------------------------------------------------------------- both

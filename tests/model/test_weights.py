@@ -325,6 +325,55 @@ def test_kill9_mid_download_then_rerun_completes(tmp_path, host, blobs):
     assert listing(folder) == [".download.lock", "resnet18_places365.pth.tar"]
 
 
+@pytest.mark.slow
+def test_kill9_mid_hub_download_then_rerun_completes(tmp_path, host, blobs):
+    """A killed hub download is a ``.incomplete`` file, never linked into the snapshot, so
+    never loaded; the rerun downloads into a new one (huggingface_hub >= 1 restarts rather
+    than share a partial file between processes), verifies the sha256, and removes the
+    leftover once it is stale."""
+    # The hub library writes in 10 MiB pieces: a file that size is needed to see one on disk.
+    sd = torch.load(io.BytesIO(blobs["clip"]), weights_only=True)
+    sd["pad"] = torch.zeros(3 * 2**20)
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    big = buf.getvalue()
+    host.hub[REPO]["open_clip_pytorch_model.bin"] = big
+    cfg = write_config(tmp_path, host.base, sha=_sha(blobs["places"]))
+    env = env_for(tmp_path, host.base)
+    host.mode["open_clip_pytorch_model.bin"] = "slow"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geopak_model.train_cli", "weights", "--config", str(cfg)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            partial = list((tmp_path / "hf").rglob("*.incomplete"))
+            if partial and partial[0].stat().st_size > 0:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the hub download never started")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not list((tmp_path / "hf").rglob("snapshots/*/open_clip_pytorch_model.bin"))
+    host.mode.clear()
+    res = geopak_train(["weights", "--config", str(cfg)], env)
+    assert res.returncode == 0, res.stderr
+    assert _sha(big) in res.stdout
+    leftovers = list((tmp_path / "hf").rglob("*.incomplete"))
+    assert len(leftovers) <= 1  # the killed process's file, until it is stale
+    for part in leftovers:
+        old = time.time() - 3600
+        os.utime(part, (old, old))
+    res = geopak_train(["weights", "--config", str(cfg)], env)
+    assert res.returncode == 0 and _sha(big) in res.stdout
+    assert not list((tmp_path / "hf").rglob("*.incomplete"))
+
+
 # ----------------------------------------------------------------------------- provenance
 
 

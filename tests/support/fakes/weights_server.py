@@ -127,10 +127,10 @@ class WeightsHost:
             await asyncio.sleep(0.05)
             request.transport.close()  # the connection drops mid-file
             return resp
-        chunk = 1 << 16 if mode == "slow" else 1 << 20
+        chunk = 1 << 18 if mode == "slow" else 1 << 20
         for i in range(0, len(body), chunk):
             await resp.write(body[i : i + chunk])
             if mode == "slow":
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.1)
         await resp.write_eof()
         return resp
