@@ -22,7 +22,32 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# Flickr licence id -> family (flickr.photos.licenses.getInfo).
+# The one Flickr licence table (flickr.photos.licenses.getInfo): id -> (short name, URL).
+# Flickr's API and the YFCC100M dump (sources/flickr.py, sources/yfcc.py) both read it.
+FLICKR_LICENSES: dict[int, tuple[str, str]] = {
+    0: (
+        "All Rights Reserved",
+        "https://www.flickrhelp.com/hc/en-us/articles/10710266545556-Using-Flickr-images-shared-by-other-members",
+    ),
+    1: ("CC BY-NC-SA 2.0", "https://creativecommons.org/licenses/by-nc-sa/2.0/"),
+    2: ("CC BY-NC 2.0", "https://creativecommons.org/licenses/by-nc/2.0/"),
+    3: ("CC BY-NC-ND 2.0", "https://creativecommons.org/licenses/by-nc-nd/2.0/"),
+    4: ("CC BY 2.0", "https://creativecommons.org/licenses/by/2.0/"),
+    5: ("CC BY-SA 2.0", "https://creativecommons.org/licenses/by-sa/2.0/"),
+    6: ("CC BY-ND 2.0", "https://creativecommons.org/licenses/by-nd/2.0/"),
+    7: ("No known copyright restrictions", "https://www.flickr.com/commons/usage/"),
+    8: ("United States Government Work", "https://www.usa.gov/government-copyright"),
+    9: ("CC0 1.0", "https://creativecommons.org/publicdomain/zero/1.0/"),
+    10: ("Public Domain Mark 1.0", "https://creativecommons.org/publicdomain/mark/1.0/"),
+    11: ("CC BY 4.0", "https://creativecommons.org/licenses/by/4.0/"),
+    12: ("CC BY-SA 4.0", "https://creativecommons.org/licenses/by-sa/4.0/"),
+    13: ("CC BY-ND 4.0", "https://creativecommons.org/licenses/by-nd/4.0/"),
+    14: ("CC BY-NC 4.0", "https://creativecommons.org/licenses/by-nc/4.0/"),
+    15: ("CC BY-NC-SA 4.0", "https://creativecommons.org/licenses/by-nc-sa/4.0/"),
+    16: ("CC BY-NC-ND 4.0", "https://creativecommons.org/licenses/by-nc-nd/4.0/"),
+}
+
+# Flickr licence id -> family (same ids as FLICKR_LICENSES; a test keeps them in step).
 FLICKR_FAMILIES: dict[int, str] = {
     0: "arr",
     1: "by-nc-sa",
@@ -210,6 +235,7 @@ def policy(flickr_ids: Iterable[int]) -> frozenset[str]:
 
 __all__ = [
     "FLICKR_FAMILIES",
+    "FLICKR_LICENSES",
     "RANK",
     "Licence",
     "classify",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,9 +115,33 @@ def perceptual_hash(im: Image.Image) -> str:
     return str(imagehash.phash(small, hash_size=8))
 
 
+def parse_phash(values: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    """(uint64 hashes, valid mask) from hex strings (imagehash's ``str``) or integers."""
+    n = len(values)
+    out = np.zeros(n, dtype=np.uint64)
+    ok = np.zeros(n, dtype=bool)
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        try:
+            if isinstance(v, str):
+                s = v.strip()
+                if not s:
+                    continue
+                out[i] = np.uint64(int(s, 16) & 0xFFFFFFFFFFFFFFFF)
+            elif isinstance(v, float) and not np.isfinite(v):
+                continue
+            else:
+                out[i] = np.uint64(int(v) & 0xFFFFFFFFFFFFFFFF)
+            ok[i] = True
+        except (TypeError, ValueError):
+            continue
+    return out, ok
+
+
 def phash_to_int(hashes: list[str] | np.ndarray) -> np.ndarray:
-    """Hex pHash strings -> uint64 array (empty strings -> 0; callers mask them)."""
-    return np.array([int(h, 16) if h else 0 for h in hashes], dtype=np.uint64)
+    """Hex pHash strings -> uint64 array (empty or unreadable -> 0; callers mask them)."""
+    return parse_phash(list(hashes))[0]
 
 
 def hamming_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -209,6 +234,7 @@ __all__ = [
     "laplacian_variance",
     "measure_image",
     "perceptual_hash",
+    "parse_phash",
     "phash_to_int",
     "size_problem",
 ]

@@ -353,7 +353,3 @@ def work_config(
         work.mkdir(parents=True, exist_ok=True)
         atomic_write_text(remembered, dump_toml(cfg))
     return cfg
-
-
-def stage_status(work: Path) -> dict[str, Any]:
-    return Manifest(Path(work)).load()["stages"]

@@ -40,6 +40,8 @@ from geopak_core.hashing import stable_u64
 from geopak_core.shardfmt import SPLITS
 
 from .dates import is_day
+from .dedup import near_pairs
+from .quality import parse_phash
 
 # Buckets up to this size are compared with vectorised "offset" pairs; larger ones blockwise.
 _SMALL_BUCKET = 24
@@ -71,30 +73,6 @@ def shuffle_order(keys: Sequence[str], seed: int, salt: str = "shuffle") -> np.n
 
 
 # ----------------------------------------------------------------------------- parsing
-
-
-def parse_phash(values: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
-    """(uint64 hashes, valid mask) from hex strings (imagehash's ``str``) or integers."""
-    n = len(values)
-    out = np.zeros(n, dtype=np.uint64)
-    ok = np.zeros(n, dtype=bool)
-    for i, v in enumerate(values):
-        if v is None:
-            continue
-        try:
-            if isinstance(v, str):
-                s = v.strip()
-                if not s:
-                    continue
-                out[i] = np.uint64(int(s, 16) & 0xFFFFFFFFFFFFFFFF)
-            elif isinstance(v, float) and not np.isfinite(v):
-                continue
-            else:
-                out[i] = np.uint64(int(v) & 0xFFFFFFFFFFFFFFFF)
-            ok[i] = True
-        except (TypeError, ValueError):
-            continue
-    return out, ok
 
 
 def _day(value: object, granularity: object = None) -> str:
@@ -188,9 +166,8 @@ def duplicate_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs with the same sha256, or perceptual hashes at most ``max_distance`` bits apart.
 
-    Near pairs are found by multi-index hashing: split the 64 bits into ``max_distance + 1``
-    chunks; two hashes within the distance agree exactly on at least one chunk (pigeonhole),
-    so only hashes sharing a chunk value are ever compared.
+    Near pairs come from ``dedup.near_pairs`` (the filter's near-duplicate finder: multi-index
+    hashing, so only hashes that agree exactly on some block of bits are ever compared).
     """
     shas = ["" if s is None else str(s) for s in sha256]
     valid = np.array([bool(s) for s in shas], dtype=bool)
@@ -199,19 +176,10 @@ def duplicate_pairs(
     out_a, out_b = [sa], [sb]
     hashes, ok = parse_phash(list(phash))
     if ok.sum() >= 2 and max_distance >= 0:
-        nchunks = max_distance + 1
-        bounds = np.linspace(0, 64, nchunks + 1).round().astype(int)
-
-        def close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            return np.bitwise_count(hashes[a] ^ hashes[b]) <= max_distance
-
-        for c in range(nchunks):
-            lo_bit, hi_bit = int(bounds[c]), int(bounds[c + 1])
-            mask = np.uint64(((1 << (hi_bit - lo_bit)) - 1) << lo_bit)
-            chunk = ((hashes & mask) >> np.uint64(lo_bit)).astype(np.int64)
-            a, b = _bucket_pairs(chunk, ok, close)
-            out_a.append(a)
-            out_b.append(b)
+        idx = np.flatnonzero(ok)
+        a, b = near_pairs(hashes[idx], max_distance)  # the filter's near-duplicate finder
+        out_a.append(idx[a])
+        out_b.append(idx[b])
     a = np.concatenate(out_a) if out_a else np.empty(0, np.int64)
     b = np.concatenate(out_b) if out_b else np.empty(0, np.int64)
     if a.size:

@@ -311,11 +311,6 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def dist_info() -> tuple[int, int]:
-    """(rank, world_size) from torchrun's environment (1 process when unset)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 @dataclass
 class LoaderSpec:
     """Everything that decides which batches an epoch yields (kept together for resume)."""

@@ -44,6 +44,7 @@ from geopak_core.io import PartStore
 from ..config import PipelineConfig
 from ..country import crawl_bbox
 from ..dates import clean_date, from_unix
+from ..licenses import FLICKR_LICENSES
 from ..ratelimit import CallBudget, Retry, RetryPolicy, redact_in_logs
 from ..records import empty_record
 from .base import Progress, Source, write_unit
@@ -53,30 +54,6 @@ log = logging.getLogger("geopak.flickr")
 SOURCE = "flickr"
 DEFAULT_ENDPOINT = "https://api.flickr.com/services/rest/"
 GEO_MAX_PER_PAGE = 250  # Flickr: geo queries return at most 250 photos per page
-
-# flickr.photos.licenses.getInfo: id -> (short name, URL).
-FLICKR_LICENSES: dict[int, tuple[str, str]] = {
-    0: (
-        "All Rights Reserved",
-        "https://www.flickrhelp.com/hc/en-us/articles/10710266545556-Using-Flickr-images-shared-by-other-members",
-    ),
-    1: ("CC BY-NC-SA 2.0", "https://creativecommons.org/licenses/by-nc-sa/2.0/"),
-    2: ("CC BY-NC 2.0", "https://creativecommons.org/licenses/by-nc/2.0/"),
-    3: ("CC BY-NC-ND 2.0", "https://creativecommons.org/licenses/by-nc-nd/2.0/"),
-    4: ("CC BY 2.0", "https://creativecommons.org/licenses/by/2.0/"),
-    5: ("CC BY-SA 2.0", "https://creativecommons.org/licenses/by-sa/2.0/"),
-    6: ("CC BY-ND 2.0", "https://creativecommons.org/licenses/by-nd/2.0/"),
-    7: ("No known copyright restrictions", "https://www.flickr.com/commons/usage/"),
-    8: ("United States Government Work", "https://www.usa.gov/government-copyright"),
-    9: ("CC0 1.0", "https://creativecommons.org/publicdomain/zero/1.0/"),
-    10: ("Public Domain Mark 1.0", "https://creativecommons.org/publicdomain/mark/1.0/"),
-    11: ("CC BY 4.0", "https://creativecommons.org/licenses/by/4.0/"),
-    12: ("CC BY-SA 4.0", "https://creativecommons.org/licenses/by-sa/4.0/"),
-    13: ("CC BY-ND 4.0", "https://creativecommons.org/licenses/by-nd/4.0/"),
-    14: ("CC BY-NC 4.0", "https://creativecommons.org/licenses/by-nc/4.0/"),
-    15: ("CC BY-NC-SA 4.0", "https://creativecommons.org/licenses/by-nc-sa/4.0/"),
-    16: ("CC BY-NC-ND 4.0", "https://creativecommons.org/licenses/by-nc-nd/4.0/"),
-}
 
 # Image sizes, smallest first: the extra name's suffix and Flickr's nominal longer side.
 URL_SIZES: list[tuple[str, int]] = [

@@ -54,6 +54,7 @@ from geopak_core.progress import log
 from ..config import PipelineConfig
 from ..country import crawl_bbox
 from ..dates import clean_date, from_unix
+from ..licenses import FLICKR_LICENSES
 from ..records import empty_record, make_key
 from .base import Progress, Source, write_unit
 
@@ -145,17 +146,6 @@ _FLICKR_LICENSE_IDS = {
     "public domain dedication (cc0)": "9",
     "public domain mark": "10",
 }
-_SHORT_BY_ID = {
-    "1": "CC BY-NC-SA 2.0",
-    "2": "CC BY-NC 2.0",
-    "3": "CC BY-NC-ND 2.0",
-    "4": "CC BY 2.0",
-    "5": "CC BY-SA 2.0",
-    "6": "CC BY-ND 2.0",
-    "7": "No known copyright restrictions",
-    "9": "CC0 1.0",
-    "10": "Public Domain Mark 1.0",
-}
 _CC_URL = re.compile(
     r"creativecommons\.org/(licenses|publicdomain)/([a-z-]+)/(\d+(?:\.\d+)?)", re.I
 )
@@ -178,7 +168,7 @@ def map_license(name: str, url: str = "") -> tuple[str, str]:
         if code == "mark":
             return f"Public Domain Mark {version}", lid or "10"
     if lid:
-        return _SHORT_BY_ID[lid], lid
+        return FLICKR_LICENSES[int(lid)][0], lid
     return name.strip(), ""
 
 

@@ -13,7 +13,7 @@ from geopak_data.cli import main
 from geopak_data.config import load_config
 from geopak_data.crawl import image_relpath, run_crawl
 from geopak_data.records import DOWNLOADED_SCHEMA, REJECT_SCHEMA
-from geopak_data.runner import stage_status
+from geopak_data.runner import Manifest
 from geopak_data.sources.yfcc import YfccSource, write_yfcc_tsv
 
 
@@ -104,7 +104,7 @@ def test_crawl_end_to_end_and_rerun_is_noop(tmp_path, server):
     assert set(rej.column("stage").to_pylist()) == {"crawl:yfcc"}
     cands = pq.read_table(work / "crawl/yfcc/candidates.parquet")
     assert cands.num_rows == recs.num_rows + rej.num_rows  # nothing dropped silently
-    assert stage_status(work)["crawl:yfcc"]["status"] == "done"
+    assert Manifest(work).load()["stages"]["crawl:yfcc"]["status"] == "done"
 
     again = run_crawl(
         source="yfcc", work=work, config=cfg(), metadata=meta, allow_private_hosts=True
@@ -324,7 +324,7 @@ def test_interrupted_retry_is_finished_by_a_plain_rerun(tmp_path, server, monkey
         )
     assert (work / "crawl/yfcc/retry_pending.json").exists()
     assert (
-        stage_status(work)["crawl:yfcc"]["status"] == "failed"
+        Manifest(work).load()["stages"]["crawl:yfcc"]["status"] == "failed"
     )  # an exception, not a kill: recorded with its error
     monkeypatch.setattr(download.Downloader, "download", real)
 
