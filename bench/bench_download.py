@@ -10,7 +10,12 @@ image with
   process-per-core design), ``resize_mode="keep_ratio_largest"``, ``resize_only_if_bigger``,
 
 with the same target size (longest side ``--size``), the same JPEG quality and sha256 on,
-and prints images/s for both and the ratio (goal: geopak >= 1.0x img2dataset).
+and the crawl's own no-network limit: the same per-image work (``download._store``: decode,
+orient, resize, encode, sha256, write) on the same bytes in memory, in ``--cores`` threads,
+once with Pillow decoding and once with simplejpeg (when installed). It prints images/s for
+each, as medians of ``--rounds`` alternated rounds (the order rotates; never the best run),
+and the ratios: geopak / its limit (goal >= 0.9x), simplejpeg limit / Pillow limit (what the
+faster decoder raises the limit by), geopak / img2dataset.
 
 img2dataset is not a project dependency (its pins would downgrade pandas/webdataset here).
 Install it into its own venv and point the bench at that interpreter::
@@ -36,12 +41,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH line reporter
+
+from _report import alternated, emit, machine_facts, median  # noqa: E402
 
 GEOPAK_RUNNER = r"""
 import asyncio, json, sys, time, resource
 from pathlib import Path
 from geopak_data.config import DownloadConfig, RetryConfig
 from geopak_data.download import DownloadItem, download_items
+import geopak_data.imaging as imaging
+imaging.JPEG_DECODER = sys.argv[7]
 urls = Path(sys.argv[1]).read_text().split()
 out = Path(sys.argv[2]); cores = int(sys.argv[3]); size = int(sys.argv[4]); quality = int(sys.argv[5]); conc = int(sys.argv[6])
 cfg = DownloadConfig(concurrency=conc, per_host=conc, max_side=size, jpeg_quality=quality, workers=cores)
@@ -54,6 +64,30 @@ r0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.perf_counter()
 asyncio.run(download_items(items, config=cfg, on_outcome=on, allow_private_hosts=True, retry=retry))
 dt = time.perf_counter() - t0; r1 = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"ok": ok[0], "seconds": dt, "cpu": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)}))
+"""
+
+# The crawl's own no-network limit: the same per-image work the downloader hands its thread
+# pool (geopak_data.download._store: decode, orient, resize, encode, sha256, atomic write), on
+# the same bytes already in memory, in the same number of threads. argv[7]: the JPEG decoder.
+LIMIT_RUNNER = r"""
+import json, sys, time, resource
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+import geopak_data.imaging as imaging
+from geopak_data.config import DownloadConfig
+from geopak_data.download import _store
+folder, out = Path(sys.argv[1]), Path(sys.argv[2]); cores = int(sys.argv[3]); size = int(sys.argv[4]); quality = int(sys.argv[5])
+imaging.JPEG_DECODER = sys.argv[7]
+cfg = DownloadConfig(max_side=size, jpeg_quality=quality, workers=cores)
+blobs = [(p.read_bytes(), out / p.parent.name / p.name) for p in sorted(folder.glob("*.jpg"))]
+jobs = [(d, out / f"{i % 100:02d}" / f"{i:06d}.jpg") for i, (d, _) in enumerate(blobs)]
+for _, dest in jobs:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+r0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.perf_counter()
+with ThreadPoolExecutor(cores) as pool:
+    ok = sum(1 for _ in pool.map(lambda j: _store(j[0], j[1], cfg), jobs))
+dt = time.perf_counter() - t0; r1 = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"ok": ok, "seconds": dt, "cpu": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)}))
 """
 
 I2D_RUNNER = r"""
@@ -190,8 +224,8 @@ def main() -> int:
     ap.add_argument(
         "--rounds",
         type=int,
-        default=1,
-        help="alternate the clients this many times; report the best of each",
+        default=3,
+        help="alternated rounds (the order rotates each round); medians are reported",
     )
     ap.add_argument(
         "--server-procs", type=int, default=1, help="image-server processes sharing the port"
@@ -199,6 +233,7 @@ def main() -> int:
     args = ap.parse_args()
     n = args.images or (600 if args.quick else 3000)
     i2d_py = find_img2dataset(args.img2dataset_python)
+    print(machine_facts(("aiohttp", "pillow", "simplejpeg")))
 
     with tempfile.TemporaryDirectory(prefix="geopak-bench-") as td:
         root = Path(td)
@@ -211,69 +246,68 @@ def main() -> int:
         try:
             urls = root / "urls.txt"
             urls.write_text("\n".join(f"{base}/i/{name}" for name in names) + "\n")
-            results: dict[str, list[dict]] = {"geopak": [], "img2dataset": []}
             env = dict(os.environ, PYTHONPATH=str(REPO), GEOPAK_NO_PROGRESS="1")
-            for r in range(args.rounds):
-                out = root / f"geopak-{r}"
+            common = [str(args.cores), str(args.size), str(args.quality), str(args.concurrency)]
+            counter = iter(range(10**9))
+
+            def run(label: str, py: str, code: str, source: str, extra: list[str], e: dict) -> dict:
+                out = root / f"out-{next(counter)}"
                 s0 = cpu_of(servers)
-                res = run_json(
-                    [
-                        sys.executable,
-                        "-c",
-                        GEOPAK_RUNNER,
-                        str(urls),
-                        str(out),
-                        str(args.cores),
-                        str(args.size),
-                        str(args.quality),
-                        str(args.concurrency),
-                    ],
-                    env,
-                )
-                results["geopak"].append(res)
+                res = run_json([py, "-c", code, source, str(out), *common, *extra], e)
+                res["server_cpu"] = cpu_of(servers) - s0
                 shutil.rmtree(out, ignore_errors=True)
                 print(
-                    f"geopak      round {r + 1}: {res['ok']}/{n} ok in {res['seconds']:.2f}s -> {res['ok'] / res['seconds']:.1f} images/s (client cpu {res['cpu']:.1f}s, server cpu {cpu_of(servers) - s0:.1f}s)"
+                    f"{label:<22} {res['ok']}/{n} ok in {res['seconds']:.2f}s -> {res['ok'] / res['seconds']:.1f} images/s"
+                    f" (client cpu {res['cpu']:.1f}s, server cpu {res['server_cpu']:.1f}s)",
+                    flush=True,
                 )
-                if i2d_py:
-                    out = root / f"i2d-{r}"
-                    s0 = cpu_of(servers)
-                    res = run_json(
-                        [
-                            i2d_py,
-                            "-c",
-                            I2D_RUNNER,
-                            str(urls),
-                            str(out),
-                            str(args.cores),
-                            str(args.size),
-                            str(args.quality),
-                            str(args.concurrency),
-                        ],
-                        {**env, "PYTHONPATH": ""},
-                    )
-                    results["img2dataset"].append(res)
-                    shutil.rmtree(out, ignore_errors=True)
-                    print(
-                        f"img2dataset round {r + 1}: {res['ok']}/{n} ok in {res['seconds']:.2f}s -> {res['ok'] / res['seconds']:.1f} images/s (client cpu {res['cpu']:.1f}s, server cpu {cpu_of(servers) - s0:.1f}s)"
-                    )
+                return res
+
+            decoders = ["pillow"] + (
+                ["simplejpeg"] if importlib.util.find_spec("simplejpeg") else []
+            )
+            best_dec = decoders[-1]
+            served = str(root / "served")
+            runs = {
+                f"geopak ({best_dec})": lambda: run(
+                    f"geopak ({best_dec})",
+                    sys.executable,
+                    GEOPAK_RUNNER,
+                    str(urls),
+                    [best_dec],
+                    env,
+                ),
+            }
+            for dec in decoders:
+                runs[f"limit ({dec})"] = lambda dec=dec: run(
+                    f"limit ({dec})", sys.executable, LIMIT_RUNNER, served, [dec], env
+                )
+            if i2d_py:
+                runs["img2dataset"] = lambda: run(
+                    "img2dataset", i2d_py, I2D_RUNNER, str(urls), [], {**env, "PYTHONPATH": ""}
+                )
+            results = alternated(runs, args.rounds)
         finally:
             for proc in servers:
                 proc.terminate()
                 proc.wait(10)
 
-    def best(rs: list[dict]) -> float:
-        return max(x["ok"] / x["seconds"] for x in rs)
-
-    g = best(results["geopak"])
+    rate = {k: median([x["ok"] / x["seconds"] for x in v]) for k, v in results.items()}
     print(
-        f"\nsame {n} images, {args.cores} cores, longest side {args.size}, quality {args.quality}; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+        f"\nsame {n} images {args.width}x{args.height}, {args.cores} cores, longest side {args.size}, quality {args.quality};"
+        f" medians of {args.rounds} alternated rounds"
     )
-    print(f"geopak       {g:8.1f} images/s")
-    if results["img2dataset"]:
-        i = best(results["img2dataset"])
-        print(f"img2dataset  {i:8.1f} images/s")
-        print(f"ratio geopak/img2dataset = {g / i:.2f}x (goal >= 1.0x)")
+    for k, v in rate.items():
+        print(f"{k:<22} {v:8.1f} images/s")
+    g = rate[f"geopak ({best_dec})"]
+    limit = rate[f"limit ({best_dec})"]
+    print(f"ratio geopak / own no-network limit = {g / limit:.2f}x (goal >= 0.9x)")
+    if len(decoders) > 1:
+        print(
+            f"limit raised by simplejpeg decoding: {rate['limit (simplejpeg)'] / rate['limit (pillow)']:.2f}x of Pillow's"
+        )
+    if "img2dataset" in rate:
+        print(f"ratio geopak/img2dataset = {g / rate['img2dataset']:.2f}x")
     else:
         print(
             "img2dataset: not available, no comparison. It is not a project dependency; install it into its own venv:"
@@ -283,29 +317,37 @@ def main() -> int:
             "  python bench/bench_download.py --img2dataset-python /tmp/i2d-venv/bin/python   (or GEOPAK_IMG2DATASET_PYTHON=...)"
         )
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH line reporter
-    from _report import emit
-
-    setup = f"{n} images {args.width}x{args.height} -> {args.size} px, {args.cores} cores"
-    if results["img2dataset"]:
+    setup = f"{n} images {args.width}x{args.height} -> {args.size} px, {args.cores} cores, medians of {args.rounds} alternated rounds"
+    emit(
+        "download",
+        "crawl images/s vs own no-network limit",
+        g,
+        "images/s",
+        vs=f"the same per-image work without network ({best_dec} decode)",
+        vs_value=limit,
+        note=f"{setup}; goal ratio >= 0.9",
+    )
+    if len(decoders) > 1:
         emit(
             "download",
-            "download images/s",
-            g,
+            "no-network limit images/s, simplejpeg decode",
+            rate["limit (simplejpeg)"],
             "images/s",
-            vs="img2dataset",
-            vs_value=best(results["img2dataset"]),
-            note=f"{setup}; goal ratio >= 1.0",
+            vs="Pillow decode",
+            vs_value=rate["limit (pillow)"],
+            note=f"{setup}; same stored bytes (simplejpeg decodes at Pillow's DCT scale, Pillow encodes)",
         )
-    else:
-        emit(
-            "download",
-            "download images/s",
-            g,
-            "images/s",
-            vs="img2dataset",
-            note=f"img2dataset not installed (set GEOPAK_IMG2DATASET_PYTHON); {setup}",
-        )
+    emit(
+        "download",
+        "download images/s vs img2dataset",
+        g,
+        "images/s",
+        vs="img2dataset",
+        vs_value=rate.get("img2dataset"),
+        note=setup
+        if "img2dataset" in rate
+        else f"img2dataset not installed (set GEOPAK_IMG2DATASET_PYTHON); {setup}",
+    )
     return 0
 
 

@@ -119,3 +119,51 @@ def test_truncated_png_rejected():
     with pytest.raises(ImageRejected) as ei:
         process_image(data[: len(data) // 2])
     assert ei.value.reason == "corrupt_image"
+
+
+def _oriented(data: bytes, orientation: int, subsampling: int) -> bytes:
+    im = Image.open(io.BytesIO(data))
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    im.save(out, format="JPEG", quality=92, exif=exif.tobytes(), subsampling=subsampling)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (1600, 1200), (333, 500), (2049, 1537), (90, 70)])
+def test_simplejpeg_decode_stores_the_same_bytes_as_pillow(size, monkeypatch):
+    """The fast JPEG path decodes at Pillow's DCT scale, so the stored JPEG (and its sha256,
+    on which de-duplication rests) does not depend on which decoder is installed."""
+    pytest.importorskip("simplejpeg")
+    import geopak_data.imaging as imaging
+
+    base = make_jpeg(*size, seed=size[0], quality=90)
+    for orientation, sub in ((1, 2), (6, 0), (3, 2), (8, 1), (5, 2)):
+        data = base if orientation == 1 else _oriented(base, orientation, sub)
+        for max_side in (512, 1024):
+            got = {}
+            for decoder in ("pillow", "simplejpeg"):
+                monkeypatch.setattr(imaging, "JPEG_DECODER", decoder)
+                got[decoder] = process_image(data, max_side=max_side, quality=90)
+            assert got["simplejpeg"] == got["pillow"], (orientation, max_side)
+
+
+def test_simplejpeg_decode_rejects_truncated_and_corrupt_jpegs_like_pillow(monkeypatch):
+    pytest.importorskip("simplejpeg")
+    import geopak_data.imaging as imaging
+
+    data = make_jpeg(1024, 768, seed=3)
+    for decoder in ("pillow", "simplejpeg"):
+        monkeypatch.setattr(imaging, "JPEG_DECODER", decoder)
+        for bad in (data[: len(data) // 2], make_corrupt_jpeg()):
+            with pytest.raises(ImageRejected) as err:
+                process_image(bad, max_side=512)
+            assert err.value.reason == "corrupt_image", decoder
+
+
+def test_without_simplejpeg_pillow_decodes(monkeypatch):
+    import geopak_data.imaging as imaging
+
+    monkeypatch.setattr(imaging, "_simplejpeg", None)
+    img = process_image(make_jpeg(1024, 768, seed=4), max_side=512)
+    assert (img.width, img.height) == (512, 384)
