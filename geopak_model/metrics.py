@@ -347,7 +347,7 @@ def format_table(
             "  ".join(
                 c.ljust(w) if i == 0 else c.rjust(w)
                 for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
+            ).rstrip()
         )
     return "\n".join(lines)
 

@@ -69,3 +69,17 @@ def test_demo_end_to_end_beats_baselines_and_writes_its_report(tmp_path: Path) -
     again = _demo(work, "--no-train")
     assert again.returncode == 0
     assert again.stdout.count("skipped (done)") == 5
+
+    # the first run printed its metrics table once and no raw JSON; stderr had no bar frames
+    assert result.stdout.count("densest_cell") == 1
+    assert not any(line.startswith("{") for line in result.stdout.splitlines())
+    assert "\r" not in result.stderr
+
+    # a full rerun is a no-op: no photo rendered, nothing trained or evaluated, report untouched
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (work / "report").glob("*.*")}
+    full = _demo(work)
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert "synthetic source already generated" in full.stderr
+    assert "demo: already done" in full.stderr and "generating" not in full.stderr
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in before} == before
+    assert full.stdout.count("densest_cell") == 1  # the stored table, shown once
