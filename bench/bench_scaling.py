@@ -40,6 +40,7 @@ from _report import emit, machine_facts  # noqa: E402
 STAGES = ("crawl", "filter", "tag", "cluster", "shard")
 CONFIG = REPO / "pipelines" / "demo.toml"
 EXTRAPOLATE = (100_000, 1_000_000)
+SIZES: list[int] = []  # the sizes measured in this run (set by main)
 
 
 def _stage(name: str, work: Path, meta: Path) -> dict:
@@ -121,13 +122,27 @@ def run_size(n: int, root: Path, timeout: float) -> dict[str, dict]:
 
 
 def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares ``y = a + b x`` (``a`` = fixed cost, ``b`` = cost per photo)."""
+    """Least-squares ``y = a + b x`` (``a`` = fixed cost, ``b`` = cost per photo).
+
+    A stage whose figures do not grow over the sizes measured (a fixed cost drowned in the
+    shared machine's noise) gets ``b = 0`` and ``a`` = the median figure rather than a
+    negative slope that would extrapolate to nothing; the table marks it with ``~``."""
     import numpy as np
 
     if len(xs) < 2:
         return 0.0, ys[0] / xs[0]
     b, a = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
+    if b <= 0:
+        return float(np.median(ys)), 0.0
     return float(a), float(b)
+
+
+def _row(stage: str, ys: list[float], fmt: str) -> str:
+    a, b = fit(SIZES, ys)
+    ext = [max(0.0, a + b * n) for n in EXTRAPOLATE]
+    flag = "~" if b == 0 else " "
+    cells = "".join(f"{y:10{fmt}}" for y in ys) + "".join(f"{e:13.0f}" for e in ext)
+    return f"  {stage:<17}{flag}{cells}"
 
 
 def main() -> int:
@@ -156,33 +171,19 @@ def main() -> int:
             results[n] = run_size(n, root, args.timeout)
 
     head = "".join(f"{n:>10,}" for n in sizes) + "".join(f"{n:>12,}*" for n in EXTRAPOLATE)
-    print(f"\nseconds per stage{'':<3}{head}   (* = extrapolated: a + b n)")
-    total = [0.0] * (len(sizes) + len(EXTRAPOLATE))
-    for stage in STAGES:
-        ys = [results[n][stage]["seconds"] for n in sizes]
-        a, b = fit(sizes, ys)
-        ext = [max(0.0, a + b * n) for n in EXTRAPOLATE]
-        total = [t + v for t, v in zip(total, ys + ext, strict=True)]
-        print(
-            f"  {stage:<18}"
-            + "".join(f"{y:10.1f}" for y in ys)
-            + "".join(f"{e:13.0f}" for e in ext)
-        )
+    SIZES[:] = sizes
     print(
-        f"  {'total':<18}"
-        + "".join(f"{y:10.1f}" for y in total[: len(sizes)])
-        + "".join(f"{e:13.0f}" for e in total[len(sizes) :])
+        f"\nseconds per stage{'':<3}{head}   (* = extrapolated: a + b n; ~ = no growth measured, held flat)"
     )
+    for stage in STAGES:
+        print(_row(stage, [results[n][stage]["seconds"] for n in sizes], ".1f"))
+    total = [sum(results[n][s]["seconds"] for s in STAGES) for n in sizes]
+    print(_row("total", total, ".1f"))
     print(f"\npeak RSS MiB{'':<8}{head}")
     for stage in STAGES:
-        ys = [results[n][stage]["peak_rss_mib"] for n in sizes]
-        a, b = fit(sizes, ys)
-        ext = [max(0.0, a + b * n) for n in EXTRAPOLATE]
-        print(
-            f"  {stage:<18}"
-            + "".join(f"{y:10.0f}" for y in ys)
-            + "".join(f"{e:13.0f}" for e in ext)
-        )
+        print(_row(stage, [results[n][stage]["peak_rss_mib"] for n in sizes], ".0f"))
+    if sizes[-1] < 4 * sizes[0]:
+        print("(sizes this close (--quick) make the extrapolation a smoke test, not a forecast)")
 
     big = sizes[-1]
     for stage in STAGES:
@@ -195,14 +196,14 @@ def main() -> int:
             higher_is_better=False,
             note=f"linear fit over {', '.join(f'{n:,}' for n in sizes)} synthetic photos; {results[big][stage]['seconds']:.1f} s and {results[big][stage]['peak_rss_mib']:.0f} MiB peak at {big:,}",
         )
-    a, b = fit(sizes, total[: len(sizes)])
+    a, b = fit(sizes, total)
     emit(
         "scaling",
         "whole pipeline: hours at 1M photos (extrapolated)",
         max(0.0, a + b * 1_000_000) / 3600.0,
         "h",
         higher_is_better=False,
-        note=f"crawl -> filter -> tag -> cluster -> shard; synthetic ~200 px photos on loopback; {total[len(sizes) - 1]:.0f} s at {big:,}",
+        note=f"crawl -> filter -> tag -> cluster -> shard; synthetic ~200 px photos on loopback; {total[-1]:.0f} s at {big:,}",
     )
     return 0
 
