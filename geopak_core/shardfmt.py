@@ -156,7 +156,9 @@ STATS_KEYS: tuple[str, ...] = (
     "restricted_included",
     "years",
 )
-STATS_OPTIONAL: tuple[str, ...] = ("synthetic",)  # present (true) only for synthetic datasets
+# "synthetic": present (true) only for synthetic datasets; "coverage": the work folder's last
+# `geopak-data coverage` summary (photos per region against targets), when it ran.
+STATS_OPTIONAL: tuple[str, ...] = ("synthetic", "coverage")
 
 
 # ----------------------------------------------------------------------------- names

@@ -87,6 +87,8 @@ SOURCE_NOTES = {
     "yfcc": "YFCC100M metadata (Creative Commons Flickr photos with GPS), images fetched from their public URLs",
     "gldv2": "Google Landmarks Dataset v2 (landmark photos with the landmark's coordinates)",
     "places": "Google Places photos (Nearby Search); Google's terms forbid redistribution, so they are excluded unless the builder opted in",
+    "commons": "Wikimedia Commons (GeoData geosearch + imageinfo/extmetadata), free licences only (CC0, public domain, CC BY, CC BY-SA); artist and licence per file",
+    "mapillary": "Mapillary API v4 street-level images, CC BY-SA 4.0 with the creator's attribution; one sequence never straddles splits, panoramas skipped",
 }
 
 
@@ -308,6 +310,26 @@ def _filter_rule(config: PipelineConfig) -> str:
     )
 
 
+def coverage_text(cov: dict[str, Any] | None) -> str:
+    """The card's coverage paragraph and table from ``stats["coverage"]`` (the `coverage`
+    stage's summary: photos per region against area- and population-weighted targets)."""
+    if not cov:
+        return ""
+    rows = [
+        [r["region"], r["have"], r["target"], r["deficit"]]
+        for r in sorted(cov.get("regions", []), key=lambda r: (-r["deficit"], r["region"]))
+    ]
+    w = cov.get("weights", {})
+    return (
+        f"Coverage: photos per region against targets of {cov.get('target_total', 0):,} photos shared out "
+        f"by land area (weight {w.get('area', 0):g}) and GeoNames city population (weight "
+        f"{w.get('population', 0):g}); {cov.get('tiles_at_target', 0)} of {cov.get('tiles', 0)} tiles of "
+        f"{cov.get('tile_deg', 0):g} degrees are at target (`geopak-data coverage`; crawls given its plan "
+        "visit the most under-covered tiles first).\n\n"
+        + markdown_table(["region", "photos", "target", "missing"], rows, "lrrr")
+    )
+
+
 def _reject_table(rejects: dict[str, dict[str, int]]) -> str:
     rows = [
         [stage, reason, n]
@@ -424,6 +446,7 @@ def card_context(
         "border_rule": border_rule(t.border_tolerance_km, t.snap_borders, t.coast_bboxes),
         "max_shard_samples": config.shard.max_shard_samples,
         "max_shard_gb": f"{config.shard.max_shard_bytes / 1e9:g}",
+        "coverage_text": coverage_text(stats.get("coverage")),
         "reject_table": _reject_table(stats.get("rejects", {})),
         "excluded_line": _excluded_line(stats.get("excluded", {})),
         "restricted_included": int(stats.get("restricted_included") or 0),

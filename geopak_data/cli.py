@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "geopak_data.publish",
     "geopak_data.pipeline",
     "geopak_data.stats",
+    "geopak_data.coverage",
     "geopak_data.demo",
     "geopak_data.view",
 )

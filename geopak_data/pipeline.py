@@ -19,6 +19,8 @@ from .config import PipelineConfig, parse_assignment
 from .runner import StageOutcome, work_config
 
 STAGES = ("crawl", "filter", "tag", "cluster", "shard")
+PLANNED_SOURCES = tuple(n for n, spec in SOURCES.items() if spec.tiled)  # take a coverage plan
+ROUND = "coverage:round1"
 
 
 def default_work(cfg: PipelineConfig, config_path: Path | None) -> Path:
@@ -89,9 +91,14 @@ def run_pipeline(
     ``overrides`` are dotted config keys (see ``run_overrides``). Every source's inputs are
     checked first; with ``crawl.skip_unavailable`` the unusable ones are skipped (one line
     each), otherwise the run stops before anything is written.
+
+    With commons or mapillary among the sources, a coverage round runs between the other
+    sources and them (their crawl follows its plan), and ``coverage`` runs again after
+    ``cluster`` so the card shows where photos are still missing.
     """
     from .cluster import run_cluster
     from .config import load_config
+    from .coverage import run_coverage
     from .crawl import run_crawl
     from .filter import run_filter
     from .shard import run_shard
@@ -116,7 +123,17 @@ def run_pipeline(
     work = Path(work) if work else default_work(cfg0, config_path)
     cfg = work_config(work, config_path, overrides)
     outcomes = ReportedOutcomes()
-    for source in cfg.crawl.sources:
+    # Sources that take a coverage plan crawl last, steered by a planning round over the
+    # photos the other sources found (W/coverage/round1/plan.parquet).
+    planned = [s for s in cfg.crawl.sources if s in PLANNED_SOURCES]
+    first = [s for s in cfg.crawl.sources if s not in PLANNED_SOURCES]
+    plan: Path | None = None
+    for source in first + planned:
+        if source in planned and plan is None:
+            outcomes.append(
+                run_coverage(work=work, config=cfg, force=force, name=ROUND, sources=first)
+            )
+            plan = work / "coverage" / "round1" / "plan.parquet"
         outcomes.append(
             run_crawl(
                 source=source,
@@ -126,6 +143,7 @@ def run_pipeline(
                 allow_private_hosts=allow_private_hosts,
                 executor=executor,
                 ray_address=ray_address,
+                plan=plan if source in planned else None,
             )
         )
     if until == "crawl":
@@ -139,6 +157,8 @@ def run_pipeline(
     if until == "tag":
         return list(outcomes)
     outcomes.append(run_cluster(work=work, config=cfg, force=force))
+    if planned:  # where photos are still missing: stats, the card and the next round's plan
+        outcomes.append(run_coverage(work=work, config=cfg, force=force))
     if until == "cluster":
         return list(outcomes)
     outcomes.append(run_shard(work=work, config=cfg, out=shard_out(cfg, work), force=force))

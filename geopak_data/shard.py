@@ -395,6 +395,11 @@ def write_tables(
         },
         groups=plan.groups_summary(),
     )
+    from .coverage import coverage_summary
+
+    coverage = coverage_summary(ctx.work)
+    if coverage:  # the card shows where photos are still missing
+        stats["coverage"] = coverage
     atomic_write_json(out / "stats.json", stats)
     return {"index": index, "cells": cells_out, "stats": stats}
 
@@ -503,7 +508,7 @@ def run_shard(
     for p in (
         sorted(work.glob("crawl/*/rejects.parquet"))
         + [work / s / "rejects.parquet" for s in ("filter", "tag", "cluster")]
-        + [work / "filter" / "report.json"]
+        + [work / "filter" / "report.json", work / "coverage" / "coverage.json"]
     ):
         if p.is_file():
             inputs[str(p.relative_to(work))] = p

@@ -117,8 +117,30 @@ def _cells_summary(cells: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _coverage(work: Path) -> dict[str, Any] | None:
+    from .coverage import coverage_summary
+
+    return coverage_summary(work)
+
+
+def coverage_lines(cov: dict[str, Any] | None) -> list[str]:
+    """The coverage section (``geopak-data coverage``): photos per region against targets."""
+    if not cov:
+        return []
+    out = [
+        f"\ncoverage (targets: {cov['target_total']:,} photos by area x{cov['weights']['area']:g} "
+        f"and population x{cov['weights']['population']:g}; {cov['tiles_at_target']}/{cov['tiles']} "
+        f"tiles of {cov['tile_deg']:g} deg at target, deficit {cov['deficit_total']:,})"
+    ]
+    cols = ["region", "have", "target", "deficit", "share", "target_share"]
+    out.append(_table([{k: r[k] for k in cols} for r in cov["regions"]], cols))
+    return out
+
+
 def _map(path: Path, points: Any, cells: Any, title: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if cells is not None and not len(cells):
+        cells = None  # no geocells yet (before `cluster`)
     name = write_map(path, points, cells, title=title)
     return str(path) if name else "(no map: geopak_data.maps is not available)"
 
@@ -224,6 +246,7 @@ def work_stats(work: str | Path) -> dict[str, Any]:
         "filter_notes": filter_notes(work),
         "cells": _cells_summary(cells) if cells is not None and len(cells) else [],
         "n_cells": 0 if cells is None else len(cells),
+        "coverage": _coverage(work),
         "_points": points,
         "_cells": cells if cells is not None else pd.DataFrame(),
     }
@@ -326,6 +349,8 @@ def render(report: dict[str, Any]) -> str:
             add(
                 f"leakage groups: {g.get('count', 0)} ({g.get('multi_photo', 0)} with more than one photo, largest {g.get('largest', 0)})"
             )
+    for line in coverage_lines(report.get("coverage")):
+        add(line)
     add("\nreject reasons")
     add(_table(report["rejects"], ["stage", "reason", "photos"]))
     for note in report.get("filter_notes", []):
