@@ -123,3 +123,14 @@ def test_plan_of_another_grid_is_refused(planned) -> None:
     with pytest.raises(GeopakError, match="does not match"):
         load_plan(work / "coverage/plan.parquet", tile_grid([70, 30, 71, 31], 0.25))
     assert [t.tile.id for t in load_plan(None, tile_grid([70, 30, 71, 31], 0.5))][0] == "r000c000"
+
+
+def test_card_renders_the_coverage_section(planned) -> None:
+    from geopak_data.card import coverage_text
+    from geopak_data.coverage import coverage_summary
+
+    work, _ = planned
+    text = coverage_text(coverage_summary(work))
+    assert "Coverage: photos per region against targets of 400 photos" in text
+    assert "| region | photos | target | missing |" in text and "| Punjab |" in text
+    assert coverage_text(None) == ""
