@@ -17,6 +17,7 @@ from geopak_core.progress import log
 
 from .config import PipelineConfig, parse_assignment
 from .runner import StageOutcome, work_config
+from .source_registry import SOURCES
 
 STAGES = ("crawl", "filter", "tag", "cluster", "shard")
 PLANNED_SOURCES = tuple(n for n, spec in SOURCES.items() if spec.tiled)  # take a coverage plan

@@ -17,7 +17,7 @@ from geopak_data.pipeline import check_sources, run_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 PAKISTAN = REPO / "pipelines" / "pakistan.toml"
-KEYS = ("FLICKR_API_KEY", "FLICKR_API_SECRET", "GOOGLE_MAPS_API_KEY")
+KEYS = ("FLICKR_API_KEY", "FLICKR_API_SECRET", "GOOGLE_MAPS_API_KEY", "MAPILLARY_ACCESS_TOKEN")
 
 
 @pytest.fixture
@@ -37,9 +37,11 @@ def test_run_reports_every_unusable_source_before_any_work(no_keys, tmp_path, ca
     rc, _, err = _main(capsys, "run", str(PAKISTAN), "--work", str(work))
     assert rc == 2
     lines = err.strip().splitlines()
-    assert "4 of 4 sources cannot run" in lines[0]
+    assert "5 of 6 sources cannot run" in lines[0]  # commons needs no key
+    assert "--sources commons" in lines[0]
     per_source = {ln.split(":")[0].strip(): ln for ln in lines[1:]}
-    assert set(per_source) == {"flickr", "yfcc", "gldv2", "places"}
+    assert set(per_source) == {"flickr", "yfcc", "gldv2", "places", "mapillary"}
+    assert "MAPILLARY_ACCESS_TOKEN" in per_source["mapillary"]
     assert "FLICKR_API_KEY and FLICKR_API_SECRET are not set" in per_source["flickr"]
     assert "--set crawl.yfcc.metadata=FILE" in per_source["yfcc"]
     assert "--set crawl.gldv2.train_csv=FILE" in per_source["gldv2"]
@@ -52,9 +54,10 @@ def test_run_names_the_ready_sources(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FLICKR_API_KEY", "k")
     monkeypatch.setenv("FLICKR_API_SECRET", "s")
     monkeypatch.delenv("GOOGLE_MAPS_API_KEY", raising=False)
+    monkeypatch.delenv("MAPILLARY_ACCESS_TOKEN", raising=False)
     rc, _, err = _main(capsys, "run", str(PAKISTAN), "--work", str(tmp_path / "w"))
-    assert rc == 2 and "3 of 4 sources cannot run" in err
-    assert "--sources flickr," in err and "crawl.skip_unavailable=true" in err
+    assert rc == 2 and "4 of 6 sources cannot run" in err
+    assert "--sources flickr,commons" in err and "crawl.skip_unavailable=true" in err
 
 
 def test_set_parses_toml_values_and_names_bad_keys(tmp_path, capsys):
@@ -106,6 +109,8 @@ def test_run_with_sources_set_and_skip_switch_crawls_what_it_can(no_keys, tmp_pa
             f"crawl.yfcc.metadata={meta}",
             "--set",
             "crawl.skip_unavailable=true",
+            "--sources",  # not commons: it needs no key and would reach the real service
+            "flickr,yfcc,gldv2,places",
             "--until",
             "crawl",
             "--allow-private-hosts",
