@@ -21,7 +21,9 @@ CONF = """
 bbox = [70.0, 30.0, 71.0, 31.0]
 [crawl.commons]
 gslimit = 50
+[retry]
 backoff_s = 0.01
+max_backoff_s = 0.05
 [coverage]
 tile_deg = 0.5
 target_total = 400
