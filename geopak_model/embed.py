@@ -156,14 +156,12 @@ def embed_part(job: dict[str, Any], split: str, shard: str) -> int:
 
     The model comes from the cache's own ``model.pt`` (loaded once per worker process), so
     every part is encoded by exactly the encoders the driver recorded."""
-    from .checkpoint import load_checkpoint
-
     out = Path(job["out"])
     key = str(out / "model.pt")
     model = _WORKER_MODELS.get(key)
     dev = resolve_device(job["device"])
     if model is None:
-        model, _ = load_checkpoint(out / "model.pt")
+        model, _ = make_model(checkpoint=out / "model.pt")
         model = _WORKER_MODELS[key] = model.to(dev).eval()
     spec = LoaderSpec(batch_size=job["batch_size"], shuffle=False, augment_seeded=False)
     np_dtype = np.float16 if job["dtype"] == "float16" else np.float32

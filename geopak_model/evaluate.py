@@ -442,9 +442,10 @@ def calibrate_checkpoint(
     """Fit the calibration of the checkpoint at ``path`` on ``batches`` (val) and store it in
     that file (atomically, through checkpoint.save_checkpoint, its ``extra`` kept)."""
     from .calibration import calibrate_model
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import save_checkpoint
+    from .factory import make_model
 
-    model, payload = load_checkpoint(path, map_location=device)
+    model, payload = make_model(checkpoint=path, device=device)
     cal = calibrate_model(model, batches, device, shift)
     if cal is not None:
         save_checkpoint(path, model.cpu(), extra=payload.get("extra"))
