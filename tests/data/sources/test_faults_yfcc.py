@@ -20,7 +20,7 @@ GOOD = dict(photoid=1, longitude=70.0, latitude=30.0, downloadurl="http://127.0.
 
 def _crawl(tmp_path, meta, chunk=4096):
     conf = tmp_path / "p.toml"
-    conf.write_text(f"[crawl.yfcc]\nchunk_bytes = {chunk}\n[download]\nretries = 0\n")
+    conf.write_text(f"[crawl.yfcc]\nchunk_bytes = {chunk}\n[retry]\nretries = 0\n")
     argv = ["crawl", "yfcc", "--work", str(tmp_path / "w"), "--metadata", str(meta)]
     return main([*argv, "--config", str(conf), "--allow-private-hosts", "--limit", "0"])
 
