@@ -63,8 +63,10 @@ SOURCES: dict[str, SourceSpec] = {
             env_hint="create a key at https://www.flickr.com/services/apps/create/",
             example="FLICKR_API_KEY=... FLICKR_API_SECRET=... geopak-data crawl flickr --work W --config pipelines/pakistan.toml",
             notes="Settings: [crawl.flickr] tiles, min_date, window_days, licenses, per_page, result_cap, calls_per_hour. "
-            "Queries over the ~4,000-result cap are split by area, then by time.",
+            "Queries over the ~4,000-result cap are split by area, then by time. "
+            "With --plan, only tiles over under-covered planner tiles, most under-covered first.",
             remote=True,
+            tiled=True,
         ),
         SourceSpec(
             name="places",

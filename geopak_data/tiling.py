@@ -10,9 +10,10 @@ per-API query boxes are sub-divisions of a tile.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from geopak_core.errors import GeopakError
 
@@ -119,12 +120,34 @@ def load_plan(path: str | Path | None, tiles: list[Tile]) -> list[PlannedTile]:
     return out
 
 
+def order_by_plan(
+    items: list[Any], box_of: Callable[[Any], Box], planned: list[PlannedTile]
+) -> list[Any]:
+    """``items`` (a source's own query boxes, e.g. Flickr's 2-degree tiles) in plan order: by
+    the total deficit of the planned tiles they overlap, largest first; items overlapping no
+    tile below target are dropped (no budget for places already at target). Stable: equal
+    scores keep their order, so the unit order stays deterministic."""
+
+    def score(item: Any) -> int:
+        a0, b0, a1, b1 = box_of(item)
+        total = 0
+        for p in planned:
+            c0, d0, c1, d1 = p.tile.box
+            if min(a1, c1) > max(a0, c0) and min(b1, d1) > max(b0, d0):
+                total += int(p.budget or 0)
+        return total
+
+    scored = [(score(it), i, it) for i, it in enumerate(items)]
+    return [it for s, _, it in sorted(scored, key=lambda x: (-x[0], x[1])) if s > 0]
+
+
 __all__ = [
     "Box",
     "PlannedTile",
     "Tile",
     "box_area_km2",
     "load_plan",
+    "order_by_plan",
     "quadrants",
     "split_box",
     "tile_grid",

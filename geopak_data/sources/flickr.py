@@ -350,9 +350,23 @@ class FlickrSource(Source):
         return out
 
     def roots(self) -> list[Query]:
-        return [
-            Query(t, w, "n", box, s, e) for t, box in self.tiles() for w, s, e in self.windows()
-        ]
+        """Every tile x window; with a coverage plan (``plan=``) only tiles overlapping
+        under-covered planner tiles, the most under-covered first."""
+        tiles = self.tiles()
+        plan = self.opts.get("plan")
+        if plan:
+            from ..country import crawl_bbox
+            from ..tiling import load_plan, order_by_plan, tile_grid
+
+            grid = tile_grid(crawl_bbox(self.config), self.config.coverage.tile_deg)
+            tiles = order_by_plan(tiles, lambda t: t[1], load_plan(plan, grid))
+        return [Query(t, w, "n", box, s, e) for t, box in tiles for w, s, e in self.windows()]
+
+    def round_inputs(self) -> dict[str, Any]:
+        from pathlib import Path
+
+        plan = self.opts.get("plan")
+        return {"plan": Path(plan)} if plan else {}
 
     def discover(self, parts: PartStore, *, progress: Progress) -> None:
         """Crawl every root query (tile x window), splitting capped ones; see the module doc."""

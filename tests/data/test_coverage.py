@@ -136,3 +136,44 @@ def test_card_renders_the_coverage_section(planned) -> None:
     assert "Coverage: photos per region against targets of 400 photos" in text
     assert "| region | photos | target | missing |" in text and "| Punjab |" in text
     assert coverage_text(None) == ""
+
+
+def test_flickr_follows_a_plan_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from support.fakes.flickr_server import FlickrFake
+    from support.fakes.flickr_server import make_world as flickr_world
+
+    from geopak_core.io import PartStore
+    from geopak_data.config import load_config
+    from geopak_data.coverage import PLAN_SCHEMA
+    from geopak_data.sources.base import NullProgress
+    from geopak_data.sources.flickr import FlickrSource
+
+    monkeypatch.setenv("FLICKR_API_KEY", "fake-flickr-key-0123456789abcdef")
+    monkeypatch.setenv("FLICKR_API_SECRET", "fake-secret-fedcba9876")
+    cfg = load_config(None)
+    cfg.crawl.bbox = [70.0, 30.0, 74.0, 34.0]
+    cfg.coverage.tile_deg = 1.0
+    f = cfg.crawl.flickr
+    f.min_date, f.max_date, f.window_days = "2010-01-01", "2013-12-31", 1461
+    # planner tiles: the north-east 2-degree Flickr tile is the emptiest, the south-west one
+    # is at target
+    rows = []
+    for t in tile_grid(cfg.crawl.bbox, 1.0):
+        lon0, lat0, lon1, lat1 = t.box
+        deficit = 0 if (lon0 < 72 and lat0 < 32) else (500 if (lon0 >= 72 and lat0 >= 32) else 10)
+        rows.append(dict(tile_id=t.id, lon_min=lon0, lat_min=lat0, lon_max=lon1, lat_max=lat1,
+                         region="Punjab", area_km2=1.0, population=0, have=0, target=deficit,
+                         deficit=deficit, rank=0))  # fmt: skip
+    rows.sort(key=lambda r: -r["deficit"])
+    for i, r in enumerate(rows):
+        r["rank"] = i
+    plan = tmp_path / "plan.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA), plan)
+    fake = FlickrFake(photos=flickr_world(n=300, hotspot_n=0, edge_n=0, excluded_n=0))
+    with serve(fake.app()) as base:
+        src = FlickrSource(cfg, f"{base}/services/rest/", plan=str(plan))
+        src.discover(PartStore(tmp_path / "parts"), progress=NullProgress())
+    boxes = [tuple(float(v) for v in s["params"]["bbox"].split(",")) for s in fake.searches()]
+    assert boxes[0] == (72.0, 32.0, 74.0, 34.0)  # the most under-covered tile first
+    assert all(not (b[2] <= 72.0 and b[3] <= 32.0) for b in boxes)  # none at target
+    assert len({b for b in boxes}) == 3
