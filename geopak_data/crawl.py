@@ -24,7 +24,6 @@ import asyncio
 import dataclasses
 import os
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -191,120 +190,107 @@ def _batch_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(cols, schema=BATCH_SCHEMA)
 
 
-def _download(
-    ctx: StageContext,
-    src: Any,
-    cands_path: Path,
-    *,
-    allow_private_hosts: bool,
-    retry_failed: bool,
-    executor: Executor | None = None,
-) -> tuple[PartStore, list[str], dict[str, int]]:
-    from .download import DownloadOutcome, download_items
+@dataclasses.dataclass
+class _DownloadPlan:
+    """Which candidate rows each unit fetches, and what a partly redone unit already holds."""
 
-    dcfg = ctx.config.download
-    cands = pq.read_table(cands_path)
-    n = cands.num_rows
-    bs = dcfg.batch_size
-    out_cfg = {k: getattr(dcfg, k) for k in _OUTPUT_KEYS}
-    key = config_hash(
-        {
-            "candidates": _fetch_list_hash(cands),
-            "download": out_cfg,
-            "allow_private_hosts": allow_private_hosts,
-        }
-    )
-    parts = ctx.part_store("download", key)
-    units = [f"b{i:07d}" for i in range((n + bs - 1) // bs)]
-    done = parts.done_units()
+    units: list[str]  # every unit of the candidate list, in order
+    plan: list[tuple[str, list[int]]]  # units with rows to fetch
+    previous: dict[str, list[dict[str, Any]]]  # stored rows of units fetched again in part
+    refetch: set[int]  # stored images whose file is gone: fetched again, sha256 checked
+    retry_units: set[str]
 
-    # Which rows to fetch: unfinished batches in full; with --retry-failed (or a retry that was
-    # interrupted) the failed rows of finished batches too.
+
+def _retry_state(
+    ctx: StageContext, parts: PartStore, units: list[str], key: str, retry_failed: bool
+) -> tuple[Path, dict[str, Any] | None]:
+    """With --retry-failed (or a retry that was interrupted): the finished units that hold
+    failed rows, remembered in the stage folder until the retry completes."""
     retry_path = ctx.stage_dir / _RETRY
-    pending_retry = read_json(retry_path, default=None)
-    if pending_retry and pending_retry.get("key") != key:
-        pending_retry = None
-    if retry_failed and not pending_retry:
-        todo_retry = []
-        for u in units:
-            if u in done and pc.any(pc.not_equal(parts.read(u).column("reason"), "")).as_py():
-                todo_retry.append(u)
-        pending_retry = {"key": key, "units": todo_retry}
-        atomic_write_json(retry_path, pending_retry)
-    retry_units = set(pending_retry["units"]) if pending_retry else set()
+    pending = read_json(retry_path, default=None)
+    if pending and pending.get("key") != key:
+        pending = None
+    if retry_failed and not pending:
+        done = parts.done_units()
+        failed = [
+            u
+            for u in units
+            if u in done and pc.any(pc.not_equal(parts.read(u).column("reason"), "")).as_py()
+        ]
+        pending = {"key": key, "units": failed}
+        atomic_write_json(retry_path, pending)
+    return retry_path, pending
 
-    work = ctx.work
-    images_root = work / "images" / src.name
-    clean_stale_temps(images_root)
-    cand_rows = cands.to_pylist()
-    batches: dict[str, dict[int, dict[str, Any]]] = {}
-    waiting: dict[str, int] = {}
-    previous: dict[str, list[dict[str, Any]]] = {}
-    plan: list[tuple[str, list[int]]] = []
-    refetch: set[int] = set()  # stored images whose file is gone: fetched again, sha256 checked
+
+def _plan_downloads(
+    parts: PartStore,
+    units: list[str],
+    cand_rows: list[dict[str, Any]],
+    work: Path,
+    source: str,
+    bs: int,
+    retry_units: set[str],
+) -> _DownloadPlan:
+    """Unfinished units in full; finished ones only for their failed rows (when retried)
+    and for stored images whose file has gone."""
+    n = len(cand_rows)
+    done = parts.done_units()
+    out = _DownloadPlan(units, [], {}, set(), set(retry_units))
     for b, u in enumerate(units):
         lo, hi = b * bs, min(n, (b + 1) * bs)
         if u not in done:
-            plan.append((u, list(range(lo, hi))))
+            out.plan.append((u, list(range(lo, hi))))
             continue
         gone = [
             i
             for i in range(lo, hi)
-            if not (work / image_relpath(src.name, cand_rows[i]["key"])).is_file()
+            if not (work / image_relpath(source, cand_rows[i]["key"])).is_file()
         ]
-        if u not in retry_units and not gone:
+        if u not in out.retry_units and not gone:
             continue
         rows = parts.read(u).to_pylist()
         lost = [i for i in gone if not rows[i - lo]["reason"]]
-        failed = [lo + j for j, r in enumerate(rows) if r["reason"]] if u in retry_units else []
+        failed = [lo + j for j, r in enumerate(rows) if r["reason"]] if u in out.retry_units else []
         if failed or lost:
-            previous[u] = rows
-            refetch.update(lost)
-            plan.append((u, sorted(failed + lost)))
+            out.previous[u] = rows
+            out.refetch.update(lost)
+            out.plan.append((u, sorted(failed + lost)))
         else:
-            retry_units.discard(u)
-    if refetch:
-        log.info(
-            "crawl:%s: %d stored image(s) are missing from %s; fetching them again",
-            src.name,
-            len(refetch),
-            images_root,
+            out.retry_units.discard(u)
+    return out
+
+
+class _Booking:
+    """Turns download outcomes into unit tables: a unit's table is ready once all its rows
+    are in (rows not fetched again keep their stored values)."""
+
+    def __init__(
+        self,
+        dp: _DownloadPlan,
+        cand_rows: list[dict[str, Any]],
+        source: str,
+        work: Path,
+        bs: int,
+        bar: Any,
+    ):
+        self.dp, self.cand_rows, self.source, self.work, self.bs, self.bar = (
+            dp,
+            cand_rows,
+            source,
+            work,
+            bs,
+            bar,
         )
-    counts: Counter[str] = Counter()
-    total = sum(len(ix) for _, ix in plan)
-    if not plan:
-        if pending_retry:
-            retry_path.unlink(missing_ok=True)
-        return parts, units, dict(counts)
-    log.info(
-        "crawl:%s: downloading %d images in %d batches%s",
-        src.name,
-        total,
-        len(plan),
-        f" ({len(retry_units)} batches retried)" if retry_units else "",
-    )
+        self.counts: Counter[str] = Counter()
+        self.rows: dict[str, dict[int, dict[str, Any]]] = {u: {} for u, _ in dp.plan}
+        self.waiting = {u: len(ix) for u, ix in dp.plan}
+        self.unit_of = {i: u for u, ix in dp.plan for i in ix}
 
-    unit_of: dict[int, str] = {}
-    for u, ix in plan:
-        waiting[u] = len(ix)
-        batches[u] = {}
-        for i in ix:
-            unit_of[i] = u
-
-    def items() -> Iterator[DownloadItem]:
-        for _u, ix in plan:
-            for i in ix:
-                yield unit_item(src, work, i, cand_rows[i])
-
-    bar = progress(total=total, desc=f"download {src.name}", unit="img")
-
-    def accept(o: DownloadOutcome) -> tuple[str, pa.Table] | None:
-        """Book one outcome; the unit's table once all its rows are in."""
-        u = unit_of[o.index]
-        row: dict[str, Any] = {"key": cand_rows[o.index]["key"]}
+    def _row(self, o: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {"key": self.cand_rows[o.index]["key"]}
         if o.ok:
             row.update(
-                image_path=image_relpath(src.name, row["key"]),
+                image_path=image_relpath(self.source, row["key"]),
                 sha256=o.sha256,
                 width=o.width,
                 height=o.height,
@@ -317,64 +303,143 @@ def _download(
         else:
             row.update({name: None for name, _ in DOWNLOAD_FIELDS})
             row.update(image_path="", sha256="", reason=o.reason, detail=o.detail)
-        if o.index in refetch:
-            row = _check_refetched(row, previous[u][o.index - int(u[1:]) * bs], work)
-            counts["refetched"] += 1
-        batches[u][o.index] = row
-        counts["ok" if not row["reason"] else "failed"] += 1
-        if u in retry_units and o.ok:
-            counts["recovered"] += 1
-        bar.update(1)
-        waiting[u] -= 1
-        if waiting[u]:
+        return row
+
+    def accept(self, o: Any) -> tuple[str, pa.Table] | None:
+        """Book one outcome; the unit's table once all its rows are in."""
+        u = self.unit_of[o.index]
+        row = self._row(o)
+        if o.index in self.dp.refetch:
+            before = self.dp.previous[u][o.index - int(u[1:]) * self.bs]
+            row = _check_refetched(row, before, self.work)
+            self.counts["refetched"] += 1
+        self.rows[u][o.index] = row
+        self.counts["ok" if not row["reason"] else "failed"] += 1
+        if u in self.dp.retry_units and o.ok:
+            self.counts["recovered"] += 1
+        self.bar.update(1)
+        self.waiting[u] -= 1
+        if self.waiting[u]:
             return None
-        b = int(u[1:])
-        lo, hi = b * bs, min(n, (b + 1) * bs)
-        if u in previous:
-            rows = [batches[u].get(lo + j, r) for j, r in enumerate(previous[u])]
+        lo = int(u[1:]) * self.bs
+        hi = min(len(self.cand_rows), lo + self.bs)
+        got = self.rows.pop(u)
+        if u in self.dp.previous:
+            rows = [got.get(lo + j, r) for j, r in enumerate(self.dp.previous[u])]
         else:
-            rows = [batches[u][i] for i in range(lo, hi)]
-        del batches[u]
+            rows = [got[i] for i in range(lo, hi)]
         return u, _batch_table(rows)
 
-    async def on_outcome(o: DownloadOutcome) -> None:
-        finished = accept(o)
-        if finished is not None:
-            await asyncio.to_thread(parts.write, *finished)
 
-    def on_unit(_name: str, outcomes: list[DownloadOutcome]) -> None:
-        for o in outcomes:
-            finished = accept(o)
-            if finished is not None:
-                parts.write(*finished)
-
+def _download(
+    ctx: StageContext,
+    src: Any,
+    cands_path: Path,
+    *,
+    allow_private_hosts: bool,
+    retry_failed: bool,
+    executor: Executor | None = None,
+) -> tuple[PartStore, list[str], dict[str, int]]:
+    """Fetch every candidate not yet fetched, one committed part per unit of
+    ``download.batch_size`` candidates; the executor decides where the units run."""
+    dcfg = ctx.config.download
+    cands = pq.read_table(cands_path)
+    n, bs = cands.num_rows, dcfg.batch_size
+    key = config_hash(
+        {
+            "candidates": _fetch_list_hash(cands),
+            "download": {k: getattr(dcfg, k) for k in _OUTPUT_KEYS},
+            "allow_private_hosts": allow_private_hosts,
+        }
+    )
+    parts = ctx.part_store("download", key)
+    units = [f"b{i:07d}" for i in range((n + bs - 1) // bs)]
+    retry_path, pending = _retry_state(ctx, parts, units, key, retry_failed)
+    work = ctx.work
+    images_root = work / "images" / src.name
+    clean_stale_temps(images_root)
+    cand_rows = cands.to_pylist()
+    retry_units = set(pending["units"]) if pending else set()
+    dp = _plan_downloads(parts, units, cand_rows, work, src.name, bs, retry_units)
+    if dp.refetch:
+        log.info(
+            "crawl:%s: %d stored image(s) are missing from %s; fetching them again",
+            src.name,
+            len(dp.refetch),
+            images_root,
+        )
+    if not dp.plan:
+        if pending:
+            retry_path.unlink(missing_ok=True)
+        return parts, units, {}
+    total = sum(len(ix) for _, ix in dp.plan)
+    log.info(
+        "crawl:%s: downloading %d images in %d batches%s",
+        src.name,
+        total,
+        len(dp.plan),
+        f" ({len(dp.retry_units)} batches retried)" if dp.retry_units else "",
+    )
+    bar = progress(total=total, desc=f"download {src.name}", unit="img")
+    book = _Booking(dp, cand_rows, src.name, work, bs, bar)
     try:
-        if executor is None or executor.name == "local":
-            asyncio.run(
-                download_items(
-                    items(),
-                    config=dcfg,
-                    on_outcome=on_outcome,
-                    allow_private_hosts=allow_private_hosts,
-                    retry=ctx.config.retry,
-                )
-            )
-        else:
-            job = {
-                "source": src.name,
-                "config": ctx.config,
-                "endpoint": src.endpoint,
-                "opts": src.opts,
-                "work": work,
-                "allow_private_hosts": allow_private_hosts,
-                "limiter": executor.host_limiter(dcfg.per_host),
-            }
-            unit_args = [(u, (job, [(i, cand_rows[i]) for i in ix])) for u, ix in plan]
-            executor.run_units(download_unit, unit_args, on_unit)
+        _run_downloads(ctx, src, dp, cand_rows, book, parts, allow_private_hosts, executor)
     finally:
         bar.close()
     retry_path.unlink(missing_ok=True)
-    return parts, units, dict(counts)
+    return parts, units, dict(book.counts)
+
+
+def _run_downloads(
+    ctx: StageContext,
+    src: Any,
+    dp: _DownloadPlan,
+    cand_rows: list[dict[str, Any]],
+    book: _Booking,
+    parts: PartStore,
+    allow_private_hosts: bool,
+    executor: Executor | None,
+) -> None:
+    """Locally one asyncio pipeline over every planned row; on an executor one task per unit."""
+    from .download import download_items
+
+    dcfg, work = ctx.config.download, ctx.work
+    if executor is None or executor.name == "local":
+
+        async def on_outcome(o: Any) -> None:
+            finished = book.accept(o)
+            if finished is not None:
+                await asyncio.to_thread(parts.write, *finished)
+
+        items = (unit_item(src, work, i, cand_rows[i]) for _u, ix in dp.plan for i in ix)
+        asyncio.run(
+            download_items(
+                items,
+                config=dcfg,
+                on_outcome=on_outcome,
+                allow_private_hosts=allow_private_hosts,
+                retry=ctx.config.retry,
+            )
+        )
+        return
+
+    def on_unit(_name: str, outcomes: list[Any]) -> None:
+        for o in outcomes:
+            finished = book.accept(o)
+            if finished is not None:
+                parts.write(*finished)
+
+    job = {
+        "source": src.name,
+        "config": ctx.config,
+        "endpoint": src.endpoint,
+        "opts": src.opts,
+        "work": work,
+        "allow_private_hosts": allow_private_hosts,
+        "limiter": executor.host_limiter(dcfg.per_host),
+    }
+    unit_args = [(u, (job, [(i, cand_rows[i]) for i in ix])) for u, ix in dp.plan]
+    executor.run_units(download_unit, unit_args, on_unit)
 
 
 def unit_item(src: Any, work: Path, index: int, rec: dict[str, Any]) -> DownloadItem:
