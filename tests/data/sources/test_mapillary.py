@@ -195,3 +195,51 @@ def test_strip_token_and_thinning_helpers() -> None:
     kept, dropped = thin_sequences(recs, 12.0)
     assert [r["source_id"] for r in kept] == ["0", "3"] and len(dropped) == 4
     assert all(d["reason"] == "sequence_thinned" for d in dropped)
+
+
+@pytest.mark.slow
+def test_kill9_mid_discovery_resumes_exactly(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[3]
+    env = dict(os.environ, GEOPAK_NO_PROGRESS="1", MAPILLARY_ACCESS_TOKEN=TOKEN)
+    env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
+    conf = write_conf(tmp_path, "min_interval_s = 0.02")
+    fake = MapillaryFake(cap=30)
+    with serve(fake.app()) as base:
+
+        def cmd(work: Path) -> list[str]:
+            return [sys.executable, "-m", "geopak_data.cli", "crawl", "mapillary", "--work", str(work),
+                    "--config", str(conf), "--endpoint", base, "--allow-private-hosts"]  # fmt: skip
+
+        ref = tmp_path / "ref"
+        subprocess.run(cmd(ref), env=env, check=True, capture_output=True, timeout=300)
+        work = tmp_path / "w"
+        killed = 0
+        for k in (5, 40):
+            proc = subprocess.Popen(
+                cmd(work), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline:
+                if (
+                    sum(1 for _ in (work / "crawl/mapillary/.parts").glob("discover-*/*.parquet"))
+                    >= k
+                ):
+                    proc.send_signal(signal.SIGKILL)
+                    killed += 1
+                    break
+                time.sleep(0.005)
+            proc.wait(30)
+        assert killed, "the crawl finished before it could be killed"
+        done = subprocess.run(cmd(work), env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    for name in ("candidates", "records", "rejects"):
+        a = pq.read_table(ref / f"crawl/mapillary/{name}.parquet")
+        b = pq.read_table(work / f"crawl/mapillary/{name}.parquet")
+        assert a.equals(b), name
+    assert not list(work.rglob("*.tmp"))
