@@ -218,7 +218,8 @@ def download_boundaries(
                 got = h.hexdigest()
                 if sha256 and got != sha256.lower():
                     raise GeopakError(
-                        f"boundaries download {url}: sha256 {got} does not match the pinned {sha256}; refusing to use it"
+                        f"boundaries download {url}: sha256 {got} does not match the pinned {sha256}; "
+                        "refusing to use it"
                     )
                 if not sha256:
                     atomic_write_text(_digest_record(dest), got + "\n")
@@ -412,7 +413,8 @@ def _check_file_country(gdf: Any, p: Path, iso3: str) -> None:
     groups = {str(g).upper() for g in gdf["shapeGroup"].dropna().unique()}
     if groups and iso3 not in groups:
         raise GeopakError(
-            f"boundaries file {p}: holds {', '.join(sorted(groups))}, not {iso3}; pass --boundaries FILE for {iso3} (or --country {sorted(groups)[0]})"
+            f"boundaries file {p}: holds {', '.join(sorted(groups))}, not {iso3}; "
+            f"pass --boundaries FILE for {iso3} (or --country {sorted(groups)[0]})"
         )
 
 
@@ -438,7 +440,8 @@ def _pakistan_ids(gdf: Any, p: Path, name_column: str, code_column: str) -> list
     n = PAKISTAN.n
     if unknown:
         raise GeopakError(
-            f"boundaries file {p}: units {', '.join(map(repr, unknown[:5]))} are not provinces of Pakistan (expected the {n} ADM1 units: {', '.join(PAKISTAN.names)})"
+            f"boundaries file {p}: units {', '.join(map(repr, unknown[:5]))} are not provinces of "
+            f"Pakistan (expected the {n} ADM1 units: {', '.join(PAKISTAN.names)})"
         )
     found = sorted(set(ids))
     if len(gdf) != n or found != list(range(n)):
@@ -487,7 +490,8 @@ def _other_country(
     ncol = _pick_column(gdf, name_column, _FALLBACK_NAMES)
     if ncol is None:
         raise GeopakError(
-            f"boundaries file {p}: no unit name column {name_column!r} (columns: {', '.join(map(str, gdf.columns))}); set region.name_column"
+            f"boundaries file {p}: no unit name column {name_column!r} "
+            f"(columns: {', '.join(map(str, gdf.columns))}); set region.name_column"
         )
     ccol = _pick_column(gdf, code_column, _FALLBACK_CODES)
     names = [("" if v is None else str(v)).strip() for v in gdf[ncol]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius
 
@@ -11,7 +12,9 @@ EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius
 PAKISTAN_BBOX: tuple[float, float, float, float] = (60.80, 23.55, 77.90, 37.15)
 
 
-def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+def haversine_km(
+    lat1: npt.ArrayLike, lon1: npt.ArrayLike, lat2: npt.ArrayLike, lon2: npt.ArrayLike
+) -> np.ndarray:
     """Great-circle distance in km; broadcasts over numpy arrays."""
     lat1, lon1, lat2, lon2 = (
         np.radians(np.asarray(v, dtype=np.float64)) for v in (lat1, lon1, lat2, lon2)
@@ -22,7 +25,7 @@ def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
     return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
-def valid_coordinates(lat, lon) -> np.ndarray:
+def valid_coordinates(lat: npt.ArrayLike, lon: npt.ArrayLike) -> np.ndarray:
     """True where (lat, lon) is finite, in range and not the (0, 0) null-island placeholder."""
     lat = np.asarray(lat, dtype=np.float64)
     lon = np.asarray(lon, dtype=np.float64)
@@ -33,7 +36,11 @@ def valid_coordinates(lat, lon) -> np.ndarray:
     return ok
 
 
-def in_bbox(lat, lon, bbox: tuple[float, float, float, float] = PAKISTAN_BBOX) -> np.ndarray:
+def in_bbox(
+    lat: npt.ArrayLike, lon: npt.ArrayLike, bbox: tuple[float, float, float, float] = PAKISTAN_BBOX
+) -> np.ndarray:
+    """True where (lat, lon) falls inside ``bbox`` (inclusive): a cheap vectorised pre-filter that
+    drops foreign points before any per-point work; NaN coordinates are never inside."""
     lat = np.asarray(lat, dtype=np.float64)
     lon = np.asarray(lon, dtype=np.float64)
     lon_min, lat_min, lon_max, lat_max = bbox

@@ -94,20 +94,24 @@ def fsync_dir(folder: str | os.PathLike) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` so a reader sees the old file or the whole new one, never a torn write."""
     with atomic_path(path, durable=durable) as tmp:
         tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> None:
+    """UTF-8 text written atomically (see ``atomic_write_bytes``), whatever the locale."""
     atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, durable: bool = True) -> None:
+    """JSON written atomically with sorted keys, so reruns produce byte-identical files."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
     atomic_write_text(path, text, durable=durable)
 
 
 def atomic_write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
+    """A zstd Parquet file written atomically, so a killed stage never leaves half a table."""
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
@@ -141,6 +145,7 @@ def folder_arg(value: str) -> Path:
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large shards never sit whole in memory."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

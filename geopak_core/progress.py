@@ -34,6 +34,8 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(verbose: int = 0) -> None:
+    """Route all logging to stderr in one format (DEBUG with ``-v``), replacing earlier handlers
+    so a second call from a CLI or a test never doubles every line."""
     level = logging.DEBUG if verbose > 0 else logging.INFO
     root = logging.getLogger()
     for h in list(root.handlers):
