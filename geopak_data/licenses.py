@@ -12,8 +12,8 @@ A file offered under several licences may be used under any one of them, so the 
 permissive one (``RANK``: public domain first, then attribution only, then share-alike, ...)
 is the one filtered on and reported; all of them are kept in the record.
 
-(The Wikimedia Commons and Mapillary sources filter with ``licensing.py``, whose allowed
-families come from their own config sections.)
+The Wikimedia Commons source filters by the same families (``is_free``), with the allowed
+licences named in its own config section (``crawl.commons.licenses``).
 """
 
 from __future__ import annotations
@@ -233,12 +233,21 @@ def policy(flickr_ids: Iterable[int]) -> frozenset[str]:
     return frozenset(FLICKR_FAMILIES[i] for i in flickr_ids if i in FLICKR_FAMILIES)
 
 
+def is_free(name: str | None, allowed: Iterable[str]) -> bool:
+    """True when ``name`` is positively one of the ``allowed`` licences, compared by family
+    (``classify``), so "CC BY-SA 3.0 de" matches a config entry "CC BY-SA" and an
+    unrecognised name is never free."""
+    fam = classify(name or "").family
+    return fam not in ("other", "arr") and fam in {classify(a).family for a in allowed}
+
+
 __all__ = [
     "FLICKR_FAMILIES",
     "FLICKR_LICENSES",
     "RANK",
     "Licence",
     "classify",
+    "is_free",
     "most_permissive",
     "parse_credit",
     "policy",

@@ -16,7 +16,7 @@ How the MediaWiki Action API is used (``--endpoint``, default the real ``api.php
    ``DateTimeOriginal``. Large batches come back in pieces: ``continue`` (``iicontinue``) is
    followed until the batch is complete.
 
-Only free licences (``crawl.commons.licenses``, compared by family: see ``licensing.py``) and
+Only free licences (``crawl.commons.licenses``, compared by family: see ``licenses.py``) and
 photo MIME types are kept; the others are committed as rejects with their reason. The
 licence, licence URL, artist and an attribution line travel with every record.
 
@@ -38,7 +38,7 @@ from typing import Any
 from geopak_core.errors import GeopakError
 
 from ..config import PipelineConfig
-from ..licensing import is_free, license_family
+from ..licenses import classify, is_free
 from ..records import empty_record
 from ..tiling import Box, Tile, box_area_km2, split_box
 from .httpapi import ApiClient
@@ -306,7 +306,7 @@ class CommonsSource(TiledSource):
             lat=float(hit["lat"]),
             lon=float(hit["lon"]),
             license=lic,
-            license_id=_meta(info, "License") or license_family(lic).lower().replace(" ", "-"),
+            license_id=_meta(info, "License") or classify(lic).family,
             license_url=lic_url,
             owner=owner,
             title=name,

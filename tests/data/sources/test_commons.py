@@ -24,7 +24,7 @@ from support.fakes.commons_server import NON_FREE, CommonsFake, _area_m2
 from geopak_core.io import PartStore
 from geopak_data.cli import main
 from geopak_data.config import load_config
-from geopak_data.licensing import is_free, license_family
+from geopak_data.licenses import classify, is_free
 from geopak_data.sources.base import NullProgress
 from geopak_data.sources.commons import CommonsSource, html_text_and_link, iso_date
 
@@ -178,7 +178,7 @@ def test_html_and_dates_and_licences() -> None:
     )
     assert iso_date("May 2012") == ""
     assert iso_date("taken on 2012-03-04") == "2012-03-04"
-    assert license_family("CC BY-SA 3.0 de") == "CC BY-SA"
+    assert classify("CC BY-SA 3.0 de").family == "by-sa"
     assert is_free("Public domain", ["PD"]) and not is_free("CC BY-NC 2.0", ["CC BY", "CC BY-SA"])
     assert not is_free("", ["CC0"]) and not is_free("GFDL", ["CC0", "CC BY-SA"])
 
