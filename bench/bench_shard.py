@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--repeat",
         type=int,
-        default=5,
-        help="alternated timed rounds; the median of each method is reported (default 5)",
+        default=None,
+        help="alternated timed rounds; the median of each method is reported (default 5, --quick 3)",
     )
     ap.add_argument(
         "--max-shard-samples",
@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1,000 images, 3 rounds")
     args = ap.parse_args(argv)
     if args.quick:
-        args.n, args.repeat, args.max_shard_samples = 1_000, 3, 250
+        args.n, args.max_shard_samples = 1_000, 250
+    if args.repeat is None:
+        args.repeat = 3 if args.quick else 5
     scratch = args.dir or Path(tempfile.mkdtemp(prefix="geopak-bench-shard-"))
     wds = _tarwriter()
     try:
