@@ -254,10 +254,6 @@ def province_id(name_or_iso: str) -> int:
         raise KeyError(f"unknown province name {name_or_iso!r}") from None
 
 
-def province_name(pid: int) -> str:
-    return PAKISTAN.name(pid)
-
-
 def regions_from_cells(ids: Iterable[int], names: Iterable[str]) -> RegionTable:
     """A table recovered from (province_id, province) pairs (an older shard folder or work
     folder without ``regions.parquet``): Pakistan when the names are Pakistan's, else a table

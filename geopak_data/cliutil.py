@@ -6,7 +6,6 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from geopak_core.errors import GeopakError
 from geopak_core.io import folder_arg
 
 from .config import PipelineConfig
@@ -98,12 +97,6 @@ def existing_file(value: str) -> Path:
     if not p.exists():
         raise argparse.ArgumentTypeError(f"file not found: {value}")
     return p
-
-
-def require_dir(path: Path, what: str) -> Path:
-    if not Path(path).is_dir():
-        raise GeopakError(f"{what} not found: {path}")
-    return Path(path)
 
 
 def add_executor(parser: argparse.ArgumentParser) -> None:

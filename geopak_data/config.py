@@ -867,21 +867,6 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def validate_all(cfg: PipelineConfig) -> PipelineConfig:
-    """Run every section's validate() (from_dict runs them too; this covers programmatic edits)."""
-
-    def walk(obj: Any, prefix: str) -> None:
-        for f in dataclasses.fields(obj):
-            v = getattr(obj, f.name)
-            if dataclasses.is_dataclass(v):
-                walk(v, f"{prefix}.{f.name}" if prefix else f.name)
-        if hasattr(obj, "validate"):
-            obj.validate(prefix)
-
-    walk(cfg, "")
-    return cfg
-
-
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> PipelineConfig:

@@ -40,20 +40,6 @@ def ranked_cells(
     return joint.topk(min(k, joint.shape[1]), dim=-1).indices
 
 
-def predict_from_features(
-    model: Any, clip_feat: torch.Tensor, places_feat: torch.Tensor, **inference_kw: Any
-) -> tuple[dict[str, Any], torch.Tensor, dict[str, torch.Tensor]]:
-    """heads -> aggregated hypotheses: the predictor's answer for already-encoded images.
-
-    Returns (prediction dict, top-k ranked cells, raw head outputs).
-    """
-    from .inference import answer
-
-    outputs = model.heads(clip_feat, places_feat)
-    kw = {"mode": model.config.inference_mode, **inference_kw}
-    return answer(outputs, model, **kw), ranked_cells(outputs, model), outputs
-
-
 @dataclass
 class Answers:
     """One aggregation's per-sample answers (row-aligned with the Predictions' truths)."""
