@@ -154,6 +154,7 @@ def _child(kind: str, n: int, sub: int) -> dict:
         lat, lon, pid = lat[keep], lon[keep], pid[keep]
     t0, c0 = time.perf_counter(), _cpu_s()
     clusters = noise = 0
+    failed: list[str] = []  # sklearn runs refitted without cluster_selection_epsilon
     for p in np.unique(pid):
         sel = pid == p
         if sel.sum() < cfg.min_cluster_size:
@@ -162,13 +163,22 @@ def _child(kind: str, n: int, sub: int) -> dict:
             from sklearn.cluster import HDBSCAN
 
             x = project(lat[sel], lon[sel], province_crs(lat[sel], lon[sel]))
-            lab = HDBSCAN(
-                min_cluster_size=cfg.min_cluster_size,
-                min_samples=cfg.min_samples,
-                cluster_selection_epsilon=cfg.cluster_selection_epsilon_km * 1000.0,
-                algorithm="kd_tree",
-                n_jobs=os.cpu_count() or 1,
-            ).fit_predict(x)
+            eps = cfg.cluster_selection_epsilon_km * 1000.0
+            for attempt in (eps, 0.0):
+                try:
+                    lab = HDBSCAN(
+                        min_cluster_size=cfg.min_cluster_size,
+                        min_samples=cfg.min_samples,
+                        cluster_selection_epsilon=attempt,
+                        algorithm="kd_tree",
+                        n_jobs=os.cpu_count() or 1,
+                        copy=False,  # x is this run's own array
+                    ).fit_predict(x)
+                    break
+                except TypeError as exc:  # sklearn's epsilon_search fails on some inputs
+                    if attempt == 0.0:
+                        raise
+                    failed.append(f"{type(exc).__name__}: {exc}")
             clusters += int(lab.max()) + 1
             noise += int((lab < 0).sum())
             continue
@@ -200,6 +210,12 @@ def _child(kind: str, n: int, sub: int) -> dict:
         "points": len(lat),
         "clusters": clusters,
         "noise": noise,
+        "note": (
+            f"; {len(failed)} province(s) refitted with cluster_selection_epsilon=0 after sklearn's "
+            f"epsilon search failed ({failed[0][:80]}), refit time included"
+            if failed
+            else ""
+        ),
     }
 
 
@@ -248,7 +264,7 @@ def _line(kind: str, n: int, runs: list[dict]) -> str:
         f"{last['cells']} cells, {last['violations']} violations, radius max {last['radius_max']} km,"
         f" {last['rejected']} rejected [hdbscan {last['hdbscan_seconds']:.1f} s, constraints {last['constraint_seconds']:.1f} s]"
         if kind == "geocells"
-        else f"{last['clusters']} clusters, {last['noise']} noise{sub}"
+        else f"{last['clusters']} clusters, {last['noise']} noise{sub}{last.get('note', '')}"
     )
     return (
         f"{kind:<10} n={n:>9,}: median {median(secs):7.2f} s of {len(secs)} ({', '.join(f'{x:.2f}' for x in secs)})"
