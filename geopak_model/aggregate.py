@@ -45,6 +45,7 @@ BORDER_TOLERANCE_KM = 5.0  # the tag stage's default border tolerance
 
 
 def check_aggregate(name: str) -> str:
+    """Validate an --aggregate name up front, so a typo is a one-line error before any model loads."""
     if name not in AGGREGATES:
         from geopak_core.errors import GeopakError
 
@@ -186,7 +187,13 @@ class ProvinceShapes:
             out[i] = deg * math.pi * EARTH_RADIUS_KM / 180.0 * max(math.cos(math.radians(la)), 0.05)
         return out
 
-    def inside(self, lat, lon, province_id, tol_km: float = BORDER_TOLERANCE_KM) -> np.ndarray:
+    def inside(
+        self,
+        lat: np.ndarray,
+        lon: np.ndarray,
+        province_id: np.ndarray,
+        tol_km: float = BORDER_TOLERANCE_KM,
+    ) -> np.ndarray:
         return self.outside_km(lat, lon, province_id) <= tol_km
 
 

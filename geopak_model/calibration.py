@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .metrics import expected_calibration_error
@@ -121,7 +122,9 @@ def _ece_of(logits: np.ndarray, labels: np.ndarray) -> float:
     return expected_calibration_error(p.max(axis=1), p.argmax(axis=1) == labels) or 0.0
 
 
-def fit_calibration(logits, labels, shift: list[float] | None = None) -> Calibration:
+def fit_calibration(
+    logits: npt.ArrayLike, labels: npt.ArrayLike, shift: list[float] | None = None
+) -> Calibration:
     """(α, T) minimising val NLL on a grid (α in 0..1.5, T log-spaced 0.05..20).
 
     Without a known prior shift only the temperature is fitted. Ties go to the smaller α and

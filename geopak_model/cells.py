@@ -140,7 +140,8 @@ class CellTable:
             )
             first = f" (first difference: cell {int(diff[0])})" if diff.size else ""
             raise GeopakError(
-                f"{what} was made for another cell table than {where}: same count ({self.num_cells}) but other ids, centres or provinces{first}; {advice}"
+                f"{what} was made for another cell table than {where}: same count "
+                f"({self.num_cells}) but other ids, centres or provinces{first}; {advice}"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -65,7 +65,8 @@ def _check_plain(obj: Any, where: str) -> None:
             _check_plain(v, f"{where}[{i}]")
         return
     raise TypeError(
-        f"checkpoint {where} is a {type(obj).__module__}.{type(obj).__name__}; store only tensors and plain containers (e.g. torch.from_numpy(...))"
+        f"checkpoint {where} is a {type(obj).__module__}.{type(obj).__name__}; store only tensors "
+        "and plain containers (e.g. torch.from_numpy(...))"
     )
 
 
@@ -96,6 +97,8 @@ def _tensors(obj: Any, where: str) -> list[tuple[str, torch.Tensor]]:
 
 
 def make_payload(model: GeopakModel, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint dict for ``model``: plain types plus tensors and integrity digests, so it loads
+    with ``weights_only`` and a corrupted file is detected rather than half-loaded."""
     state = model.state_dict()
     payload = {
         "format": FORMAT,
@@ -143,7 +146,8 @@ def read_payload(path: str | Path, map_location: str | torch.device = "cpu") -> 
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found:
             raise GeopakError(
-                f"{p}: refused: the file holds pickled Python objects ({found.group(1)}) that are not tensors or plain data (unsafe to load)"
+                f"{p}: refused: the file holds pickled Python objects ({found.group(1)}) that are "
+                "not tensors or plain data (unsafe to load)"
             ) from None
         raise GeopakError(
             f"{p}: not a readable checkpoint (its pickle holds data that weights-only loading does not accept)"
@@ -191,6 +195,8 @@ def _verify(payload: dict[str, Any], p: Path) -> None:
 
 
 def model_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>") -> GeopakModel:
+    """Rebuild the model a payload describes; a damaged, foreign or mismatched payload is one
+    line naming ``path``, never a model with silently wrong weights."""
     try:
         config = ModelConfig.from_dict(payload["config"])
         cells = CellTable.from_dict(payload["cells"])

@@ -215,6 +215,7 @@ RANDOM_INIT_OVERRIDES: dict[str, Any] = {
 
 
 def list_presets() -> list[str]:
+    """Names of the bundled presets, for --help texts and the unknown-preset error."""
     return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
 
 

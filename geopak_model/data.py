@@ -102,7 +102,8 @@ class ShardFolder:
             name, (_, problem) = next(iter(sorted(bad.items())))
             more = f" (and {len(bad) - 1} more bad shard(s))" if len(bad) > 1 else ""
             raise GeopakError(
-                f"{self.root / name}: {problem}{more}; rebuild the shards with `geopak-data shard`, or pass --skip-bad-shards to go on without them"
+                f"{self.root / name}: {problem}{more}; rebuild the shards with `geopak-data "
+                "shard`, or pass --skip-bad-shards to go on without them"
             )
         self._bad[split] = bad
         if bad:
@@ -249,7 +250,7 @@ def _meta_stage(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         }
 
 
-def _balance_stage(src, factors: np.ndarray, seed: int, epoch: int):
+def _balance_stage(src: Iterator[dict[str, Any]], factors: np.ndarray, seed: int, epoch: int):
     for sample in src:
         n = repeat_count(
             float(factors[int(sample["meta"]["province_id"])]), seed, epoch, sample["key"]
@@ -258,16 +259,16 @@ def _balance_stage(src, factors: np.ndarray, seed: int, epoch: int):
             yield {**sample, "rep": rep}
 
 
-def _split_by_node(src, rank: int, world: int):
+def _split_by_node(src: Iterator[dict[str, Any]], rank: int, world: int):
     """Every world-th item from position rank (webdataset's split_by_node, with explicit rank)."""
     yield from islice(src, rank, None, world)
 
 
-def _skip_stage(src, n: int):
+def _skip_stage(src: Iterator[dict[str, Any]], n: int):
     yield from islice(src, n, None)
 
 
-def _decode_stage(src, transform: Callable, seed: int | None, epoch: int):
+def _decode_stage(src: Iterator[dict[str, Any]], transform: Callable, seed: int | None, epoch: int):
     """Decode the JPEG, apply the encoders' transform and attach the label tensors.
 
     With a seed (training), the transform runs under a private torch RNG state seeded by the

@@ -250,6 +250,8 @@ def _encode_part(
 
 
 def read_manifest(feats: str | os.PathLike) -> dict[str, Any]:
+    """The embedding cache's manifest; a folder that is not a cache is a one-line error telling how
+    to build one."""
     path = Path(feats) / "manifest.json"
     manifest = read_json(path)
     if manifest is None:
@@ -267,7 +269,8 @@ def load_features(
     manifest = read_manifest(feats)
     if model is not None and manifest["encoder_fingerprint"] != encoder_fingerprint(model):
         raise GeopakError(
-            f"{feats} was made by different encoder weights than this model's; re-run `geopak-train embed` or --load-from its model.pt"
+            f"{feats} was made by different encoder weights than this model's; re-run "
+            "`geopak-train embed` or --load-from its model.pt"
         )
     expected = [s.stem for s in folder.shards(split)] if folder is not None else None
     parts = sorted((feats / split).glob("*.npz"))
@@ -275,7 +278,8 @@ def load_features(
         missing = sorted(set(expected) - {p.stem for p in parts})
         if missing:
             raise GeopakError(
-                f"embedding cache {feats} lacks {split}/{missing[0]}.npz ({len(missing)} missing); run `geopak-train embed` again to finish it"
+                f"embedding cache {feats} lacks {split}/{missing[0]}.npz ({len(missing)} "
+                "missing); run `geopak-train embed` again to finish it"
             )
         parts = [feats / split / f"{stem}.npz" for stem in expected]
     if not parts:

@@ -24,10 +24,12 @@ PROG = "geopak-eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``geopak-eval`` argument parser (separate from ``main`` so docs and tests can read it)."""
     p = _Parser(
         prog=PROG,
         description=(
-            "Evaluate a GEOPAK checkpoint end to end on a split of a shard folder: every image goes through the predictor "
+            "Evaluate a GEOPAK checkpoint end to end on a split of a shard folder: every image "
+            "goes through the predictor "
             "(mixture of hypotheses) and its final (lat, lon) is compared with the true location. The two constant "
             "baselines (the training set's densest cell, its geographic median) are scored on the same images."
         ),
@@ -123,7 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-bad-shards",
         action="store_true",
-        help="leave out shards that fail verification against index.parquet (missing, truncated, other keys, sha256) and say how many samples that skips; by default a bad shard stops the command",
+        help=(
+            "leave out shards that fail verification against index.parquet (missing, truncated, "
+            "other keys, sha256) and say how many samples that skips; by default a bad shard "
+            "stops the command"
+        ),
     )
     return p
 
@@ -171,6 +177,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point: parse, set up logging, run; returns the exit status (2 on user error)."""
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     return _guarded(_run, args, PROG)

@@ -10,7 +10,7 @@ without its floor.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,7 +177,14 @@ def predict_batches(
     return out
 
 
-def _add_loss(out: Predictions, model: Any, outputs: Mapping[str, Any], batch, device, loss_fn):
+def _add_loss(
+    out: Predictions,
+    model: Any,
+    outputs: Mapping[str, Any],
+    batch: Mapping[str, torch.Tensor],
+    device: torch.device,
+    loss_fn: Callable[..., Any],
+):
     labels = {k: batch[k].to(device) for k in ("lat", "lon", "province_id", "cell_id")}
     outputs = {
         **outputs,
@@ -397,7 +404,15 @@ def _batch_source(model: Any, folder: Any, features: Any, batch_size: int, num_w
     return batches
 
 
-def _retrieval_index(model, checkpoint, batches_of, dev, shapes, *, build: bool) -> Any:
+def _retrieval_index(
+    model: Any,
+    checkpoint: str | Path,
+    batches_of: Callable[[str], Iterable[Mapping[str, Any]]],
+    dev: torch.device,
+    shapes: Any,
+    *,
+    build: bool,
+) -> Any:
     """The checkpoint's retrieval index: built (and saved next to it) when asked, else loaded
     when present; an index of other weights is ignored with a warning (and rebuilt on ask)."""
     from .retrieval import RetrievalIndex, build_index, index_path_for

@@ -12,7 +12,7 @@ here reads a label.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -192,7 +192,7 @@ def answer(
 
 def _run(
     model: GeopakModel,
-    fn,
+    fn: Callable[[], Mapping[str, torch.Tensor]],
     top_provinces: int | None,
     top_cells: int | None,
     mode: str | None,

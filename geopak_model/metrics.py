@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from geopak_core.geo import EARTH_RADIUS_KM, haversine_km
 from geopak_core.regions import NUM_PROVINCES, PROVINCES
@@ -30,13 +31,18 @@ METRIC_KEYS: tuple[str, ...] = (
 )
 
 
-def distance_metrics(pred_lat, pred_lon, true_lat, true_lon) -> dict[str, float]:
+def distance_metrics(
+    pred_lat: npt.ArrayLike,
+    pred_lon: npt.ArrayLike,
+    true_lat: npt.ArrayLike,
+    true_lon: npt.ArrayLike,
+) -> dict[str, float]:
     """Median/mean/p90 error and the share of samples within 1/25/200/750 km."""
     err = haversine_km(pred_lat, pred_lon, true_lat, true_lon)
     return distance_summary(err)
 
 
-def distance_summary(err_km) -> dict[str, Any]:
+def distance_summary(err_km: npt.ArrayLike) -> dict[str, Any]:
     """Summary of an array of errors in km (the median is the contract's headline number)."""
     err = np.asarray(err_km, dtype=np.float64)
     if err.size == 0:
@@ -54,7 +60,9 @@ def distance_summary(err_km) -> dict[str, Any]:
     return out
 
 
-def province_accuracy(true_province, pred_province) -> tuple[float | None, dict[str, float]]:
+def province_accuracy(
+    true_province: npt.ArrayLike, pred_province: npt.ArrayLike
+) -> tuple[float | None, dict[str, float]]:
     """Overall accuracy and accuracy per true province (name -> acc, provinces present only).
 
     Per-province figures are recall within each true province, so a model that always answers
@@ -83,7 +91,9 @@ AGGREGATE_KEYS: tuple[str, ...] = (
 )
 
 
-def expected_calibration_error(confidence, correct, bins: int = ECE_BINS) -> float | None:
+def expected_calibration_error(
+    confidence: npt.ArrayLike, correct: npt.ArrayLike, bins: int = ECE_BINS
+) -> float | None:
     """ECE with equal-width confidence bins: Σ_b |b|/n · |accuracy(b) − mean confidence(b)|.
 
     The gap between "the model says 80 %" and "it is right 80 % of the time", averaged over
@@ -103,7 +113,14 @@ def expected_calibration_error(confidence, correct, bins: int = ECE_BINS) -> flo
 
 
 def aggregate_metrics(
-    *, pred_lat, pred_lon, pred_province, confidence, true_lat, true_lon, true_province
+    *,
+    pred_lat: npt.ArrayLike,
+    pred_lon: npt.ArrayLike,
+    pred_province: npt.ArrayLike,
+    confidence: npt.ArrayLike,
+    true_lat: npt.ArrayLike,
+    true_lon: npt.ArrayLike,
+    true_province: npt.ArrayLike,
 ) -> dict[str, Any]:
     """One aggregation's row of ``by_aggregate``: distances, province accuracy and the
     calibration error of its confidence (plus the remaining distance figures)."""
@@ -115,7 +132,7 @@ def aggregate_metrics(
     return out
 
 
-def cell_topk(true_cell, ranked_cells, k: int) -> float | None:
+def cell_topk(true_cell: npt.ArrayLike, ranked_cells: npt.ArrayLike, k: int) -> float | None:
     """Share of samples whose true cell is among the first k columns of ``ranked_cells``."""
     t = np.asarray(true_cell, dtype=np.int64)
     r = np.asarray(ranked_cells, dtype=np.int64)
@@ -125,7 +142,9 @@ def cell_topk(true_cell, ranked_cells, k: int) -> float | None:
     return float(np.mean((r == t[:, None]).any(axis=1)))
 
 
-def confusion_matrix(true_province, pred_province, num_classes: int = NUM_PROVINCES) -> np.ndarray:
+def confusion_matrix(
+    true_province: npt.ArrayLike, pred_province: npt.ArrayLike, num_classes: int = NUM_PROVINCES
+) -> np.ndarray:
     """Counts[true, pred] as an int64 (num_classes, num_classes) array."""
     t = np.asarray(true_province, dtype=np.int64)
     p = np.asarray(pred_province, dtype=np.int64)
@@ -136,14 +155,14 @@ def confusion_matrix(true_province, pred_province, num_classes: int = NUM_PROVIN
 
 def compute_metrics(
     *,
-    pred_lat,
-    pred_lon,
-    pred_province,
-    true_lat,
-    true_lon,
-    true_province,
-    true_cell=None,
-    ranked_cells=None,
+    pred_lat: npt.ArrayLike,
+    pred_lon: npt.ArrayLike,
+    pred_province: npt.ArrayLike,
+    true_lat: npt.ArrayLike,
+    true_lon: npt.ArrayLike,
+    true_province: npt.ArrayLike,
+    true_cell: npt.ArrayLike | None = None,
+    ranked_cells: npt.ArrayLike | None = None,
 ) -> dict[str, Any]:
     """The contract's metric set for one predictor on one split.
 
@@ -167,7 +186,7 @@ def compute_metrics(
 # Baselines: constant answers derived from the training split only.
 
 
-def _to_xyz(lat, lon) -> np.ndarray:
+def _to_xyz(lat: npt.ArrayLike, lon: npt.ArrayLike) -> np.ndarray:
     la, lo = (
         np.radians(np.asarray(lat, dtype=np.float64)),
         np.radians(np.asarray(lon, dtype=np.float64)),
@@ -180,7 +199,9 @@ def _to_latlon(xyz: np.ndarray) -> tuple[float, float]:
     return float(np.degrees(np.arcsin(np.clip(z, -1.0, 1.0)))), float(np.degrees(np.arctan2(y, x)))
 
 
-def geographic_median(lat, lon, *, iters: int = 200, tol_km: float = 1e-4) -> tuple[float, float]:
+def geographic_median(
+    lat: npt.ArrayLike, lon: npt.ArrayLike, *, iters: int = 200, tol_km: float = 1e-4
+) -> tuple[float, float]:
     """The point minimising the summed great-circle distance to all (lat, lon) (Weiszfeld).
 
     Iterates on the unit sphere: each step is the normalised mean of the points weighted by
@@ -210,10 +231,10 @@ def constant_predictor_metrics(
     province_id: int,
     ranked_cells: Sequence[int],
     *,
-    true_lat,
-    true_lon,
-    true_province,
-    true_cell=None,
+    true_lat: npt.ArrayLike,
+    true_lon: npt.ArrayLike,
+    true_province: npt.ArrayLike,
+    true_cell: npt.ArrayLike | None = None,
 ) -> dict[str, Any]:
     """Metrics of a predictor that gives the same answer for every image."""
     n = len(np.asarray(true_lat))
@@ -232,12 +253,12 @@ def constant_predictor_metrics(
 
 def baseline_answers(
     *,
-    train_cell_ids,
-    train_lat,
-    train_lon,
-    cell_province,
-    cell_lat,
-    cell_lon,
+    train_cell_ids: npt.ArrayLike,
+    train_lat: npt.ArrayLike,
+    train_lon: npt.ArrayLike,
+    cell_province: npt.ArrayLike,
+    cell_lat: npt.ArrayLike,
+    cell_lon: npt.ArrayLike,
     k: int = 5,
 ) -> dict[str, dict[str, Any]]:
     """The two constant answers, derived from the training split alone.
@@ -273,7 +294,12 @@ def baseline_answers(
 
 
 def baseline_metrics(
-    answers: Mapping[str, Mapping[str, Any]], *, true_lat, true_lon, true_province, true_cell=None
+    answers: Mapping[str, Mapping[str, Any]],
+    *,
+    true_lat: npt.ArrayLike,
+    true_lon: npt.ArrayLike,
+    true_province: npt.ArrayLike,
+    true_cell: npt.ArrayLike | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score each constant answer of :func:`baseline_answers` on a split."""
     return {

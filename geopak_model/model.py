@@ -39,6 +39,7 @@ KM_PER_DEG_LAT = math.pi * EARTH_RADIUS_KM / 180.0  # ~111.195 km
 
 
 def mlp(d_in: int, hidden: list[int], d_out: int, dropout: float = 0.0) -> nn.Sequential:
+    """A Linear-GELU-Dropout stack ending in a plain Linear: the shape shared by every head."""
     layers: list[nn.Module] = []
     for h in hidden:
         layers += [nn.Linear(d_in, h), nn.GELU(), nn.Dropout(dropout)]

@@ -24,6 +24,7 @@ log = logging.getLogger("geopak_model.predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``geopak-predict`` argument parser (separate from ``main`` so docs and tests can read it)."""
     p = Parser(
         prog="geopak-predict",
         description="Estimate where in Pakistan photos were taken, with a GEOPAK checkpoint. "
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors are one line and exit 2, Ctrl-C exits 130."""
     args = build_parser().parse_args(argv)
     from geopak_core.progress import setup_logging
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from geopak_core.errors import GeopakError
@@ -77,7 +78,15 @@ class RetrievalIndex:
     fit: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, emb: np.ndarray, lat, lon, cell_id, num_cells: int, fingerprint: str):
+    def build(
+        cls,
+        emb: np.ndarray,
+        lat: npt.ArrayLike,
+        lon: npt.ArrayLike,
+        cell_id: npt.ArrayLike,
+        num_cells: int,
+        fingerprint: str,
+    ):
         order = np.argsort(np.asarray(cell_id), kind="stable")
         cells = np.asarray(cell_id, dtype=np.int64)[order]
         start = np.searchsorted(cells, np.arange(num_cells + 1), side="left").astype(np.int64)
@@ -221,7 +230,9 @@ def refine(
     return out  # fmt: skip
 
 
-def fit_threshold(sim, base_err_km, nn_err_km) -> tuple[float, dict[str, Any]]:
+def fit_threshold(
+    sim: npt.ArrayLike, base_err_km: npt.ArrayLike, nn_err_km: npt.ArrayLike
+) -> tuple[float, dict[str, Any]]:
     """The similarity threshold minimising val median km (ties: mean km, then the higher
     threshold), among "never" and every observed similarity."""
     sim = np.asarray(sim, dtype=np.float64)

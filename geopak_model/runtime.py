@@ -86,6 +86,7 @@ def broadcast_obj(obj: Any) -> Any:
 
 
 def barrier(world: int) -> None:
+    """Wait for all torchrun ranks; a no-op in a single process, where no process group exists."""
     if world > 1:
         dist.barrier()
 

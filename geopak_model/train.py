@@ -461,7 +461,8 @@ def _place_model(
     model.to(device)
     if is_main and device.type == "cpu" and features is None and model.config.preset == "base":
         log.warning(
-            "the base preset (ViT-B/16 + ResNet-50) runs at a few images/s on CPU: use a GPU, an embedding cache (--features), or --preset tiny for a CPU-sized model"
+            "the base preset (ViT-B/16 + ResNet-50) runs at a few images/s on CPU: use a GPU, an "
+            "embedding cache (--features), or --preset tiny for a CPU-sized model"
         )
 
 
@@ -519,7 +520,8 @@ def _restore_or_seed(run: Run, state: dict[str, Any] | None) -> None:
 def _log_start(run: Run) -> None:
     cfg = run.cfg
     log.info(
-        "phase %d: %d train / %d val images%s, %d steps (%d epochs x %d), batch %d x %d accum x %d ranks, lr %.2g, %d trainable params, device %s",
+        "phase %d: %d train / %d val images%s, %d steps (%d epochs x %d), batch %d x %d accum x "
+        "%d ranks, lr %.2g, %d trainable params, device %s",
         cfg.phase, run.folder.size("train"), run.folder.size("val"),
         " (cached features)" if run.features is not None else "",
         run.total_steps, cfg.epochs, run.steps_per_epoch, cfg.batch_size, cfg.grad_accum, run.world, cfg.lr,
@@ -639,7 +641,8 @@ def _resumable_state(
     state = extra.get("train") if isinstance(extra, dict) else None
     if not isinstance(state, dict) or not {"phase", "step"} <= set(state):
         raise GeopakError(
-            f"{last_path} has no training state to resume from (a weights-only checkpoint such as best.pt?); choose another --out"
+            f"{last_path} has no training state to resume from (a weights-only checkpoint such as "
+            "best.pt?); choose another --out"
         )
     if int(state["phase"]) != cfg.phase:
         raise GeopakError(
@@ -651,7 +654,8 @@ def _resumable_state(
         return state
     if not resume:
         raise GeopakError(
-            f"{out} holds an unfinished run (step {state['step']}); pass --resume to continue it or choose another --out"
+            f"{out} holds an unfinished run (step {state['step']}); pass --resume to continue it "
+            "or choose another --out"
         )
     saved = state.get("config", {})
     for name in ("batch_size", "grad_accum", "seed", "balance", "epochs"):
@@ -763,9 +767,11 @@ def _validate(
     _append_jsonl(out / "metrics.jsonl", row)
     base = result.get("baselines", {})
     log.info(
-        "val @ step %d: median %.1f km (baselines %.1f / %.1f), province acc %.1f%% (%.1f%% / %.1f%%), cell top-1 %.1f%%",
+        "val @ step %d: median %.1f km (baselines %.1f / %.1f), province acc %.1f%% (%.1f%% / "
+        "%.1f%%), cell top-1 %.1f%%",
         step, result["median_km"], base["densest_cell"]["median_km"], base["geographic_median"]["median_km"],
-        100 * result["province_acc"], 100 * base["densest_cell"]["province_acc"], 100 * base["geographic_median"]["province_acc"],
+        100 * result["province_acc"], 100 * base["densest_cell"]["province_acc"],
+        100 * base["geographic_median"]["province_acc"],
         100 * (result["cell_top1"] or 0.0),
     )  # fmt: skip
     if cfg.plots:

@@ -108,6 +108,7 @@ def _setting(
 
 
 def build_train_parser() -> argparse.ArgumentParser:
+    """The parser of ``geopak-train`` itself (training one phase)."""
     p = _Parser(
         prog=PROG,
         description=(
@@ -117,7 +118,10 @@ def build_train_parser() -> argparse.ArgumentParser:
             f"To cache the frozen encoders' features first, see `{PROG} embed --help`; "
             f"to fetch the pretrained encoder weights beforehand, `{PROG} weights --help`."
         ),
-        epilog="RUN_DIR receives best.pt (best val median km), last.pt (what --resume continues), metrics.jsonl, train_log.jsonl and plots/.",
+        epilog=(
+            "RUN_DIR receives best.pt (best val median km), last.pt (what --resume continues), "
+            "metrics.jsonl, train_log.jsonl and plots/."
+        ),
     )
     p.add_argument(
         "--shards",
@@ -148,7 +152,10 @@ def build_train_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="FEATS",
-        help="train phase 0/1 from an embedding cache instead of images; starts from FEATS/model.pt unless --load-from (default: train from images)",
+        help=(
+            "train phase 0/1 from an embedding cache instead of images; starts from "
+            "FEATS/model.pt unless --load-from (default: train from images)"
+        ),
     )
     g = p.add_argument_group("optimisation")
     per_phase = " / ".join
@@ -198,7 +205,11 @@ def build_train_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--skip-bad-shards",
         action="store_true",
-        help="leave out shards that fail verification against index.parquet (missing, truncated, other keys, sha256) and say how many samples that skips; by default a bad shard stops the command",
+        help=(
+            "leave out shards that fail verification against index.parquet (missing, truncated, "
+            "other keys, sha256) and say how many samples that skips; by default a bad shard "
+            "stops the command"
+        ),
     )
     _setting(d, "num_workers", int, "N", "DataLoader workers decoding JPEGs", flag="--workers")
     _setting(d, "shuffle_buffer", int, "N", "samples in the shuffle buffer")
@@ -216,6 +227,7 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 
 def build_embed_parser() -> argparse.ArgumentParser:
+    """The parser of ``geopak-train embed`` (caching the frozen encoders' features)."""
     p = _Parser(
         prog=f"{PROG} embed",
         description=(
@@ -252,7 +264,11 @@ def build_embed_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-bad-shards",
         action="store_true",
-        help="leave out shards that fail verification against index.parquet (missing, truncated, other keys, sha256) and say how many samples that skips; by default a bad shard stops the command",
+        help=(
+            "leave out shards that fail verification against index.parquet (missing, truncated, "
+            "other keys, sha256) and say how many samples that skips; by default a bad shard "
+            "stops the command"
+        ),
     )
     p.add_argument(
         "--workers",
@@ -285,6 +301,7 @@ def build_embed_parser() -> argparse.ArgumentParser:
 
 
 def build_weights_parser() -> argparse.ArgumentParser:
+    """The parser of ``geopak-train weights`` (fetching pretrained encoder weights ahead of time)."""
     p = _Parser(
         prog=f"{PROG} weights",
         description=(
@@ -405,6 +422,7 @@ def _run_embed(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point: dispatches to the embed/weights subcommands or to training."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "embed":
         args, run = build_embed_parser().parse_args(argv[1:]), _run_embed

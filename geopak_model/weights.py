@@ -67,6 +67,8 @@ class WeightFile:
 
 
 def random_provenance(reason: str) -> dict[str, Any]:
+    """Provenance record of an encoder left randomly initialised, saying why, so checkpoints
+    and reports never pass random weights off as pretrained."""
     return {"source": "random", "reason": reason}
 
 
@@ -95,6 +97,7 @@ def offline() -> bool:
 
 
 def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a weights file, read in chunks (Places365 weights are hundreds of MB)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -150,7 +153,8 @@ def _download_places(url: str, target: Path, pinned: str, label: str) -> str:
         except ValueError as exc:  # pooch's hash mismatch; its temporary file is gone
             got = re.search(r"\b([0-9a-f]{64})\b(?![\s\S]*\b[0-9a-f]{64}\b)", str(exc))
             raise WeightsUnavailable(
-                f"{label}: digest mismatch: {url} gave sha256 {got.group(1) if got else '?'}, expected {pinned}; refused (nothing kept in the cache)"
+                f"{label}: digest mismatch: {url} gave sha256 {got.group(1) if got else '?'}, "
+                f"expected {pinned}; refused (nothing kept in the cache)"
             ) from None
         except (requests.RequestException, OSError) as exc:
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
@@ -185,7 +189,8 @@ def fetch_places(config: Any) -> WeightFile:
     if digest is None:
         if offline():
             raise WeightsUnavailable(
-                f"{label}: not cached in {target.parent} and offline (HF_HUB_OFFLINE/GEOPAK_OFFLINE); {_ways_out('Places365', 'places_weights')}"
+                f"{label}: not cached in {target.parent} and offline "
+                f"(HF_HUB_OFFLINE/GEOPAK_OFFLINE); {_ways_out('Places365', 'places_weights')}"
             )
         digest = _download_places(url, target, pinned, label)
     return WeightFile("places", "url", target, target.stat().st_size, digest, url)
@@ -207,7 +212,8 @@ def clip_pretrained_cfg(config: Any) -> dict[str, Any]:
         raise ConfigError(
             "clip_pretrained",
             tag,
-            f"not an open_clip pretrained tag of {config.clip_model} (known: {', '.join(known) or 'none'}; or hf-hub:ORG/REPO)",
+            f"not an open_clip pretrained tag of {config.clip_model} (known: "
+            f"{', '.join(known) or 'none'}; or hf-hub:ORG/REPO)",
         )
     return dict(cfg)
 
@@ -239,7 +245,8 @@ def _verify_hub_blob(path: Path, label: str) -> str:
         if path.is_symlink() or path.exists():
             path.unlink(missing_ok=True)
         raise WeightsUnavailable(
-            f"{label}: digest mismatch: the downloaded file has sha256 {digest}, the hub said {blob.name}; refused and removed from the cache"
+            f"{label}: digest mismatch: the downloaded file has sha256 {digest}, the hub said "
+            f"{blob.name}; refused and removed from the cache"
         )
     return digest
 
@@ -304,6 +311,7 @@ def _drop_stale_partials(blob: Path, stale_s: float = 600.0) -> None:
 
 
 def local_file(encoder: str, path: str | Path) -> WeightFile:
+    """A user-supplied weights file as a WeightFile; a missing path is a one-line error."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise GeopakError(f"{encoder}_weights file not found: {p}")
