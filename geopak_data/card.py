@@ -46,26 +46,37 @@ _SIZE_BINS = [
 ]
 
 CITATIONS = {
-    "geoboundaries": """@article{runfola2020geoboundaries,
+    "geoboundaries": (
+        """@article{runfola2020geoboundaries,
   title   = {geoBoundaries: A global database of political administrative boundaries},
-  author  = {Runfola, Daniel and Anderson, Austin and Baier, Heather and Crittenden, Matt and Dowker, Elizabeth and Fuhrig, Sydney and Goodman, Seth and Grimsley, Grace and Layko, Rachel and Melville, Graham and Mulder, Maddy and Oberman, Rachel and Panganiban, Joshua and Peck, Andrew and Seitz, Leigh and Shea, Sylvia and Slevin, Hannah and Youngerman, Rebecca and Hobbs, Lauren},
-  journal = {PLoS ONE},
+"""
+        "  author  = {Runfola, Daniel and Anderson, Austin and Baier, Heather and Crittenden, Matt and "
+        "Dowker, Elizabeth and Fuhrig, Sydney and Goodman, Seth and Grimsley, Grace and Layko, Rachel and "
+        "Melville, Graham and Mulder, Maddy and Oberman, Rachel and Panganiban, Joshua and "
+        "Peck, Andrew and Seitz, Leigh and Shea, Sylvia and Slevin, Hannah and Youngerman, Rebecca and "
+        "Hobbs, Lauren},\n"
+        """  journal = {PLoS ONE},
   volume  = {15},
   number  = {4},
   pages   = {e0231866},
   year    = {2020},
   doi     = {10.1371/journal.pone.0231866}
-}""",
-    "yfcc": """@article{thomee2016yfcc100m,
+}"""
+    ),
+    "yfcc": (
+        """@article{thomee2016yfcc100m,
   title   = {{YFCC100M}: The New Data in Multimedia Research},
-  author  = {Thomee, Bart and Shamma, David A. and Friedland, Gerald and Elizalde, Benjamin and Ni, Karl and Poland, Douglas and Borth, Damian and Li, Li-Jia},
-  journal = {Communications of the ACM},
+"""
+        "  author  = {Thomee, Bart and Shamma, David A. and Friedland, Gerald and Elizalde, Benjamin and "
+        "Ni, Karl and Poland, Douglas and Borth, Damian and Li, Li-Jia},\n"
+        """  journal = {Communications of the ACM},
   volume  = {59},
   number  = {2},
   pages   = {64--73},
   year    = {2016},
   doi     = {10.1145/2812802}
-}""",
+}"""
+    ),
     "gldv2": """@inproceedings{weyand2020gldv2,
   title     = {Google Landmarks Dataset v2 -- A Large-Scale Benchmark for Instance-Level Recognition and Retrieval},
   author    = {Weyand, Tobias and Araujo, Andre and Cao, Bingyi and Sim, Jack},
@@ -86,9 +97,18 @@ SOURCE_NOTES = {
     "flickr": "Flickr API (`flickr.photos.search` over regional bounding-box tiles), Creative Commons licences only",
     "yfcc": "YFCC100M metadata (Creative Commons Flickr photos with GPS), images fetched from their public URLs",
     "gldv2": "Google Landmarks Dataset v2 (landmark photos with the landmark's coordinates)",
-    "places": "Google Places photos (Nearby Search); Google's terms forbid redistribution, so they are excluded unless the builder opted in",
-    "commons": "Wikimedia Commons (GeoData geosearch + imageinfo/extmetadata), free licences only (CC0, public domain, CC BY, CC BY-SA); artist and licence per file",
-    "mapillary": "Mapillary API v4 street-level images, CC BY-SA 4.0 with the creator's attribution; one sequence never straddles splits, panoramas skipped",
+    "places": (
+        "Google Places photos (Nearby Search); Google's terms forbid redistribution, so they are "
+        "excluded unless the builder opted in"
+    ),
+    "commons": (
+        "Wikimedia Commons (GeoData geosearch + imageinfo/extmetadata), free licences only (CC0, "
+        "public domain, CC BY, CC BY-SA); artist and licence per file"
+    ),
+    "mapillary": (
+        "Mapillary API v4 street-level images, CC BY-SA 4.0 with the creator's attribution; one "
+        "sequence never straddles splits, panoramas skipped"
+    ),
 }
 
 
@@ -304,9 +324,11 @@ def _filter_rule(config: PipelineConfig) -> str:
     return (
         "files that do not decode fully, shorter side below "
         f"{f.min_side} px or aspect ratio above {f.max_aspect:g}; blur / low detail (variance of the Laplacian below "
-        f"{f.min_laplacian_var:g}, entropy below {f.min_entropy:g}); exact duplicates (content hash) and near-duplicates "
+        f"{f.min_laplacian_var:g}, entropy below {f.min_entropy:g}); exact duplicates (content "
+        "hash) and near-duplicates "
         f"(perceptual hash within {f.phash_max_distance} bits); missing, (0, 0), out-of-range coordinates and geotag "
-        f"accuracy coarser than level {f.min_accuracy}; indoor scenes (zero-shot CLIP / Places365 when weights are available)."
+        f"accuracy coarser than level {f.min_accuracy}; indoor scenes (zero-shot CLIP / Places365 "
+        "when weights are available)."
     )
 
 

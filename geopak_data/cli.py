@@ -38,9 +38,14 @@ _Parser = Parser  # help with defaults and examples kept as written; one-line us
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``geopak-data`` parser: each stage module registers its own subcommand, so a stage's
+    flags live next to its code."""
     parser = _Parser(
         prog="geopak-data",
-        description="Build the GEOPAK geolocation dataset of Pakistan: crawl -> filter -> tag -> cluster -> shard -> publish.",
+        description=(
+            "Build the GEOPAK geolocation dataset of Pakistan: crawl -> filter -> tag -> cluster "
+            "-> shard -> publish."
+        ),
         epilog="Every stage is resumable: run it again after a crash or kill and it continues where it stopped.",
     )
     parser.add_argument("--version", action="version", version=f"geopak {__version__}")
@@ -58,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors are one line and exit 2; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "verbose", 0))

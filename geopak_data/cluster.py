@@ -43,6 +43,7 @@ REASON = "geocell_isolated"
 
 
 def input_path(work: Path) -> Path:
+    """Where the cluster stage reads its input: the tag stage's records."""
     return Path(work) / "tag" / "records.parquet"
 
 
@@ -130,7 +131,8 @@ def _do(ctx: StageContext) -> StageResult:
     rej_idx = np.flatnonzero(res.rejected)
     if len(rej_idx):
         detail = [
-            f"no geocell within its limit and fewer than {cfg.min_isolated} photos to form one ({lat[i]:.5f}, {lon[i]:.5f})"
+            f"no geocell within its limit and fewer than {cfg.min_isolated} photos to form one "
+            f"({lat[i]:.5f}, {lon[i]:.5f})"
             for i in rej_idx
         ]
         rejects = reject_rows(
@@ -162,7 +164,10 @@ def _do(ctx: StageContext) -> StageResult:
         boundaries=boundaries,
         points=(lat[kept], lon[kept], pid[kept]),
         cells=cells,
-        title=f"{len(cells)} geocells, {int(kept.sum()):,} photos ({report['urban_cells']} urban, {report['rural_cells']} rural; {viol} violations)",
+        title=(
+            f"{len(cells)} geocells, {int(kept.sum()):,} photos ({report['urban_cells']} urban, "
+            f"{report['rural_cells']} rural; {viol} violations)"
+        ),
     )
 
     counts = {
@@ -179,7 +184,8 @@ def _do(ctx: StageContext) -> StageResult:
     summary = (
         f"cluster: {counts['records_in']} in -> {counts['cells']} cells ({per_prov}); {counts['kept']} kept, "
         f"{counts['rejected']} rejected ({REASON}); {counts['isolated_cells']} isolated cells; "
-        f"photos/cell median {spc.get('p50', 0):g}; radius median {rad.get('p50', 0):g} km, max {rad.get('max', 0):g} km; "
+        f"photos/cell median {spc.get('p50', 0):g}; radius median {rad.get('p50', 0):g} km, max "
+        f"{rad.get('max', 0):g} km; "
         f"violations {viol}{_sampling_note(report)}"
     )
     if viol:  # never expected: build_geocells enforces every limit; say so loudly if it happens
@@ -233,6 +239,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
+    """Add ``geopak-data cluster`` to the CLI."""
     from . import cliutil
 
     p = sub.add_parser(

@@ -856,6 +856,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def getattr_path(obj: Any, dotted: str) -> Any:
+    """Follow a dotted attribute path (``"coverage.tile_deg"``), so stages can name the config
+    sections they depend on as strings."""
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
@@ -887,7 +889,8 @@ def load_config(
             raise GeopakError(f"{p}: invalid TOML: {exc}") from None
         except UnicodeDecodeError as exc:
             raise GeopakError(
-                f"{p}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r}); TOML files must be UTF-8"
+                f"{p}: not UTF-8 text (byte {exc.start}: "
+                f"{exc.object[exc.start : exc.start + 1]!r}); TOML files must be UTF-8"
             ) from None
         except OSError as exc:
             raise GeopakError(f"cannot read config {p}: {exc.strerror or exc}") from None

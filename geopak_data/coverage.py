@@ -35,7 +35,7 @@ from geopak_core.errors import GeopakError
 from geopak_core.io import atomic_write_json, atomic_write_parquet, read_json
 
 from . import cliutil
-from .config import PipelineConfig
+from .config import CoverageConfig, PipelineConfig
 from .runner import StageContext, StageOutcome, StageResult, run_stage
 from .tiling import Tile, tile_grid
 
@@ -260,7 +260,16 @@ def compute_coverage(
     }
 
 
-def _regions(polygons, photos, area_by_region, cregion, cpop, cov, wa, wp) -> list[dict[str, Any]]:
+def _regions(
+    polygons: Any,
+    photos: dict[str, np.ndarray],
+    area_by_region: dict[str, float],
+    cregion: list[str],
+    cpop: np.ndarray,
+    cov: CoverageConfig,
+    wa: float,
+    wp: float,
+) -> list[dict[str, Any]]:
     names = [str(p) for p in polygons["province"]]
     if photos["province"].size and any(photos["province"]):
         counts = {n: int(np.sum(photos["province"] == n)) for n in names}

@@ -602,8 +602,9 @@ def run_crawl(
     """Discover and download ``source`` into ``work`` (stage ``crawl:<source>``).
 
     ``source_opts`` go to the source (``metadata=`` for yfcc; ``train_csv=``, ``landmarks=``,
-    ``attribution_csv=`` for gldv2; ``plan=`` a coverage plan for the tiled sources). ``allow_private_hosts`` (or ``download.allow_private_hosts``)
-    lets downloads reach loopback/private addresses. ``limit`` keeps the first N candidates.
+    ``attribution_csv=`` for gldv2; ``plan=`` a coverage plan for the tiled sources).
+    ``allow_private_hosts`` (or ``download.allow_private_hosts``) lets downloads reach
+    loopback/private addresses. ``limit`` keeps the first N candidates.
     ``executor`` (``local``/``ray``, default ``run.executor``) decides where the download
     units run; the output is the same either way.
     """
@@ -656,7 +657,8 @@ def run_crawl(
                 all_counts[k] = dl[k]
         why = ", ".join(f"{r} {c}" for r, c in reasons.most_common(6))
         summary = (
-            f"{name}: {disc['candidates']} candidates ({disc['duplicates']} duplicates), {counts['downloaded']} downloaded, {counts['failed']} failed"
+            f"{name}: {disc['candidates']} candidates ({disc['duplicates']} duplicates), "
+            f"{counts['downloaded']} downloaded, {counts['failed']} failed"
             + (f" ({why})" if why else "")
         )
         return StageResult(
@@ -747,7 +749,10 @@ def _add_source_parser(crawl_sub: argparse._SubParsersAction, spec: Any) -> None
             "--endpoint",
             default=None,
             metavar="URL",
-            help=f"API base URL, e.g. a loopback test server or a mirror (default: crawl.{spec.name}.endpoint, else the real service)",
+            help=(
+                "API base URL, e.g. a loopback test server or a mirror (default: "
+                f"crawl.{spec.name}.endpoint, else the real service)"
+            ),
         )
     for f in spec.files:
         p.add_argument(
@@ -790,6 +795,7 @@ def _add_source_parser(crawl_sub: argparse._SubParsersAction, spec: Any) -> None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``geopak-data crawl SOURCE`` to the CLI, one sub-subcommand per registered source."""
     from .sources import SOURCES
 
     p = sub.add_parser(

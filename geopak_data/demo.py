@@ -480,7 +480,8 @@ def _write_report(work: Path, report: dict[str, Any]) -> list[Path]:
         ]
         for p in report["predictions"]:
             lines.append(
-                f"| {p['key']} | {p['true_lat']:.3f}, {p['true_lon']:.3f} | {p['lat']:.3f}, {p['lon']:.3f} | {p['province']} | {p['confidence']:.2f} | {p['error_km']:.1f} |"
+                f"| {p['key']} | {p['true_lat']:.3f}, {p['true_lon']:.3f} | {p['lat']:.3f}, "
+                f"{p['lon']:.3f} | {p['province']} | {p['confidence']:.2f} | {p['error_km']:.1f} |"
             )
         lines.append("")
     lines.append(f"Total time: {report.get('seconds', 0)} s")
@@ -530,6 +531,7 @@ example:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``geopak-data demo`` to the CLI."""
     p = sub.add_parser(
         "demo",
         help="offline end-to-end run on the embedded synthetic source",
@@ -549,7 +551,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help="the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded geoBoundaries ADM1 release",
+        help=(
+            "the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; "
+            "region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded "
+            "geoBoundaries ADM1 release"
+        ),
     )
     p.add_argument(
         "--photos", type=int, default=600, metavar="N", help="synthetic photos to render"

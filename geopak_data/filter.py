@@ -126,7 +126,8 @@ def _require_images(work: Path, keys: list[str], paths: list[str], sources: list
     names = sorted({str(sources[j]) for j in lost})
     crawl = " and ".join(f"`geopak-data crawl {s} --work {work}`" for s in names)
     raise GeopakError(
-        f"filter: {len(lost)} crawled image file(s) missing, e.g. {work / paths[i]} (key {keys[i]}); run {crawl} to fetch them again"
+        f"filter: {len(lost)} crawled image file(s) missing, e.g. {work / paths[i]} (key "
+        f"{keys[i]}); run {crawl} to fetch them again"
     )
 
 

@@ -747,7 +747,8 @@ def build_geocells(
     bad = np.flatnonzero((pid < 0) | (pid >= NUM_PROVINCES))
     if bad.size:
         raise GeopakError(
-            f"{bad.size} point(s) with province_id outside 0..{NUM_PROVINCES - 1}, first at row {int(bad[0])} ({int(pid[bad[0]])})"
+            f"{bad.size} point(s) with province_id outside 0..{NUM_PROVINCES - 1}, first at row "
+            f"{int(bad[0])} ({int(pid[bad[0]])})"
         )
     if n_jobs == 0:
         n_jobs = -1
@@ -1101,10 +1102,24 @@ def summarize(
         },
         "sampling": _sampling_report(provinces, config),
         "rules": {
-            "radius": f"max haversine distance of a member to the medoid centre <= {config.urban_radius_km} km (urban) / {config.rural_radius_km} km (rural)",
-            "urban": f"more than half of the cell's photos have >= {config.urban_density_min_neighbours} other photos closer than {config.urban_density_radius_km} km",
-            "target": f"round({config.cells_per_1000_samples} * n / 1000 + {config.cells_per_10000_km2} * area_km2 / 10000), clamped to [1, n // {config.min_samples_per_cell}]; cluster.target_cells overrides",
-            "isolated": f"points no cell takes are grouped; groups of < {config.min_isolated} are rejected as geocell_isolated",
+            "radius": (
+                "max haversine distance of a member to the medoid centre <= "
+                f"{config.urban_radius_km} km (urban) / {config.rural_radius_km} km (rural)"
+            ),
+            "urban": (
+                "more than half of the cell's photos have >= "
+                f"{config.urban_density_min_neighbours} other photos closer than "
+                f"{config.urban_density_radius_km} km"
+            ),
+            "target": (
+                f"round({config.cells_per_1000_samples} * n / 1000 + {config.cells_per_10000_km2} "
+                f"* area_km2 / 10000), clamped to [1, n // {config.min_samples_per_cell}]; "
+                "cluster.target_cells overrides"
+            ),
+            "isolated": (
+                f"points no cell takes are grouped; groups of < {config.min_isolated} are "
+                "rejected as geocell_isolated"
+            ),
         },
         "provinces": provinces,
     }

@@ -87,6 +87,7 @@ def make_jpeg(
 
 
 def make_png(width: int = 320, height: int = 240, *, mode: str = "RGBA") -> bytes:
+    """A PNG fixture (alpha gradient in RGBA mode), so the decoders are tested on non-JPEG input."""
     from PIL import Image
 
     im = Image.open(io.BytesIO(make_jpeg(width, height))).convert(mode)
@@ -119,7 +120,10 @@ def make_corrupt_jpeg() -> bytes:
     return good[: len(good) // 3] + b"\x00garbage\x00" * 8
 
 
-HTML_PAGE = b"<!DOCTYPE html><html><head><title>Not Found</title></head><body><h1>Sorry, this photo is no longer available</h1></body></html>"
+HTML_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Not Found</title></head><body><h1>Sorry, this photo is no "
+    b"longer available</h1></body></html>"
+)
 
 
 def fixture_images() -> dict[str, bytes]:
@@ -258,6 +262,8 @@ def build_app(store: ImageStore, *, latency_s: float = 0.0) -> web.Application:
 def make_store(
     images: Mapping[str, bytes] | str | Path | None = None, *, fixtures: bool = True
 ) -> ImageStore:
+    """An ImageStore over in-memory images and/or a folder, plus the fault fixtures unless
+    ``fixtures=False``."""
     mem = fixture_images() if fixtures else {}
     folder = None
     if isinstance(images, str | Path):
@@ -326,6 +332,7 @@ def start_image_server(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the loopback image server from the command line (benchmarks, manual tests)."""
     parser = argparse.ArgumentParser(
         prog="python -m geopak_data.imageserver",
         description="Serve a folder of images (plus fault fixtures) on loopback.",

@@ -11,7 +11,8 @@ filter never downloads weights behind the user's back):
   ``OUTDOOR_PROMPTS``), as in CLIP's zero-shot recipe.
 * **Places365** (``filter.places365_weights``): a torchvision ResNet state dict trained on
   Places365 (e.g. CSAIL's ``resnet18_places365.pth.tar``) plus the ``IO_places365.txt`` list
-  (1 = indoor, 2 = outdoor per category) in the same folder as the weights. P(indoor) is the total probability of the indoor categories.
+  (1 = indoor, 2 = outdoor per category) in the same folder as the weights. P(indoor) is the
+  total probability of the indoor categories.
 
 When neither is configured the check is **not applied**: ``indoor_status`` says so, and the
 filter stage writes that into its summary, report and counts; it never passes silently.
@@ -99,7 +100,8 @@ def indoor_status(cfg: FilterConfig) -> IndoorStatus:
         labels = _places_labels_path(cfg)
         if not labels.is_file():
             raise GeopakError(
-                f"filter.places365_weights: {labels} not found (the IO_places365.txt indoor/outdoor list must sit next to the weights)"
+                f"filter.places365_weights: {labels} not found (the IO_places365.txt "
+                "indoor/outdoor list must sit next to the weights)"
             )
         return IndoorStatus(
             True, True, "places365", str(p), f"Places365 indoor/outdoor labels from {p}"

@@ -251,15 +251,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config key, repeatable; VALUE is read as TOML, e.g. --set crawl.yfcc.metadata=yfcc100m_dataset.bz2 "
-        "--set download.concurrency=32 (default: none)",
+        help=(
+            "override any config key, repeatable; VALUE is read as TOML, e.g. --set "
+            "crawl.yfcc.metadata=yfcc100m_dataset.bz2 "
+            "--set download.concurrency=32 (default: none)"
+        ),
     )
     p.add_argument(
         "--boundaries",
         type=existing_file,
         default=None,
         metavar="FILE",
-        help="the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded geoBoundaries ADM1 release",
+        help=(
+            "the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; "
+            "region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded "
+            "geoBoundaries ADM1 release"
+        ),
     )
     p.add_argument("--until", choices=STAGES, default="shard", help="stop after this stage")
     p.add_argument("--force", action="store_true", help="re-run every stage even if done")

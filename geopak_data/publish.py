@@ -81,7 +81,8 @@ def refuse_links(folder: Path) -> None:
             target = p.resolve()
             if target != root and root not in target.parents:
                 raise GeopakError(
-                    f"publish: {p} is a symbolic link to {os.readlink(p)}, outside the shard folder; remove it (only files inside {folder} are published)"
+                    f"publish: {p} is a symbolic link to {os.readlink(p)}, outside the shard "
+                    f"folder; remove it (only files inside {folder} are published)"
                 )
 
 
@@ -142,6 +143,7 @@ def is_synthetic(folder: Path, index: Any) -> bool:
 
 
 def render_plan(plan: PublishPlan) -> str:
+    """The upload plan as a table (file, size) and a totals line: what --dry-run shows."""
     width = max((len(f) for f, _ in plan.files), default=4)
     lines = [f"{f:<{width}}  {_human(s):>10}" for f, s in plan.files]
     lines.append(f"{len(plan.files)} files, {_human(plan.total_bytes)}, {plan.samples:,} samples")
@@ -236,7 +238,8 @@ def _cmd(args: argparse.Namespace) -> int:
     print(render_plan(plan))
     if args.dry_run:
         print(
-            f"dry run: card OK ({', '.join(plan.card.get('size_categories', []))}, license {plan.card.get('license')}); nothing uploaded to {args.repo_id}"
+            f"dry run: card OK ({', '.join(plan.card.get('size_categories', []))}, license "
+            f"{plan.card.get('license')}); nothing uploaded to {args.repo_id}"
         )
     else:
         print(f"uploaded to https://huggingface.co/datasets/{args.repo_id}")
@@ -245,6 +248,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``geopak-data publish`` to the CLI."""
     p = sub.add_parser(
         "publish",
         help="upload a shard folder to a Hugging Face dataset repo (resumable)",

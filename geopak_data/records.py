@@ -165,6 +165,7 @@ def empty_record(**values: Any) -> dict[str, Any]:
 def records_to_table(
     records: Iterable[Mapping[str, Any]], schema: pa.Schema = SOURCE_SCHEMA
 ) -> pa.Table:
+    """Rows (dicts) as a table of ``schema``; keys a row lacks become nulls, extra keys are dropped."""
     rows = list(records)
     cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
     return pa.table(cols, schema=schema)
@@ -196,4 +197,5 @@ def reject_rows(
 
 
 def read_table(path: Any) -> pa.Table:
+    """Read a Parquet table (one place to change reading options for every stage)."""
     return pq.read_table(path)

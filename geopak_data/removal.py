@@ -57,6 +57,8 @@ class RemovalList:
 
 
 def parse_removal_text(text: str) -> frozenset[str]:
+    """The entries of a removal list: one per line, ``#`` comments stripped except in URL lines
+    (a URL may contain ``#``)."""
     out = set()
     for line in text.splitlines():
         entry = (
@@ -76,7 +78,8 @@ def load_removal_list(path: str | Path | None) -> RemovalList:
     p = Path(path)
     if not p.is_file():
         raise GeopakError(
-            f"removal list not found: {p} (config shard.removal_list); create it (one key or source id per line) or unset the key"
+            f"removal list not found: {p} (config shard.removal_list); create it (one key or "
+            "source id per line) or unset the key"
         )
     try:
         text = p.read_text("utf-8")

@@ -85,6 +85,7 @@ class StageContext:
 
 
 def stage_dir(work: Path, name: str) -> Path:
+    """A stage's folder under the work folder; ``crawl:yfcc`` maps to ``crawl/yfcc``."""
     return Path(work) / name.replace(":", "/")
 
 
@@ -264,7 +265,8 @@ def run_stage(
     missing = [label for label, fp in input_fps.items() if not fp]
     if missing:
         raise GeopakError(
-            f"{name}: missing input {', '.join(missing)} ({', '.join(str(inputs[m]) for m in missing)}); run the earlier stage first"
+            f"{name}: missing input {', '.join(missing)} "
+            f"({', '.join(str(inputs[m]) for m in missing)}); run the earlier stage first"
         )
 
     sdir = stage_dir(work, name)

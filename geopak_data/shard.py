@@ -153,6 +153,7 @@ def out_intact(work: Path, out: Path) -> bool:
 
 
 def stage_path(work: Path) -> Path:
+    """The shard stage's state folder under the work folder."""
     return Path(work) / STAGE
 
 
@@ -207,7 +208,9 @@ def _measure_images(work: Path, records: pd.DataFrame, cfg: Any, removal: Any) -
     if missing:
         m = missing[0]
         raise GeopakError(
-            f"{len(missing)} image file(s) missing, e.g. {work / text(paths[m])} (key {out['key'].iat[m]}); run `geopak-data crawl {out['source'].iat[m]} --work {work}` to fetch them again"
+            f"{len(missing)} image file(s) missing, e.g. {work / text(paths[m])} (key "
+            f"{out['key'].iat[m]}); run `geopak-data crawl {out['source'].iat[m]} --work {work}` "
+            "to fetch them again"
         )
     out["bytes"] = sizes
     return out
@@ -248,7 +251,8 @@ def _samples(
         key = plan.metas[i]["key"]
         if want and hashlib.sha256(jpg).hexdigest() != want:
             raise GeopakError(
-                f"{path} changed since it was downloaded (sha256 mismatch for {key}); re-run crawl for it or restore the file"
+                f"{path} changed since it was downloaded (sha256 mismatch for {key}); re-run "
+                "crawl for it or restore the file"
             )
         yield key, jpg, plan.blobs[i]
 
@@ -541,6 +545,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``geopak-data shard`` to the CLI."""
     from .cliutil import add_common
 
     p = sub.add_parser(

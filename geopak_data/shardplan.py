@@ -94,6 +94,7 @@ def split_rule_text(
 
 
 def fractions_of(cfg: ShardConfig) -> dict[str, float]:
+    """The train/val/test fractions of the config, keyed by split name."""
     return {"train": cfg.train_fraction, "val": cfg.val_fraction, "test": cfg.test_fraction}
 
 
@@ -169,7 +170,8 @@ def check_labels(df: pd.DataFrame, cells: pd.DataFrame) -> None:
     if np.any(cell_prov != prov_ids):
         bad = int(np.flatnonzero(cell_prov != prov_ids)[0])
         raise GeopakError(
-            f"record {df['key'][bad]!r} is tagged province {prov_ids[bad]} but its cell {cell_ids[bad]} lies in province {cell_prov[bad]}; re-run cluster"
+            f"record {df['key'][bad]!r} is tagged province {prov_ids[bad]} but its cell "
+            f"{cell_ids[bad]} lies in province {cell_prov[bad]}; re-run cluster"
         )
     if prov_ids.min() < 0 or prov_ids.max() >= NUM_PROVINCES:
         raise GeopakError("records hold a province_id outside 0..6; re-run tag")

@@ -61,10 +61,16 @@ SOURCES: dict[str, SourceSpec] = {
             summary="geotagged, openly licensed Flickr photos (flickr.photos.search over bbox tiles x date windows)",
             env=("FLICKR_API_KEY", "FLICKR_API_SECRET"),
             env_hint="create a key at https://www.flickr.com/services/apps/create/",
-            example="FLICKR_API_KEY=... FLICKR_API_SECRET=... geopak-data crawl flickr --work W --config pipelines/pakistan.toml",
-            notes="Settings: [crawl.flickr] tiles, min_date, window_days, licenses, per_page, result_cap, calls_per_hour. "
-            "Queries over the ~4,000-result cap are split by area, then by time. "
-            "With --plan, only tiles over under-covered planner tiles, most under-covered first.",
+            example=(
+                "FLICKR_API_KEY=... FLICKR_API_SECRET=... geopak-data crawl flickr --work W "
+                "--config pipelines/pakistan.toml"
+            ),
+            notes=(
+                "Settings: [crawl.flickr] tiles, min_date, window_days, licenses, per_page, "
+                "result_cap, calls_per_hour. "
+                "Queries over the ~4,000-result cap are split by area, then by time. "
+                "With --plan, only tiles over under-covered planner tiles, most under-covered first."
+            ),
             remote=True,
             tiled=True,
         ),
@@ -105,7 +111,10 @@ SOURCES: dict[str, SourceSpec] = {
                     "train_attribution.csv (id,url,author,license,title): the only source of each image's licence",
                 ),
             ),
-            example="geopak-data crawl gldv2 --work W --train-csv train.csv --landmarks landmarks.csv --attribution-csv train_attribution.csv",
+            example=(
+                "geopak-data crawl gldv2 --work W --train-csv train.csv --landmarks "
+                "landmarks.csv --attribution-csv train_attribution.csv"
+            ),
             notes="Settings: [crawl.gldv2] train_csv, landmarks, attribution_csv.",
         ),
         SourceSpec(

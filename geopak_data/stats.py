@@ -342,12 +342,14 @@ def render(report: dict[str, Any]) -> str:
         excl = report.get("excluded") or {}
         if excl:
             add(
-                f"\nexcluded at shard time: {excl.get('restricted', 0)} restricted, {excl.get('removal_list', 0)} on the removal list"
+                f"\nexcluded at shard time: {excl.get('restricted', 0)} restricted, "
+                f"{excl.get('removal_list', 0)} on the removal list"
             )
         g = report.get("groups") or {}
         if g:
             add(
-                f"leakage groups: {g.get('count', 0)} ({g.get('multi_photo', 0)} with more than one photo, largest {g.get('largest', 0)})"
+                f"leakage groups: {g.get('count', 0)} ({g.get('multi_photo', 0)} with more than "
+                f"one photo, largest {g.get('largest', 0)})"
             )
     for line in coverage_lines(report.get("coverage")):
         add(line)
@@ -373,7 +375,10 @@ def run_stats(
     if work is not None:
         report = work_stats(work)
         default_map = Path(work) / "stats" / "map.png"
-        title = f"{Path(work).name}: {0 if report['_points'] is None else len(report['_points']):,} photos, {report['n_cells']:,} cells"
+        title = (
+            f"{Path(work).name}: {0 if report['_points'] is None else len(report['_points']):,} "
+            f"photos, {report['n_cells']:,} cells"
+        )
     else:
         report = dir_stats(folder)  # type: ignore[arg-type]
         default_map = Path(folder) / "map.png"  # type: ignore[arg-type]
@@ -409,6 +414,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``geopak-data stats`` to the CLI."""
     p = sub.add_parser(
         "stats",
         help="counts per stage/province/source/cell, reject reasons and a map PNG",

@@ -187,6 +187,7 @@ def _nearest_palette(lat: float, lon: float) -> int:
 
 
 def jpeg_bytes(img: Image.Image, quality: int = 90) -> bytes:
+    """Encode a synthetic image as JPEG bytes, as a real source would deliver it."""
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()

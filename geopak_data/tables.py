@@ -11,6 +11,8 @@ import numpy as np
 
 
 def column(table: Any, name: str) -> np.ndarray:
+    """One column as a numpy array from a pyarrow Table, a DataFrame, a mapping or an object with
+    attributes, so helpers work on whatever the caller holds."""
     if hasattr(table, "column_names") and hasattr(table, "column"):  # pyarrow Table
         return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
     if isinstance(table, Mapping) or hasattr(table, "columns"):
@@ -19,6 +21,7 @@ def column(table: Any, name: str) -> np.ndarray:
 
 
 def has_column(table: Any, name: str) -> bool:
+    """Whether ``table`` (any of the kinds ``column`` accepts) has a column ``name``."""
     if hasattr(table, "column_names"):
         return name in table.column_names
     if hasattr(table, "columns"):

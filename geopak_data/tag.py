@@ -215,7 +215,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "tag",
-        help="region (first-level unit) of every photo by polygon (points within the border tolerance across the sea coast get the nearest region)",
+        help=(
+            "region (first-level unit) of every photo by polygon (points within the border "
+            "tolerance across the sea coast get the nearest region)"
+        ),
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

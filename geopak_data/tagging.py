@@ -63,7 +63,10 @@ def projection_for(bounds: tuple[float, float, float, float], names: tuple[str, 
     lon0, lat0 = (minx + maxx) / 2.0, (miny + maxy) / 2.0
     lat1, lat2 = miny + (maxy - miny) / 6.0, maxy - (maxy - miny) / 6.0
     if miny * maxy > 0 and (maxx - minx) >= (maxy - miny) and abs(lat1 + lat2) > 1.0:
-        return f"+proj=lcc +lat_1={lat1:.4f} +lat_2={lat2:.4f} +lat_0={lat0:.4f} +lon_0={lon0:.4f} +datum=WGS84 +units=m +no_defs"
+        return (
+            f"+proj=lcc +lat_1={lat1:.4f} +lat_2={lat2:.4f} +lat_0={lat0:.4f} +lon_0={lon0:.4f} "
+            "+datum=WGS84 +units=m +no_defs"
+        )
     return f"+proj=tmerc +lat_0={lat0:.4f} +lon_0={lon0:.4f} +k=1 +datum=WGS84 +units=m +no_defs"
 
 

@@ -80,6 +80,7 @@ def split_box(box: Box, n_lon: int, n_lat: int) -> list[Box]:
 
 
 def quadrants(box: Box) -> list[Box]:
+    """``box`` cut into four (2 x 2), for recursive subdivision of dense tiles."""
     return split_box(box, 2, 2)
 
 

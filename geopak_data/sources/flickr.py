@@ -300,7 +300,10 @@ class FlickrSource(Source):
         return {"endpoint": self.api_url}
 
     def describe(self) -> str:
-        return f"flickr photos.search via {self.api_url} ({len(self.roots())} root queries, licences {','.join(map(str, self.licenses))})"
+        return (
+            f"flickr photos.search via {self.api_url} ({len(self.roots())} root queries, licences "
+            f"{','.join(map(str, self.licenses))})"
+        )
 
     def tiles(self) -> list[tuple[str, tuple[float, float, float, float]]]:
         """Root tiles: ``crawl.flickr.tiles`` if given, else a ``tile_deg`` grid over ``crawl.bbox``."""
@@ -338,7 +341,8 @@ class FlickrSource(Source):
             clip = False
         if stop <= start:
             raise GeopakError(
-                f"config key 'crawl.flickr.max_date' = {self.cfg.max_date!r}: must be after min_date {self.cfg.min_date}"
+                f"config key 'crawl.flickr.max_date' = {self.cfg.max_date!r}: must be after "
+                f"min_date {self.cfg.min_date}"
             )
         step = int(self.cfg.window_days) * 86400
         out = []
@@ -448,7 +452,8 @@ class FlickrSource(Source):
                         continue
                     self.stats["truncated"] += 1
                     log.warning(
-                        "flickr: %s still reports %d results (> cap %d) at the smallest tile and window; only the first %d are reachable",
+                        "flickr: %s still reports %d results (> cap %d) at the smallest tile and "
+                        "window; only the first %d are reachable",
                         node.name,
                         total,
                         self.cfg.result_cap,
@@ -525,7 +530,9 @@ class FlickrSource(Source):
         secret = os.environ.get(ENV_SECRET, "").strip()
         if not key:
             raise GeopakError(
-                f"{ENV_KEY} is not set: create a key at https://www.flickr.com/services/apps/create/ and export {ENV_KEY} and {ENV_SECRET}"
+                f"{ENV_KEY} is not set: create a key at "
+                f"https://www.flickr.com/services/apps/create/ and export {ENV_KEY} and "
+                f"{ENV_SECRET}"
             )
         if not secret:
             raise GeopakError(
@@ -568,7 +575,8 @@ class FlickrSource(Source):
         photos = resp.get("photos")
         if not isinstance(photos, Mapping):
             raise GeopakError(
-                f"flickr: unexpected photos.search response for {node.name} page {page} (no 'photos' object); is --endpoint a Flickr REST endpoint?"
+                f"flickr: unexpected photos.search response for {node.name} page {page} (no "
+                "'photos' object); is --endpoint a Flickr REST endpoint?"
             )
         return photos
 
@@ -615,7 +623,8 @@ class FlickrSource(Source):
 
         def give_up(last: Retry, attempts: int) -> GeopakError:
             return GeopakError(
-                f"flickr: {method} still failing after {attempts} attempts ({last.reason}); run the crawl again later to resume"
+                f"flickr: {method} still failing after {attempts} attempts ({last.reason}); run "
+                "the crawl again later to resume"
             )
 
         policy = RetryPolicy(self.config.retry, rng=self.rng, on_retry=on_retry)

@@ -116,14 +116,19 @@ class MapillarySource(TiledSource):
         }
 
     def describe(self) -> str:
-        return f"mapillary images via {self.base} (panoramas {'kept' if self.cfg.include_panoramas else 'skipped'}, thinning {self.cfg.thin_m:g} m)"
+        return (
+            f"mapillary images via {self.base} (panoramas "
+            f"{'kept' if self.cfg.include_panoramas else 'skipped'}, "
+            f"thinning {self.cfg.thin_m:g} m)"
+        )
 
     def client(self) -> ApiClient:
         if self._client is None:
             token = os.environ.get(ENV_TOKEN, "").strip()
             if not token:
                 raise GeopakError(
-                    f"{ENV_TOKEN} is not set: get a client token at https://www.mapillary.com/dashboard/developers and export {ENV_TOKEN}"
+                    f"{ENV_TOKEN} is not set: get a client token at "
+                    f"https://www.mapillary.com/dashboard/developers and export {ENV_TOKEN}"
                 )
             self._token = token
             self._client = ApiClient(

@@ -212,7 +212,10 @@ class PlacesSource(Source):
         return {"endpoint": self.base, "api": self.api}
 
     def describe(self) -> str:
-        return f"places ({self.api} API) via {self.base}: {len(self.units())} searches around {len(self.cfg.anchors)} anchors"
+        return (
+            f"places ({self.api} API) via {self.base}: {len(self.units())} searches around "
+            f"{len(self.cfg.anchors)} anchors"
+        )
 
     def units(self) -> list[tuple[str, float, float, str]]:
         """(unit name, lat, lon, place type or '') for every search, in crawl order."""
@@ -274,7 +277,8 @@ class PlacesSource(Source):
             key = os.environ.get(ENV_KEY, "").strip()
             if not key:
                 raise GeopakError(
-                    f"{ENV_KEY} is not set: create a key with the Places API enabled (https://console.cloud.google.com/google/maps-apis) and export {ENV_KEY}"
+                    f"{ENV_KEY} is not set: create a key with the Places API enabled "
+                    f"(https://console.cloud.google.com/google/maps-apis) and export {ENV_KEY}"
                 )
             self._key = key
         return self._key
@@ -306,7 +310,8 @@ class PlacesSource(Source):
     def _give_up(label: str, what: str) -> Any:
         def give_up(last: Retry, attempts: int) -> GeopakError:
             return GeopakError(
-                f"{label}: {what} still failing after {attempts} attempts ({last.reason}); run the crawl again later to resume"
+                f"{label}: {what} still failing after {attempts} attempts ({last.reason}); run "
+                "the crawl again later to resume"
             )
 
         return give_up

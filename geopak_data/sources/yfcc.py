@@ -865,7 +865,8 @@ class YfccSource(Source):
                 ) from None
             if i == 0 and block.rows == 0:
                 raise GeopakError(
-                    f"{self.metadata}: not a yfcc100m_dataset file: no line has the {len(YFCC_COLUMNS)} tab-separated columns"
+                    f"{self.metadata}: not a yfcc100m_dataset file: no line has the "
+                    f"{len(YFCC_COLUMNS)} tab-separated columns"
                 )
             unit = f"c{i:07d}"
             i += 1
@@ -878,7 +879,8 @@ class YfccSource(Source):
             progress.set_postfix_str(f"{scanned:,} rows scanned", refresh=False)
         if self.malformed:
             log.warning(
-                "yfcc: %d malformed line(s) of %s skipped (not %d tab-separated columns, or coordinates that are no numbers)",
+                "yfcc: %d malformed line(s) of %s skipped (not %d tab-separated columns, or "
+                "coordinates that are no numbers)",
                 self.malformed,
                 self.metadata.name,
                 len(YFCC_COLUMNS),

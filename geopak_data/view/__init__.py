@@ -74,6 +74,7 @@ def _port(value: str) -> int:
 
 
 def register(sub: Any) -> None:
+    """Add ``geopak-data view`` to the CLI."""
     p = sub.add_parser(
         "view",
         help="local web viewer: map of the samples, details, rejects, ask the model",
@@ -124,7 +125,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--tiles",
         metavar="URL",
-        help="optional background tile URL template, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: none, works offline)",
+        help=(
+            "optional background tile URL template, e.g. "
+            "https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: none, works offline)"
+        ),
     )
     p.add_argument(
         "--max-upload-mb",

@@ -66,10 +66,12 @@ def _error(message: str, status: int) -> web.Response:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
+    """The viewer page; never cached, so a restarted server's page is always current."""
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 async def meta(request: web.Request) -> web.Response:
+    """GET /api/meta: what is loaded (folder, counts, labels, model provenance)."""
     data = request.app[DATA]
     predictor = request.app[PREDICTOR]
     out = data.meta()
@@ -86,10 +88,12 @@ async def meta(request: web.Request) -> web.Response:
 
 
 async def regions(request: web.Request) -> web.Response:
+    """GET /api/regions: the region polygons as GeoJSON."""
     return _json(request.app[REGIONS])
 
 
 async def samples(request: web.Request) -> web.Response:
+    """GET /api/samples: columns for the map, or full rows with ``?format=records``."""
     data = request.app[DATA]
     try:
         filters = _filters(request)
@@ -103,10 +107,12 @@ async def samples(request: web.Request) -> web.Response:
 
 
 async def counts(request: web.Request) -> web.Response:
+    """GET /api/counts: sample counts per category under the filters."""
     return _json(request.app[DATA].counts(_filters(request)))
 
 
 async def sample(request: web.Request) -> web.Response:
+    """GET /api/sample/{key}: one sample's detail, 404 when unknown."""
     detail = request.app[DATA].detail(request.match_info["key"])
     if detail is None:
         return _error("no such sample", 404)
@@ -114,6 +120,7 @@ async def sample(request: web.Request) -> web.Response:
 
 
 async def image(request: web.Request) -> web.StreamResponse:
+    """GET /api/image/{key}: the stored JPEG, read off the event loop."""
     data = request.app[DATA]
     body = await asyncio.to_thread(data.image_bytes, request.match_info["key"])
     if body is None:
@@ -124,10 +131,12 @@ async def image(request: web.Request) -> web.StreamResponse:
 
 
 async def cells(request: web.Request) -> web.Response:
+    """GET /api/cells: the geocells."""
     return _json(request.app[DATA].cell_rows())
 
 
 async def rejects(request: web.Request) -> web.Response:
+    """GET /api/rejects: reject reasons with counts and examples."""
     return _json(request.app[DATA].reject_summary())
 
 
@@ -177,6 +186,8 @@ def _predict_sync(app: web.Application, raw: bytes | None, key: str | None) -> d
 
 
 async def predict(request: web.Request) -> web.Response:
+    """POST/GET /api/predict: the model's answer for an upload or a dataset sample (409 with no
+    model)."""
     if request.app[PREDICTOR] is None:
         return _error("no model loaded: start the viewer with --checkpoint CKPT", 409)
     key = request.query.get("key")
