@@ -73,7 +73,8 @@ def uninformative(tmp: Path, n: int = 400) -> dict:
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
         u = rng.random()
         split = "train" if u < 0.7 else ("val" if u < 0.85 else "test")
-        samples.append({"split": split, "jpg": buf.getvalue(), "json": sample_meta(f"noise-{i:05d}", lat, lon, c, 64)})  # fmt: skip
+        meta = sample_meta(f"noise-{i:05d}", lat, lon, c, 64)
+        samples.append({"split": split, "jpg": buf.getvalue(), "json": meta})
     shards = write_shard_folder(tmp / "noise" / "shards", samples, cells, per_shard=50)
     feats = tmp / "noise" / "feats"
     embed(shards=shards, out=feats, preset="tiny", seed=0, num_workers=0, device="cpu")

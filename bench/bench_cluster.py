@@ -262,7 +262,8 @@ def _line(kind: str, n: int, runs: list[dict]) -> str:
     sub = "" if last.get("points", n) == n else f" on a random {last['points']:,}-point subsample"
     extra = (
         f"{last['cells']} cells, {last['violations']} violations, radius max {last['radius_max']} km,"
-        f" {last['rejected']} rejected [hdbscan {last['hdbscan_seconds']:.1f} s, constraints {last['constraint_seconds']:.1f} s]"
+        f" {last['rejected']} rejected [hdbscan {last['hdbscan_seconds']:.1f} s, constraints "
+        f"{last['constraint_seconds']:.1f} s]"
         if kind == "geocells"
         else f"{last['clusters']} clusters, {last['noise']} noise{sub}{last.get('note', '')}"
     )
@@ -342,7 +343,8 @@ def main() -> int:
                 ""
                 if full
                 else (
-                    f"; {kind} only ran on a {rs[-1]['points']:,}-point subsample ({median([r['seconds'] for r in rs]):.1f} s)"
+                    f"; {kind} only ran on a {rs[-1]['points']:,}-point subsample "
+                    f"({median([r['seconds'] for r in rs]):.1f} s)"
                     if rs
                     else f"; {kind} did not finish"
                 )

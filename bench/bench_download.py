@@ -53,7 +53,8 @@ from geopak_data.download import DownloadItem, download_items
 import geopak_data.imaging as imaging
 imaging.JPEG_DECODER = sys.argv[7]
 urls = Path(sys.argv[1]).read_text().split()
-out = Path(sys.argv[2]); cores = int(sys.argv[3]); size = int(sys.argv[4]); quality = int(sys.argv[5]); conc = int(sys.argv[6])
+out = Path(sys.argv[2]); cores = int(sys.argv[3]); size = int(sys.argv[4])
+quality = int(sys.argv[5]); conc = int(sys.argv[6])
 cfg = DownloadConfig(concurrency=conc, per_host=conc, max_side=size, jpeg_quality=quality, workers=cores)
 retry = RetryConfig(retries=0, timeout_s=60)
 items = [DownloadItem(i, u, out / f"{i % 100:02d}" / f"{i:06d}.jpg") for i, u in enumerate(urls)]
@@ -76,7 +77,8 @@ from pathlib import Path
 import geopak_data.imaging as imaging
 from geopak_data.config import DownloadConfig
 from geopak_data.download import _store
-folder, out = Path(sys.argv[1]), Path(sys.argv[2]); cores = int(sys.argv[3]); size = int(sys.argv[4]); quality = int(sys.argv[5])
+folder, out = Path(sys.argv[1]), Path(sys.argv[2])
+cores = int(sys.argv[3]); size = int(sys.argv[4]); quality = int(sys.argv[5])
 imaging.JPEG_DECODER = sys.argv[7]
 cfg = DownloadConfig(max_side=size, jpeg_quality=quality, workers=cores)
 blobs = [(p.read_bytes(), out / p.parent.name / p.name) for p in sorted(folder.glob("*.jpg"))]
@@ -94,7 +96,8 @@ I2D_RUNNER = r"""
 import json, sys, time, resource, os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from img2dataset import download
-urls, out, cores, size, quality, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+urls, out = sys.argv[1], sys.argv[2]
+cores, size, quality, threads = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 t0 = time.perf_counter()
 download(url_list=urls, output_folder=out, processes_count=cores, thread_count=threads, image_size=size,
          resize_mode="keep_ratio_largest", resize_only_if_bigger=True, encode_quality=quality, encode_format="jpg",
@@ -240,7 +243,9 @@ def main() -> int:
         t0 = time.perf_counter()
         names = make_images(root / "served", n, args.width, args.height, unique=min(n, 48))
         print(
-            f"generated {n} JPEGs {args.width}x{args.height} ({(root / 'served' / names[0]).stat().st_size / 1e3:.0f} kB each) in {time.perf_counter() - t0:.1f}s"
+            f"generated {n} JPEGs {args.width}x{args.height} "
+            f"({(root / 'served' / names[0]).stat().st_size / 1e3:.0f} kB each) in "
+            f"{time.perf_counter() - t0:.1f}s"
         )
         servers, base = start_servers(root / "served", args.server_procs)
         try:
@@ -257,7 +262,8 @@ def main() -> int:
                 res["server_cpu"] = cpu_of(servers) - s0
                 shutil.rmtree(out, ignore_errors=True)
                 print(
-                    f"{label:<22} {res['ok']}/{n} ok in {res['seconds']:.2f}s -> {res['ok'] / res['seconds']:.1f} images/s"
+                    f"{label:<22} {res['ok']}/{n} ok in {res['seconds']:.2f}s -> "
+                    f"{res['ok'] / res['seconds']:.1f} images/s"
                     f" (client cpu {res['cpu']:.1f}s, server cpu {res['server_cpu']:.1f}s)",
                     flush=True,
                 )
@@ -294,7 +300,8 @@ def main() -> int:
 
     rate = {k: median([x["ok"] / x["seconds"] for x in v]) for k, v in results.items()}
     print(
-        f"\nsame {n} images {args.width}x{args.height}, {args.cores} cores, longest side {args.size}, quality {args.quality};"
+        f"\nsame {n} images {args.width}x{args.height}, {args.cores} cores, longest side "
+        f"{args.size}, quality {args.quality};"
         f" medians of {args.rounds} alternated rounds"
     )
     for k, v in rate.items():
@@ -304,7 +311,8 @@ def main() -> int:
     print(f"ratio geopak / own no-network limit = {g / limit:.2f}x (goal >= 0.9x)")
     if len(decoders) > 1:
         print(
-            f"limit raised by simplejpeg decoding: {rate['limit (simplejpeg)'] / rate['limit (pillow)']:.2f}x of Pillow's"
+            "limit raised by simplejpeg decoding: "
+            f"{rate['limit (simplejpeg)'] / rate['limit (pillow)']:.2f}x of Pillow's"
         )
     if "img2dataset" in rate:
         print(f"ratio geopak/img2dataset = {g / rate['img2dataset']:.2f}x")
@@ -314,10 +322,14 @@ def main() -> int:
         )
         print("  python -m venv /tmp/i2d-venv && /tmp/i2d-venv/bin/pip install img2dataset")
         print(
-            "  python bench/bench_download.py --img2dataset-python /tmp/i2d-venv/bin/python   (or GEOPAK_IMG2DATASET_PYTHON=...)"
+            "  python bench/bench_download.py --img2dataset-python /tmp/i2d-venv/bin/python   "
+            "(or GEOPAK_IMG2DATASET_PYTHON=...)"
         )
 
-    setup = f"{n} images {args.width}x{args.height} -> {args.size} px, {args.cores} cores, medians of {args.rounds} alternated rounds"
+    setup = (
+        f"{n} images {args.width}x{args.height} -> {args.size} px, {args.cores} cores, medians of "
+        f"{args.rounds} alternated rounds"
+    )
     emit(
         "download",
         "crawl images/s vs own no-network limit",

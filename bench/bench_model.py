@@ -124,15 +124,21 @@ def main(argv: list[str] | None = None) -> int:
         report(rows)
         return 0
     print(
-        f"GEOPAK model benchmark - CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.cells} cells{' (quick)' if args.quick else ''}"
+        f"GEOPAK model benchmark - CPU, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, {args.cells} cells{' (quick)' if args.quick else ''}"
     )
-    head = f"{'preset':<6} {'params':>9} {'train p0':>9} {'train p1':>9} {'train p2':>9} {'build s':>8} {'1 img ms':>9} {'heads ms/img':>13} {'batch':>6} {'img/s':>8}"
+    head = (
+        f"{'preset':<6} {'params':>9} {'train p0':>9} {'train p1':>9} {'train p2':>9} "
+        f"{'build s':>8} {'1 img ms':>9} {'heads ms/img':>13} {'batch':>6} {'img/s':>8}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         print(
-            f"{r['preset']:<6} {r['params_total'] / 1e6:>8.2f}M {r['trainable_phase0'] / 1e6:>8.2f}M {r['trainable_phase1'] / 1e6:>8.2f}M "
-            f"{r['trainable_phase2'] / 1e6:>8.2f}M {r['build_s']:>8.2f} {r['latency_ms']:>9.1f} {r['heads_ms_per_img']:>13.3f} {r['batch']:>6d} {r['img_per_s']:>8.1f}"
+            f"{r['preset']:<6} {r['params_total'] / 1e6:>8.2f}M "
+            f"{r['trainable_phase0'] / 1e6:>8.2f}M {r['trainable_phase1'] / 1e6:>8.2f}M "
+            f"{r['trainable_phase2'] / 1e6:>8.2f}M {r['build_s']:>8.2f} {r['latency_ms']:>9.1f} "
+            f"{r['heads_ms_per_img']:>13.3f} {r['batch']:>6d} {r['img_per_s']:>8.1f}"
         )
     print("phase 2 unfreezes the last unfreeze_last_n blocks (preset default) of each encoder.")
     report(rows)

@@ -194,7 +194,11 @@ def main() -> int:
             max(0.0, a + b * 1_000_000),
             "s",
             higher_is_better=False,
-            note=f"linear fit over {', '.join(f'{n:,}' for n in sizes)} synthetic photos; {results[big][stage]['seconds']:.1f} s and {results[big][stage]['peak_rss_mib']:.0f} MiB peak at {big:,}",
+            note=(
+                f"linear fit over {', '.join(f'{n:,}' for n in sizes)} synthetic photos; "
+                f"{results[big][stage]['seconds']:.1f} s and "
+                f"{results[big][stage]['peak_rss_mib']:.0f} MiB peak at {big:,}"
+            ),
         )
     a, b = fit(sizes, total)
     emit(
@@ -203,7 +207,10 @@ def main() -> int:
         max(0.0, a + b * 1_000_000) / 3600.0,
         "h",
         higher_is_better=False,
-        note=f"crawl -> filter -> tag -> cluster -> shard; synthetic ~200 px photos on loopback; {total[-1]:.0f} s at {big:,}",
+        note=(
+            "crawl -> filter -> tag -> cluster -> shard; synthetic ~200 px photos on loopback; "
+            f"{total[-1]:.0f} s at {big:,}"
+        ),
     )
     return 0
 

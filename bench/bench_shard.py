@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         payload = img_bytes + sum(len(m) for _, _, m in data)
         print(machine_facts())
         print(
-            f"images: {args.n:,} generated {args.side}x{args.side} JPEGs, {img_bytes / 1e6:,.1f} MB ({img_bytes / args.n / 1e3:.1f} KB each) in {gen_s:.1f}s"
+            f"images: {args.n:,} generated {args.side}x{args.side} JPEGs, {img_bytes / 1e6:,.1f} "
+            f"MB ({img_bytes / args.n / 1e3:.1f} KB each) in {gen_s:.1f}s"
         )
         print(
             f"payload per run: {payload / 1e6:,.1f} MB (images + json); {args.repeat} alternated rounds, medians"
@@ -337,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, sec in med.items():
             lo, hi = min(times[name]), max(times[name])
             print(
-                f"{name:34} {sec:9.2f} {lo:6.2f}..{hi:<6.2f} {payload / 1e6 / sec:8.1f} {args.n / sec:10,.0f} {ceiling / sec:9.2f}x"
+                f"{name:34} {sec:9.2f} {lo:6.2f}..{hi:<6.2f} {payload / 1e6 / sec:8.1f} "
+                f"{args.n / sec:10,.0f} {ceiling / sec:9.2f}x"
             )
         print(f"geopak wrote {n_tars} tars; ratio shard / plain tarfile = {ceiling / stage:.2f}x")
         summary = {

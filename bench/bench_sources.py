@@ -63,7 +63,8 @@ def bench_commons(n: int, tmp: Path) -> None:
         f"commons: {rec} records + {rej} rejects in {dt:.2f}s; {calls} requests ({src.stats['splits']} splits)"
     )
     emit("sources", "commons discovery", (rec + rej) / dt, "records/s",
-         note=f"{n} files, gslimit 500, {calls} requests ({calls / dt:.0f}/s), batches of 50 titles, loopback fake")  # fmt: skip
+         note=f"{n} files, gslimit 500, {calls} requests ({calls / dt:.0f}/s), batches of 50 titles, "
+              "loopback fake")  # fmt: skip
 
 
 def bench_mapillary(sequences: int, tmp: Path) -> None:
@@ -84,7 +85,8 @@ def bench_mapillary(sequences: int, tmp: Path) -> None:
     calls = len(fake.requests)
     print(f"mapillary: {rec} records + {rej} rejects in {dt:.2f}s; {calls} requests")
     emit("sources", "mapillary discovery", (rec + rej) / dt, "records/s",
-         note=f"{len(fake.images)} images in {sequences + 1} sequences, pages of 200, {calls} requests ({calls / dt:.0f}/s; most boxes empty), thinning 15 m, loopback fake")  # fmt: skip
+         note=f"{len(fake.images)} images in {sequences + 1} sequences, pages of 200, {calls} requests "
+              f"({calls / dt:.0f}/s; most boxes empty), thinning 15 m, loopback fake")  # fmt: skip
 
 
 def main() -> None:

@@ -5,9 +5,10 @@
 
 Points are uniform over Pakistan's bounding box plus a 1 degree margin ("in and around"
 Pakistan: about a third land inside a province, some in the border band, the rest abroad or
-at sea), so every path of the tagger is exercised. Compared with ``geopandas.sjoin`` (``predicate="within"``, what a
-GIS user would pick; answers compared) and the naive reference, what one writes first: for each point, build a shapely Point and try ``polygon.contains`` on each province
-until one says yes. It runs on a sample (it is slow) and its answers are checked against
+at sea), so every path of the tagger is exercised. Compared with ``geopandas.sjoin``
+(``predicate="within"``, what a GIS user would pick; answers compared) and the naive reference,
+what one writes first: for each point, build a shapely Point and try ``polygon.contains`` on
+each province until one says yes. It runs on a sample (it is slow) and its answers are checked against
 the vectorised ones. Boundaries: ``--boundaries FILE``, else ``GEOPAK_BOUNDARIES``, else the
 pinned download.
 """
@@ -131,17 +132,20 @@ def main(argv: list[str] | None = None) -> int:
 
     counts = np.bincount(res.status, minlength=4)
     print(
-        f"boundaries: {polys.attrs.get('source')} (load {t1 - t0:.2f}s, prepare {t2 - t1:.2f}s); cpu cores: {os.cpu_count()}"
+        f"boundaries: {polys.attrs.get('source')} (load {t1 - t0:.2f}s, prepare {t2 - t1:.2f}s); "
+        f"cpu cores: {os.cpu_count()}"
     )
     print(
         f"points: {args.n:,} uniform over lon {x0 - 1:.1f}..{x1 + 1:.1f}, lat {y0 - 1:.1f}..{y1 + 1:.1f}"
     )
     print(
-        f"  inside a province {counts[0]:,} | snapped within {args.tolerance_km:g} km {counts[1]:,} | outside {counts[2]:,} | invalid {counts[3]:,}"
+        f"  inside a province {counts[0]:,} | snapped within {args.tolerance_km:g} km "
+        f"{counts[1]:,} | outside {counts[2]:,} | invalid {counts[3]:,}"
     )
     print(machine_facts(("shapely", "geopandas", "numpy")))
     print(
-        f"vectorised: {best:.3f}s median of {args.repeat} alternated runs ({', '.join(f'{x:.3f}' for x in secs['geopak'])}) -> {rate:,.0f} points/s"
+        f"vectorised: {best:.3f}s median of {args.repeat} alternated runs "
+        f"({', '.join(f'{x:.3f}' for x in secs['geopak'])}) -> {rate:,.0f} points/s"
     )
     sj_rate = sj_agree = None
     if "sjoin" in secs:
@@ -160,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"speed-up: {rate / naive_rate:,.0f}x")
     print(
-        f"agreement on the naive sample: {int(inside.sum()) - disagree:,}/{int(inside.sum()):,} points the naive loop put in a province got the same id; {extra} points it left out were called inside"
+        f"agreement on the naive sample: {int(inside.sum()) - disagree:,}/{int(inside.sum()):,} "
+        f"points the naive loop put in a province got the same id; {extra} points it left out "
+        "were called inside"
     )
     print(f"goal >= {GOAL:,} points/s: {'met' if rate >= GOAL else 'NOT met'}")
 

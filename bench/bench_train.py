@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = D.open_shard_folder(shards)
         model, _ = make_model(folder=folder, preset=args.preset, seed=0, random_init=True)
         print(
-            f"bench_train: preset={args.preset} device={device} threads={torch.get_num_threads()} batch={bs} train images={folder.size('train')}"
+            f"bench_train: preset={args.preset} device={device} threads={torch.get_num_threads()} "
+            f"batch={bs} train images={folder.size('train')}"
         )
 
         tf_train = model.transforms(train=True)

@@ -4,8 +4,8 @@ Generates a ``yfcc100m_dataset``-format file with realistic field sizes (URL-enc
 descriptions, tags, URLs; ~1% of rows inside Pakistan, some videos, some without
 coordinates), then times
 
-* the scan: ``scan_blocks`` (block reads, vectorised numpy byte scan (pyarrow CSV as the exact fallback), vectorised bbox/marker
-  filter, kept lines split), and
+* the scan: ``scan_blocks`` (block reads, vectorised numpy byte scan (pyarrow CSV as the exact
+  fallback), vectorised bbox/marker filter, kept lines split), and
 * the whole discovery (scan + record mapping + Parquet parts), as the crawl runs it.
 
 Usage: ``python bench/bench_yfcc.py [--quick] [--rows N] [--gzip] [--keep FILE]``.
@@ -35,7 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the BENCH li
 from _report import alternated, emit, machine_facts, median  # noqa: E402
 
 GOAL = 1_000_000  # rows/s, plain file (issue 3)
-WORDS = "lahore karachi mountain river sunset mosque street market bridge lake valley fort garden temple beach road city night snow train".split()
+WORDS = (
+    "lahore karachi mountain river sunset mosque street market bridge lake valley fort garden "
+    "temple beach road city night snow train"
+).split()
 LICENSES = [
     (
         "Attribution-NonCommercial-ShareAlike License",
@@ -68,7 +71,10 @@ def make_lines(n_unique: int, seed: int = 0) -> list[str]:
             "hash": f"{rng.getrandbits(128):032x}",
             "uid": f"{rng.randrange(10**8)}@N0{rng.randrange(9)}",
             "unickname": " ".join(rng.choices(WORDS, k=2)),
-            "datetaken": f"20{rng.randrange(4, 14):02d}-0{rng.randrange(1, 9)}-1{rng.randrange(9)} 1{rng.randrange(9)}:2{rng.randrange(9)}:33.0",
+            "datetaken": (
+                f"20{rng.randrange(4, 14):02d}-0{rng.randrange(1, 9)}-1{rng.randrange(9)} "
+                f"1{rng.randrange(9)}:2{rng.randrange(9)}:33.0"
+            ),
             "dateuploaded": str(1_100_000_000 + rng.randrange(10**8)),
             "capturedevice": "Canon EOS 400D DIGITAL",
             "title": " ".join(rng.choices(WORDS, k=rng.randrange(1, 6))),
@@ -78,7 +84,8 @@ def make_lines(n_unique: int, seed: int = 0) -> list[str]:
             "latitude": None if lat is None else round(lat, 6),
             "accuracy": None if lat is None else rng.randrange(1, 17),
             "pageurl": f"http://www.flickr.com/photos/{pid % 99999}@N00/{pid}/",
-            "downloadurl": f"http://farm{rng.randrange(1, 9)}.staticflickr.com/{rng.randrange(9999)}/{pid}_{rng.getrandbits(40):010x}.jpg",
+            "downloadurl": f"http://farm{rng.randrange(1, 9)}.staticflickr.com/{rng.randrange(9999)}/"
+            f"{pid}_{rng.getrandbits(40):010x}.jpg",
             "licensename": lic[0],
             "licenseurl": lic[1],
             "serverid": rng.randrange(9999),
@@ -193,7 +200,8 @@ def main() -> int:
             t0 = time.perf_counter()
             write_file(plain, rows, False)
             print(
-                f"generated {rows:,} rows ({plain.stat().st_size / rows:.0f} bytes/row) in {time.perf_counter() - t0:.1f}s"
+                f"generated {rows:,} rows ({plain.stat().st_size / rows:.0f} bytes/row) in "
+                f"{time.perf_counter() - t0:.1f}s"
             )
         for _ in scan_blocks(plain, bbox, chunk_bytes=1 << 20):  # warm-up: page cache
             break
@@ -244,7 +252,8 @@ def main() -> int:
             med[name] = median(secs)
             kept = got[-1][2] if not isinstance(got[-1][2], tuple) else got[-1][2][1]
             print(
-                f"{name:<18} {rows:>10,} rows  median {med[name]:6.2f} s of {len(secs)} ({', '.join(f'{x:.2f}' for x in secs)})"
+                f"{name:<18} {rows:>10,} rows  median {med[name]:6.2f} s of {len(secs)} "
+                f"({', '.join(f'{x:.2f}' for x in secs)})"
                 f"  {rows / med[name] / 1e6:5.2f} M rows/s  cpu {median([g[1] for g in got]):5.2f} s  ({kept:,} kept)"
             )
         gz_rate = None

@@ -85,7 +85,10 @@ def test_unknown_preset_and_toml_file(tmp_path):
     (tmp_path / "w").mkdir()
     f = tmp_path / "my.toml"
     f.write_text(
-        'clip_model = "geopak-tiny"\nplaces_arch = "resnet18"\nplaces_weights = "w/places.pth"\nfusion_dim = 64\n[clip_model_cfg]\nembed_dim = 32\nvision_cfg = {image_size = 32, layers = 1, width = 32, head_width = 32, patch_size = 16}\ntext_cfg = {context_length = 4, vocab_size = 8, width = 32, heads = 1, layers = 1}\n'
+        'clip_model = "geopak-tiny"\nplaces_arch = "resnet18"\nplaces_weights = '
+        '"w/places.pth"\nfusion_dim = 64\n[clip_model_cfg]\nembed_dim = 32\nvision_cfg = '
+        "{image_size = 32, layers = 1, width = 32, head_width = 32, patch_size = 16}\ntext_cfg = "
+        "{context_length = 4, vocab_size = 8, width = 32, heads = 1, layers = 1}\n"
     )
     cfg = load_model_config(str(f), clip_image_size=32)
     assert cfg.preset == "my" and cfg.fusion_dim == 64

@@ -34,8 +34,10 @@ def files(tmp_path):
     # a credit string naming one or several licences with their URLs, "File:....jpg" titles.
     attrib.write_text(
         "id,url,author,license,title\n"
-        '6e158a47eb2ca3f6,https://commons.wikimedia.org/wiki/File:Badshahi.jpg,"<a href=""//commons.wikimedia.org/wiki/User:Ali"">Ali &amp; Co</a>",'
-        "GFDL(http://www.gnu.org/copyleft/fdl.html)/CC BY-SA 3.0(https://creativecommons.org/licenses/by-sa/3.0),File:Badshahi_Mosque at dusk.JPG\n"
+        '6e158a47eb2ca3f6,https://commons.wikimedia.org/wiki/File:Badshahi.jpg,"<a '
+        'href=""//commons.wikimedia.org/wiki/User:Ali"">Ali &amp; Co</a>",'
+        "GFDL(http://www.gnu.org/copyleft/fdl.html)/CC BY-SA "
+        "3.0(https://creativecommons.org/licenses/by-sa/3.0),File:Badshahi_Mosque at dusk.JPG\n"
         "3ad87684c99c06e1,https://commons.wikimedia.org/wiki/File:Faisal.jpg,"
         '"Sara Khan (talk) 15:17, 13 July 2018 (UTC)",Public domain,File:Faisal Mosque.jpg\n'
         "4b3d7a9a1f0c2e11,https://commons.wikimedia.org/wiki/File:Badshahi2.jpg,User:Omar,"

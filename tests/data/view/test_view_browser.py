@@ -60,7 +60,10 @@ def test_page_in_a_real_browser(tmp_path):
         "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
         "OMP_NUM_THREADS": "1",
     }
-    cmd = f'ip link set lo up && exec "{sys.executable}" "{SCRIPT}" "{shards}" "{ckpt}" "{photo}" "{result}" "{ARTIFACTS}"'
+    cmd = (
+        f'ip link set lo up && exec "{sys.executable}" "{SCRIPT}" "{shards}" "{ckpt}" "{photo}" '
+        f'"{result}" "{ARTIFACTS}"'
+    )
     proc = subprocess.run(
         ["unshare", "-n", "sh", "-c", cmd], env=env, capture_output=True, text=True, timeout=300
     )

@@ -98,7 +98,10 @@ def make_world(
             f'<a href="//commons.wikimedia.org/wiki/User:{quote(user.replace(" ", "_"))}" '
             f'title="User:{user}">{user}</a>'
             if i % 3
-            else f'<span class="fn value"><a rel="nofollow" class="external text" href="https://www.flickr.com/people/{i}">{user}</a> from Lahore, Pakistan</span>'
+            else (
+                '<span class="fn value"><a rel="nofollow" class="external text" '
+                f'href="https://www.flickr.com/people/{i}">{user}</a> from Lahore, Pakistan</span>'
+            )
         )
         f = FakeFile(
             pageid=10_000_000 + i * 13,

@@ -302,7 +302,11 @@ class FlickrFake:
         if params.get("format") != "json":
             entry["outcome"] = "code111"
             return web.Response(
-                text=f'<?xml version="1.0" encoding="utf-8" ?>\n<rsp stat="fail">\n\t<err code="111" msg="Format &quot;{params.get("format", "rest")}&quot; not found" />\n</rsp>\n',
+                text=(
+                    '<?xml version="1.0" encoding="utf-8" ?>\n<rsp stat="fail">\n\t<err '
+                    f'code="111" msg="Format &quot;{params.get("format", "rest")}&quot; not '
+                    'found" />\n</rsp>\n'
+                ),
                 content_type="text/xml",
             )
         if method == "flickr.photos.search":

@@ -59,7 +59,8 @@ def make_world(
     hotspot_at: tuple[float, float] = (70.31, 30.31),
 ) -> list[FakeImage]:
     """``sequences`` drives of ``frames`` images ``step_m`` metres apart (``hotspot`` of them
-    through one spot, more than one capped query returns), plus one panorama sequence, images without a thumbnail and images without ``computed_geometry``."""
+    through one spot, more than one capped query returns), plus one panorama sequence, images
+    without a thumbnail and images without ``computed_geometry``."""
     rng = random.Random(seed)
     out: list[FakeImage] = []
     n = 0

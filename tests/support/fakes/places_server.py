@@ -245,7 +245,12 @@ class PlacesFake:
             return self._rpc(
                 400,
                 "INVALID_ARGUMENT",
-                "FieldMask is a required parameter. See https://cloud.google.com/apis/docs/system-parameters on how to provide it. As an example, you can set the header 'X-Goog-FieldMask' to value 'places.displayName', 'places.id' to ask for the display name and the place id of a place. You can also set the value to '*' in manual testing to get all the available response fields.",
+                "FieldMask is a required parameter. See "
+                "https://cloud.google.com/apis/docs/system-parameters on how to provide it. As "
+                "an example, you can set the header 'X-Goog-FieldMask' to value "
+                "'places.displayName', 'places.id' to ask for the display name and the place id "
+                "of a place. You can also set the value to '*' in manual testing to get all the "
+                "available response fields.",
             )
         if not isinstance(body, dict):
             entry["outcome"] = 400
@@ -386,7 +391,11 @@ class PlacesFake:
             entry["outcome"] = "REQUEST_DENIED"
             return self._legacy(
                 "REQUEST_DENIED",
-                message="You must use an API key to authenticate each request to Google Maps Platform APIs. For additional information, please refer to http://g.co/dev/maps-no-account",
+                message=(
+                    "You must use an API key to authenticate each request to Google Maps "
+                    "Platform APIs. For additional information, please refer to "
+                    "http://g.co/dev/maps-no-account"
+                ),
             )
         if key not in self.keys:
             entry["outcome"] = "REQUEST_DENIED"
