@@ -28,7 +28,10 @@ def add_common(parser: argparse.ArgumentParser, *, work_required: bool = True) -
         type=Path,
         default=None,
         metavar="FILE",
-        help="pipeline TOML; remembered in the work folder for later stages (default: the remembered one, else built-in defaults)",
+        help=(
+            "pipeline TOML; remembered in the work folder for later stages (default: the "
+            "remembered one, else built-in defaults)"
+        ),
     )
     parser.add_argument(
         "--force", action="store_true", help="run again even if the stage is already done"
@@ -56,7 +59,11 @@ def add_country(parser: argparse.ArgumentParser, *, boundaries: bool = True) -> 
             type=existing_file,
             default=None,
             metavar="FILE",
-            help="the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded geoBoundaries ADM1 release",
+            help=(
+                "the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; "
+                "region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded "
+                "geoBoundaries ADM1 release"
+            ),
         )
 
 
