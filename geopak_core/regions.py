@@ -152,14 +152,17 @@ class RegionTable:
     def from_dict(cls, data: Mapping[str, Any]) -> RegionTable:
         country = str(data.get("country") or "")
         names = tuple(data.get("names") or ())
+        areas = tuple(data.get("areas_km2") or ())
         if country.upper() == "PAK" and names == PAKISTAN.names:
-            return PAKISTAN
+            if not areas:
+                return PAKISTAN
+            return cls("PAK", names, PAKISTAN.codes, areas, PAKISTAN.bbox, PAKISTAN.aliases)
         bbox = data.get("bbox")
         return cls(
             country=country,
             names=names,
             codes=tuple(data.get("codes") or [""] * len(names)),
-            areas_km2=tuple(data.get("areas_km2") or ()),
+            areas_km2=areas,
             bbox=tuple(bbox) if bbox else None,
         )
 

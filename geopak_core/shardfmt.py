@@ -6,6 +6,7 @@ model tower reads, so both import its definition from here and from nowhere else
     DIR/{train,val,test}/geopak-{split}-NNNNNN.tar   # {key}.jpg + {key}.json per sample
     DIR/index.parquet                                 # INDEX_SCHEMA: one row per sample
     DIR/cells.parquet                                 # CELL_COLUMNS first, then n_{split}, extras
+    DIR/regions.parquet                               # the region table: province_id, province, iso
     DIR/stats.json                                    # stats_document(): every count the card shows
     DIR/README.md, DIR/map.png                        # the dataset card and its map
 
@@ -30,7 +31,7 @@ import pyarrow as pa
 
 from .errors import GeopakError
 from .io import atomic_path
-from .regions import NUM_PROVINCES, PROVINCES
+from .regions import PAKISTAN, REGIONS_FILE, RegionTable, regions_in
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 FORMAT_VERSION = 1  # bump when the tar layout or the json changes: every shard is rewritten
@@ -361,27 +362,27 @@ def _zero() -> dict[str, int]:
     return {**{s: 0 for s in SPLITS}, "total": 0}
 
 
-def _province_rows(index: Any, cells: Any) -> list[dict[str, Any]]:
+def _province_rows(index: Any, cells: Any, regions: RegionTable) -> list[dict[str, Any]]:
     prov = _by(index, "province_id")
     per = cells.groupby("province_id").size().to_dict() if len(cells) else {}
     return [
         {
             "province_id": pid,
-            "province": PROVINCES[pid],
+            "province": regions.names[pid],
             **prov.get(pid, _zero()),
             "cells": int(per.get(pid, 0)),
         }
-        for pid in range(NUM_PROVINCES)
+        for pid in range(regions.n)
     ]
 
 
-def _cell_rows(index: Any, cells: Any) -> list[dict[str, Any]]:
+def _cell_rows(index: Any, cells: Any, regions: RegionTable) -> list[dict[str, Any]]:
     counts = _by(index, "cell_id")
     return [
         {
             "cell_id": int(c["cell_id"]),
             "province_id": int(c["province_id"]),
-            "province": PROVINCES[int(c["province_id"])],
+            "province": regions.names[int(c["province_id"])],
             "radius_km": round(float(c["radius_km"]), 4),
             "urban": bool(c["urban"]),
             **counts.get(int(c["cell_id"]), _zero()),
@@ -418,11 +419,13 @@ def stats_document(
     excluded: dict[str, int] | None = None,
     groups: dict[str, int] | None = None,
     synthetic: bool = False,
+    regions: RegionTable = PAKISTAN,
 ) -> dict[str, Any]:
     """``stats.json``: every count the card and ``stats`` show, computed from index and cells.
 
     ``index`` and ``cells`` are pandas frames of the folder's two tables; ``shard_sizes`` maps
-    each shard's name (``train/geopak-train-000000.tar``) to its size in bytes.
+    each shard's name (``train/geopak-train-000000.tar``) to its size in bytes; ``regions``
+    is the folder's region table (``regions.parquet``).
     """
     rejects = rejects or {}
     splits = {}
@@ -445,8 +448,9 @@ def stats_document(
         "split_rule": split_rule,
         "samples": int(len(index)),
         "splits": splits,
-        "provinces": _province_rows(index, cells),
-        "cells": _cell_rows(index, cells),
+        "regions": regions_entry(regions),
+        "provinces": _province_rows(index, cells, regions),
+        "cells": _cell_rows(index, cells, regions),
         "sources": {str(k): v for k, v in sorted(_by(index, "source").items())},
         "licenses": {str(k): int(v) for k, v in sorted(licenses.items())},
         "rejects": rejects,
@@ -462,7 +466,9 @@ def stats_document(
     return doc
 
 
-def cells_with_counts(cells: Any, cell_ids: np.ndarray, split_ids: np.ndarray) -> Any:
+def cells_with_counts(
+    cells: Any, cell_ids: np.ndarray, split_ids: np.ndarray, regions: RegionTable = PAKISTAN
+) -> Any:
     """The shard folder's cells table: ``n_samples`` and ``n_{split}`` counted from the samples.
 
     ``cell_ids``/``split_ids`` (index into SPLITS) hold one entry per sample in the folder.
@@ -472,7 +478,7 @@ def cells_with_counts(cells: Any, cell_ids: np.ndarray, split_ids: np.ndarray) -
     out["n_samples"] = np.bincount(cell_ids, minlength=n).astype(np.int64)
     for si, split in enumerate(SPLITS):
         out[f"n_{split}"] = np.bincount(cell_ids[split_ids == si], minlength=n).astype(np.int64)
-    out["province"] = [PROVINCES[int(p)] for p in out["province_id"]]
+    out["province"] = [regions.names[int(p)] for p in out["province_id"]]
     front = [c for c in CELL_COLUMNS if c in out.columns]
     return out[front + [c for c in out.columns if c not in front]]
 
@@ -629,3 +635,27 @@ def require_sound(root: Path, *, what: str) -> None:
         raise GeopakError(
             f"{what}: {Path(root) / name}: {problem}{more}; rebuild the shards with `geopak-data shard`"
         )
+
+
+# ----------------------------------------------------------------------------- regions.parquet
+
+
+def regions_entry(regions: RegionTable) -> dict[str, Any]:
+    """What ``stats.json`` says about the region table (the card shows the same)."""
+    return {
+        "file": REGIONS_FILE,
+        "country": regions.country,
+        "count": regions.n,
+        "level": "first-level administrative unit (JSON keys province / province_id)",
+    }
+
+
+def write_regions(folder: str | Path, regions: RegionTable) -> Path:
+    """Write the shard folder's ``regions.parquet`` (``province_id``, ``province``, ``iso``, ``area_km2``)."""
+    return regions.write(Path(folder) / REGIONS_FILE)
+
+
+def read_regions(folder: str | Path) -> RegionTable:
+    """A shard folder's region table: ``regions.parquet``, else recovered from ``cells.parquet``
+    (folders written before the region table existed hold Pakistan's ids)."""
+    return regions_in(folder)

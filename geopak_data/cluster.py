@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from geopak_core.errors import GeopakError
 from geopak_core.io import atomic_write_json, atomic_write_parquet
 from geopak_core.progress import log
+from geopak_core.regions import REGIONS_FILE, regions_in
 from geopak_core.shardfmt import CELLS_SCHEMA
 
 from .config import PipelineConfig
@@ -106,7 +107,13 @@ def _do(ctx: StageContext) -> StageResult:
     keys = np.asarray(table.column("key").to_pylist(), dtype=object)
     log.info("cluster: %d tagged photos from %s", table.num_rows, src)
 
-    res = build_geocells(lat, lon, pid, cfg)
+    regions = regions_in(ctx.work / "tag")  # written by the tag stage (older folders: Pakistan)
+    unknown = [n for n in cfg.target_cells if n not in regions.names]
+    if unknown:
+        raise GeopakError(
+            f"cluster.target_cells: {unknown[0]!r} is not a region of {regions.country or 'the country'} (one of {', '.join(regions.names)})"
+        )
+    res = build_geocells(lat, lon, pid, cfg, regions=regions)
     cells = res.cells
     kept = ~res.rejected
     out_dir = ctx.stage_dir
@@ -149,7 +156,9 @@ def _do(ctx: StageContext) -> StageResult:
         "rejects": out_dir / "rejects.parquet",
         "report": out_dir / "report.json",
         "map": out_dir / "cells.png",
+        "regions": out_dir / REGIONS_FILE,
     }
+    regions.write(paths["regions"])  # the region table beside cells.parquet
     atomic_write_parquet(paths["cells"], cells_pa)
     atomic_write_parquet(paths["rejects"], rejects)
     atomic_write_parquet(paths["records"], records)
@@ -157,11 +166,12 @@ def _do(ctx: StageContext) -> StageResult:
 
     from .maps import plot_map
 
-    boundaries = ctx.config.tag.boundaries or None
+    boundaries = ctx.config.region.boundaries or ctx.config.tag.boundaries or None
     viol = report["violations"]["total"]
     plot_map(
         paths["map"],
         boundaries=boundaries,
+        regions=regions,
         points=(lat[kept], lon[kept], pid[kept]),
         cells=cells,
         title=(
@@ -215,6 +225,12 @@ def _sampling_note(report: dict[str, Any]) -> str:
     )
 
 
+def _regions_input(work: Path) -> dict[str, Path]:
+    """The tag stage's region table is an input when present (older work folders lack it)."""
+    path = Path(work) / "tag" / REGIONS_FILE
+    return {"regions": path} if path.is_file() else {}
+
+
 def run_cluster(*, work: Path, config: PipelineConfig, force: bool = False) -> StageOutcome:
     """Build the geocells of ``work`` (see the module docstring); skipped when already done."""
     work = Path(work)
@@ -223,7 +239,7 @@ def run_cluster(*, work: Path, config: PipelineConfig, force: bool = False) -> S
         name=STAGE,
         config=config,
         sections=["cluster"],
-        inputs={"tag": input_path(work)},
+        inputs={"tag": input_path(work), **_regions_input(work)},
         fn=_do,
         force=force,
     )

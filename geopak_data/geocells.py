@@ -44,8 +44,9 @@ How a province is clustered (``build_geocells``):
        target = round(cells_per_1000_samples * n / 1000 + cells_per_10000_km2 * area_km2 / 10000)
        target = clamp(target, 1, max(1, n // min_samples_per_cell))
 
-   where ``n`` is the province's photo count and ``area_km2`` its official area
-   (``PROVINCE_AREA_KM2``); ``target_cells`` in the config overrides it per province.
+   where ``n`` is the region's photo count and ``area_km2`` its area (Pakistan: the official
+   ``PROVINCE_AREA_KM2``; other countries: the region table's geodesic polygon area);
+   ``target_cells`` in the config overrides it per region.
    Below target, the biggest cells are split by k-means into about n / (N / target) pieces
    (re-checked as in step 3). Then cells with fewer than ``min_samples_per_cell`` photos, and
    the smallest cells while the province is above target, merge with the nearest cell of the
@@ -78,13 +79,15 @@ import pandas as pd
 from geopak_core.errors import GeopakError
 from geopak_core.geo import EARTH_RADIUS_KM, haversine_km, valid_coordinates
 from geopak_core.progress import log, progress
-from geopak_core.regions import NUM_PROVINCES, PROVINCES
+from geopak_core.regions import PAKISTAN, RegionTable
 from geopak_core.shardfmt import CELLS_SCHEMA, cell_id_order
 
 from .config import ClusterConfig
 from .tables import column, has_column
 
 # Official areas (km^2, rounded) used by the balancing target; index = contract province id.
+# Pakistan's official province areas (the balancing target's land term); other countries use
+# the geodesic areas of their polygons from the region table.
 PROVINCE_AREA_KM2: tuple[float, ...] = (
     140_914.0,  # Sindh
     205_344.0,  # Punjab
@@ -172,24 +175,37 @@ def neighbour_counts(xy: np.ndarray, radius_m: float, cap: int, n_jobs: int = -1
 
 
 def target_cells_for(
-    province: int, n_samples: int, config: ClusterConfig, area_km2: float | None = None
+    province: int,
+    n_samples: int,
+    config: ClusterConfig,
+    area_km2: float | None = None,
+    regions: RegionTable = PAKISTAN,
 ) -> tuple[int, str]:
-    """The balancing target for one province and where it came from ("config" or "formula").
+    """The balancing target for one region and where it came from ("config" or "formula").
 
-    More photos and more land both deserve more cells; a province can never be asked for more
+    More photos and more land both deserve more cells; a region can never be asked for more
     cells than it has photos for at ``min_samples_per_cell`` each (the formula in the module
     docstring). ``config.target_cells[name]`` wins over the formula.
     """
-    name = PROVINCES[int(province)]
+    name = regions.names[int(province)]
     if name in config.target_cells:
         return int(config.target_cells[name]), "config"
-    area = PROVINCE_AREA_KM2[int(province)] if area_km2 is None else float(area_km2)
+    area = _area(int(province), area_km2, regions)
     raw = (
         config.cells_per_1000_samples * n_samples / 1000.0
         + config.cells_per_10000_km2 * area / 10000.0
     )
     cap = max(1, int(n_samples) // max(1, config.min_samples_per_cell))
     return int(min(max(1, round(raw)), cap)), "formula"
+
+
+def _area(province: int, area_km2: float | None, regions: RegionTable) -> float:
+    """A region's land area: given, else Pakistan's official figure, else the table's polygon area."""
+    if area_km2 is not None:
+        return float(area_km2)
+    if regions.same_regions(PAKISTAN):
+        return PROVINCE_AREA_KM2[province]
+    return float(regions.areas_km2[province]) if regions.areas_km2 else 0.0
 
 
 # ----------------------------------------------------------------------------- spherical helpers
@@ -717,6 +733,7 @@ def build_geocells(
     config: ClusterConfig,
     *,
     area_km2: Mapping[int, float] | None = None,
+    regions: RegionTable = PAKISTAN,
     n_jobs: int = -1,
 ) -> GeocellResult:
     """Cluster points (already tagged with contract province ids) into constrained geocells.
@@ -744,10 +761,11 @@ def build_geocells(
             f"{bad.size} point(s) with invalid coordinates, first at row {int(bad[0])} ({lat[bad[0]]}, {lon[bad[0]]})"
         )
     pid = pid.astype(np.int64) if n else np.zeros(0, dtype=np.int64)
-    bad = np.flatnonzero((pid < 0) | (pid >= NUM_PROVINCES))
+    nreg = regions.n
+    bad = np.flatnonzero((pid < 0) | (pid >= nreg))
     if bad.size:
         raise GeopakError(
-            f"{bad.size} point(s) with province_id outside 0..{NUM_PROVINCES - 1}, first at row "
+            f"{bad.size} point(s) with province_id outside 0..{nreg - 1}, first at row "
             f"{int(bad[0])} ({int(pid[bad[0]])})"
         )
     if n_jobs == 0:
@@ -758,15 +776,14 @@ def build_geocells(
     members: list[np.ndarray] = []
     prov_report: dict[str, Any] = {}
     started = time.perf_counter()
-    present = [p for p in range(NUM_PROVINCES) if np.any(pid == p)]
+    present = [p for p in range(nreg) if np.any(pid == p)]
     with threadpool_limits(limits=1):  # k-means single-threaded: same result on every machine
         for p in progress(present, desc="geocells", unit="province"):
             t0 = time.perf_counter()
             sel = np.flatnonzero(pid == p)
             sel = sel[np.lexsort((lon[sel], lat[sel]))]  # canonical order
-            target, source = target_cells_for(
-                p, len(sel), config, None if area_km2 is None else area_km2.get(p)
-            )
+            area = None if area_km2 is None else area_km2.get(p)
+            target, source = target_cells_for(p, len(sel), config, area, regions)
             prov = _Province(lat[sel], lon[sel], config, n_jobs)
             cells, rejected = prov.run(target)
             for c in cells:
@@ -787,13 +804,11 @@ def build_geocells(
                 members.append(sel[c.idx])
             k = prov.counts
             nc = len(cells)
-            prov_report[PROVINCES[p]] = {
+            prov_report[regions.names[p]] = {
                 "province_id": p,
                 "n_samples": int(len(sel)),
                 "n_kept": int(len(sel) - len(rejected)),
-                "area_km2": PROVINCE_AREA_KM2[p]
-                if area_km2 is None or p not in area_km2
-                else float(area_km2[p]),
+                "area_km2": _area(p, area, regions),
                 "target_cells": target,
                 "target_source": source,
                 "cells": nc,
@@ -824,7 +839,7 @@ def build_geocells(
             }
             log.debug(
                 "geocells %s: %d points -> %d cells (target %d) in %.1fs",
-                PROVINCES[p],
+                regions.names[p],
                 len(sel),
                 nc,
                 target,
@@ -853,7 +868,7 @@ def build_geocells(
         cell_of_point[m] = cid
     cells.insert(0, "cell_id", np.arange(len(cells), dtype=np.int32))
     cells["province_id"] = cells["province_id"].astype(np.int8)
-    cells.insert(2, "province", [PROVINCES[int(p)] for p in cells["province_id"]])
+    cells.insert(2, "province", [regions.names[int(p)] for p in cells["province_id"]])
     cells["n_samples"] = cells["n_samples"].astype(np.int32)
     cells["urban"] = cells["urban"].astype(bool)
     cells["isolated"] = cells["isolated"].astype(bool)

@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from geopak_core.geo import PAKISTAN_BBOX
 from geopak_core.io import atomic_path
 from geopak_core.progress import log
-from geopak_core.regions import NUM_PROVINCES, PROVINCES
+from geopak_core.regions import PAKISTAN, RegionTable
 
 from .tables import column, has_column
 
@@ -38,7 +37,7 @@ _KM_PER_DEG_LAT = 110.574
 _KM_PER_DEG_LON_EQ = 111.320
 
 
-def _load_boundaries(boundaries: Any) -> Any:
+def _load_boundaries(boundaries: Any, regions: RegionTable | None = None) -> Any:
     if boundaries is False:
         return None
     if boundaries is not None and not isinstance(boundaries, str | Path):
@@ -46,7 +45,8 @@ def _load_boundaries(boundaries: Any) -> Any:
     try:
         from geopak_core.boundaries import load_boundaries
 
-        return load_boundaries(boundaries)
+        country = regions.country if regions is not None and regions.country else "PAK"
+        return load_boundaries(boundaries, country=country)
     except Exception as exc:  # no polygons is not a reason to lose the map
         log.info(
             "map drawn without province polygons (%s)",
@@ -80,10 +80,13 @@ def _points(points: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     return get("lat").astype(np.float64), get("lon").astype(np.float64), pid
 
 
-def _extent(boxes: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+def _extent(
+    boxes: list[tuple[float, float, float, float]],
+    default: tuple[float, float, float, float] | None = None,
+) -> tuple[float, float, float, float]:
     boxes = [b for b in boxes if all(math.isfinite(v) for v in b)]
     if not boxes:
-        lon0, lat0, lon1, lat1 = PAKISTAN_BBOX
+        lon0, lat0, lon1, lat1 = default or PAKISTAN.bbox or (-180.0, -90.0, 180.0, 90.0)
     else:
         lon0 = min(b[0] for b in boxes)
         lat0 = min(b[1] for b in boxes)
@@ -176,7 +179,14 @@ def _legend_dot(colour: str, label: str, **kw: Any) -> Any:
     return Line2D([], [], marker="o", linestyle="", color=colour, label=label, **kw)
 
 
-def _draw_points(ax: Any, lat: np.ndarray, lon: np.ndarray, pid: Any, handles: list[Any]) -> None:
+def _draw_points(
+    ax: Any,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    pid: Any,
+    handles: list[Any],
+    names: tuple[str, ...] = PAKISTAN.names,
+) -> None:
     """Photos as dots, coloured by province when known (thinned above _MAX_POINTS)."""
     step = max(1, int(math.ceil(len(lat) / _MAX_POINTS)))
     la, lo = lat[::step], lon[::step]
@@ -187,11 +197,12 @@ def _draw_points(ax: Any, lat: np.ndarray, lon: np.ndarray, pid: Any, handles: l
         handles.append(_legend_dot("#333333", f"photos ({len(lat):,})"))
         return
     pp = np.asarray(pid)[::step]
-    for p in range(NUM_PROVINCES):
+    for p in sorted({int(v) for v in np.unique(pp) if int(v) >= 0}):
         m = pp == p
+        colour = PROVINCE_COLOURS[p % len(PROVINCE_COLOURS)]
         if np.any(m):
-            ax.scatter(lo[m], la[m], color=PROVINCE_COLOURS[p], alpha=0.5, **style)
-            handles.append(_legend_dot(PROVINCE_COLOURS[p], PROVINCES[p]))
+            ax.scatter(lo[m], la[m], color=colour, alpha=0.5, **style)
+            handles.append(_legend_dot(colour, names[p] if p < len(names) else f"region {p}"))
 
 
 def _draw_cells(ax: Any, cells: Any, handles: list[Any]) -> None:
@@ -295,6 +306,17 @@ def _draw_tiles(ax: Any, tiles: Any, handles: list[Any]) -> None:
     )
 
 
+def _region_names(gdf: Any, regions: RegionTable | None) -> tuple[str, ...]:
+    """Legend names by id: the region table's, else the polygons', else Pakistan's."""
+    if regions is not None:
+        return regions.names
+    if gdf is not None and len(gdf) and {"province", "province_id"} <= set(gdf.columns):
+        frame = gdf.sort_values("province_id")
+        if list(frame["province_id"]) == list(range(len(frame))):
+            return tuple(str(n) for n in frame["province"])
+    return PAKISTAN.names
+
+
 def plot_map(
     path: str | Path,
     *,
@@ -305,6 +327,7 @@ def plot_map(
     title: str = "",
     dpi: int = 150,
     tiles: Any = None,
+    regions: RegionTable | None = None,
 ) -> Path:
     """Draw a PNG map and write it atomically to ``path``; returns the path.
 
@@ -318,14 +341,17 @@ def plot_map(
       in 0..1 (the coverage map: 1 = nothing yet, 0 = at target), drawn as shaded boxes.
     * ``predictions``: dicts with ``lat``, ``lon`` and optionally ``label``, ``color`` and the
       photo's ``true_lat``/``true_lon`` (drawn as a cross joined to the prediction).
+    * ``regions``: the region table naming the ids in the legend (default: the polygons'
+      names, else Pakistan's); its country decides which polygons ``boundaries=None`` loads.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    gdf = _load_boundaries(boundaries)
+    gdf = _load_boundaries(boundaries, regions)
     lat, lon, pid = _points(points)
     preds = list(predictions or [])
-    lon0, lat0, lon1, lat1 = _extent(_boxes(gdf, lat, lon, cells, preds))
+    default = regions.bbox if regions is not None else None
+    lon0, lat0, lon1, lat1 = _extent(_boxes(gdf, lat, lon, cells, preds), default)
     mid_lat = (lat0 + lat1) / 2.0
 
     aspect = (lat1 - lat0) / max((lon1 - lon0) * math.cos(math.radians(mid_lat)), 1e-6)
@@ -341,7 +367,7 @@ def plot_map(
         _draw_tiles(ax, tiles, handles)
 
     if len(lat):
-        _draw_points(ax, lat, lon, pid, handles)
+        _draw_points(ax, lat, lon, pid, handles, _region_names(gdf, regions))
     if cells is not None:
         _draw_cells(ax, cells, handles)
     _draw_predictions(ax, preds, handles)

@@ -48,15 +48,21 @@ def run_overrides(
     sets: list[str] | None = None,
     sources: str | list[str] | None = None,
     boundaries: str | Path | None = None,
+    country: str | None = None,
 ) -> dict[str, Any]:
     """The config overrides of ``run``'s options: ``--set KEY=VALUE`` (any key),
-    ``--sources a,b`` (crawl.sources) and ``--boundaries FILE`` (region.boundaries)."""
+    ``--sources a,b`` (crawl.sources), ``--boundaries FILE`` (region.boundaries) and
+    ``--country ISO3`` (region.country)."""
     overrides: dict[str, Any] = dict(parse_assignment(s) for s in sets or [])
     if sources:
         names = sources.split(",") if isinstance(sources, str) else list(sources)
         overrides["crawl.sources"] = [n.strip() for n in names if n.strip()]
     if boundaries:
         overrides["region.boundaries"] = str(Path(boundaries).resolve())
+    if country:
+        from geopak_core.boundaries import check_country
+
+        overrides["region.country"] = check_country(country)
     return overrides
 
 
@@ -191,7 +197,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         until=args.until,
         executor=args.executor,
         ray_address=args.ray_address,
-        overrides=run_overrides(sets=args.set, sources=args.sources, boundaries=args.boundaries),
+        overrides=run_overrides(
+            sets=args.set,
+            sources=args.sources,
+            boundaries=args.boundaries,
+            country=args.country,
+        ),
     )
     print(summary_table(outcomes))
     log.info(
@@ -219,7 +230,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cliutil import add_executor, existing_file
+    from .cliutil import add_country, add_executor, existing_file
 
     p = sub.add_parser(
         "run",
@@ -276,6 +287,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="let downloads reach private/loopback addresses (tests, local mirrors)",
     )
     add_executor(p)
+    add_country(p, boundaries=False)
     p.add_argument(
         "-v",
         "--verbose",

@@ -48,6 +48,7 @@ from geopak_core.io import (
     read_json,
 )
 from geopak_core.progress import log, progress
+from geopak_core.regions import REGIONS_FILE, RegionTable, regions_in
 from geopak_core.shardfmt import (
     CELL_COLUMNS,
     FORMAT_VERSION,
@@ -63,6 +64,7 @@ from geopak_core.shardfmt import (
     require_columns,
     shard_glob,
     stats_document,
+    write_regions,
     write_tar,
 )
 
@@ -149,7 +151,7 @@ def out_intact(work: Path, out: Path) -> bool:
         return False
     if not all(state.intact(out, name) for name in state.shards):
         return False
-    return all((out / f).is_file() for f in REQUIRED_FILES)
+    return all((out / f).is_file() for f in (*REQUIRED_FILES, REGIONS_FILE))
 
 
 def stage_path(work: Path) -> Path:
@@ -327,11 +329,11 @@ def index_table(plan: ShardPlan) -> pa.Table:
     return table
 
 
-def cells_table(plan: ShardPlan, cells: pd.DataFrame) -> pd.DataFrame:
+def cells_table(plan: ShardPlan, cells: pd.DataFrame, regions: RegionTable) -> pd.DataFrame:
     """cells.parquet: the cluster's cells with n_samples and n_{split} of the written samples."""
     order = np.asarray(plan.order, dtype=np.int64)
     cell_ids = plan.records["cell_id"].astype(np.int64).to_numpy()[order]
-    return cells_with_counts(cells, cell_ids, plan.splits.split[order])
+    return cells_with_counts(cells, cell_ids, plan.splits.split[order], regions)
 
 
 def build_stats(
@@ -346,6 +348,7 @@ def build_stats(
     filter_notes: list[str],
     excluded: dict[str, int],
     groups: dict[str, int],
+    regions: RegionTable | None = None,
 ) -> dict[str, Any]:
     """``stats.json`` for this build: the format module's document with the config's settings."""
     cfg = config.shard
@@ -371,15 +374,18 @@ def build_stats(
         excluded=excluded,
         groups=groups,
         synthetic=cfg.synthetic,
+        **({"regions": regions} if regions is not None else {}),
     )
 
 
 def write_tables(
-    ctx: StageContext, out: Path, plan: ShardPlan, cells: pd.DataFrame
+    ctx: StageContext, out: Path, plan: ShardPlan, cells: pd.DataFrame, regions: RegionTable
 ) -> dict[str, Any]:
-    """index.parquet, cells.parquet and stats.json (deterministic; cheap to rewrite every run)."""
+    """index.parquet, cells.parquet, regions.parquet and stats.json (deterministic; cheap to
+    rewrite every run)."""
     index = index_table(plan)
-    cells_out = cells_table(plan, cells)
+    cells_out = cells_table(plan, cells, regions)
+    write_regions(out, regions)
     atomic_write_parquet(out / "index.parquet", index)
     atomic_write_parquet(
         out / "cells.parquet", pa.Table.from_pandas(cells_out, preserve_index=False)
@@ -398,6 +404,7 @@ def write_tables(
             "removal_list": int(plan.removed.sum()),
         },
         groups=plan.groups_summary(),
+        regions=regions,
     )
     from .coverage import coverage_summary
 
@@ -405,19 +412,26 @@ def write_tables(
     if coverage:  # the card shows where photos are still missing
         stats["coverage"] = coverage
     atomic_write_json(out / "stats.json", stats)
-    return {"index": index, "cells": cells_out, "stats": stats}
+    return {"index": index, "cells": cells_out, "stats": stats, "regions": regions}
 
 
-def draw_map(out: Path, plan: ShardPlan, cells: pd.DataFrame, config: PipelineConfig) -> str | None:
+def draw_map(
+    out: Path,
+    plan: ShardPlan,
+    cells: pd.DataFrame,
+    config: PipelineConfig,
+    regions: RegionTable,
+) -> str | None:
     """map.png: the written samples and the cells (known from the plan, before any tar)."""
     order = np.asarray(plan.order, dtype=np.int64)
     points = plan.records[["lat", "lon", "province_id"]].iloc[order].reset_index(drop=True)
-    cells_out = cells_table(plan, cells)
+    cells_out = cells_table(plan, cells, regions)
     return write_map(
         out / "map.png",
         points,
         cells_out,
         title=f"{config.shard.dataset_name}: {len(order):,} photos, {len(cells_out):,} geocells",
+        regions=regions,
     )
 
 
@@ -427,7 +441,11 @@ def write_card(
     """README.md, the dataset card (showing ``map_file`` when there is one)."""
     cells_out, stats = tables["cells"], tables["stats"]
     card = render_card(
-        stats=stats, cells=cells_out.to_dict("records"), config=config, map_file=map_file
+        stats=stats,
+        cells=cells_out.to_dict("records"),
+        config=config,
+        map_file=map_file,
+        regions=tables["regions"],
     )
     atomic_write_text(out / "README.md", card)
 
@@ -464,20 +482,26 @@ def _summary(plan: ShardPlan, written: list[str], out: Path) -> tuple[dict[str, 
 def _do_shard(ctx: StageContext, out: Path) -> StageResult:
     """Inputs -> plan -> tars -> tables -> card: each step one function."""
     cfg = ctx.config.shard
+    regions = regions_in(ctx.work / "cluster")  # the region table beside cells.parquet
     records, cells = _load_inputs(ctx.work)
     removal = load_removal_list(cfg.removal_list)
     records = _measure_images(ctx.work, records, cfg, removal)
     plan = plan_shards(
-        records, cells, cfg, removal, where=str(ctx.work / "cluster" / "records.parquet")
+        records,
+        cells,
+        cfg,
+        removal,
+        where=str(ctx.work / "cluster" / "records.parquet"),
+        regions=regions,
     )
     state = ShardState.load(ctx.stage_dir / "state.json", out.resolve())
     out.mkdir(parents=True, exist_ok=True)
     # The map needs only the plan: it is drawn in a thread while the tars are written (the
     # writer mostly waits on reads and fsync), so its fixed cost hides behind the I/O.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geopak-map") as pool:
-        map_job = pool.submit(draw_map, out, plan, cells, ctx.config)
+        map_job = pool.submit(draw_map, out, plan, cells, ctx.config, regions)
         written = write_shards(ctx.work, out, plan, state)
-        tables = write_tables(ctx, out, plan, cells)
+        tables = write_tables(ctx, out, plan, cells, regions)
         map_file = map_job.result()
     write_card(out, ctx.config, tables, map_file)
     counts, summary = _summary(plan, written, out)
@@ -504,6 +528,8 @@ def run_shard(
         "records": work / "cluster" / "records.parquet",
         "cells": work / "cluster" / "cells.parquet",
     }
+    if (work / "cluster" / REGIONS_FILE).is_file():
+        inputs["regions"] = work / "cluster" / REGIONS_FILE
     if config.shard.removal_list:
         load_removal_list(
             config.shard.removal_list

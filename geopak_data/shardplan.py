@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from geopak_core.errors import GeopakError
-from geopak_core.regions import NUM_PROVINCES, PROVINCES
+from geopak_core.regions import PAKISTAN, RegionTable
 from geopak_core.shardfmt import (
     FORMAT_VERSION,
     SPLITS,
@@ -159,8 +159,8 @@ def _eligible(records: pd.DataFrame, cfg: ShardConfig, where: str) -> pd.DataFra
     return df
 
 
-def check_labels(df: pd.DataFrame, cells: pd.DataFrame) -> None:
-    """Every record's cell exists and lies in the record's province."""
+def check_labels(df: pd.DataFrame, cells: pd.DataFrame, regions: RegionTable = PAKISTAN) -> None:
+    """Every record's cell exists and lies in the record's province, a region of the table."""
     cell_ids = df["cell_id"].astype(np.int64).to_numpy()
     prov_ids = df["province_id"].astype(np.int64).to_numpy()
     if cell_ids.min() < 0 or cell_ids.max() >= len(cells):
@@ -173,8 +173,10 @@ def check_labels(df: pd.DataFrame, cells: pd.DataFrame) -> None:
             f"record {df['key'][bad]!r} is tagged province {prov_ids[bad]} but its cell "
             f"{cell_ids[bad]} lies in province {cell_prov[bad]}; re-run cluster"
         )
-    if prov_ids.min() < 0 or prov_ids.max() >= NUM_PROVINCES:
-        raise GeopakError("records hold a province_id outside 0..6; re-run tag")
+    if prov_ids.min() < 0 or prov_ids.max() >= regions.n:
+        raise GeopakError(
+            f"records hold a province_id outside 0..{regions.n - 1} (the region table); re-run tag"
+        )
 
 
 def _splits(df: pd.DataFrame, cfg: ShardConfig) -> SplitResult:
@@ -219,9 +221,15 @@ _JSON_INPUTS = (
 
 
 def sample_jsons(
-    df: pd.DataFrame, cells: pd.DataFrame, split_names: np.ndarray, *, synthetic: bool = False
+    df: pd.DataFrame,
+    cells: pd.DataFrame,
+    split_names: np.ndarray,
+    *,
+    synthetic: bool = False,
+    regions: RegionTable = PAKISTAN,
 ) -> list[dict[str, Any]]:
-    """Each row's sample json, fields in ``shardfmt.JSON_FIELDS`` order."""
+    """Each row's sample json, fields in ``shardfmt.JSON_FIELDS`` order (``province``: the
+    region table's name of ``province_id``)."""
     centers = cells[["center_lat", "center_lon"]].to_numpy(np.float64)
     out = []
     columns = {c: df[c].tolist() for c in _JSON_INPUTS}  # column lists: much faster than rows
@@ -233,7 +241,7 @@ def sample_jsons(
             "key": text(rec["key"]),
             "lat": float(rec["lat"]),
             "lon": float(rec["lon"]),
-            "province": PROVINCES[pid],
+            "province": regions.names[pid],
             "province_id": pid,
             "cell_id": c,
             "cell_center_lat": float(centers[c, 0]),
@@ -329,13 +337,14 @@ def plan_shards(
     removal: RemovalList,
     *,
     where: str = "the records",
+    regions: RegionTable = PAKISTAN,
 ) -> ShardPlan:
     """The whole plan from the clustered records (``bytes`` = each image file's size).
 
     ``cells`` is in cell_id order (row i is cell i). ``where`` names the records in errors.
     """
     df = _eligible(records, config, where)
-    check_labels(df, cells)
+    check_labels(df, cells, regions)
     res = _splits(df, config)
     removed = removal.mask(
         key=df["key"].tolist(),
@@ -343,7 +352,7 @@ def plan_shards(
         source_id=df["source_id"].tolist(),
         url=df["url"].tolist(),
     )
-    metas = sample_jsons(df, cells, res.names(), synthetic=config.synthetic)
+    metas = sample_jsons(df, cells, res.names(), synthetic=config.synthetic, regions=regions)
     blobs = [json_bytes(m) for m in metas]
     sizes = df["bytes"].fillna(0).astype(np.int64).to_numpy()
     tar_bytes = np.array(

@@ -22,7 +22,7 @@ from geopak_core.clihelp import text_table
 from geopak_core.errors import GeopakError
 from geopak_core.io import read_json
 from geopak_core.progress import log
-from geopak_core.regions import PROVINCES
+from geopak_core.regions import RegionTable, regions_in
 from geopak_core.shardfmt import SPLITS, list_shards, require_sound
 
 from .card import write_map
@@ -97,14 +97,14 @@ def _headline(counts: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in counts.items() if ":" not in k)
 
 
-def _cells_summary(cells: Any) -> list[dict[str, Any]]:
+def _cells_summary(cells: Any, regions: RegionTable) -> list[dict[str, Any]]:
     rows = []
     for pid, g in cells.groupby("province_id"):
         n = g["n_samples"].astype(int)
         r = g["radius_km"].astype(float)
         rows.append(
             {
-                "province": PROVINCES[int(pid)],
+                "province": regions.names[int(pid)],
                 "cells": len(g),
                 "urban": int(g["urban"].astype(bool).sum()) if "urban" in g else 0,
                 "min n": int(n.min()),
@@ -194,7 +194,7 @@ def _source_rows(work: Path) -> list[dict[str, Any]]:
     return [{"source": s, **v} for s, v in sorted(sources.items())]
 
 
-def _province_rows(points: Any) -> list[dict[str, Any]]:
+def _province_rows(points: Any, regions: RegionTable) -> list[dict[str, Any]]:
     total = len(points)
     vc = points["province_id"].value_counts()
     return [
@@ -204,7 +204,7 @@ def _province_rows(points: Any) -> list[dict[str, Any]]:
             "photos": int(vc.get(pid, 0)),
             "share %": round(100.0 * int(vc.get(pid, 0)) / total, 1) if total else 0.0,
         }
-        for pid, name in enumerate(PROVINCES)
+        for pid, name in enumerate(regions.names)
     ]
 
 
@@ -233,6 +233,7 @@ def work_stats(work: str | Path) -> dict[str, Any]:
         if latest is not None
         else None
     )
+    regions = regions_in(latest.parent if latest is not None else work / "tag")
     cells_path = work / "cluster" / "cells.parquet"
     cells = pq.read_table(cells_path).to_pandas() if cells_path.is_file() else None
     return {
@@ -240,11 +241,11 @@ def work_stats(work: str | Path) -> dict[str, Any]:
         "path": str(work),
         "stages": _stage_rows(manifest),
         "sources": _source_rows(work),
-        "provinces": _province_rows(points) if points is not None else [],
+        "provinces": _province_rows(points, regions) if points is not None else [],
         "provinces_from": str(latest.relative_to(work)) if latest else "",
         "rejects": _reject_rows(collect_rejects(work)),
         "filter_notes": filter_notes(work),
-        "cells": _cells_summary(cells) if cells is not None and len(cells) else [],
+        "cells": _cells_summary(cells, regions) if cells is not None and len(cells) else [],
         "n_cells": 0 if cells is None else len(cells),
         "coverage": _coverage(work),
         "_points": points,
@@ -288,7 +289,8 @@ def dir_stats(folder: str | Path) -> dict[str, Any]:
         )
     provinces = []
     total = len(index)
-    for pid, name in enumerate(PROVINCES):
+    regions = regions_in(folder)
+    for pid, name in enumerate(regions.names):
         sub = index[index["province_id"] == pid]
         row = {
             "id": pid,
@@ -312,7 +314,7 @@ def dir_stats(folder: str | Path) -> dict[str, Any]:
         "filter_notes": stats.get("filter_notes", []),
         "excluded": stats.get("excluded", {}),
         "groups": stats.get("groups", {}),
-        "cells": _cells_summary(cells) if cells is not None and len(cells) else [],
+        "cells": _cells_summary(cells, regions) if cells is not None and len(cells) else [],
         "n_cells": 0 if cells is None else len(cells),
         "_points": index[["lat", "lon", "province_id"]],
         "_cells": cells,

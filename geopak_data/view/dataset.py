@@ -84,6 +84,16 @@ class ViewData:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # ------------------------------------------------------------------ loading
+    @property
+    def country(self) -> str:
+        """The ISO3 country of the dataset's region table (Pakistan for older folders)."""
+        from geopak_core.regions import regions_in
+
+        folder = self.root if self.kind == "shards" else self.root / "cluster"
+        if self.kind != "shards" and not (folder / "regions.parquet").is_file():
+            folder = self.root / "tag"
+        return regions_in(folder).country or "PAK"
+
     @classmethod
     def open(cls, path: str | Path) -> ViewData:
         """A shard folder (``index.parquet``) or a work folder (``manifest.json``)."""
@@ -315,7 +325,7 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def regions_geojson(
-    boundaries: str | Path | None, *, tolerance_deg: float = 0.01
+    boundaries: str | Path | None, *, tolerance_deg: float = 0.01, country: str = "PAK"
 ) -> dict[str, Any]:
     """Region polygons, simplified for the page; an empty collection when none are at hand.
 
@@ -333,13 +343,13 @@ def regions_geojson(
             path = Path(env)
         else:
             try:
-                cached = gb.cached_path()
+                cached = gb.cached_path(gb.country_manifest(country))
                 path = cached if cached.is_file() else None
             except Exception:  # no manifest in an installed copy, unwritable cache, ...
                 path = None
     if path is None or not path.exists():
         return {"type": "FeatureCollection", "features": [], "note": "no region polygons found"}
-    gdf = gb.read_boundaries(path)
+    gdf = gb.read_boundaries(path, country=country)
     gdf = gdf.assign(geometry=gdf.geometry.simplify(tolerance_deg, preserve_topology=True))
     name_col = "province" if "province" in gdf.columns else gdf.columns[0]
     features = [

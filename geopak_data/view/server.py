@@ -225,7 +225,7 @@ def build_app(
     app = web.Application(client_max_size=upload_bytes + 65536)
     app[DATA] = data
     app[PREDICTOR] = predictor
-    app[REGIONS] = regions_geojson(boundaries)
+    app[REGIONS] = regions_geojson(boundaries, country=data.country)
     app[LIMITS] = {"upload_bytes": upload_bytes, "max_pixels": max_pixels, "tiles": tiles}
     app.router.add_get("/", index)
     app.router.add_get("/api/meta", meta)

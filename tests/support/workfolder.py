@@ -223,7 +223,9 @@ def fake_maps(calls: list[dict] | None = None) -> Iterator[None]:
     """Stand in for ``geopak_data.maps`` (drawn by another module, slow with real polygons):
     ``plot_map`` records its arguments and writes a tiny PNG signature."""
 
-    def plot_map(path, *, boundaries=None, points=None, cells=None, predictions=None, title=""):
+    def plot_map(
+        path, *, boundaries=None, points=None, cells=None, predictions=None, title="", regions=None
+    ):
         if calls is not None:
             calls.append(
                 {
