@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from geopak_core.regions import NUM_PROVINCES  # noqa: E402
+from geopak_core.regions import PAKISTAN  # noqa: E402
 from geopak_model.cells import CellTable  # noqa: E402
 from geopak_model.config import RANDOM_INIT_OVERRIDES, load_model_config  # noqa: E402
 from geopak_model.inference import predict_batch, predict_features  # noqa: E402
@@ -37,7 +37,7 @@ from geopak_model.model import build_model  # noqa: E402
 def synthetic_cells(n: int, seed: int = 0) -> CellTable:
     """n cells spread over the seven provinces (a realistic head size for the real data)."""
     rng = np.random.default_rng(seed)
-    prov = np.arange(n) % NUM_PROVINCES
+    prov = np.arange(n) % PAKISTAN.n
     return CellTable(
         cell_id=np.arange(n),
         province_id=prov,

@@ -42,7 +42,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from geopak_core.regions import PROVINCES  # noqa: E402
+from geopak_core.regions import PAKISTAN  # noqa: E402
 from geopak_core.shardfmt import json_bytes  # noqa: E402
 from geopak_data.config import load_config  # noqa: E402
 from geopak_data.records import DOWNLOADED_SCHEMA, make_key  # noqa: E402
@@ -119,7 +119,7 @@ def make_work(work: Path, n: int, side: int, seed: int = 0) -> int:
                 "original_width": side * 4,
                 "original_height": side * 4,
                 "phash": f"{int(rng.integers(0, 2**63)):016x}",
-                "province": PROVINCES[pid],
+                "province": PAKISTAN.names[pid],
                 "province_id": pid,
                 "cell_id": cell,
             }
@@ -142,7 +142,7 @@ def make_work(work: Path, n: int, side: int, seed: int = 0) -> int:
             {
                 "cell_id": pa.array(range(len(CENTRES)), pa.int32()),
                 "province_id": pa.array([c[0] for c in CENTRES], pa.int8()),
-                "province": [PROVINCES[c[0]] for c in CENTRES],
+                "province": [PAKISTAN.names[c[0]] for c in CENTRES],
                 "center_lat": [c[1] for c in CENTRES],
                 "center_lon": [c[2] for c in CENTRES],
                 "radius_km": [10.0] * len(CENTRES),

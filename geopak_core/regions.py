@@ -243,20 +243,6 @@ PAKISTAN = RegionTable(
 )
 
 
-# Pakistan's table under its old names, for callers that predate the region table.
-PROVINCES = PAKISTAN.names
-ISO_CODES = PAKISTAN.codes
-NUM_PROVINCES = PAKISTAN.n
-
-
-def province_id(name_or_iso: str) -> int:
-    """Pakistan's id of a province name (any common spelling) or ISO 3166-2 code."""
-    try:
-        return PAKISTAN.id(name_or_iso)
-    except KeyError:
-        raise KeyError(f"unknown province name {name_or_iso!r}") from None
-
-
 def regions_from_cells(ids: Iterable[int], names: Iterable[str]) -> RegionTable:
     """A table recovered from (province_id, province) pairs (an older shard folder or work
     folder without ``regions.parquet``): Pakistan when the names are Pakistan's, else a table

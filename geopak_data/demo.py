@@ -14,6 +14,12 @@ What runs is the real thing, end to end:
 5. a report: ``W/report/report.md`` with the stage table, the metrics table and a map PNG.
 
 Run it again and finished stages are skipped; kill it and it resumes.
+
+``--country ISO3`` runs the same demo for another country when its first-level boundaries
+are on this machine (``--boundaries FILE``, ``GEOPAK_BOUNDARIES`` or the boundaries cache):
+the synthetic photos are placed around that country's GeoNames cities (and a point inside
+every region without one), and the deliberately bad records are left out (they are
+Pakistan's). The default demo is unchanged.
 """
 
 from __future__ import annotations
@@ -48,8 +54,19 @@ _BAD_RECORDS = [
 ]
 
 
-def generate_source(folder: Path, *, n_photos: int, seed: int, base_url: str) -> Path:
-    """Write the synthetic photos and their YFCC100M-format metadata; returns the metadata path."""
+def generate_source(
+    folder: Path,
+    *,
+    n_photos: int,
+    seed: int,
+    base_url: str,
+    locations: list[dict[str, Any]] | None = None,
+    bad_records: bool = True,
+) -> Path:
+    """Write the synthetic photos and their YFCC100M-format metadata; returns the metadata path.
+
+    ``locations`` (dicts with ``lat``, ``lon``, ``place`` and optionally ``palette``) replace
+    the Pakistani sample; ``bad_records=False`` leaves out the records the filters must catch."""
     import io
 
     import numpy as np
@@ -62,7 +79,8 @@ def generate_source(folder: Path, *, n_photos: int, seed: int, base_url: str) ->
 
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
-    locations = sample_locations(n_photos, seed=seed)
+    if locations is None:
+        locations = sample_locations(n_photos, seed=seed)
     rng = np.random.default_rng(seed + 1)
     owners = [f"demo_user_{i:02d}" for i in range(40)]
     rows: list[dict[str, Any]] = []
@@ -70,7 +88,11 @@ def generate_source(folder: Path, *, n_photos: int, seed: int, base_url: str) ->
     for i, loc in enumerate(locations):
         pid = str(8_000_000_000 + i)
         path = images / f"{pid}.jpg"
-        data = jpeg_bytes(render_photo(loc["lat"], loc["lon"], seed=seed * 100_003 + i))
+        data = jpeg_bytes(
+            render_photo(
+                loc["lat"], loc["lon"], seed=seed * 100_003 + i, palette=loc.get("palette")
+            )
+        )
         if i == 0:
             first_bytes = data
         if not path.exists():
@@ -88,7 +110,7 @@ def generate_source(folder: Path, *, n_photos: int, seed: int, base_url: str) ->
                 f"{loc['place']} view {i}",
             )
         )
-    for kind, pid, lat, lon, acc in _BAD_RECORDS:
+    for kind, pid, lat, lon, acc in _BAD_RECORDS if bad_records else []:
         path = images / f"{pid}.jpg"
         if kind == "html":
             data = b"<!DOCTYPE html><html><head><title>Photo not found</title></head><body>Moved</body></html>"
@@ -156,18 +178,38 @@ def _serve(folder: Path) -> tuple[str, Any]:
     return base, stop
 
 
-def _source_stamp(n_photos: int, seed: int, base_url: str) -> dict[str, Any]:
-    return {"n_photos": n_photos, "seed": seed, "base_url": base_url, "bad": _BAD_RECORDS}
+def _source_stamp(
+    n_photos: int, seed: int, base_url: str, locations: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    stamp: dict[str, Any] = {
+        "n_photos": n_photos,
+        "seed": seed,
+        "base_url": base_url,
+        "bad": _BAD_RECORDS,
+    }
+    if locations is not None:  # another country: its photo locations decide the source
+        from geopak_core.hashing import stable_u64
+
+        stamp["bad"] = []
+        stamp["locations"] = stable_u64(json.dumps(locations, sort_keys=True, default=str))
+    return stamp
 
 
-def _ensure_source(source: Path, *, n_photos: int, seed: int, base_url: str) -> Path:
+def _ensure_source(
+    source: Path,
+    *,
+    n_photos: int,
+    seed: int,
+    base_url: str,
+    locations: list[dict[str, Any]] | None = None,
+) -> Path:
     """The synthetic source, generated once: a rerun with the same photos, seed and server
     URL finds its stamp and renders nothing (the photos are deterministic anyway)."""
     from geopak_core.io import atomic_write_json, read_json
 
     meta = source / "yfcc100m_dataset.bz2"
     stamp_path = source / "source.json"
-    stamp = json.loads(json.dumps(_source_stamp(n_photos, seed, base_url)))
+    stamp = json.loads(json.dumps(_source_stamp(n_photos, seed, base_url, locations)))
     if meta.is_file() and read_json(stamp_path, default=None) == stamp:
         log.info("demo: synthetic source already generated (%s)", source)
         return meta
@@ -177,7 +219,14 @@ def _ensure_source(source: Path, *, n_photos: int, seed: int, base_url: str) -> 
         len(_BAD_RECORDS),
         base_url,
     )
-    meta = generate_source(source, n_photos=n_photos, seed=seed, base_url=base_url)
+    meta = generate_source(
+        source,
+        n_photos=n_photos,
+        seed=seed,
+        base_url=base_url,
+        locations=locations,
+        bad_records=locations is None,
+    )
     atomic_write_json(stamp_path, stamp)
     return meta
 
@@ -190,12 +239,15 @@ def run_demo(
     epochs: int = 12,
     config_path: Path | None = None,
     train: bool = True,
+    country: str | None = None,
     boundaries: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the offline demo end to end; returns the paths and figures of the report.
 
     Every step is resumable and a finished one is skipped: a rerun with the same settings
     renders no photo, trains and evaluates nothing and leaves the report as it is.
+    ``country`` (ISO3, default Pakistan) and ``boundaries`` pick another country (see the
+    module docstring).
     """
     from .cluster import run_cluster
     from .crawl import run_crawl
@@ -215,14 +267,21 @@ def run_demo(
         raise GeopakError(f"demo config not found: {config_path}")
     if boundaries is not None and not Path(boundaries).is_file():
         raise GeopakError(f"boundaries file not found: {boundaries}")
+    extra: dict[str, Any] = {}
+    locations = None
+    if (country and country.upper() != "PAK") or boundaries:
+        extra, locations = _country_setup(country or "PAK", boundaries, n_photos, seed)
     source = work / "source"
     base_url, stop = _serve(source)
     try:
-        meta = _ensure_source(source, n_photos=n_photos, seed=seed, base_url=base_url)
+        meta = _ensure_source(
+            source, n_photos=n_photos, seed=seed, base_url=base_url, locations=locations
+        )
         overrides: dict[str, Any] = {
             "crawl.yfcc.metadata": str(meta.resolve()),
             "crawl.sources": ["yfcc"],
             "shard.synthetic": True,  # whatever the config says: these photos are generated
+            **extra,
         }
         if boundaries is not None:
             overrides["region.boundaries"] = str(Path(boundaries).resolve())
@@ -296,6 +355,34 @@ def _report_stage(
     if outcome.skipped:
         report = {**(read_json(out / "report.json", default=None) or {}), **report}
     return report
+
+
+def _country_setup(
+    country: str, boundaries: str | Path | None, n_photos: int, seed: int
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """Config overrides and photo locations for a demo of ``country`` (polygons must be local:
+    the demo never downloads)."""
+    from geopak_core.boundaries import boundaries_available, check_country, load_boundaries
+
+    from .synthetic import country_locations
+
+    iso3 = check_country(country)
+    if not boundaries_available(boundaries, country=iso3):
+        raise GeopakError(
+            f"demo --country {iso3}: no boundaries for {iso3} on this machine; pass --boundaries FILE (a GeoJSON/GeoPackage/Shapefile of its ADM1 units) or run `geopak-data tag --country {iso3}` once online to cache them"
+        )
+    overrides: dict[str, Any] = {"region.country": iso3}
+    if boundaries:
+        overrides["region.boundaries"] = str(Path(boundaries).resolve())
+    if iso3 == "PAK":
+        return overrides, None
+    polys = load_boundaries(boundaries, country=iso3)
+    locations = country_locations(polys, iso3, n_photos, seed=seed)
+    if len(locations) < n_photos // 2:
+        raise GeopakError(
+            f"demo --country {iso3}: could place only {len(locations)} of {n_photos} photos inside its polygons"
+        )
+    return overrides, locations
 
 
 def _train_and_evaluate(*, work: Path, shards: Path, epochs: int, seed: int) -> dict[str, Any]:
@@ -379,8 +466,11 @@ def _train_and_evaluate(*, work: Path, shards: Path, epochs: int, seed: int) -> 
             }
         )
     cells = pq.read_table(shards / "cells.parquet").to_pandas()
+    from geopak_core.regions import regions_in
+
     map_path = plot_map(
         report_dir / "map.png",
+        regions=regions_in(shards),
         points=index[["lat", "lon", "province_id"]],
         cells=cells,
         predictions=[
@@ -499,6 +589,7 @@ def _cmd(args: argparse.Namespace) -> int:
         config_path=args.config,
         train=not args.no_train,
         boundaries=args.boundaries,
+        country=args.country,
     )
     if report.get("metrics_table"):
         print(report["metrics_table"].replace("```", "").strip("\n"))
@@ -571,6 +662,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="phase-1 training epochs of the tiny model",
     )
     p.add_argument("--no-train", action="store_true", help="stop after the shard stage")
+    from .cliutil import add_country
+
+    add_country(p, boundaries=False)
     p.add_argument(
         "-v",
         "--verbose",

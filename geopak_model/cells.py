@@ -1,9 +1,10 @@
 """The geocell table the model's heads are built from.
 
-The network's output layout (how many cells each province head has, which global cell id each
-column is, where each cell's center is and how far its offset may move) is fixed by this
-table, so it travels inside every checkpoint as plain lists (``to_dict``) and is re-validated
-on load.
+The network's output layout (how many regions the province head has, how many cells each
+region's head has, which global cell id each column is, where each cell's center is and how far
+its offset may move) is fixed by this table and the region table it carries (``regions``: the
+country's first-level units, from the shard folder's ``regions.parquet``), so both travel
+inside every checkpoint as plain lists (``to_dict``) and are re-validated on load.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from geopak_core.errors import GeopakError
 from geopak_core.geo import valid_coordinates
-from geopak_core.regions import NUM_PROVINCES, PROVINCES
+from geopak_core.regions import PAKISTAN, RegionTable, regions_in
 from geopak_core.shardfmt import CELL_REQUIRED, cell_id_order, read_table
 
 REQUIRED_COLUMNS = CELL_REQUIRED
@@ -32,6 +33,12 @@ class CellTable:
     center_lon: np.ndarray
     radius_km: np.ndarray
     n_samples: np.ndarray | None = field(default=None)  # training photos per cell, if known
+    regions: RegionTable = field(default=PAKISTAN)  # what province_id means
+
+    @property
+    def num_provinces(self) -> int:
+        """Size of the province (first-level region) head."""
+        return self.regions.n
 
     def __post_init__(self) -> None:
         self.cell_id = np.asarray(self.cell_id, dtype=np.int64)
@@ -59,10 +66,11 @@ class CellTable:
         if not np.array_equal(self.cell_id, np.arange(n)):
             cell_id_order(self.cell_id)  # says which rule is broken when the ids are not 0..n-1
             raise GeopakError("cell table: cell_id must be contiguous from 0 in row order")
-        bad = np.flatnonzero((self.province_id < 0) | (self.province_id >= NUM_PROVINCES))
+        k = self.regions.n
+        bad = np.flatnonzero((self.province_id < 0) | (self.province_id >= k))
         if bad.size:
             raise GeopakError(
-                f"cell {int(bad[0])} has province_id {int(self.province_id[bad[0]])}, expected 0..{NUM_PROVINCES - 1}"
+                f"cell {int(bad[0])} has province_id {int(self.province_id[bad[0]])}, expected 0..{k - 1}"
             )
         bad = np.flatnonzero(~valid_coordinates(self.center_lat, self.center_lon))
         if bad.size:
@@ -84,22 +92,25 @@ class CellTable:
         return np.flatnonzero(self.province_id == int(p)).astype(np.int64)
 
     def cells_per_province(self) -> list[int]:
-        return [int((self.province_id == p).sum()) for p in range(NUM_PROVINCES)]
+        return [int((self.province_id == p).sum()) for p in range(self.regions.n)]
 
     def province_counts(self) -> np.ndarray | None:
         """Training photos per province (from n_samples), for class weights; None if unknown."""
         if self.n_samples is None:
             return None
         return np.bincount(
-            self.province_id, weights=self.n_samples, minlength=NUM_PROVINCES
+            self.province_id, weights=self.n_samples, minlength=self.regions.n
         ).astype(np.int64)
 
     @classmethod
-    def from_parquet(cls, path: str | Path) -> CellTable:
-        """Read the shard folder's ``cells.parquet`` (rows may be stored in any order)."""
+    def from_parquet(cls, path: str | Path, regions: RegionTable | None = None) -> CellTable:
+        """Read the shard folder's ``cells.parquet`` (rows may be stored in any order) with the
+        folder's region table (``regions.parquet`` beside it; older folders: Pakistan's)."""
         p = Path(path)
         if not p.is_file():
             raise GeopakError(f"cells table not found: {p}")
+        if regions is None:
+            regions = regions_in(p.parent, cells=p)
         table = read_table(p)
         missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
         if missing:
@@ -109,7 +120,7 @@ class CellTable:
             cols["n_samples"] = table.column("n_samples").to_numpy()
         order = np.argsort(cols["cell_id"], kind="stable")
         try:
-            return cls(**{k: v[order] for k, v in cols.items()})
+            return cls(**{k: v[order] for k, v in cols.items()}, regions=regions)
         except GeopakError as exc:
             raise GeopakError(f"{p}: {exc}") from None
 
@@ -155,6 +166,7 @@ class CellTable:
         }
         if self.n_samples is not None:
             out["n_samples"] = self.n_samples.tolist()
+        out["regions"] = self.regions.to_dict()
         return out
 
     @classmethod
@@ -162,8 +174,10 @@ class CellTable:
         missing = [c for c in REQUIRED_COLUMNS if c not in data]
         if missing:
             raise GeopakError(f"cell table is missing {', '.join(missing)}")
-        return cls(**{k: data[k] for k in (*REQUIRED_COLUMNS, "n_samples") if k in data})
+        regions = RegionTable.from_dict(data["regions"]) if data.get("regions") else PAKISTAN
+        kwargs = {k: data[k] for k in (*REQUIRED_COLUMNS, "n_samples") if k in data}
+        return cls(**kwargs, regions=regions)
 
     def describe(self) -> str:
         per = self.cells_per_province()
-        return ", ".join(f"{PROVINCES[p]}: {n}" for p, n in enumerate(per))
+        return ", ".join(f"{self.regions.names[p]}: {n}" for p, n in enumerate(per))

@@ -24,7 +24,6 @@ import torch
 
 from geopak_core.errors import GeopakError
 from geopak_core.io import atomic_path
-from geopak_core.regions import PROVINCES
 
 from .cells import CellTable
 from .config import ModelConfig
@@ -105,7 +104,7 @@ def make_payload(model: GeopakModel, extra: dict[str, Any] | None = None) -> dic
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
         "cells": model.cells.to_dict(),
-        "provinces": list(PROVINCES),
+        "provinces": list(model.cells.regions.names),  # also in cells["regions"], with codes
         "preprocessing": {k: dict(v) for k, v in model.preprocess.items()},
         "phase": int(model.phase),
         "state_dict": state,
@@ -211,9 +210,10 @@ def model_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>
         raise GeopakError(
             f"{path}: checkpoint is corrupted (its cell table does not match its sha256)"
         )
-    if list(payload.get("provinces", PROVINCES)) != list(PROVINCES):
+    names = list(cells.regions.names)
+    if list(payload.get("provinces", names)) != names:
         raise GeopakError(
-            f"{path}: province list {payload.get('provinces')} differs from the contract's"
+            f"{path}: province list {payload.get('provinces')} differs from its region table {names}"
         )
     model = GeopakModel(config, cells)
     try:

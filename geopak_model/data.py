@@ -40,7 +40,7 @@ from PIL import Image
 
 from geopak_core.errors import GeopakError
 from geopak_core.hashing import stable_seed
-from geopak_core.regions import NUM_PROVINCES
+from geopak_core.regions import PAKISTAN, RegionTable, regions_in
 from geopak_core.shardfmt import (
     LABEL_FIELDS,
     SPLITS,
@@ -72,6 +72,7 @@ class ShardFolder:
     _shards: dict[str, list[Path]] = field(default_factory=dict)
     skip_bad_shards: bool = False  # else a bad shard stops the reader (one line naming it)
     _bad: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)
+    regions: RegionTable = field(default=PAKISTAN)  # the folder's regions.parquet
 
     def shards(self, split: str) -> list[Path]:
         """The split's shards, verified against index.parquet (count, keys, sha256) the first
@@ -168,7 +169,7 @@ class ShardFolder:
 
     def province_counts(self, split: str = "train") -> np.ndarray:
         return np.bincount(
-            self.labels(split)["province_id"].astype(np.int64), minlength=NUM_PROVINCES
+            self.labels(split)["province_id"].astype(np.int64), minlength=self.regions.n
         )
 
     def cell_counts(self, split: str = "train") -> np.ndarray:
@@ -197,6 +198,7 @@ def open_shard_folder(root: str | os.PathLike, *, skip_bad_shards: bool = False)
         num_cells=len(ids),
         _shards=shards,
         skip_bad_shards=skip_bad_shards,
+        regions=regions_in(root, cells=cells_path),
     )
 
 

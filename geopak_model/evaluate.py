@@ -10,7 +10,7 @@ without its floor.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,8 +229,13 @@ def baseline_answers_for(folder: ShardFolder) -> dict[str, dict[str, Any]]:
     )
 
 
-def report(preds: Predictions, baselines: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
-    """The contract's metrics for the model, and the same for each baseline on these samples."""
+def report(
+    preds: Predictions,
+    baselines: Mapping[str, Mapping[str, Any]] | None,
+    province_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The contract's metrics for the model, and the same for each baseline on these samples
+    (per-region accuracy named by ``province_names``, the region table's names)."""
     truth = {
         "true_lat": preds.array("true_lat"),
         "true_lon": preds.array("true_lon"),
@@ -242,6 +247,7 @@ def report(preds: Predictions, baselines: Mapping[str, Mapping[str, Any]] | None
         pred_lon=preds.array("pred_lon"),
         pred_province=preds.array("pred_province"),
         ranked_cells=np.concatenate(preds.ranked) if preds.ranked else np.zeros((0, TOPK_CELLS)),
+        province_names=province_names,
         **truth,
     )
     correct = preds.array("pred_province") == truth["true_province"]
@@ -260,7 +266,7 @@ def report(preds: Predictions, baselines: Mapping[str, Mapping[str, Any]] | None
             for name, a in preds.by_aggregate.items()
         }
     if baselines:
-        out["baselines"] = M.baseline_metrics(baselines, **truth)
+        out["baselines"] = M.baseline_metrics(baselines, province_names=province_names, **truth)
     if len(preds) and preds.loss_parts:
         out["val_loss"] = preds.loss_sum / len(preds)
         out["val_loss_parts"] = {k: v / len(preds) for k, v in preds.loss_parts.items()}
@@ -273,6 +279,7 @@ def write_plots(
     baselines: Mapping[str, Mapping[str, Any]] | None,
     folder: str | Path,
     prefix: str = "",
+    province_names: Sequence[str] | None = None,
 ) -> list[Path]:
     """Error CDF (model and baselines), per-province accuracy and the confusion matrix."""
     from . import plots
@@ -288,10 +295,15 @@ def write_plots(
         by[name] = res.get("province_acc_by_province", {})
     return [
         plots.error_cdf(errors, folder / f"{prefix}error_cdf.png"),
-        plots.province_accuracy(by, folder / f"{prefix}province_accuracy.png"),
+        plots.province_accuracy(by, folder / f"{prefix}province_accuracy.png", province_names),
         plots.confusion(
-            M.confusion_matrix(preds.array("true_province"), preds.array("pred_province")),
+            M.confusion_matrix(
+                preds.array("true_province"),
+                preds.array("pred_province"),
+                len(province_names) if province_names is not None else M.PAKISTAN.n,
+            ),
             folder / f"{prefix}confusion.png",
+            province_names,
         ),
     ]
 
@@ -361,7 +373,8 @@ def evaluate_checkpoint(
     if len(preds) == 0:
         raise GeopakError(f"split '{split}' of {folder.root} has no samples")
     baselines = baseline_answers_for(folder)
-    result = report(preds, baselines)
+    names = model.cells.regions.names
+    result = report(preds, baselines, names)
     cfg = model.config
     cal = getattr(model, "calibration", None)
     result = {
@@ -382,7 +395,10 @@ def evaluate_checkpoint(
     }
     if plots_dir is not None:
         result["plots"] = [
-            str(p) for p in write_plots(preds, result, baselines, plots_dir, prefix=f"{split}_")
+            str(p)
+            for p in write_plots(
+                preds, result, baselines, plots_dir, prefix=f"{split}_", province_names=names
+            )
         ]
     return result
 

@@ -74,7 +74,7 @@ def mixture_of_hypotheses(
     cell_province = model.cell_province
     dev = fused.device
 
-    p_prov = province_probs(model, model_outputs["province_logits"])  # (B, C), calibrated
+    p_prov = province_probs(model, model_outputs["province_logits"])  # (B, C regions), calibrated
     C = p_prov.shape[1]
     has_cells = torch.bincount(cell_province, minlength=C) > 0
     P = min(P, int(has_cells.sum()))

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from geopak_core.geo import EARTH_RADIUS_KM
-from geopak_core.regions import NUM_PROVINCES
 
 from .cells import CellTable
 from .config import ModelConfig
@@ -53,13 +52,16 @@ def haversine_km_torch(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> torch.Tens
     return torch.where(ok, d, torch.zeros_like(d))
 
 
-def province_class_weights(counts: Any, power: float = 1.0) -> torch.Tensor:
+def province_class_weights(
+    counts: Any, power: float = 1.0, num_provinces: int | None = None
+) -> torch.Tensor:
     """Per-province CE weights ∝ (1 / frequency) ** power, scaled so a balanced dataset gets
     all ones (w_c = (N / (C · n_c)) ** power over the C provinces present). Provinces with no
-    samples get weight 0 (they never appear as a target)."""
+    samples get weight 0 (they never appear as a target). ``num_provinces``: the region
+    table's size, checked against ``counts`` when given."""
     n = torch.as_tensor(np.asarray(counts, dtype=np.float64), dtype=torch.float64)
-    if n.numel() != NUM_PROVINCES:
-        raise ValueError(f"expected {NUM_PROVINCES} province counts, got {n.numel()}")
+    if num_provinces is not None and n.numel() != int(num_provinces):
+        raise ValueError(f"expected {int(num_provinces)} province counts, got {n.numel()}")
     present = n > 0
     if not bool(present.any()):
         raise ValueError("all province counts are zero")
@@ -183,7 +185,9 @@ def total_loss(
     if province_weights is None and config.province_weight_power > 0:
         counts = cells.province_counts()
         if counts is not None and counts.sum() > 0:
-            province_weights = province_class_weights(counts, config.province_weight_power)
+            province_weights = province_class_weights(
+                counts, config.province_weight_power, cells.num_provinces
+            )
 
     parts: dict[str, torch.Tensor] = {}
     total = torch.zeros((), device=device)

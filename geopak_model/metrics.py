@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from geopak_core.geo import EARTH_RADIUS_KM, haversine_km
-from geopak_core.regions import NUM_PROVINCES, PROVINCES
+from geopak_core.regions import PAKISTAN
 
 ACC_THRESHOLDS_KM: tuple[int, ...] = (1, 25, 200, 750)
 METRIC_KEYS: tuple[str, ...] = (
@@ -61,9 +61,13 @@ def distance_summary(err_km: npt.ArrayLike) -> dict[str, Any]:
 
 
 def province_accuracy(
-    true_province: npt.ArrayLike, pred_province: npt.ArrayLike
+    true_province: npt.ArrayLike,
+    pred_province: npt.ArrayLike,
+    province_names: Sequence[str] | None = None,
 ) -> tuple[float | None, dict[str, float]]:
     """Overall accuracy and accuracy per true province (name -> acc, provinces present only).
+
+    ``province_names`` is the region table's names by id (default: Pakistan's).
 
     Per-province figures are recall within each true province, so a model that always answers
     Sindh scores 1.0 there and 0.0 everywhere else instead of hiding behind Sindh's share.
@@ -72,11 +76,12 @@ def province_accuracy(
     p = np.asarray(pred_province, dtype=np.int64)
     if t.size == 0:
         return None, {}
+    names = tuple(province_names) if province_names is not None else PAKISTAN.names
     by: dict[str, float] = {}
-    for pid in range(NUM_PROVINCES):
+    for pid in range(len(names)):
         mask = t == pid
         if mask.any():
-            by[PROVINCES[pid]] = float(np.mean(p[mask] == pid))
+            by[names[pid]] = float(np.mean(p[mask] == pid))
     return float(np.mean(t == p)), by
 
 
@@ -143,9 +148,9 @@ def cell_topk(true_cell: npt.ArrayLike, ranked_cells: npt.ArrayLike, k: int) -> 
 
 
 def confusion_matrix(
-    true_province: npt.ArrayLike, pred_province: npt.ArrayLike, num_classes: int = NUM_PROVINCES
+    true_province: npt.ArrayLike, pred_province: npt.ArrayLike, num_classes: int = PAKISTAN.n
 ) -> np.ndarray:
-    """Counts[true, pred] as an int64 (num_classes, num_classes) array."""
+    """Counts[true, pred] as an int64 (num_classes, num_classes) array (one row per region)."""
     t = np.asarray(true_province, dtype=np.int64)
     p = np.asarray(pred_province, dtype=np.int64)
     m = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -163,6 +168,7 @@ def compute_metrics(
     true_province: npt.ArrayLike,
     true_cell: npt.ArrayLike | None = None,
     ranked_cells: npt.ArrayLike | None = None,
+    province_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The contract's metric set for one predictor on one split.
 
@@ -170,7 +176,7 @@ def compute_metrics(
     probability; without it the cell figures are None.
     """
     out = distance_metrics(pred_lat, pred_lon, true_lat, true_lon)
-    acc, by = province_accuracy(true_province, pred_province)
+    acc, by = province_accuracy(true_province, pred_province, province_names)
     out["province_acc"] = acc
     out["province_acc_by_province"] = by
     if true_cell is not None and ranked_cells is not None:
@@ -235,6 +241,7 @@ def constant_predictor_metrics(
     true_lon: npt.ArrayLike,
     true_province: npt.ArrayLike,
     true_cell: npt.ArrayLike | None = None,
+    province_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Metrics of a predictor that gives the same answer for every image."""
     n = len(np.asarray(true_lat))
@@ -248,6 +255,7 @@ def constant_predictor_metrics(
         true_province=true_province,
         true_cell=true_cell,
         ranked_cells=ranked if true_cell is not None else None,
+        province_names=province_names,
     )
 
 
@@ -300,6 +308,7 @@ def baseline_metrics(
     true_lon: npt.ArrayLike,
     true_province: npt.ArrayLike,
     true_cell: npt.ArrayLike | None = None,
+    province_names: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score each constant answer of :func:`baseline_answers` on a split."""
     return {
@@ -312,6 +321,7 @@ def baseline_metrics(
             true_lon=true_lon,
             true_province=true_province,
             true_cell=true_cell,
+            province_names=province_names,
         )
         for name, a in answers.items()
     }
@@ -343,10 +353,11 @@ def format_table(
     keys = [k for k in METRIC_KEYS if k != "province_acc_by_province"]
     if any("province_ece" in s for s in sources):  # next to the accuracy it qualifies
         keys.insert(keys.index("province_acc") + 1, "province_ece")
-    provinces = sorted(
-        {p for s in sources for p in (s.get("province_acc_by_province") or {})},
-        key=lambda name: PROVINCES.index(name) if name in PROVINCES else 99,
-    )
+    provinces: list[str] = []  # in region-id order: the order the dicts were filled in
+    for s in sources:
+        for p in s.get("province_acc_by_province") or {}:
+            if p not in provinces:
+                provinces.append(p)
     rows: list[list[str]] = []
     for k in keys:
         rows.append([k, *(_fmt(s.get(k), k) for s in sources)])

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from geopak_core.geo import EARTH_RADIUS_KM
-from geopak_core.regions import NUM_PROVINCES
 
 from .cells import CellTable
 from .config import ModelConfig
@@ -49,16 +48,18 @@ def mlp(d_in: int, hidden: list[int], d_out: int, dropout: float = 0.0) -> nn.Se
 
 
 def conditional_cell_log_probs(
-    cell_logits: torch.Tensor, cell_province: torch.Tensor
+    cell_logits: torch.Tensor, cell_province: torch.Tensor, num_provinces: int | None = None
 ) -> torch.Tensor:
     """log P(cell | its province): a log-softmax within each province's columns. (B, N) fp32.
 
     A large finite fill (not -inf) keeps gradients finite for provinces that have no cells.
+    ``num_provinces`` is the region table's size (default: the highest id in use + 1).
     """
     x = cell_logits.float()
-    provinces = torch.arange(NUM_PROVINCES, device=x.device)
-    masks = cell_province[None, :] == provinces[:, None]  # (7, N)
-    lse = torch.logsumexp(x[:, None, :].masked_fill(~masks, -1e30), dim=-1)  # (B, 7)
+    k = int(num_provinces) if num_provinces else int(cell_province.max().item()) + 1
+    provinces = torch.arange(k, device=x.device)
+    masks = cell_province[None, :] == provinces[:, None]  # (K, N)
+    lse = torch.logsumexp(x[:, None, :].masked_fill(~masks, -1e30), dim=-1)  # (B, K)
     return x - lse[:, cell_province]
 
 
@@ -105,13 +106,14 @@ class GeopakModel(nn.Module):
 
         self.fusion = GatedFusion(self.clip_dim, self.places_dim, F, config.fusion_dropout)
         hidden = [config.head_hidden] if config.head_hidden else []
-        self.province_head = mlp(F, hidden, NUM_PROVINCES)
+        self.num_provinces = cells.num_provinces  # the region table decides the head's size
+        self.province_head = mlp(F, hidden, self.num_provinces)
         # One expert per province that has cells, sized by its cell count.
         self.present = [p for p, n in enumerate(cells.cells_per_province()) if n > 0]
         self.cell_heads = nn.ModuleDict(
             {str(p): mlp(F, hidden, len(cells.cells_of_province(p))) for p in self.present}
         )
-        self.province_emb = nn.Embedding(NUM_PROVINCES, config.province_emb_dim)
+        self.province_emb = nn.Embedding(self.num_provinces, config.province_emb_dim)
         self.cell_emb = nn.Embedding(N, config.cell_emb_dim)
         self.offset_head = mlp(
             F + config.province_emb_dim + config.cell_emb_dim, config.offset_hidden, 2

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from geopak_core.io import atomic_path  # noqa: E402
-from geopak_core.regions import PROVINCES  # noqa: E402
+from geopak_core.regions import PAKISTAN  # noqa: E402
 
 from .metrics import ACC_THRESHOLDS_KM  # noqa: E402
 
@@ -91,10 +91,14 @@ def error_cdf(errors_km: Mapping[str, np.ndarray], path: str | os.PathLike) -> P
 
 
 def province_accuracy(
-    by_predictor: Mapping[str, Mapping[str, float]], path: str | os.PathLike
+    by_predictor: Mapping[str, Mapping[str, float]],
+    path: str | os.PathLike,
+    province_names: Sequence[str] | None = None,
 ) -> Path:
-    """Grouped bars: accuracy within each true province, one bar per predictor."""
-    names = [p for p in PROVINCES if any(p in d for d in by_predictor.values())]
+    """Grouped bars: accuracy within each true province, one bar per predictor (regions in
+    the region table's id order; ``province_names`` default: Pakistan's)."""
+    order = tuple(province_names) if province_names is not None else PAKISTAN.names
+    names = [p for p in order if any(p in d for d in by_predictor.values())]
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4.5))
     width = 0.8 / max(1, len(by_predictor))
     x = np.arange(len(names))
@@ -114,7 +118,9 @@ def province_accuracy(
     return _save(fig, path)
 
 
-def confusion(matrix: np.ndarray, path: str | os.PathLike) -> Path:
+def confusion(
+    matrix: np.ndarray, path: str | os.PathLike, province_names: Sequence[str] | None = None
+) -> Path:
     """Row-normalised province confusion matrix with the raw counts written in each cell."""
     m = np.asarray(matrix, dtype=np.float64)
     rows = m.sum(axis=1, keepdims=True)
@@ -122,7 +128,8 @@ def confusion(matrix: np.ndarray, path: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(figsize=(7, 6))
     im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
     k = m.shape[0]
-    labels = list(PROVINCES[:k])
+    names = tuple(province_names) if province_names is not None else PAKISTAN.names
+    labels = [names[i] if i < len(names) else str(i) for i in range(k)]
     ax.set_xticks(range(k), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), labels, fontsize=8)
     for i in range(k):

@@ -193,7 +193,12 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print(_format(r))
     if args.map is not None:
-        draw_map(list(zip(args.images, results, strict=True)), args.map, boundaries=args.boundaries)
+        draw_map(
+            list(zip(args.images, results, strict=True)),
+            args.map,
+            boundaries=args.boundaries,
+            country=predictor.model.cells.regions.country or "PAK",
+        )
         if not args.json:
             print(f"map written to {args.map}")
     return 0
@@ -213,9 +218,10 @@ def _format(r: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- map
 
 
-def _polygons(explicit: str | None) -> Any:
-    """Province polygons as a GeoDataFrame, or None. Only local files: the env var, an
-    explicit path, or an already verified cache; predicting must never wait on a download."""
+def _polygons(explicit: str | None, country: str = "PAK") -> Any:
+    """Region polygons of the checkpoint's country as a GeoDataFrame, or None. Only local
+    files: the env var, an explicit path, or an already verified cache; predicting must never
+    wait on a download."""
     try:
         from geopak_core import boundaries as gb
     except ImportError:
@@ -223,7 +229,7 @@ def _polygons(explicit: str | None) -> Any:
     path: str | Path | None = explicit or os.environ.get("GEOPAK_BOUNDARIES", "").strip() or None
     if path is None and gb is not None:
         try:
-            cached = gb.cached_path()
+            cached = gb.cached_path(gb.country_manifest(country))
             path = cached if cached.is_file() else None
         except Exception:  # no manifest in an installed copy, unwritable cache dir, ...
             path = None
@@ -232,7 +238,7 @@ def _polygons(explicit: str | None) -> Any:
         return None
     try:
         if gb is not None:
-            return gb.load_boundaries(path)
+            return gb.load_boundaries(path, country=country)
         import geopandas as gpd
 
         return gpd.read_file(path)
@@ -242,7 +248,10 @@ def _polygons(explicit: str | None) -> Any:
 
 
 def draw_map(
-    items: list[tuple[Any, dict[str, Any]]], out: Path, boundaries: str | None = None
+    items: list[tuple[Any, dict[str, Any]]],
+    out: Path,
+    boundaries: str | None = None,
+    country: str = "PAK",
 ) -> Path:
     """Draw answers (stars) and their hypotheses (circles, area ∝ probability)."""
     from matplotlib.figure import Figure
@@ -251,7 +260,7 @@ def draw_map(
 
     fig = Figure(figsize=(8, 8), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
-    gdf = _polygons(boundaries)
+    gdf = _polygons(boundaries, country)
     if gdf is not None:
         gdf.boundary.plot(ax=ax, color="0.45", linewidth=0.7)
         if "province" in gdf.columns:

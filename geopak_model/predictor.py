@@ -19,7 +19,6 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from geopak_core.errors import GeopakError
-from geopak_core.regions import PROVINCES
 
 from .encoders import PairTransform
 from .factory import make_model
@@ -134,7 +133,7 @@ class GeopakPredictor:
                 shapes=self.shapes,
                 index=self.index,
             )
-            results += _to_python(out)
+            results += _to_python(out, self.model.cells.regions.names)
             if progress is not None:
                 progress(len(chunk))
         return results
@@ -149,7 +148,9 @@ def _prob(x: Any) -> float:
     return float(f"{float(x):.6g}")
 
 
-def _to_python(out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+def _to_python(out: dict[str, torch.Tensor], names: Sequence[str]) -> list[dict[str, Any]]:
+    """Plain answers; ``province`` is the region table's name of ``province_id`` (the
+    country's first-level administrative unit)."""
     cpu = {k: v.detach().cpu() for k, v in out.items() if isinstance(v, torch.Tensor)}
     results = []
     for b in range(cpu["lat"].shape[0]):
@@ -160,7 +161,7 @@ def _to_python(out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
             pid = int(row[H_PROVINCE])
             hyps.append(
                 {
-                    "province": PROVINCES[pid],
+                    "province": names[pid],
                     "province_id": pid,
                     # the contract's row is (province, cell, lat, lon, probability)
                     "cell": int(row[H_CELL]),
@@ -172,7 +173,7 @@ def _to_python(out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         pid = int(cpu["province_id"][b])
         results.append(
             {
-                "province": PROVINCES[pid],
+                "province": names[pid],
                 "province_id": pid,
                 "lat": _deg(cpu["lat"][b]),
                 "lon": _deg(cpu["lon"][b]),

@@ -22,7 +22,7 @@ import pyarrow as pa
 from PIL import Image
 
 from geopak_core.io import atomic_write_json, atomic_write_parquet
-from geopak_core.regions import PROVINCES
+from geopak_core.regions import PAKISTAN, RegionTable
 from geopak_core.shardfmt import (
     INDEX_SCHEMA,
     JSON_FIELDS,
@@ -31,6 +31,7 @@ from geopak_core.shardfmt import (
     json_bytes,
     shard_name,
     stats_document,
+    write_regions,
     write_tar,
 )
 
@@ -62,7 +63,7 @@ def toy_cells() -> list[dict[str, Any]]:
                 {
                     "cell_id": len(rows),
                     "province_id": pid,
-                    "province": PROVINCES[pid],
+                    "province": PAKISTAN.names[pid],
                     "center_lat": lat,
                     "center_lon": lon,
                     "radius_km": 15.0,
@@ -146,7 +147,7 @@ def sample_meta(
         "key": key,
         "lat": float(lat),
         "lon": float(lon),
-        "province": PROVINCES[pid],
+        "province": str(cell.get("province") or PAKISTAN.names[pid]),
         "province_id": pid,
         "cell_id": int(cell["cell_id"]),
         "cell_center_lat": float(cell["center_lat"]),
@@ -175,8 +176,10 @@ def write_shard_folder(
     cells: list[dict[str, Any]],
     *,
     per_shard: int = 40,
+    regions: RegionTable = PAKISTAN,
 ) -> Path:
-    """Write ``samples`` (dicts with ``split``, ``jpg`` bytes, ``json`` meta) as a shard folder.
+    """Write ``samples`` (dicts with ``split``, ``jpg`` bytes, ``json`` meta) as a shard folder
+    of the country described by ``regions`` (its ``regions.parquet`` is written too).
 
     Everything but the dataset card comes from the same format module that ``geopak-data shard``
     writes through (``geopak_core.shardfmt``): the tar bytes, the json field order, the index
@@ -213,8 +216,9 @@ def write_shard_folder(
     ).to_pandas()
     split_ids = np.array([SPLITS.index(s) for s in index["split"]], dtype=np.int64)
     cells_df = cells_with_counts(
-        pd.DataFrame(cells), index["cell_id"].to_numpy(np.int64), split_ids
+        pd.DataFrame(cells), index["cell_id"].to_numpy(np.int64), split_ids, regions
     )
+    write_regions(out, regions)
     atomic_write_parquet(
         out / "cells.parquet", pa.Table.from_pandas(cells_df, preserve_index=False)
     )
@@ -230,6 +234,7 @@ def write_shard_folder(
         geopak_version=__version__,
         split_rule="toy data: each sample drawn into a split at random (geopak_model.testing)",
         synthetic=True,
+        regions=regions,
     )
     atomic_write_json(out / "stats.json", stats)
     return out

@@ -474,7 +474,9 @@ def _loader_spec(
     if cfg.balance in ("weights", "both"):
         from .losses import province_class_weights
 
-        prov_weights = province_class_weights(counts, model.config.province_weight_power)
+        prov_weights = province_class_weights(
+            counts, model.config.province_weight_power, model.num_provinces
+        )
     else:
         prov_weights = torch.ones(len(counts))
     spec = LoaderSpec(
@@ -755,7 +757,7 @@ def _validate(
     preds = E.predict_batches(model, batches, device, amp=cfg.amp, loss_fn=loss_fn)
     if len(preds) == 0:  # the index promised val samples, the tars hold none
         raise GeopakError("the val shards yielded no samples: checkpoints are selected on val")
-    result = E.report(preds, baselines)
+    result = E.report(preds, baselines, model.cells.regions.names)
     row = {
         "step": step,
         "epoch": epoch,
@@ -775,7 +777,14 @@ def _validate(
         100 * (result["cell_top1"] or 0.0),
     )  # fmt: skip
     if cfg.plots:
-        E.write_plots(preds, result, baselines, out / "plots", prefix="val_")
+        E.write_plots(
+            preds,
+            result,
+            baselines,
+            out / "plots",
+            prefix="val_",
+            province_names=model.cells.regions.names,
+        )
     return row
 
 

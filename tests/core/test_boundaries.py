@@ -22,7 +22,7 @@ from geopak_core.boundaries import (
 )
 from geopak_core.errors import GeopakError
 from geopak_core.io import file_sha256
-from geopak_core.regions import ISO_CODES, PROVINCES
+from geopak_core.regions import PAKISTAN
 
 PINNED = "34c973399b464f8b43a6cfbc9255ff6d19d911477f1549d0ff0f1dcaaf63c37b"
 
@@ -34,14 +34,14 @@ def polys(boundaries_path):
 
 def test_shared_file_maps_onto_contract_ids(polys, boundaries_path):
     assert list(polys["province_id"]) == list(range(7))
-    assert list(polys["province"]) == list(PROVINCES)
+    assert list(polys["province"]) == list(PAKISTAN.names)
     assert polys["province_id"].dtype == np.int8
     assert polys.crs.to_epsg() == 4326
     assert all(polys.geometry.is_valid)
     assert polys.attrs["sha256"] == PINNED == file_sha256(boundaries_path)
     raw = gpd.read_file(boundaries_path)
     for _, row in raw.iterrows():  # the raw file's ISO code lands on the same id as its name
-        pid = ISO_CODES.index(row["shapeISO"])
+        pid = PAKISTAN.codes.index(row["shapeISO"])
         assert polys.geometry[pid].equals_exact(shapely.make_valid(row.geometry), 1e-12)
 
 
@@ -72,7 +72,7 @@ def test_geopackage_and_shapefile(tmp_path, boundaries_path, polys, driver, ext)
     out = tmp_path / f"pak.{ext}"
     raw.to_file(out, driver=driver, engine="pyogrio")
     got = load_boundaries(out)
-    assert list(got["province"]) == list(PROVINCES)
+    assert list(got["province"]) == list(PAKISTAN.names)
     assert np.allclose(
         shapely.area(got.geometry.values), shapely.area(polys.geometry.values), rtol=1e-9
     )
@@ -169,7 +169,7 @@ def test_download_verifies_and_caches(no_env, tmp_path, boundaries_path):
     try:
         m = _manifest(srv.url + "/pak.geojson")
         got = load_boundaries(cache_dir=cache, manifest=m)
-        assert list(got["province"]) == list(PROVINCES)
+        assert list(got["province"]) == list(PAKISTAN.names)
         cached = cached_path(m, cache)
         assert cached.is_file() and file_sha256(cached) == PINNED
         assert srv.requests == 1

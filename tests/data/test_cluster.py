@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from geopak_core.geo import haversine_km
-from geopak_core.regions import PROVINCES
+from geopak_core.regions import PAKISTAN
 from geopak_data.cli import main
 from geopak_data.records import REJECT_SCHEMA
 
@@ -48,7 +48,7 @@ def write_tag_records(work, seed: int = 0):
             "lat": lat,
             "lon": lon,
             "license": ["CC BY 2.0"] * n,
-            "province": [PROVINCES[p] for p in pid],
+            "province": [PAKISTAN.names[p] for p in pid],
             "province_id": pa.array(pid, pa.int8()),
             "border_km": np.full(n, 10.0),
         }
@@ -81,7 +81,7 @@ def test_cluster_command_writes_contract_outputs(tmp_path, cfg_file, capsys):
     assert set(meta["crs"]) == {"Sindh", "Punjab", "Balochistan"}
     c = cells.to_pandas()
     assert np.array_equal(c["cell_id"].to_numpy(), np.arange(len(c)))
-    assert (c["province"] == [PROVINCES[p] for p in c["province_id"]]).all()
+    assert (c["province"] == [PAKISTAN.names[p] for p in c["province_id"]]).all()
 
     recs = pq.read_table(cdir / "records.parquet")
     assert recs.column_names == src.column_names + ["cell_id"]  # every input column travels on

@@ -72,7 +72,8 @@ def test_province_class_weights():
     )
     assert province_class_weights([5, 5, 5, 5, 5, 5, 5]).tolist() == [1.0] * 7
     with pytest.raises(ValueError):
-        province_class_weights([1, 2, 3])
+        province_class_weights([1, 2, 3], num_provinces=7)
+    assert province_class_weights([1, 1, 2], num_provinces=3).shape == (3,)  # any region count
 
 
 def test_province_loss_hand_computed():

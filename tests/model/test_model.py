@@ -14,6 +14,7 @@ import torchvision
 from PIL import Image
 
 from geopak_core.errors import ConfigError, GeopakError
+from geopak_core.regions import PAKISTAN
 from geopak_model.cells import CellTable
 from geopak_model.config import ModelConfig, load_model_config
 from geopak_model.model import GeopakModel, build_model, conditional_cell_log_probs
@@ -104,8 +105,9 @@ def test_unknown_preset_and_toml_file(tmp_path):
 def test_cell_table_parquet_roundtrip_and_validation(tmp_path):
     cells = make_cells()
     order = [3, 0, 5, 1, 4, 2]  # stored shuffled: from_parquet sorts by cell_id
-    cols = {k: np.asarray(v)[order] for k, v in cells.to_dict().items()}
-    table = pa.table({**cols, "province": ["x"] * 6, "urban": [False] * 6})
+    cols = {k: np.asarray(v)[order] for k, v in cells.to_dict().items() if k != "regions"}
+    names = [PAKISTAN.names[int(p)] for p in cols["province_id"]]
+    table = pa.table({**cols, "province": names, "urban": [False] * 6})
     pq.write_table(table, tmp_path / "cells.parquet")
     back = CellTable.from_parquet(tmp_path / "cells.parquet")
     assert back.num_cells == 6

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from geopak_core.errors import GeopakError
-from geopak_core.regions import PROVINCES
+from geopak_core.regions import PAKISTAN
 from geopak_model import GeopakPredictor
 from geopak_model.cells import CellTable
 from geopak_model.checkpoint import save_checkpoint
@@ -60,7 +60,7 @@ def test_predict_returns_the_contract_keys(ckpt, images):
     p = GeopakPredictor(checkpoint_path=ckpt, device="cpu")
     r = p.predict(images[0])
     assert {"province", "province_id", "lat", "lon", "confidence", "hypotheses"} <= set(r)
-    assert r["province"] == PROVINCES[r["province_id"]]
+    assert r["province"] == PAKISTAN.names[r["province_id"]]
     assert 0.0 < r["confidence"] <= 1.0
     assert 1 <= len(r["hypotheses"]) <= 10
     h = r["hypotheses"][0]
@@ -71,7 +71,7 @@ def test_predict_returns_the_contract_keys(ckpt, images):
     # A PIL image and its file give the same answer; a greyscale image is accepted.
     same = p.predict(Image.open(images[0]))
     assert same["lat"] == pytest.approx(r["lat"], abs=1e-6)
-    assert p.predict(images[3])["province"] in PROVINCES
+    assert p.predict(images[3])["province"] in PAKISTAN.names
 
 
 def test_predict_many_matches_single_predictions(ckpt, images):

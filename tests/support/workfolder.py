@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from geopak_core.regions import PROVINCES
+from geopak_core.regions import PAKISTAN
 from geopak_data.records import DOWNLOADED_SCHEMA, make_key, reject_rows
 from geopak_data.runner import Manifest
 
@@ -114,7 +114,7 @@ def make_work(root: Path, *, restricted: int = 2) -> Path:
             "laplacian_var": 100.0,
             "entropy": 5.0,
             "indoor_prob": None,
-            "province": PROVINCES[pid],
+            "province": PAKISTAN.names[pid],
             "province_id": pid,
             "border_km": 0.0,
             "cell_id": cell,
@@ -161,7 +161,7 @@ def make_work(root: Path, *, restricted: int = 2) -> Path:
         {
             "cell_id": pa.array(range(len(CELLS)), pa.int32()),
             "province_id": pa.array([c[0] for c in CELLS], pa.int8()),
-            "province": [PROVINCES[c[0]] for c in CELLS],
+            "province": [PAKISTAN.names[c[0]] for c in CELLS],
             "center_lat": [c[1] for c in CELLS],
             "center_lon": [c[2] for c in CELLS],
             "radius_km": [8.0, 9.0, 7.5, 10.0, 12.0, 11.0],
