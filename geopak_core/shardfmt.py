@@ -41,6 +41,8 @@ TAR_MODE = 0o444
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 REQUIRED_FILES = ("index.parquet", "cells.parquet", "stats.json", "README.md")
+# regions.parquet (REGIONS_FILE) is written by every build; folders from before the region
+# table lack it and are read as Pakistan's (``read_regions``), so it is not required here.
 
 # The json of every sample, in this order (the contract's fields, then provenance, then split).
 JSON_FIELDS: tuple[str, ...] = (
@@ -145,6 +147,7 @@ STATS_KEYS: tuple[str, ...] = (
     "split_rule",
     "samples",
     "splits",
+    "regions",  # the region table's file, country and count (regions.parquet)
     "provinces",
     "cells",
     "sources",
