@@ -147,10 +147,11 @@ class ProvinceShapes:
             self.geoms[int(pid)] = geom
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> ProvinceShapes | None:
-        """Polygons from ``path`` or ``GEOPAK_BOUNDARIES``/the verified cache; None if no local
-        file is there (a prediction never waits on a download) or, with a warning, when the
-        environment's file cannot be read."""
+    def load(cls, path: str | Path | None = None, country: str = "PAK") -> ProvinceShapes | None:
+        """Polygons of ``country`` (the checkpoint's region table) from ``path`` or
+        ``GEOPAK_BOUNDARIES``/the verified cache; None if no local file is there (a prediction
+        never waits on a download) or, with a warning, when the environment's file cannot be
+        read or is another country's."""
         import os
 
         from geopak_core import boundaries as gb
@@ -158,16 +159,16 @@ class ProvinceShapes:
         src: str | Path | None = path or os.environ.get("GEOPAK_BOUNDARIES", "").strip() or None
         if src is None:
             try:
-                cached = gb.cached_path()
+                cached = gb.cached_path(gb.country_manifest(country))
                 src = cached if cached.is_file() else None
             except Exception:  # no manifest in an installed copy, unwritable cache dir
                 src = None
         if src is None:
             return None
         if path:  # asked for by name: a bad file is the user's error
-            return cls(gb.read_boundaries(src))
+            return cls(gb.read_boundaries(src, country=country))
         try:
-            return cls(gb.read_boundaries(src))
+            return cls(gb.read_boundaries(src, country=country))
         except Exception as exc:  # the environment's file: the check degrades, never fails
             log.warning("province check off: cannot read boundaries %s (%s)", src, exc)
             return None

@@ -357,7 +357,8 @@ def evaluate_checkpoint(
         shift = default_shift(model, folder.province_counts("train"))
         calibrate_checkpoint(checkpoint, batches_of("val"), dev, shift)
         model, payload = make_model(checkpoint=checkpoint, folder=folder, device=dev)
-    shapes = None if boundaries is False else ProvinceShapes.load(boundaries or None)
+    country = model.cells.regions.country or "PAK"
+    shapes = None if boundaries is False else ProvinceShapes.load(boundaries or None, country)
     index = _retrieval_index(model, checkpoint, batches_of, dev, shapes, build=build_index)
     if refine and index is None:
         raise GeopakError(

@@ -83,7 +83,10 @@ class GeopakPredictor:
         if boundaries is False:
             self.shapes = None
         else:
-            self.shapes = ProvinceShapes.load(None if boundaries in (None, True) else boundaries)
+            self.shapes = ProvinceShapes.load(
+                None if boundaries in (None, True) else boundaries,
+                self.model.cells.regions.country or "PAK",
+            )
         self.index = None
         if refine:
             from .retrieval import RetrievalIndex, index_path_for

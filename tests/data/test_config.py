@@ -73,7 +73,7 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize("name", ["pakistan.toml", "demo.toml"])
+@pytest.mark.parametrize("name", ["pakistan.toml", "demo.toml", "template.toml"])
 def test_shipped_pipelines_load(name: str) -> None:
     cfg = load_config(REPO / "pipelines" / name)
     assert cfg.crawl.sources

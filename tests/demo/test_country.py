@@ -71,7 +71,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tag = run_tag(work=work, config=cfg)
     run_cluster(work=work, config=cfg)
     run_shard(work=work, config=cfg, out=work / "shards")
-    return {"work": work, "shards": work / "shards", "tag": tag, "polys": polys}
+    return {
+        "work": work,
+        "shards": work / "shards",
+        "tag": tag,
+        "polys": polys,
+        "boundaries": boundaries,
+    }
 
 
 def _meta_rows(path: Path) -> list[dict]:
@@ -176,6 +182,9 @@ def test_train_eval_predict_name_the_regions(run, tmp_path):
     from PIL import Image
 
     p = GeopakPredictor(checkpoint_path=best, device="cpu")
+    assert p.shapes is None  # GEOPAK_BOUNDARIES holds Pakistan's polygons: not this country's
+    own = GeopakPredictor(checkpoint_path=best, device="cpu", boundaries=run["boundaries"])
+    assert own.shapes is not None and sorted(own.shapes.geoms) == [0, 1, 2]
     for ans in p.predict_many([Image.open(io.BytesIO(b)).convert("RGB") for b in jpgs]):
         assert ans["province"] == NAMES[ans["province_id"]]
         assert all(h["province"] in NAMES for h in ans["hypotheses"])
