@@ -188,3 +188,31 @@ def test_train_eval_predict_name_the_regions(run, tmp_path):
     for ans in p.predict_many([Image.open(io.BytesIO(b)).convert("RGB") for b in jpgs]):
         assert ans["province"] == NAMES[ans["province_id"]]
         assert all(h["province"] in NAMES for h in ans["hypotheses"])
+
+
+@pytest.mark.slow
+def test_demo_for_another_country(tmp_path, monkeypatch):
+    """``geopak-data demo --country`` with the country's boundaries at hand (no training)."""
+    from geopak_core.errors import GeopakError
+    from geopak_data.demo import run_demo
+
+    path = fictional.write_country(tmp_path / "xfa.geojson")
+    report = run_demo(
+        work=tmp_path / "w",
+        n_photos=150,
+        seed=2,
+        train=False,
+        country=fictional.COUNTRY,
+        boundaries=path,
+    )
+    shards = Path(report["shards"])
+    assert RegionTable.read(shards / "regions.parquet").names == NAMES
+    index = pq.read_table(shards / "index.parquet").to_pandas()
+    assert set(index["province"]) == set(NAMES) and len(index) > 100
+    # the environment holds Pakistan's polygons: another country without its own file is refused
+    with pytest.raises(GeopakError, match="holds PAK, not IND"):
+        run_demo(work=tmp_path / "w2", n_photos=50, train=False, country="IND")
+    monkeypatch.delenv("GEOPAK_BOUNDARIES")
+    monkeypatch.setenv("GEOPAK_BOUNDARIES_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(GeopakError, match="no boundaries for NPL on this machine"):
+        run_demo(work=tmp_path / "w3", n_photos=50, train=False, country="NPL")
