@@ -458,7 +458,10 @@ def _country_name(iso3: str) -> str:
 def _boundaries_name(regions: RegionTable) -> str:
     if regions.country in ("", "PAK"):
         return "geoBoundaries gbOpen PAK ADM1, public domain"
-    return f"the {regions.country} first-level unit polygons in regions.parquet's source (geoBoundaries gbOpen {regions.country} ADM1 unless another file was given)"
+    return (
+        f"the {regions.country} first-level unit polygons (geoBoundaries gbOpen "
+        f"{regions.country} ADM1 unless another file was given)"
+    )
 
 
 def card_context(

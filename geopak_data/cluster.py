@@ -111,7 +111,8 @@ def _do(ctx: StageContext) -> StageResult:
     unknown = [n for n in cfg.target_cells if n not in regions.names]
     if unknown:
         raise GeopakError(
-            f"cluster.target_cells: {unknown[0]!r} is not a region of {regions.country or 'the country'} (one of {', '.join(regions.names)})"
+            f"cluster.target_cells: {unknown[0]!r} is not a region of "
+            f"{regions.country or 'the country'} (one of {', '.join(regions.names)})"
         )
     res = build_geocells(lat, lon, pid, cfg, regions=regions)
     cells = res.cells

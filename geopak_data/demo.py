@@ -369,7 +369,9 @@ def _country_setup(
     iso3 = check_country(country)
     if not boundaries_available(boundaries, country=iso3):
         raise GeopakError(
-            f"demo --country {iso3}: no boundaries for {iso3} on this machine; pass --boundaries FILE (a GeoJSON/GeoPackage/Shapefile of its ADM1 units) or run `geopak-data tag --country {iso3}` once online to cache them"
+            f"demo --country {iso3}: no boundaries for {iso3} on this machine; pass --boundaries FILE "
+            f"(a GeoJSON/GeoPackage/Shapefile of its ADM1 units) or run `geopak-data tag --country {iso3}` "
+            "once online to cache them"
         )
     overrides: dict[str, Any] = {"region.country": iso3}
     if boundaries:
