@@ -28,3 +28,11 @@ def boundaries_path() -> Path:
             "set GEOPAK_BOUNDARIES to the geoBoundaries PAK ADM1 GeoJSON (see README)"
         )
     return p
+
+
+@pytest.fixture(scope="session")
+def box_boundaries(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seven box-shaped provinces the tests generate (no geoBoundaries file needed)."""
+    from support.boxprovinces import write_box_provinces
+
+    return write_box_provinces(tmp_path_factory.mktemp("boxes") / "provinces.geojson")

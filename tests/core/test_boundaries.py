@@ -223,3 +223,23 @@ def test_explicit_path_beats_env(monkeypatch, tmp_path, boundaries_path):
     gpkg = tmp_path / "p.gpkg"
     gpd.read_file(boundaries_path).to_file(gpkg, driver="GPKG")
     assert resolve_boundaries_path(gpkg) == Path(gpkg)
+
+
+def test_box_provinces_load_and_tag_their_cities(box_boundaries):
+    """The generated stand-in file is a valid seven-unit ADM1 file of Pakistan."""
+    from support.boxprovinces import CITIES
+
+    from geopak_core.boundaries import read_boundaries
+    from geopak_core.regions import PROVINCES
+
+    gdf = read_boundaries(box_boundaries)
+    assert list(gdf["province"]) == list(PROVINCES)
+    import shapely
+
+    for name, (lat, lon) in CITIES.items():
+        inside = [
+            p
+            for p, g in zip(gdf["province"], gdf.geometry, strict=True)
+            if g.contains(shapely.Point(lon, lat))
+        ]
+        assert inside == [name]

@@ -52,7 +52,7 @@ def test_map_with_everything_and_no_polygons(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
 
 
-def test_map_over_real_polygons(tmp_path, boundaries_path):
+def test_map_over_polygons(tmp_path, box_boundaries):
     table = pa.table(
         {
             "lat": [24.86, 31.55, 33.7],
@@ -61,17 +61,17 @@ def test_map_over_real_polygons(tmp_path, boundaries_path):
         }
     )
     with_poly = plot_map(
-        tmp_path / "poly.png", boundaries=boundaries_path, points=table, cells=CELLS
+        tmp_path / "poly.png", boundaries=box_boundaries, points=table, cells=CELLS
     )
     without = plot_map(tmp_path / "none.png", boundaries=False, points=table, cells=CELLS)
     a, b = _pixels(with_poly), _pixels(without)
     assert a.shape != b.shape or np.abs(a - b).sum() > 0  # the polygons are drawn
 
 
-def test_default_boundaries_load_from_environment(tmp_path, boundaries_path, monkeypatch):
-    monkeypatch.setenv("GEOPAK_BOUNDARIES", str(boundaries_path))
+def test_default_boundaries_load_from_environment(tmp_path, box_boundaries, monkeypatch):
+    monkeypatch.setenv("GEOPAK_BOUNDARIES", str(box_boundaries))
     default = _pixels(plot_map(tmp_path / "d.png", cells=CELLS))
-    explicit = _pixels(plot_map(tmp_path / "e.png", boundaries=boundaries_path, cells=CELLS))
+    explicit = _pixels(plot_map(tmp_path / "e.png", boundaries=box_boundaries, cells=CELLS))
     assert default.shape == explicit.shape and np.array_equal(default, explicit)
 
 

@@ -28,13 +28,14 @@ def view_data(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest_asyncio.fixture
-async def client(aiohttp_client, view_data):
+async def client(aiohttp_client, view_data, box_boundaries):
     from geopak_model import GeopakPredictor
 
     shards, ckpt = view_data
     app = build_app(
         ViewData.open(shards),
         predictor=GeopakPredictor(ckpt, device="cpu"),
+        boundaries=box_boundaries,
         upload_bytes=256 * 1024,
     )
     return await aiohttp_client(app)
