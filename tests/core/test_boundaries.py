@@ -230,10 +230,10 @@ def test_box_provinces_load_and_tag_their_cities(box_boundaries):
     from support.boxprovinces import CITIES
 
     from geopak_core.boundaries import read_boundaries
-    from geopak_core.regions import PROVINCES
+    from geopak_core.regions import PAKISTAN
 
     gdf = read_boundaries(box_boundaries)
-    assert list(gdf["province"]) == list(PROVINCES)
+    assert list(gdf["province"]) == list(PAKISTAN.names)
     import shapely
 
     for name, (lat, lon) in CITIES.items():
