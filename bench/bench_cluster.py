@@ -273,7 +273,7 @@ def _line(kind: str, n: int, runs: list[dict]) -> str:
     )
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--quick", action="store_true", help="20,000 points only (well under a minute)")
@@ -292,7 +292,63 @@ def main() -> int:
     )
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per measurement")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap
+
+
+def _report_size(n: int, res: dict[str, list[dict]]) -> bool:
+    """Emit one size's figures; True when geocells finished with 0 radius violations."""
+    g = [r for r in res["geocells"] if "seconds" in r]
+    if not g:
+        return False
+    g_s = median([r["seconds"] for r in g])
+    note = (
+        f"{n:,} points shaped like the GEOPAK dataset; whole stage, median of {len(g)} alternated runs; "
+        f"{g[-1]['cells']} cells, {g[-1]['violations']} violations"
+    )
+    # The goal's reference is the faster of the two hdbscan-on-metres set-ups: a skeptic
+    # compares with the best configuration of the library, not its slowest.
+    hd = {
+        k: median([r["seconds"] for r in res[k] if "seconds" in r])
+        for k in ("euclid", "euclid1")
+        if any("seconds" in r for r in res[k])
+    }
+    best = min(hd, key=hd.get) if hd else "euclid"
+    for kind, goal in ((best, 1.0), ("sklearn", None), ("haversine", None)):
+        rs = [r for r in res[kind] if "seconds" in r]
+        full = bool(rs) and all(r.get("points") == n for r in rs)
+        why = (
+            ""
+            if full
+            else (
+                f"; {kind} only ran on a {rs[-1]['points']:,}-point subsample "
+                f"({median([r['seconds'] for r in rs]):.1f} s)"
+                if rs
+                else f"; {kind} did not finish"
+            )
+        )
+        emit(
+            "cluster",
+            f"geocells {n:,} points vs {'hdbscan metres' if kind.startswith('euclid') else kind}",
+            g_s,
+            "s",
+            vs=KINDS[kind],
+            vs_value=median([r["seconds"] for r in rs]) if full else None,
+            higher_is_better=False,
+            note=note + why + ("; goal ratio >= 1.0" if goal else ""),
+        )
+    emit(
+        "cluster",
+        f"geocells {n:,} points peak RSS",
+        max(r["peak_rss_mib"] for r in g),
+        "MiB",
+        higher_is_better=False,
+        note=f"process peak RSS, {g[-1]['data_rss_mib']:.0f} MiB of it the input points",
+    )
+    return all(r["violations"] == 0 for r in g)
+
+
+def main() -> int:
+    args = _parser().parse_args()
     if args.child:
         kind, n, sub = args.child
         print(json.dumps(_child(kind, int(n), int(sub))))
@@ -318,55 +374,7 @@ def main() -> int:
         )
         for kind in KINDS:
             print(_line(kind, n, res[kind]))
-        g = [r for r in res["geocells"] if "seconds" in r]
-        if not g:
-            ok = False
-            continue
-        ok = ok and all(r["violations"] == 0 for r in g)
-        g_s = median([r["seconds"] for r in g])
-        note = (
-            f"{n:,} points shaped like the GEOPAK dataset; whole stage, median of {len(g)} alternated runs; "
-            f"{g[-1]['cells']} cells, {g[-1]['violations']} violations"
-        )
-        # The goal's reference is the faster of the two hdbscan-on-metres set-ups: a skeptic
-        # compares with the best configuration of the library, not its slowest.
-        hd = {
-            k: median([r["seconds"] for r in res[k] if "seconds" in r])
-            for k in ("euclid", "euclid1")
-            if any("seconds" in r for r in res[k])
-        }
-        best = min(hd, key=hd.get) if hd else "euclid"
-        for kind, goal in ((best, 1.0), ("sklearn", None), ("haversine", None)):
-            rs = [r for r in res[kind] if "seconds" in r]
-            full = bool(rs) and all(r.get("points") == n for r in rs)
-            why = (
-                ""
-                if full
-                else (
-                    f"; {kind} only ran on a {rs[-1]['points']:,}-point subsample "
-                    f"({median([r['seconds'] for r in rs]):.1f} s)"
-                    if rs
-                    else f"; {kind} did not finish"
-                )
-            )
-            emit(
-                "cluster",
-                f"geocells {n:,} points vs {'hdbscan metres' if kind.startswith('euclid') else kind}",
-                g_s,
-                "s",
-                vs=KINDS[kind],
-                vs_value=median([r["seconds"] for r in rs]) if full else None,
-                higher_is_better=False,
-                note=note + why + ("; goal ratio >= 1.0" if goal else ""),
-            )
-        emit(
-            "cluster",
-            f"geocells {n:,} points peak RSS",
-            max(r["peak_rss_mib"] for r in g),
-            "MiB",
-            higher_is_better=False,
-            note=f"process peak RSS, {g[-1]['data_rss_mib']:.0f} MiB of it the input points",
-        )
+        ok = _report_size(n, res) and ok
     return 0 if ok else 1
 
 

@@ -170,6 +170,40 @@ def _timed(fn) -> tuple[float, float, Any]:
     return time.perf_counter() - t0, cpu_seconds() - c0, out
 
 
+def _emit_figures(med: dict[str, float], rows: int, rounds: int, gz_rate: float | None) -> None:
+    """The headline figures: discovery and scan against duckdb and polars, and the goal."""
+    for stage, goal in (("discovery", 1.3), ("scan", None)):
+        for other in ("duckdb", "polars"):
+            if f"{other} {stage}" not in med:
+                continue
+            emit(
+                "yfcc",
+                f"YFCC {stage} rows/s vs {other}",
+                rows / med[f"geopak {stage}"],
+                "rows/s",
+                vs=f"{other} read_csv + filter"
+                + (" + Parquet" if stage == "discovery" else " (count)"),
+                vs_value=rows / med[f"{other} {stage}"],
+                note=f"{rows:,} rows, medians of {rounds} alternated runs"
+                + (
+                    "; geopak writes mapped records, the others the raw kept rows"
+                    if stage == "discovery"
+                    else ""
+                )
+                + ("; goal ratio >= 1.3" if goal and other == "duckdb" else ""),
+            )
+    emit(
+        "yfcc",
+        "YFCC metadata scan rows/s",
+        rows / med["geopak scan"],
+        "rows/s",
+        goal=GOAL,
+        note=f"{rows:,} rows, median of {rounds}",
+    )
+    if gz_rate:
+        emit("yfcc", "YFCC metadata scan rows/s (.gz)", gz_rate, "rows/s", note=f"{rows:,} rows")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -269,36 +303,7 @@ def main() -> int:
         "goal: discovery >= 1.3x duckdb (read + filter to the region + write the candidate table)"
     )
 
-    for stage, goal in (("discovery", 1.3), ("scan", None)):
-        for other in ("duckdb", "polars"):
-            if f"{other} {stage}" not in med:
-                continue
-            emit(
-                "yfcc",
-                f"YFCC {stage} rows/s vs {other}",
-                rows / med[f"geopak {stage}"],
-                "rows/s",
-                vs=f"{other} read_csv + filter"
-                + (" + Parquet" if stage == "discovery" else " (count)"),
-                vs_value=rows / med[f"{other} {stage}"],
-                note=f"{rows:,} rows, medians of {rounds} alternated runs"
-                + (
-                    "; geopak writes mapped records, the others the raw kept rows"
-                    if stage == "discovery"
-                    else ""
-                )
-                + ("; goal ratio >= 1.3" if goal and other == "duckdb" else ""),
-            )
-    emit(
-        "yfcc",
-        "YFCC metadata scan rows/s",
-        rows / med["geopak scan"],
-        "rows/s",
-        goal=GOAL,
-        note=f"{rows:,} rows, median of {rounds}",
-    )
-    if gz_rate:
-        emit("yfcc", "YFCC metadata scan rows/s (.gz)", gz_rate, "rows/s", note=f"{rows:,} rows")
+    _emit_figures(med, rows, rounds, gz_rate)
     return 0
 
 

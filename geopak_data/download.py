@@ -301,39 +301,8 @@ class Downloader:
                             headers = {}
                         current = nxt
                         continue
-                    if status == 429:
-                        raise FetchFailed(
-                            "http_429",
-                            "HTTP 429 Too Many Requests",
-                            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
-                        )
-                    if status >= 500:
-                        raise FetchFailed(
-                            "http_5xx",
-                            f"HTTP {status}",
-                            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
-                        )
-                    if status == 408:
-                        raise FetchFailed("http_408", "HTTP 408 Request Timeout")
-                    if status != 200:
-                        raise FetchFailed(f"http_{status}", f"HTTP {status}")
-                    if cfg.respect_noai and robots_optout(resp.headers.getall("X-Robots-Tag", [])):
-                        raise FetchFailed(
-                            "noai_optout", "X-Robots-Tag forbids AI use (noai/noimageai)"
-                        )
-                    if resp.content_length is not None and resp.content_length > cfg.max_bytes:
-                        raise FetchFailed(
-                            "too_large", f"Content-Length {resp.content_length} > {cfg.max_bytes}"
-                        )
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in resp.content.iter_chunked(1 << 16):
-                        size += len(chunk)
-                        if size > cfg.max_bytes:
-                            raise FetchFailed("too_large", f"body over {cfg.max_bytes} bytes")
-                        chunks.append(chunk)
-                    self.stats["bytes"] += size
-                    return b"".join(chunks)
+                    self._check_answer(resp)
+                    return await self._read_body(resp)
             except FetchFailed:
                 raise
             except aiohttp.ClientConnectorDNSError as exc:
@@ -355,6 +324,37 @@ class Downloader:
                     "connection_error", f"{type(exc).__name__}: {_redact_text(str(exc))}"
                 ) from None
         raise FetchFailed("too_many_redirects", f"more than {cfg.max_redirects} redirects")
+
+    def _check_answer(self, resp: aiohttp.ClientResponse) -> None:
+        """Refuse a final (non-redirect) answer that is not a usable 200 (``FetchFailed``)."""
+        cfg, status = self.cfg, resp.status
+        if status == 429 or status >= 500:
+            reason = "http_429" if status == 429 else "http_5xx"
+            text = "HTTP 429 Too Many Requests" if status == 429 else f"HTTP {status}"
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            raise FetchFailed(reason, text, retry_after=retry_after)
+        if status == 408:
+            raise FetchFailed("http_408", "HTTP 408 Request Timeout")
+        if status != 200:
+            raise FetchFailed(f"http_{status}", f"HTTP {status}")
+        if cfg.respect_noai and robots_optout(resp.headers.getall("X-Robots-Tag", [])):
+            raise FetchFailed("noai_optout", "X-Robots-Tag forbids AI use (noai/noimageai)")
+        if resp.content_length is not None and resp.content_length > cfg.max_bytes:
+            raise FetchFailed(
+                "too_large", f"Content-Length {resp.content_length} > {cfg.max_bytes}"
+            )
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, refused as soon as it passes ``max_bytes`` (a lying Content-Length)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > self.cfg.max_bytes:
+                raise FetchFailed("too_large", f"body over {self.cfg.max_bytes} bytes")
+            chunks.append(chunk)
+        self.stats["bytes"] += size
+        return b"".join(chunks)
 
     async def download(self, item: DownloadItem) -> DownloadOutcome:
         """Fetch, process and store one item; every failure becomes an outcome with a reason.

@@ -278,27 +278,10 @@ class CommonsSource(TiledSource):
         self, hit: Mapping[str, Any], page: Mapping[str, Any] | None
     ) -> tuple[dict[str, Any], str, str]:
         """(record, reject reason or "", detail) for one geosearch hit and its imageinfo page."""
-        info = (page or {}).get("imageinfo") or [{}]
-        info = info[0]
+        info = ((page or {}).get("imageinfo") or [{}])[0]
         name = str(hit["title"]).split(":", 1)[-1]
         lic = " ".join(_meta(info, "LicenseShortName").split())
-        artist, artist_link = html_text_and_link(_meta(info, "Artist"))
-        credit, _ = html_text_and_link(_meta(info, "Credit"))
-        page_url = str(info.get("descriptionurl") or "")
-        url = str(info.get("thumburl") or "")
-        width, height = info.get("width"), info.get("height")
-        if not url and width and height and max(int(width), int(height)) <= self.thumb_width:
-            url = str(info.get("url") or "")  # already small: the original is the thumbnail
-        lic_url = _meta(info, "LicenseUrl")
-        owner = artist or credit
-        attribution = (
-            f"{name} by {owner or 'unknown'}"
-            + (f" ({artist_link})" if artist_link else "")
-            + f", {lic or 'licence unknown'}"
-            + (f" ({lic_url})" if lic_url else "")
-            + ", via Wikimedia Commons"
-            + (f": {page_url}" if page_url else "")
-        )
+        url = self._thumbnail(info)
         rec = empty_record(
             source=SOURCE,
             source_id=str(hit["source_id"]),
@@ -307,27 +290,56 @@ class CommonsSource(TiledSource):
             lon=float(hit["lon"]),
             license=lic,
             license_id=_meta(info, "License") or classify(lic).family,
-            license_url=lic_url,
-            owner=owner,
+            license_url=_meta(info, "LicenseUrl"),
             title=name,
             date_taken=iso_date(_meta(info, "DateTimeOriginal")),
-            attribution=attribution,
             restricted=False,
+            **_credit(info, name, lic),
         )
+        reason, detail = self._problem(page, info, lic, url)
+        return rec, reason, detail
+
+    def _thumbnail(self, info: Mapping[str, Any]) -> str:
+        """The thumbnail at ``download.max_side``, or the original when it is that small."""
+        url = str(info.get("thumburl") or "")
+        width, height = info.get("width"), info.get("height")
+        if not url and width and height and max(int(width), int(height)) <= self.thumb_width:
+            url = str(info.get("url") or "")
+        return url
+
+    def _problem(
+        self, page: Mapping[str, Any] | None, info: Mapping[str, Any], lic: str, url: str
+    ) -> tuple[str, str]:
+        """Why a file is not taken (reason, detail), or ("", "")."""
         if page is None or page.get("missing") or page.get("invalid") or not page.get("imageinfo"):
-            return rec, "missing_file", "the file page has no imageinfo (deleted or renamed)"
+            return "missing_file", "the file page has no imageinfo (deleted or renamed)"
         mime = str(info.get("mime") or "")
         if mime not in self.cfg.mimes:
-            return rec, "not_a_photo", f"MIME type {mime or 'unknown'}"
+            return "not_a_photo", f"MIME type {mime or 'unknown'}"
         if not is_free(lic, self.cfg.licenses):
-            return (
-                rec,
-                "license_not_free",
-                f"licence {lic or 'unknown'!r} is not one of {', '.join(self.cfg.licenses)}",
-            )
+            allowed = ", ".join(self.cfg.licenses)
+            return "license_not_free", f"licence {lic or 'unknown'!r} is not one of {allowed}"
         if not url:
-            return rec, "no_thumbnail", f"no {self.thumb_width}px thumbnail"
-        return rec, "", ""
+            return "no_thumbnail", f"no {self.thumb_width}px thumbnail"
+        return "", ""
+
+
+def _credit(info: Mapping[str, Any], name: str, lic: str) -> dict[str, str]:
+    """Owner and the attribution line Commons asks reusers to show (author, licence, page)."""
+    artist, artist_link = html_text_and_link(_meta(info, "Artist"))
+    credit, _ = html_text_and_link(_meta(info, "Credit"))
+    page_url = str(info.get("descriptionurl") or "")
+    lic_url = _meta(info, "LicenseUrl")
+    owner = artist or credit
+    attribution = (
+        f"{name} by {owner or 'unknown'}"
+        + (f" ({artist_link})" if artist_link else "")
+        + f", {lic or 'licence unknown'}"
+        + (f" ({lic_url})" if lic_url else "")
+        + ", via Wikimedia Commons"
+        + (f": {page_url}" if page_url else "")
+    )
+    return {"owner": owner, "attribution": attribution}
 
 
 __all__ = ["CommonsSource", "html_text_and_link", "iso_date"]
