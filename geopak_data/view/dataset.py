@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from geopak_core.errors import GeopakError
+from geopak_core.shardfmt import CELL_COLUMNS
 
 CATEGORIES = ("split", "province", "source", "license")
 DETAIL_FIELDS = (
@@ -204,20 +205,7 @@ class ViewData:
     def cell_rows(self) -> list[dict[str, Any]]:
         if self.cells.empty:
             return []
-        cols = [
-            c
-            for c in (
-                "cell_id",
-                "province_id",
-                "province",
-                "center_lat",
-                "center_lon",
-                "radius_km",
-                "n_samples",
-                "urban",
-            )
-            if c in self.cells.columns
-        ]
+        cols = [c for c in CELL_COLUMNS if c in self.cells.columns]
         return [
             {c: _clean(v) for c, v in zip(cols, row, strict=True)}
             for row in self.cells[cols].itertuples(index=False)
