@@ -18,6 +18,7 @@ from pathlib import Path
 
 from geopak_core.progress import setup_logging
 
+from .predict_cli import add_aggregate_args, chosen_aggregate
 from .train_cli import _guarded, _Parser, _positive_int
 
 PROG = "geopak-eval"
@@ -70,15 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also write error CDF, per-province accuracy and confusion PNGs here (default: no plots)",
     )
-    p.add_argument(
-        "--aggregate",
-        choices=("mode", "best", "mean"),
-        default=None,
-        help="aggregation behind the headline figures (default mode: the heaviest geographic group "
+    add_aggregate_args(
+        p,
+        "aggregation behind the headline figures (default mode: the heaviest geographic group "
         "of hypotheses; best: the most probable one; mean: the seed's weighted mean). All three are "
         "reported side by side under by_aggregate either way",
     )
-    p.add_argument("--best", action="store_true", help="alias of --aggregate best")
     p.add_argument(
         "--refine",
         action="store_true",
@@ -135,15 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from geopak_core.errors import GeopakError
 
     from .evaluate import evaluate_checkpoint
     from .metrics import format_aggregate_table, format_table
 
-    if args.best and args.aggregate not in (None, "best"):
-        raise GeopakError(f"--best contradicts --aggregate {args.aggregate}")
     result = evaluate_checkpoint(
-        aggregate="best" if args.best else (args.aggregate or "mode"),
+        aggregate=chosen_aggregate(args),
         refine=args.refine,
         build_index=args.build_index,
         calibrate=args.calibrate,

@@ -60,15 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="province polygons for --map and for keeping answers inside their province (default: "
         "$GEOPAK_BOUNDARIES or the boundaries cache; never downloaded here)",
     )
-    p.add_argument(
-        "--aggregate",
-        choices=("mode", "best", "mean"),
-        default=None,
-        help="how hypotheses become one answer: mode (default: weighted spherical mean of the heaviest "
+    add_aggregate_args(
+        p,
+        "how hypotheses become one answer: mode (default: weighted spherical mean of the heaviest "
         "group of nearby hypotheses, inside its province), best (the most probable hypothesis), mean "
         "(weighted mean of all, kept for comparison)",
     )
-    p.add_argument("--best", action="store_true", help="alias of --aggregate best")
     p.add_argument(
         "--refine",
         action="store_true",
@@ -128,7 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _aggregate(args: argparse.Namespace) -> str:
+def add_aggregate_args(p: argparse.ArgumentParser, aggregate_help: str) -> None:
+    """``--aggregate`` and its alias ``--best``, shared by geopak-predict and geopak-eval."""
+    p.add_argument(
+        "--aggregate", choices=("mode", "best", "mean"), default=None, help=aggregate_help
+    )
+    p.add_argument("--best", action="store_true", help="alias of --aggregate best")
+
+
+def chosen_aggregate(args: argparse.Namespace) -> str:
+    """The aggregation the user asked for (``mode`` unless told otherwise)."""
     if args.best and args.aggregate not in (None, "best"):
         raise GeopakError(f"--best contradicts --aggregate {args.aggregate}")
     return "best" if args.best else (args.aggregate or "mode")
@@ -161,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     predictor = GeopakPredictor(
         args.checkpoint,
         device=args.device,
-        aggregate=_aggregate(args),
+        aggregate=chosen_aggregate(args),
         boundaries=args.boundaries,
         refine=args.refine,
         top_provinces=args.top_provinces,
