@@ -18,7 +18,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,18 +48,28 @@ def _count(parts: PartStore) -> tuple[int, int]:
     return rec, (rej.read_all().num_rows if rej.done_units() else 0)
 
 
+def _timed_discover(
+    app: Any, make_source: Callable[[str], Any], folder: Path
+) -> tuple[Any, float, int, int]:
+    """Discovery by ``make_source(base URL)`` against ``app`` served on loopback, timed:
+    (source, seconds, records, rejects)."""
+    with serve(app) as base:
+        src = make_source(base)
+        parts = PartStore(folder)
+        t0 = time.perf_counter()
+        src.discover(parts, progress=NullProgress())
+        dt = time.perf_counter() - t0
+    return (src, dt, *_count(parts))
+
+
 def bench_commons(n: int, tmp: Path) -> None:
     fake = cs.CommonsFake(files=cs.make_world(n=n, hotspot_n=n // 4))
     cfg = load_config(None)
     cfg.crawl.bbox = list(BBOX)
     cfg.crawl.commons.gslimit = 500
-    with serve(fake.app()) as base:
-        src = CommonsSource(cfg, f"{base}/w/api.php")
-        parts = PartStore(tmp / "commons")
-        t0 = time.perf_counter()
-        src.discover(parts, progress=NullProgress())
-        dt = time.perf_counter() - t0
-    rec, rej = _count(parts)
+    src, dt, rec, rej = _timed_discover(
+        fake.app(), lambda base: CommonsSource(cfg, f"{base}/w/api.php"), tmp / "commons"
+    )
     calls = len(fake.requests)
     print(
         f"commons: {rec} records + {rej} rejects in {dt:.2f}s; {calls} requests ({src.stats['splits']} splits)"
@@ -75,13 +87,9 @@ def bench_mapillary(sequences: int, tmp: Path) -> None:
     cfg = load_config(None)
     cfg.crawl.bbox = list(BBOX)
     cfg.crawl.mapillary.limit = 200  # pages of 200: paging.next is followed
-    with serve(fake.app()) as base:
-        src = MapillarySource(cfg, base)
-        parts = PartStore(tmp / "mapillary")
-        t0 = time.perf_counter()
-        src.discover(parts, progress=NullProgress())
-        dt = time.perf_counter() - t0
-    rec, rej = _count(parts)
+    src, dt, rec, rej = _timed_discover(
+        fake.app(), lambda base: MapillarySource(cfg, base), tmp / "mapillary"
+    )
     calls = len(fake.requests)
     print(f"mapillary: {rec} records + {rej} rejects in {dt:.2f}s; {calls} requests")
     emit("sources", "mapillary discovery", (rec + rej) / dt, "records/s",

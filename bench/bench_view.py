@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import emit  # noqa: E402
 
+from geopak_core.regions import PAKISTAN  # noqa: E402
+
 CHROMIUM = os.environ.get("GEOPAK_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--headless=new",
@@ -50,15 +52,7 @@ def make_tables(root: Path, n: int) -> Path:
     import pandas as pd
 
     rng = np.random.default_rng(0)
-    names = [
-        "Sindh",
-        "Punjab",
-        "Khyber Pakhtunkhwa",
-        "Islamabad Capital Territory",
-        "Gilgit-Baltistan",
-        "Balochistan",
-        "Azad Kashmir",
-    ]
+    names = PAKISTAN.names
     pid = rng.integers(0, 7, n)
     df = pd.DataFrame(
         {

@@ -80,6 +80,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def add_verbose(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``-v``/``--verbose`` (counted) for ``progress.setup_logging``: one flag, worded the same
+    on every command of both towers."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="debug logging (-vv: also third-party libraries)",
+    )
+
+
 def help_of(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
     """An option's help exactly as ``--help`` prints it (defaults appended, %-expanded)."""
     fmt = parser._get_formatter()

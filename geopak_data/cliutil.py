@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from geopak_core.clihelp import add_verbose
 from geopak_core.io import folder_arg
 
 from .config import PipelineConfig
@@ -36,13 +37,7 @@ def add_common(parser: argparse.ArgumentParser, *, work_required: bool = True) -
     parser.add_argument(
         "--force", action="store_true", help="run again even if the stage is already done"
     )
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="debug logging (-vv: also third-party libraries)",
-    )
+    add_verbose(parser)
 
 
 def add_country(parser: argparse.ArgumentParser, *, boundaries: bool = True) -> None:
@@ -54,17 +49,25 @@ def add_country(parser: argparse.ArgumentParser, *, boundaries: bool = True) -> 
         help="ISO 3166-1 alpha-3 code of the country (region.country; default PAK); remembered in the work folder",
     )
     if boundaries:
-        parser.add_argument(
-            "--boundaries",
-            type=existing_file,
-            default=None,
-            metavar="FILE",
-            help=(
-                "the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; "
-                "region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded "
-                "geoBoundaries ADM1 release"
-            ),
-        )
+        add_boundaries(parser)
+
+
+def add_boundaries(
+    parser: argparse.ArgumentParser, *, kind: Callable[[str], Path] | None = None
+) -> None:
+    """--boundaries FILE (region.boundaries); ``kind`` is the argparse type (default
+    ``existing_file``: a missing file is a usage error)."""
+    parser.add_argument(
+        "--boundaries",
+        type=kind or existing_file,
+        default=None,
+        metavar="FILE",
+        help=(
+            "the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; "
+            "region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded "
+            "geoBoundaries ADM1 release"
+        ),
+    )
 
 
 def country_overrides(args: argparse.Namespace) -> dict[str, str]:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from geopak_core.clihelp import add_verbose
 from geopak_core.errors import GeopakError
 from geopak_core.progress import log
 
@@ -625,6 +626,8 @@ example:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``geopak-data demo`` to the CLI."""
+    from .cliutil import add_boundaries, add_country
+
     p = sub.add_parser(
         "demo",
         help="offline end-to-end run on the embedded synthetic source",
@@ -639,17 +642,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="pipeline TOML (default: pipelines/demo.toml)",
     )
-    p.add_argument(
-        "--boundaries",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help=(
-            "the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; "
-            "region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded "
-            "geoBoundaries ADM1 release"
-        ),
-    )
+    add_boundaries(p, kind=Path)
     p.add_argument(
         "--photos", type=int, default=600, metavar="N", help="synthetic photos to render"
     )
@@ -664,14 +657,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="phase-1 training epochs of the tiny model",
     )
     p.add_argument("--no-train", action="store_true", help="stop after the shard stage")
-    from .cliutil import add_country
-
     add_country(p, boundaries=False)
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="debug logging (-vv: also third-party libraries)",
-    )
+    add_verbose(p)
     p.set_defaults(func=_cmd)

@@ -69,9 +69,9 @@ import heapq
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -539,55 +539,61 @@ class _Province:
             return cells
         size = n_total / target  # the average cell size the target asks for
         min_n = self.cfg.min_samples_per_cell
+
+        def pieces(cell: _Cell, n_alive: int) -> list[_Cell] | None | Literal[False]:
+            k = min(round(cell.n / size), cell.n // min_n, _MAX_TARGET_K, target - n_alive + 1)
+            if k < 2:
+                return False  # the heap is ordered by size: no smaller cell can be split either
+            parts = self.split(cell, k, max_k=_MAX_TARGET_K)
+            if len(parts) < 2:
+                return None  # all at one spot
+            return self.enforce([self.stats(q, cell.isolated) for q in parts])
+
+        return self._split_biggest(cells, target, pieces)
+
+    def top_up(self, cells: list[_Cell], target: int) -> list[_Cell]:
+        """After merging, while still below target: split the biggest cell in two when both
+        halves keep their limits and hold at least ``min_samples_per_cell`` photos."""
+        min_n = self.cfg.min_samples_per_cell
+
+        def halves(cell: _Cell, _n_alive: int) -> list[_Cell] | None | Literal[False]:
+            if cell.n < 2 * min_n:
+                return False
+            parts = self.split(cell, 2)
+            if len(parts) != 2 or min(len(q) for q in parts) < min_n:
+                return None
+            children = [self.stats(q, cell.isolated) for q in parts]
+            return children if all(c.ok for c in children) else None
+
+        return self._split_biggest(cells, target, halves)
+
+    def _split_biggest(
+        self,
+        cells: list[_Cell],
+        target: int,
+        pieces: Callable[[_Cell, int], list[_Cell] | None | Literal[False]],
+    ) -> list[_Cell]:
+        """While fewer than ``target`` cells live, offer the biggest to ``pieces(cell, alive)``:
+        it answers the cells that replace it, None (keep it, try the next biggest) or False
+        (stop). One loop for both ways of balancing towards the target."""
         out = list(cells)
         alive = [True] * len(out)
         heap = [(-c.n, i) for i, c in enumerate(out)]
         heapq.heapify(heap)
         n_alive = len(out)
         while heap and n_alive < target:
-            neg, i = heapq.heappop(heap)
-            n = -neg
-            k = min(round(n / size), n // min_n, _MAX_TARGET_K, target - n_alive + 1)
-            if k < 2:
-                break  # the heap is ordered by size: no smaller cell can be split either
-            parts = self.split(out[i], k, max_k=_MAX_TARGET_K)
-            if len(parts) < 2:
-                continue  # all at one spot
-            children = self.enforce([self.stats(q, out[i].isolated) for q in parts])
+            _, i = heapq.heappop(heap)
+            children = pieces(out[i], n_alive)
+            if children is False:
+                break
+            if children is None:
+                continue
             alive[i] = False
             for c in children:
                 out.append(c)
                 alive.append(True)
                 heapq.heappush(heap, (-c.n, len(out) - 1))
             n_alive += len(children) - 1
-            self.counts.balance_splits += 1
-        return [c for c, a in zip(out, alive, strict=True) if a]
-
-    def top_up(self, cells: list[_Cell], target: int) -> list[_Cell]:
-        """After merging, while still below target: split the biggest cell in two when both
-        halves keep their limits and hold at least ``min_samples_per_cell`` photos."""
-        min_n = self.cfg.min_samples_per_cell
-        out = list(cells)
-        alive = [True] * len(out)
-        heap = [(-c.n, i) for i, c in enumerate(out)]
-        heapq.heapify(heap)
-        n_alive = len(out)
-        while heap and n_alive < target:
-            neg, i = heapq.heappop(heap)
-            if -neg < 2 * min_n:
-                break
-            parts = self.split(out[i], 2)
-            if len(parts) != 2 or min(len(q) for q in parts) < min_n:
-                continue
-            children = [self.stats(q, out[i].isolated) for q in parts]
-            if not all(c.ok for c in children):
-                continue
-            alive[i] = False
-            for c in children:
-                out.append(c)
-                alive.append(True)
-                heapq.heappush(heap, (-c.n, len(out) - 1))
-            n_alive += 1
             self.counts.balance_splits += 1
         return [c for c, a in zip(out, alive, strict=True) if a]
 

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from geopak_core.clihelp import add_verbose
 from geopak_core.errors import GeopakError
 from geopak_core.io import folder_arg
 from geopak_core.progress import log
@@ -230,7 +231,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cliutil import add_country, add_executor, existing_file
+    from .cliutil import add_boundaries, add_country, add_executor, existing_file
 
     p = sub.add_parser(
         "run",
@@ -268,17 +269,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--set download.concurrency=32 (default: none)"
         ),
     )
-    p.add_argument(
-        "--boundaries",
-        type=existing_file,
-        default=None,
-        metavar="FILE",
-        help=(
-            "the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; "
-            "region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded "
-            "geoBoundaries ADM1 release"
-        ),
-    )
+    add_boundaries(p)
     p.add_argument("--until", choices=STAGES, default="shard", help="stop after this stage")
     p.add_argument("--force", action="store_true", help="re-run every stage even if done")
     p.add_argument(
@@ -288,13 +279,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_executor(p)
     add_country(p, boundaries=False)
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="debug logging (-vv: also third-party libraries)",
-    )
+    add_verbose(p)
     p.set_defaults(func=_cmd_run)
 
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +50,12 @@ class ImageMeasures:
     phash: str = ""  # 16 hex digits (ImageHash's string form)
 
 
-def decode_image(path: str | Path | io.BytesIO) -> Image.Image:
-    """Open and decode every pixel (raises ``ValueError`` with a short reason on failure)."""
+@contextmanager
+def _decode_errors() -> Iterator[None]:
+    """Every way Pillow fails to read an image, as ``ValueError`` with a short reason (the
+    filter's reject detail), the same for every decode."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
+        yield
     except FileNotFoundError:
         raise ValueError("file missing") from None
     except UnidentifiedImageError:
@@ -63,6 +64,13 @@ def decode_image(path: str | Path | io.BytesIO) -> Image.Image:
         raise ValueError(f"too many pixels ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ValueError(f"decode failed: {str(exc)[:160] or type(exc).__name__}") from None
+
+
+def decode_image(path: str | Path | io.BytesIO) -> Image.Image:
+    """Open and decode every pixel (raises ``ValueError`` with a short reason on failure)."""
+    with _decode_errors(), Image.open(path) as im:
+        im.load()
+        return im.convert("RGB")
 
 
 def grey_for_measures(im: Image.Image, side: int = MEASURE_SIDE) -> Image.Image:
@@ -167,24 +175,17 @@ def decode_for_measures(data: bytes, side: int = MEASURE_SIDE) -> tuple[Image.Im
 
     JPEGs decode straight to grey at the smallest DCT scale covering ``side``; other formats
     decode fully and convert. Raises ``ValueError`` with a short reason on any failure."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-            if im.format == "JPEG" and im.mode in ("L", "RGB", "YCbCr"):
-                scale = side / max(width, height)
-                if scale < 1.0:
-                    im.draft("L", (max(1, int(width * scale)), max(1, int(height * scale))))
-                else:
-                    im.draft("L", im.size)
-            im.load()
-            grey = im if im.mode == "L" else im.convert("L")
-            grey.load()
-    except UnidentifiedImageError:
-        raise ValueError("not a recognised image format") from None
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"too many pixels ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ValueError(f"decode failed: {str(exc)[:160] or type(exc).__name__}") from None
+    with _decode_errors(), Image.open(io.BytesIO(data)) as im:
+        width, height = im.size
+        if im.format == "JPEG" and im.mode in ("L", "RGB", "YCbCr"):
+            scale = side / max(width, height)
+            if scale < 1.0:
+                im.draft("L", (max(1, int(width * scale)), max(1, int(height * scale))))
+            else:
+                im.draft("L", im.size)
+        im.load()
+        grey = im if im.mode == "L" else im.convert("L")
+        grey.load()
     return grey_for_measures(grey, side), width, height
 
 

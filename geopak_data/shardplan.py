@@ -31,6 +31,7 @@ from geopak_core.errors import GeopakError
 from geopak_core.regions import PAKISTAN, RegionTable
 from geopak_core.shardfmt import (
     FORMAT_VERSION,
+    JSON_FIELDS,
     SPLITS,
     SYNTHETIC_FIELD,
     json_bytes,
@@ -199,25 +200,10 @@ def _splits(df: pd.DataFrame, cfg: ShardConfig) -> SplitResult:
     )
 
 
-# The record columns a sample's json is made from.
-_JSON_INPUTS = (
-    "key",
-    "lat",
-    "lon",
-    "province_id",
-    "cell_id",
-    "source",
-    "source_id",
-    "url",
-    "license",
-    "license_url",
-    "owner",
-    "title",
-    "date_taken",
-    "attribution",
-    "width",
-    "height",
-)
+# The record columns a sample's json is made from: every json field but those made here (the
+# region's name from its id, the cell's centre from the cells table, the split).
+_JSON_MADE_HERE = ("province", "cell_center_lat", "cell_center_lon", "split")
+_JSON_INPUTS = tuple(f for f in JSON_FIELDS if f not in _JSON_MADE_HERE)
 
 
 def sample_jsons(

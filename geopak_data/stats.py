@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from geopak_core.clihelp import text_table
+from geopak_core.clihelp import add_verbose, text_table
 from geopak_core.errors import GeopakError
 from geopak_core.io import read_json
 from geopak_core.progress import log
@@ -447,11 +447,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where to write the map (default: W/stats/map.png or DIR/map.png)",
     )
     p.add_argument("--json", action="store_true", help="print the tables as one JSON object")
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="debug logging (-vv: also third-party libraries)",
-    )
+    add_verbose(p)
     p.set_defaults(func=_cmd)

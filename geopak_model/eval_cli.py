@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from geopak_core.clihelp import add_verbose
 from geopak_core.progress import setup_logging
 
 from .predict_cli import add_aggregate_args, chosen_aggregate
@@ -113,13 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DataLoader workers decoding JPEGs",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if available)")
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="debug logging (-vv: also third-party libraries)",
-    )
+    add_verbose(p)
     p.add_argument(
         "--skip-bad-shards",
         action="store_true",

@@ -370,23 +370,22 @@ def format_table(
                 *(_fmt((s.get("province_acc_by_province") or {}).get(p), "acc") for s in sources),
             ]
         )
-    header = ["metric", *cols]
+    return _aligned(["metric", *cols], rows, strip=True)
+
+
+def _aligned(header: list[str], rows: list[list[str]], *, strip: bool = False) -> str:
+    """Columns padded to their widest cell, the first left-aligned, the rest right-aligned,
+    a rule under the header; ``strip`` drops the trailing blanks of the body rows."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            h.ljust(w) if i == 0 else h.rjust(w)
-            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
-    ]
-    lines.append("  ".join("-" * w for w in widths))
-    for r in rows:
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            ).rstrip()
-        )
-    return "\n".join(lines)
+
+    body = [line(r).rstrip() if strip else line(r) for r in rows]
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *body])
 
 
 def _ratio(key: str, value: Any, ref: Any) -> str:
@@ -416,19 +415,4 @@ def format_aggregate_table(
                 _ratio("median_km", row.get("median_km"), ref.get("median_km")),
             ]
         )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            h.ljust(w) if i == 0 else h.rjust(w)
-            for i, (h, w) in enumerate(zip(header, widths, strict=True))
-        )
-    ]
-    lines.append("  ".join("-" * w for w in widths))
-    for r in rows:
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-    return "\n".join(lines)  # fmt: skip
+    return _aligned(header, rows)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from geopak_core.clihelp import Parser
+from geopak_core.clihelp import Parser, add_verbose
 from geopak_core.errors import GeopakError, os_error_line
 
 log = logging.getLogger("geopak_model.predict")
@@ -96,13 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
     )
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="debug logging (-vv: also third-party libraries)",
-    )
+    add_verbose(p)
     return p
 
 

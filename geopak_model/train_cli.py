@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from geopak_core.clihelp import Parser
+from geopak_core.clihelp import Parser, add_verbose
 from geopak_core.errors import GeopakError, os_error_line
 from geopak_core.io import folder_arg
 from geopak_core.progress import setup_logging
@@ -74,17 +74,7 @@ def _model_source(p: argparse.ArgumentParser) -> None:
         help="random encoders instead of the pretrained weights the config names (smoke runs, benchmarks; "
         "the tiny preset is random by design)",
     )
-    _verbose(p)
-
-
-def _verbose(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="debug logging (-vv: also third-party libraries)",
-    )
+    add_verbose(p)
 
 
 def _default(name: str) -> Any:
@@ -322,7 +312,7 @@ def build_weights_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", type=Path, default=None, metavar="MODEL.toml", help="model config file instead"
     )
-    _verbose(p)
+    add_verbose(p)
     return p
 
 

@@ -309,21 +309,9 @@ class FlickrSource(Source):
         """Root tiles: ``crawl.flickr.tiles`` if given, else a ``tile_deg`` grid over ``crawl.bbox``."""
         if self.cfg.tiles:
             return [(f"t{i:03d}", tuple(float(v) for v in t)) for i, t in enumerate(self.cfg.tiles)]  # type: ignore[misc]
-        lon0, lat0, lon1, lat1 = crawl_bbox(self.config)
-        step = float(self.cfg.tile_deg)
-        cols = max(1, math.ceil((lon1 - lon0) / step - 1e-9))
-        rows = max(1, math.ceil((lat1 - lat0) / step - 1e-9))
-        out = []
-        for r in range(rows):
-            for c in range(cols):
-                box = (
-                    lon0 + c * step,
-                    lat0 + r * step,
-                    min(lon1, lon0 + (c + 1) * step),
-                    min(lat1, lat0 + (r + 1) * step),
-                )
-                out.append((f"r{r:03d}c{c:03d}", tuple(round(v, 9) for v in box)))
-        return out  # type: ignore[return-value]
+        from ..tiling import tile_grid
+
+        return [(t.id, t.box) for t in tile_grid(crawl_bbox(self.config), float(self.cfg.tile_deg))]
 
     def windows(self) -> list[tuple[str, int, int]]:
         """Root date windows of ``window_days`` from ``min_date``.

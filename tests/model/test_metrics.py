@@ -54,17 +54,21 @@ def test_cell_topk_and_confusion():
     assert m[0, 0] == 1 and m[0, 1] == 1 and m[1, 1] == 1 and m[5, 0] == 1 and m.sum() == 4
 
 
-def test_compute_metrics_has_contract_keys():
-    out = M.compute_metrics(
+def _one_photo(true_lon: float, **cells) -> dict:
+    """The metrics of one Punjab photo at (30, ``true_lon``) answered (30, 70), province right."""
+    return M.compute_metrics(
         pred_lat=[30.0],
         pred_lon=[70.0],
         pred_province=[1],
         true_lat=[30.0],
-        true_lon=[70.0],
+        true_lon=[true_lon],
         true_province=[1],
-        true_cell=[2],
-        ranked_cells=[[2, 1, 0, 3, 4]],
+        **cells,
     )
+
+
+def test_compute_metrics_has_contract_keys():
+    out = _one_photo(true_lon=70.0, true_cell=[2], ranked_cells=[[2, 1, 0, 3, 4]])
     assert set(M.METRIC_KEYS) <= set(out)
     assert out["median_km"] == 0.0 and out["province_acc"] == 1.0 and out["cell_top1"] == 1.0
 
@@ -135,14 +139,7 @@ def test_baselines_hand_case():
 
 
 def test_format_table_lists_every_metric():
-    row = M.compute_metrics(
-        pred_lat=[30.0],
-        pred_lon=[70.0],
-        pred_province=[1],
-        true_lat=[30.0],
-        true_lon=[70.5],
-        true_province=[1],
-    )
+    row = _one_photo(true_lon=70.5)
     text = M.format_table(row, {"densest_cell": row})
     for key in ("median_km", "acc_25km", "province_acc", "cell_top5", "Punjab", "densest_cell"):
         assert key in text
@@ -150,14 +147,7 @@ def test_format_table_lists_every_metric():
 
 
 def test_format_table_has_headings_for_every_block():
-    row = M.compute_metrics(
-        pred_lat=[30.0],
-        pred_lon=[70.0],
-        pred_province=[1],
-        true_lat=[30.0],
-        true_lon=[70.5],
-        true_province=[1],
-    )
+    row = _one_photo(true_lon=70.5)
     lines = M.format_table(row, {"densest_cell": row}).splitlines()
     assert lines[0].split() == ["metric", "model", "densest_cell"]
     assert set(lines[1].replace(" ", "")) == {"-"}

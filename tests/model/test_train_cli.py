@@ -17,6 +17,10 @@ def _one_line_error(capsys, needle: str) -> None:
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
 
 
+# a phase-1 run into {tmp}/run: the arguments every other case adds one mistake to
+RUN = ["--shards", "{shards}", "--phase", "1", "--out", "{tmp}/run"]
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [
@@ -33,72 +37,12 @@ def _one_line_error(capsys, needle: str) -> None:
             "argument --phase: invalid",
         ),
         (["--shards", "{shards}", "--phase", "1"], "the following arguments are required: --out"),
-        (
-            ["--shards", "{shards}", "--phase", "1", "--out", "{tmp}/run", "--preset", "huge"],
-            "unknown --preset 'huge'",
-        ),
-        (
-            ["--shards", "{shards}", "--phase", "1", "--out", "{tmp}/run", "--batch-size", "0"],
-            "must be >= 1",
-        ),
-        (
-            [
-                "--shards",
-                "{shards}",
-                "--phase",
-                "1",
-                "--out",
-                "{tmp}/run",
-                "--config",
-                "{tmp}/none.toml",
-            ],
-            "model config file not found",
-        ),
-        (
-            [
-                "--shards",
-                "{shards}",
-                "--phase",
-                "1",
-                "--out",
-                "{tmp}/run",
-                "--load-from",
-                "{tmp}/none.pt",
-                "--preset",
-                "tiny",
-            ],
-            "checkpoint not found",
-        ),
-        (
-            [
-                "--shards",
-                "{shards}",
-                "--phase",
-                "1",
-                "--out",
-                "{tmp}/run",
-                "--features",
-                "{tmp}",
-                "--preset",
-                "tiny",
-            ],
-            "not an embedding cache",
-        ),
-        (
-            [
-                "--shards",
-                "{shards}",
-                "--phase",
-                "1",
-                "--out",
-                "{tmp}/run",
-                "--preset",
-                "tiny",
-                "--device",
-                "gpu",
-            ],
-            "--device 'gpu'",
-        ),
+        ([*RUN, "--preset", "huge"], "unknown --preset 'huge'"),
+        ([*RUN, "--batch-size", "0"], "must be >= 1"),
+        ([*RUN, "--config", "{tmp}/none.toml"], "model config file not found"),
+        ([*RUN, "--load-from", "{tmp}/none.pt", "--preset", "tiny"], "checkpoint not found"),
+        ([*RUN, "--features", "{tmp}", "--preset", "tiny"], "not an embedding cache"),
+        ([*RUN, "--preset", "tiny", "--device", "gpu"], "--device 'gpu'"),
         (["embed", "--shards", "{tmp}/nowhere", "--out", "{tmp}/feats"], "shard folder not found"),
         (
             ["embed", "--shards", "{shards}", "--out", "{tmp}/feats", "--splits", "train,dev"],
@@ -139,45 +83,24 @@ def test_help_explains_itself(capsys):
 
 def test_embed_then_train_from_cache_via_cli(toy_shards, tmp_path, capsys, one_thread):
     feats, run = tmp_path / "feats", tmp_path / "run"
-    assert (
-        train_cli.main(
-            [
-                "embed",
-                "--shards",
-                str(toy_shards),
-                "--out",
-                str(feats),
-                "--preset",
-                "tiny",
-                "--workers",
-                "0",
-                "--splits",
-                "train,val",
-            ]
-        )
-        == 0
-    )
+    embed = [
+        "embed",
+        "--shards",
+        str(toy_shards),
+        "--out",
+        str(feats),
+        "--preset",
+        "tiny",
+        "--workers",
+        "0",
+        "--splits",
+        "train,val",
+    ]
+    assert train_cli.main(embed) == 0
     assert sorted(p.name for p in feats.iterdir()) == ["manifest.json", "model.pt", "train", "val"]
     capsys.readouterr()
     # a finished cache does no work and says so
-    assert (
-        train_cli.main(
-            [
-                "embed",
-                "--shards",
-                str(toy_shards),
-                "--out",
-                str(feats),
-                "--preset",
-                "tiny",
-                "--workers",
-                "0",
-                "--splits",
-                "train,val",
-            ]
-        )
-        == 0
-    )
+    assert train_cli.main(embed) == 0
     assert "nothing to do" in capsys.readouterr().err
 
     argv = [

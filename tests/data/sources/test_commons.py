@@ -10,14 +10,12 @@ holds more files than a single query can return.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from support.discovery import assert_same_crawl, kill_mid_discovery_and_resume, write_crawl_conf
 from support.fakes import serve
 from support.fakes.commons_server import NON_FREE, CommonsFake, _area_m2
 
@@ -29,26 +27,10 @@ from geopak_data.sources.base import NullProgress
 from geopak_data.sources.commons import CommonsSource, html_text_and_link, iso_date
 
 REPO = Path(__file__).resolve().parents[3]
-CONF = """
-[crawl]
-bbox = [70.0, 30.0, 71.0, 31.0]
-[retry]
-backoff_s = 0.01
-max_backoff_s = 0.05
-[crawl.commons]
-gslimit = 50
-{extra}
-[download]
-max_side = 128
-concurrency = 4
-workers = 1
-"""
 
 
 def write_conf(tmp: Path, extra: str = "") -> Path:
-    p = tmp / "p.toml"
-    p.write_text(CONF.format(extra=extra))
-    return p
+    return write_crawl_conf(tmp, "commons", "gslimit = 50", extra)
 
 
 class FakeTime:
@@ -202,28 +184,5 @@ def test_kill9_mid_discovery_resumes_exactly(tmp_path: Path) -> None:
             return [sys.executable, "-m", "geopak_data.cli", "crawl", "commons", "--work", str(work),
                     "--config", str(conf), "--endpoint", f"{base}/w/api.php", "--allow-private-hosts"]  # fmt: skip
 
-        ref = tmp_path / "ref"
-        subprocess.run(cmd(ref), env=_env(), check=True, capture_output=True, timeout=300)
-        work = tmp_path / "w"
-        killed = 0
-        for k in (3, 9):
-            proc = subprocess.Popen(
-                cmd(work), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            deadline = time.monotonic() + 120
-            while proc.poll() is None and time.monotonic() < deadline:
-                n = sum(1 for _ in (work / "crawl/commons/.parts").glob("discover-*/*.parquet"))
-                if n >= k:
-                    proc.send_signal(signal.SIGKILL)
-                    killed += 1
-                    break
-                time.sleep(0.005)
-            proc.wait(30)
-        assert killed, "the crawl finished before it could be killed"
-        done = subprocess.run(cmd(work), env=_env(), capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-    for name in ("candidates", "records", "rejects"):
-        a = pq.read_table(ref / f"crawl/commons/{name}.parquet")
-        b = pq.read_table(work / f"crawl/commons/{name}.parquet")
-        assert a.equals(b), name
-    assert not list(work.rglob("*.tmp"))
+        ref, work = kill_mid_discovery_and_resume(cmd, _env(), tmp_path, "commons", (3, 9))
+    assert_same_crawl(ref, work, "commons")

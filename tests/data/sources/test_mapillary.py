@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from support.discovery import assert_same_crawl, kill_mid_discovery_and_resume, write_crawl_conf
 from support.fakes import serve
 from support.fakes.mapillary_server import TOKEN, MapillaryFake
 
@@ -22,27 +23,9 @@ from geopak_data.sources.base import NullProgress
 from geopak_data.sources.mapillary import MapillarySource, strip_token, thin_sequences
 from geopak_data.splits import assign_splits
 
-CONF = """
-[crawl]
-bbox = [70.0, 30.0, 71.0, 31.0]
-[retry]
-backoff_s = 0.01
-max_backoff_s = 0.05
-[crawl.mapillary]
-limit = 10
-box_cap = 30
-{extra}
-[download]
-max_side = 128
-concurrency = 4
-workers = 1
-"""
-
 
 def write_conf(tmp: Path, extra: str = "") -> Path:
-    p = tmp / "p.toml"
-    p.write_text(CONF.format(extra=extra))
-    return p
+    return write_crawl_conf(tmp, "mapillary", "limit = 10\nbox_cap = 30", extra)
 
 
 @pytest.fixture(autouse=True)
@@ -200,10 +183,7 @@ def test_strip_token_and_thinning_helpers() -> None:
 @pytest.mark.slow
 def test_kill9_mid_discovery_resumes_exactly(tmp_path: Path) -> None:
     import os
-    import signal
-    import subprocess
     import sys
-    import time
 
     repo = Path(__file__).resolve().parents[3]
     env = dict(os.environ, GEOPAK_NO_PROGRESS="1", MAPILLARY_ACCESS_TOKEN=TOKEN)
@@ -216,30 +196,5 @@ def test_kill9_mid_discovery_resumes_exactly(tmp_path: Path) -> None:
             return [sys.executable, "-m", "geopak_data.cli", "crawl", "mapillary", "--work", str(work),
                     "--config", str(conf), "--endpoint", base, "--allow-private-hosts"]  # fmt: skip
 
-        ref = tmp_path / "ref"
-        subprocess.run(cmd(ref), env=env, check=True, capture_output=True, timeout=300)
-        work = tmp_path / "w"
-        killed = 0
-        for k in (5, 40):
-            proc = subprocess.Popen(
-                cmd(work), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            deadline = time.monotonic() + 120
-            while proc.poll() is None and time.monotonic() < deadline:
-                if (
-                    sum(1 for _ in (work / "crawl/mapillary/.parts").glob("discover-*/*.parquet"))
-                    >= k
-                ):
-                    proc.send_signal(signal.SIGKILL)
-                    killed += 1
-                    break
-                time.sleep(0.005)
-            proc.wait(30)
-        assert killed, "the crawl finished before it could be killed"
-        done = subprocess.run(cmd(work), env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-    for name in ("candidates", "records", "rejects"):
-        a = pq.read_table(ref / f"crawl/mapillary/{name}.parquet")
-        b = pq.read_table(work / f"crawl/mapillary/{name}.parquet")
-        assert a.equals(b), name
-    assert not list(work.rglob("*.tmp"))
+        ref, work = kill_mid_discovery_and_resume(cmd, env, tmp_path, "mapillary", (5, 40))
+    assert_same_crawl(ref, work, "mapillary")
