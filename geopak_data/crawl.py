@@ -765,7 +765,7 @@ def _add_source_parser(crawl_sub: argparse._SubParsersAction, spec: Any) -> None
             + ("" if f.required else "; optional")
             + ")",
         )
-    if spec.tiled:
+    if spec.plan:
         p.add_argument(
             "--plan",
             type=cliutil.existing_file,

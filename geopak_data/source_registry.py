@@ -44,7 +44,8 @@ class SourceSpec:
     example: str = ""
     notes: str = ""
     remote: bool = False  # takes --endpoint
-    tiled: bool = False  # a tiled source: takes --plan (a coverage plan)
+    tiled: bool = False  # `run` crawls it after a planning round, steered by that plan
+    plan: bool = False  # takes --plan (a coverage plan) on `crawl`
 
     def config_key(self, f: FileInput) -> str:
         return f"crawl.{self.name}.{f.opt}"
@@ -73,6 +74,7 @@ SOURCES: dict[str, SourceSpec] = {
             ),
             remote=True,
             tiled=True,
+            plan=True,
         ),
         SourceSpec(
             name="places",
@@ -84,8 +86,12 @@ SOURCES: dict[str, SourceSpec] = {
             env_hint="create a key with the Places API enabled at https://console.cloud.google.com/google/maps-apis",
             example="GOOGLE_MAPS_API_KEY=... geopak-data crawl places --work W --config pipelines/pakistan.toml",
             notes="Settings: [crawl.places] api, anchors, radius_m, grid_step_km, grid_size, max_photos_per_place. "
+            "With --plan, searches go to the plan's tiles below target instead of the anchor grid "
+            "(grid_step_km apart, most populated points first, until the tile's deficit is found "
+            "or two points in a row find nothing), most under-covered tile first; `run` keeps the anchors. "
             "Photos are marked restricted (Google's terms): excluded from shards unless shard.include_restricted.",
             remote=True,
+            plan=True,
         ),
         SourceSpec(
             name="yfcc",
@@ -128,6 +134,7 @@ SOURCES: dict[str, SourceSpec] = {
             "as the MediaWiki API etiquette asks.",
             remote=True,
             tiled=True,
+            plan=True,
         ),
         SourceSpec(
             name="mapillary",
@@ -141,6 +148,7 @@ SOURCES: dict[str, SourceSpec] = {
             notes="Settings: [crawl.mapillary].",
             remote=True,
             tiled=True,
+            plan=True,
         ),
     )
 }

@@ -24,6 +24,9 @@ Why ``request_for``: the key must never be stored. Records hold a key-free URL; 
 added at fetch time, as the ``X-Goog-Api-Key`` header (New) or the ``key`` query parameter
 that the legacy photo endpoint requires.
 
+With a coverage plan (``--plan W/coverage/plan.parquet``) the searches go to the plan's tiles
+below target instead of the anchor grid, weighted by their deficits (``placesplan``).
+
 Each grid point (legacy: grid point and place type) is one unit; places seen in an earlier
 unit are skipped (overlapping circles return the same places), seeded from the parts already
 written so a resumed crawl writes exactly the parts of an uninterrupted one.
@@ -48,7 +51,9 @@ from ..config import PipelineConfig
 from ..placetypes import explain, unknown_types
 from ..ratelimit import CallBudget, Retry, RetryPolicy, redact_in_logs, retry_after_seconds
 from ..records import empty_record
+from ..tiling import PlannedTile
 from .base import Progress, Source, write_unit
+from .placesplan import EMPTY_POINTS_TO_STOP, PlannedPoint, plan_points
 
 log = logging.getLogger("geopak.places")
 
@@ -198,6 +203,7 @@ class PlacesSource(Source):
         self._session: Any = None
         self._gmaps: Any = None
         self._key = ""
+        self.plan_path = opts.get("plan")
         self.stats: dict[str, int] = {
             "calls": 0,
             "retries": 0,
@@ -205,6 +211,9 @@ class PlacesSource(Source):
             "photos": 0,
             "duplicates": 0,
             "early_tokens": 0,
+            "tiles": 0,
+            "tiles_at_budget": 0,
+            "tiles_exhausted": 0,
         }
 
     # ------------------------------------------------------------------ public
@@ -212,6 +221,13 @@ class PlacesSource(Source):
         return {"endpoint": self.base, "api": self.api}
 
     def describe(self) -> str:
+        if self.plan_path:
+            planned = self.planned_points()
+            n = sum(len(points) for _, points in planned)
+            return (
+                f"places ({self.api} API) via {self.base}: {len(planned)} under-covered tiles "
+                f"of {self.plan_path} ({n} search points at most)"
+            )
         return (
             f"places ({self.api} API) via {self.base}: {len(self.units())} searches around "
             f"{len(self.cfg.anchors)} anchors"
@@ -238,21 +254,16 @@ class PlacesSource(Source):
         return out
 
     def discover(self, parts: PartStore, *, progress: Progress) -> None:
-        """One Nearby Search (legacy: per type, all pages) per grid point; see the module doc."""
+        """One Nearby Search (legacy: per type, all pages) per grid point, or per planned point
+        with ``--plan``; see the module doc and ``placesplan``."""
         done = parts.done_units()
         seen = self._seen_places(parts, done)
-        for unit, lat, lon, ptype in self.units():
-            if unit in done:
-                continue
-            if self.api == "new":
-                records = self._search_new(lat, lon, seen)
-            else:
-                records = self._search_legacy(lat, lon, ptype, seen)
-            write_unit(parts, unit, records)
-            done.add(unit)
-            self.stats["photos"] += len(records)
-            progress.update(len(records))
-            progress.set_postfix_str(f"calls={self.stats['calls']}", refresh=False)
+        if self.plan_path:
+            self._discover_planned(parts, done, seen, progress)
+        else:
+            for unit, lat, lon, ptype in self.units():
+                if unit not in done:
+                    self._search_unit(parts, done, seen, progress, (unit, lat, lon, ptype))
         log.info(
             "places: %d places, %d photos (%d calls, %d retries, %d duplicate places)",
             self.stats["places"],
@@ -261,6 +272,89 @@ class PlacesSource(Source):
             self.stats["retries"],
             self.stats["duplicates"],
         )
+
+    def _search_unit(
+        self,
+        parts: PartStore,
+        done: set[str],
+        seen: set[str],
+        progress: Progress,
+        unit: tuple[str, float, float, str],
+    ) -> int:
+        """Run one search and commit its records as the unit's part; returns the photo count."""
+        name, lat, lon, ptype = unit
+        if self.api == "new":
+            records = self._search_new(lat, lon, seen)
+        else:
+            records = self._search_legacy(lat, lon, ptype, seen)
+        write_unit(parts, name, records)
+        done.add(name)
+        self.stats["photos"] += len(records)
+        progress.update(len(records))
+        progress.set_postfix_str(f"calls={self.stats['calls']}", refresh=False)
+        return len(records)
+
+    # ------------------------------------------------------------------ coverage plan
+    def round_inputs(self) -> dict[str, Any]:
+        from pathlib import Path
+
+        return {"plan": Path(self.plan_path)} if self.plan_path else {}
+
+    def planned_points(self) -> list[tuple[PlannedTile, list[PlannedPoint]]]:
+        """The plan's tiles below target (plan order) with the points searched in each."""
+        from ..country import crawl_bbox, geonames_cities
+        from ..tiling import load_plan, tile_grid
+
+        tile_deg = self.config.coverage.tile_deg
+        planned = load_plan(self.plan_path, tile_grid(crawl_bbox(self.config), tile_deg))
+        cities = [(la, lo, pop) for la, lo, _, pop in geonames_cities(self.config.region.country)]
+        return plan_points(
+            planned,
+            tile_deg=tile_deg,
+            step_km=self.cfg.grid_step_km,
+            cities=cities,
+        )
+
+    def _point_units(self, point: PlannedPoint) -> list[tuple[str, float, float, str]]:
+        if self.api == "new":
+            return [(point.unit, point.lat, point.lon, "")]
+        return [(f"{point.unit}-{_safe(t)}", point.lat, point.lon, t) for t in self.types]
+
+    def _discover_planned(
+        self, parts: PartStore, done: set[str], seen: set[str], progress: Progress
+    ) -> None:
+        """The planned points tile by tile (plan order); see ``placesplan``."""
+        for planned, points in self.planned_points():
+            self.stats["tiles"] += 1
+            self._search_tile(parts, done, seen, progress, planned, points)
+
+    def _search_tile(
+        self,
+        parts: PartStore,
+        done: set[str],
+        seen: set[str],
+        progress: Progress,
+        planned: PlannedTile,
+        points: list[PlannedPoint],
+    ) -> None:
+        """Points in order until the tile's deficit is found or the last points found nothing;
+        finished points are read back, so a resumed crawl decides exactly the same."""
+        budget, found, empty = int(planned.budget or 0), 0, 0
+        for point in points:
+            if empty >= EMPTY_POINTS_TO_STOP:
+                self.stats["tiles_exhausted"] += 1
+                return
+            new = 0
+            for unit in self._point_units(point):
+                if found >= budget:
+                    self.stats["tiles_at_budget"] += 1
+                    return
+                if unit[0] in done:
+                    n = parts.read(unit[0]).num_rows
+                else:
+                    n = self._search_unit(parts, done, seen, progress, unit)
+                found, new = found + n, new + n
+            empty = 0 if new else empty + 1
 
     def request_for(self, record: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
         """Add the key at fetch time: a header for the New API, the ``key`` parameter for legacy."""
