@@ -20,7 +20,14 @@ from geopak_core.clihelp import add_verbose
 from geopak_core.progress import setup_logging
 
 from .predict_cli import add_aggregate_args, chosen_aggregate
-from .train_cli import _guarded, _Parser, _positive_int
+from .train_cli import (
+    _guarded,
+    _loader_workers,
+    _Parser,
+    _positive_int,
+    _shards_input,
+    _skip_bad_shards,
+)
 
 PROG = "geopak-eval"
 
@@ -37,13 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Checkpoints are selected on val; report figures on test (the default split).",
     )
-    p.add_argument(
-        "--shards",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="shard folder written by `geopak-data shard`",
-    )
+    _shards_input(p)
     p.add_argument(
         "--checkpoint",
         type=Path,
@@ -106,24 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=_positive_int, default=64, metavar="N", help="images per forward pass"
     )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        metavar="N",
-        help="DataLoader workers decoding JPEGs",
-    )
+    _loader_workers(p)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if available)")
     add_verbose(p)
-    p.add_argument(
-        "--skip-bad-shards",
-        action="store_true",
-        help=(
-            "leave out shards that fail verification against index.parquet (missing, truncated, "
-            "other keys, sha256) and say how many samples that skips; by default a bad shard "
-            "stops the command"
-        ),
-    )
+    _skip_bad_shards(p)
     return p
 
 

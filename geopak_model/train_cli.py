@@ -97,6 +97,38 @@ def _setting(
     )
 
 
+def _shards_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shards",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="shard folder written by `geopak-data shard`",
+    )
+
+
+def _skip_bad_shards(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--skip-bad-shards",
+        action="store_true",
+        help=(
+            "leave out shards that fail verification against index.parquet (missing, truncated, "
+            "other keys, sha256) and say how many samples that skips; by default a bad shard "
+            "stops the command"
+        ),
+    )
+
+
+def _loader_workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="DataLoader workers decoding JPEGs",
+    )
+
+
 def build_train_parser() -> argparse.ArgumentParser:
     """The parser of ``geopak-train`` itself (training one phase)."""
     p = _Parser(
@@ -113,13 +145,7 @@ def build_train_parser() -> argparse.ArgumentParser:
             "metrics.jsonl, train_log.jsonl and plots/."
         ),
     )
-    p.add_argument(
-        "--shards",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="shard folder written by `geopak-data shard`",
-    )
+    _shards_input(p)
     p.add_argument("--phase", type=int, required=True, choices=(0, 1, 2), help="training phase")
     p.add_argument(
         "--out", type=folder_arg, required=True, metavar="RUN_DIR", help="run folder (created)"
@@ -192,15 +218,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     _setting(g, "max_steps", _positive_int, "N", "stop after N optimiser steps (default: no limit)")
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     d = p.add_argument_group("data and bookkeeping")
-    d.add_argument(
-        "--skip-bad-shards",
-        action="store_true",
-        help=(
-            "leave out shards that fail verification against index.parquet (missing, truncated, "
-            "other keys, sha256) and say how many samples that skips; by default a bad shard "
-            "stops the command"
-        ),
-    )
+    _skip_bad_shards(d)
     _setting(d, "num_workers", int, "N", "DataLoader workers decoding JPEGs", flag="--workers")
     _setting(d, "shuffle_buffer", int, "N", "samples in the shuffle buffer")
     _setting(
@@ -225,13 +243,7 @@ def build_embed_parser() -> argparse.ArgumentParser:
             f"from them (`{PROG} --features FEATS`) in a fraction of the time. Resumable: finished shards are skipped."
         ),
     )
-    p.add_argument(
-        "--shards",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="shard folder written by `geopak-data shard`",
-    )
+    _shards_input(p)
     p.add_argument(
         "--out", type=folder_arg, required=True, metavar="FEATS", help="cache folder (created)"
     )
@@ -251,22 +263,8 @@ def build_embed_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=_positive_int, default=64, metavar="N", help="images per encoder batch"
     )
-    p.add_argument(
-        "--skip-bad-shards",
-        action="store_true",
-        help=(
-            "leave out shards that fail verification against index.parquet (missing, truncated, "
-            "other keys, sha256) and say how many samples that skips; by default a bad shard "
-            "stops the command"
-        ),
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        metavar="N",
-        help="DataLoader workers decoding JPEGs",
-    )
+    _skip_bad_shards(p)
+    _loader_workers(p)
     p.add_argument(
         "--dtype",
         choices=("float32", "float16"),

@@ -8,22 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.contract import CELL_COLUMNS
 
 from geopak_core.geo import haversine_km
 from geopak_core.regions import PAKISTAN
 from geopak_data.cli import main
 from geopak_data.records import REJECT_SCHEMA
-
-CONTRACT_COLUMNS = (
-    "cell_id",
-    "province_id",
-    "province",
-    "center_lat",
-    "center_lon",
-    "radius_km",
-    "n_samples",
-    "urban",
-)
 
 
 def write_tag_records(work, seed: int = 0):
@@ -74,7 +64,7 @@ def test_cluster_command_writes_contract_outputs(tmp_path, cfg_file, capsys):
 
     cdir = work / "cluster"
     cells = pq.read_table(cdir / "cells.parquet")
-    for col in CONTRACT_COLUMNS + ("neighbours", "crs", "limit_km", "center_key"):
+    for col in CELL_COLUMNS + ("neighbours", "crs", "limit_km", "center_key"):
         assert col in cells.column_names
     assert cells.schema.field("neighbours").type == pa.list_(pa.int32())
     meta = json.loads(cells.schema.metadata[b"geopak"])

@@ -17,15 +17,6 @@ from geopak_data.runner import Manifest
 from geopak_data.sources.yfcc import YfccSource, write_yfcc_tsv
 
 
-@pytest.fixture(scope="module")
-def server():
-    from geopak_data.imageserver import start_image_server
-
-    base, stop = start_image_server()
-    yield base
-    stop()
-
-
 def cfg(**over):
     base = {
         "download.batch_size": 3,

@@ -26,15 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 N = 18
 
 
-@pytest.fixture(scope="module")
-def server():
-    from geopak_data.imageserver import start_image_server
-
-    base, stop = start_image_server()
-    yield base
-    stop()
-
-
 def _cmd(work: Path, meta: Path, conf: Path) -> list[str]:
     return [
         sys.executable,

@@ -27,15 +27,6 @@ FAST = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def server():
-    from geopak_data.imageserver import start_image_server
-
-    base, stop = start_image_server()
-    yield base
-    stop()
-
-
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as r:  # loopback control routes of the test server
         return r.read().decode()

@@ -14,15 +14,6 @@ from geopak_data.cli import main
 from geopak_data.sources.yfcc import write_yfcc_tsv
 
 
-@pytest.fixture(scope="module")
-def server():
-    from geopak_data.imageserver import start_image_server
-
-    base, stop = start_image_server()
-    yield base
-    stop()
-
-
 def _meta(tmp_path, server, n=3):
     rows = [
         dict(

@@ -51,18 +51,22 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _argv(work: Path, cfg: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "geopak_data.cli",
+        "filter",
+        "--work",
+        str(work),
+        "--config",
+        str(cfg),
+    ]
+
+
 def _cli(work: Path, cfg: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "geopak_data.cli",
-            "filter",
-            "--work",
-            str(work),
-            "--config",
-            str(cfg),
-        ],
+        _argv(work, cfg),
         capture_output=True,
         text=True,
         env=_env(),
@@ -139,16 +143,7 @@ def test_kill_at_a_random_moment(template, tmp_path):
     work = tmp_path / "W"
     shutil.copytree(src, work)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "geopak_data.cli",
-            "filter",
-            "--work",
-            str(work),
-            "--config",
-            str(cfg),
-        ],
+        _argv(work, cfg),
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

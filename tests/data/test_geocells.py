@@ -240,23 +240,17 @@ def test_target_cells_override_and_formula():
     rng = np.random.default_rng(2)  # 600 photos spread over ~30 km: one cell could hold them all
     lat, lon = _blob(rng, 30.2, 67.0, 600, 8.0)
     pid = np.full(600, 5)
-    one = build_geocells(
-        lat,
-        lon,
-        pid,
-        dataclasses.replace(
-            CFG, target_cells={"Balochistan": 1}, urban_density_min_neighbours=1000
-        ),
-        n_jobs=1,
-    )
-    many = build_geocells(
-        lat,
-        lon,
-        pid,
-        dataclasses.replace(
-            CFG, target_cells={"Balochistan": 10}, urban_density_min_neighbours=1000
-        ),
-        n_jobs=1,
+    one, many = (
+        build_geocells(
+            lat,
+            lon,
+            pid,
+            dataclasses.replace(
+                CFG, target_cells={"Balochistan": n}, urban_density_min_neighbours=1000
+            ),
+            n_jobs=1,
+        )
+        for n in (1, 10)
     )
     assert len(one.cells) == 1
     assert len(many.cells) == 10

@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from support.workfolder import fake_maps, make_work
+from support.workfolder import make_work
 
 from geopak_core.errors import GeopakError
 from geopak_data import cli
@@ -88,11 +88,8 @@ class StandInApi:
         )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _maps_stand_in():
-    """The map drawing is another module's (and tested there); keep these runs fast."""
-    with fake_maps():
-        yield
+# the map drawing is another module's (and tested there); keep these runs fast
+pytestmark = pytest.mark.usefixtures("maps_stand_in")
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,18 @@ def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str
     rc = cli.main(list(argv))
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+@contextmanager
+def _served_source(root: Path, *, n_photos: int, seed: int) -> Iterator[Path]:
+    """A synthetic YFCC-style source under ``root`` whose photos a loopback image host serves
+    while the block runs: its metadata file."""
+    (root / "images").mkdir(parents=True)
+    base, stop = start_image_server(root / "images", fixtures=False)
+    try:
+        yield generate_source(root, n_photos=n_photos, seed=seed, base_url=base)
+    finally:
+        stop()
 
 
 def test_run_reports_every_unusable_source_before_any_work(no_keys, tmp_path, capsys):
@@ -93,11 +107,7 @@ def test_overrides_reach_the_config_and_paths_are_relative_to_the_caller(
 
 
 def test_run_with_sources_set_and_skip_switch_crawls_what_it_can(no_keys, tmp_path, capsys):
-    root = tmp_path / "src"
-    (root / "images").mkdir(parents=True)
-    base, stop = start_image_server(root / "images", fixtures=False)
-    try:
-        meta = generate_source(root, n_photos=12, seed=1, base_url=base)
+    with _served_source(tmp_path / "src", n_photos=12, seed=1) as meta:
         work = tmp_path / "w"
         rc, _, err = _main(
             capsys,
@@ -115,8 +125,6 @@ def test_run_with_sources_set_and_skip_switch_crawls_what_it_can(no_keys, tmp_pa
             "crawl",
             "--allow-private-hosts",
         )
-    finally:
-        stop()
     assert rc == 0, err
     # one warning line per skipped source, then only yfcc ran
     skipped = re.findall(r"skipping source (\w+):", err)
@@ -181,19 +189,13 @@ def test_each_source_has_its_own_help(capsys):
 
 
 def test_a_stage_summary_is_printed_once(no_keys, tmp_path, capsys):
-    root = tmp_path / "src"
-    (root / "images").mkdir(parents=True)
-    base, stop = start_image_server(root / "images", fixtures=False)
-    try:
-        meta = generate_source(root, n_photos=6, seed=2, base_url=base)
+    with _served_source(tmp_path / "src", n_photos=6, seed=2) as meta:
         argv = ["crawl", "yfcc", "--work", str(tmp_path / "w"), "--metadata", str(meta)]
         rc, out, err = _main(capsys, *argv, "--allow-private-hosts")
         assert rc == 0, err
         assert (out + err).count(" candidates (0 duplicates), ") == 1  # the summary, on stdout
         assert " candidates (0 duplicates), " in out
         rc, out, err = _main(capsys, *argv, "--allow-private-hosts")
-    finally:
-        stop()
     assert rc == 0 and (out + err).count("nothing to do") == 1
 
 

@@ -17,31 +17,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from support.workfolder import fake_maps, make_work
+from support.contract import CELL_COLUMNS, SAMPLE_JSON
+from support.workfolder import make_work
 
 from geopak_core.errors import GeopakError
 from geopak_core.shardfmt import JSON_FIELDS
 from geopak_data.config import load_config
 from geopak_data.shard import run_shard
 
-CONTRACT_JSON = {
-    "key",
-    "lat",
-    "lon",
-    "province",
-    "province_id",
-    "cell_id",
-    "cell_center_lat",
-    "cell_center_lon",
-    "source",
-    "source_id",
-    "url",
-    "license",
-    "owner",
-    "date_taken",
-    "width",
-    "height",
-}
 NAME = re.compile(r"^(train|val|test)/geopak-\1-\d{6}\.tar$")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,11 +66,8 @@ def identity(folder: Path) -> dict[str, tuple[int, int, str]]:
     }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _maps_stand_in():
-    """The map drawing is another module's (and tested there); keep these runs fast."""
-    with fake_maps():
-        yield
+# the map drawing is another module's (and tested there); keep these runs fast
+pytestmark = pytest.mark.usefixtures("maps_stand_in")
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +101,7 @@ def test_members_json_fields_and_image_bytes(built: tuple[Path, Path]) -> None:
     assert len(tars) == 83
     for key, s in tars.items():
         meta = s["json"]
-        assert list(meta) == list(JSON_FIELDS) and CONTRACT_JSON <= set(meta)
+        assert list(meta) == list(JSON_FIELDS) and SAMPLE_JSON <= set(meta)
         assert meta["key"] == key and "." not in key and "/" not in key
         r = recs[key]
         assert hashlib.sha256(s["jpg"]).hexdigest() == r["sha256"]
@@ -212,16 +192,7 @@ def test_readable_by_datasets(
 def test_cells_table(built: tuple[Path, Path]) -> None:
     _, out = built
     cells = pq.read_table(out / "cells.parquet").to_pandas()
-    for c in (
-        "cell_id",
-        "province_id",
-        "province",
-        "center_lat",
-        "center_lon",
-        "radius_km",
-        "n_samples",
-        "urban",
-    ):
+    for c in CELL_COLUMNS:
         assert c in cells.columns
     assert cells["cell_id"].tolist() == list(range(len(cells)))
     index = pq.read_table(out / "index.parquet").to_pandas()

@@ -57,6 +57,24 @@ def _rows(path: Path) -> list[dict]:
     ]
 
 
+def _train_interrupted(monkeypatch, name: str, when, **settings) -> None:
+    """``T.train(**settings)`` with ``T.<name>`` raising KeyboardInterrupt on the call for which
+    ``when(call number, keyword args)`` holds; the real function is back afterwards."""
+    real = getattr(T, name)
+    calls = {"n": 0}
+
+    def dying(*args, **kw):
+        calls["n"] += 1
+        if when(calls["n"], kw):
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(T, name, dying)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(**settings)
+    monkeypatch.setattr(T, name, real)
+
+
 def test_sigkilled_run_resumes_to_identical_weights(small_shards, tmp_path, one_thread):
     # the uninterrupted reference, in this process (one thread, like the child below)
     ref = T.train(shards=small_shards, out=tmp_path / "ref", preset="tiny", **SETTINGS)
@@ -136,19 +154,10 @@ def test_interrupted_feature_run_resumes_to_identical_weights(
     )
     ref = T.train(out=tmp_path / "ref", **settings)
 
-    real_step = T._optimizer_step
-    calls = {"n": 0}
-
-    def flaky_step(*args, **kw):
-        calls["n"] += 1
-        if calls["n"] == 19:  # two steps after the checkpoint of step 16, in the second epoch
-            raise KeyboardInterrupt
-        return real_step(*args, **kw)
-
-    monkeypatch.setattr(T, "_optimizer_step", flaky_step)
-    with pytest.raises(KeyboardInterrupt):
-        T.train(out=tmp_path / "run", **settings)
-    monkeypatch.setattr(T, "_optimizer_step", real_step)
+    # two steps after the checkpoint of step 16, in the second epoch
+    _train_interrupted(
+        monkeypatch, "_optimizer_step", lambda n, kw: n == 19, out=tmp_path / "run", **settings
+    )
     state = read_payload(tmp_path / "run" / "last.pt")["extra"]["train"]
     assert state["step"] == 16 and state["epoch"] == 1 and state["micro_in_epoch"] > 0
     T.train(out=tmp_path / "run", resume=True, **settings)
@@ -201,17 +210,9 @@ def test_killed_between_last_step_and_final_validation(
     ref = T.train(out=tmp_path / "ref", **settings)
     assert ref["step"] == 26  # 13 steps per epoch: checkpoints fall on the epochs' last steps
 
-    real_validate = T._validate
-
-    def dying_validate(*args, **kw):
-        if kw["step"] == 26:
-            raise KeyboardInterrupt
-        return real_validate(*args, **kw)
-
-    monkeypatch.setattr(T, "_validate", dying_validate)
-    with pytest.raises(KeyboardInterrupt):
-        T.train(out=tmp_path / "run", **settings)
-    monkeypatch.setattr(T, "_validate", real_validate)
+    _train_interrupted(
+        monkeypatch, "_validate", lambda n, kw: kw["step"] == 26, out=tmp_path / "run", **settings
+    )
     state = read_payload(tmp_path / "run" / "last.pt")["extra"]["train"]
     assert state["step"] == 26 and not state["finished"]
     assert len(_rows(tmp_path / "run" / "metrics.jsonl")) == 1

@@ -293,30 +293,41 @@ def test_places_offline_without_cache(cache, host, blobs, monkeypatch):
     assert host.content_gets() == 0
 
 
-@pytest.mark.slow
-def test_kill9_mid_download_then_rerun_completes(tmp_path, host, blobs):
-    cfg = write_config(tmp_path, host.base, sha=_sha(blobs["places"]), clip=False)
-    env = env_for(tmp_path, host.base)
-    host.mode[PLACES] = "slow"
+def _kill_once_partial(cfg: Path, env: dict, partials, never: str) -> None:
+    """``geopak-train weights`` in a child, SIGKILLed as soon as the first of ``partials()``
+    (its temporary download files) holds a byte; fails with ``never`` if none ever does."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "geopak_model.train_cli", "weights", "--config", str(cfg)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    folder = tmp_path / "cache" / "weights"
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            tmps = list(folder.glob("tmp*")) if folder.is_dir() else []
-            if tmps and tmps[0].stat().st_size > 0:
+            found = partials()
+            if found and found[0].stat().st_size > 0:
                 break
             time.sleep(0.05)
         else:
-            pytest.fail("the download never started")
+            pytest.fail(never)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+@pytest.mark.slow
+def test_kill9_mid_download_then_rerun_completes(tmp_path, host, blobs):
+    cfg = write_config(tmp_path, host.base, sha=_sha(blobs["places"]), clip=False)
+    env = env_for(tmp_path, host.base)
+    host.mode[PLACES] = "slow"
+    folder = tmp_path / "cache" / "weights"
+    _kill_once_partial(
+        cfg,
+        env,
+        lambda: list(folder.glob("tmp*")) if folder.is_dir() else [],
+        "the download never started",
+    )
     assert not (folder / "resnet18_places365.pth.tar").exists()  # only a temporary file
     host.mode.clear()
     res = geopak_train(["weights", "--config", str(cfg)], env)
@@ -341,24 +352,12 @@ def test_kill9_mid_hub_download_then_rerun_completes(tmp_path, host, blobs):
     cfg = write_config(tmp_path, host.base, sha=_sha(blobs["places"]))
     env = env_for(tmp_path, host.base)
     host.mode["open_clip_pytorch_model.bin"] = "slow"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "geopak_model.train_cli", "weights", "--config", str(cfg)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    _kill_once_partial(
+        cfg,
+        env,
+        lambda: list((tmp_path / "hf").rglob("*.incomplete")),
+        "the hub download never started",
     )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            partial = list((tmp_path / "hf").rglob("*.incomplete"))
-            if partial and partial[0].stat().st_size > 0:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the hub download never started")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
     assert not list((tmp_path / "hf").rglob("snapshots/*/open_clip_pytorch_model.bin"))
     host.mode.clear()
     res = geopak_train(["weights", "--config", str(cfg)], env)
