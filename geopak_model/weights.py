@@ -20,10 +20,12 @@ checkpoints so a prediction can say which encoders made it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,7 +150,8 @@ def _download_places(url: str, target: Path, pinned: str, label: str) -> str:
                 known_hash=f"sha256:{pinned}" if pinned else None,
                 fname=target.name,
                 path=target.parent,
-                downloader=pooch.HTTPDownloader(timeout=60, progressbar=False),
+                # a short connect timeout: an unreachable host fails in seconds, not a minute
+                downloader=pooch.HTTPDownloader(timeout=(10, 60), progressbar=False),
             )
         except ValueError as exc:  # pooch's hash mismatch; its temporary file is gone
             got = re.search(r"\b([0-9a-f]{64})\b(?![\s\S]*\b[0-9a-f]{64}\b)", str(exc))
@@ -268,15 +271,61 @@ def _hub_download(config: Any) -> tuple[str, str]:
     return path, f"open_clip {config.clip_model} {tag}"
 
 
-def fetch_clip(config: Any) -> WeightFile:
-    """The open_clip checkpoint named by ``clip_pretrained``, from the HF cache or the hub."""
-    label = f"CLIP weights ({config.clip_model} {config.clip_pretrained})"
-    try:
-        path, source = _hub_download(config)
-    except (FileNotFoundError, RuntimeError, OSError) as exc:
-        from huggingface_hub import constants
+def hub_unreachable() -> str:
+    """Why the Hub (``HF_ENDPOINT``) cannot be reached, or '' when it answers at all.
 
-        if constants.is_offline_mode():
+    One request (``HEAD`` of the endpoint's root, any HTTP status counts as reachable) with
+    the hub library's own metadata timeout (``HF_HUB_ETAG_TIMEOUT``, default 10 s), through its
+    own client (so proxies and certificates are the ones a download would use). Why: without
+    a network the hub library retries a failed metadata call five times with back-off and a
+    60 s timeout, for every candidate file name, which made a missing network cost a minute
+    before its one-line error."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(
+            constants.ENDPOINT.rstrip("/") + "/", timeout=float(constants.HF_HUB_ETAG_TIMEOUT)
+        )
+    except Exception as exc:  # connection refused, DNS, timeout, TLS: a download fails too
+        return (str(exc).splitlines() or [type(exc).__name__])[0][:200] or type(exc).__name__
+    return ""
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """The hub library in offline mode for one call (what ``HF_HUB_OFFLINE=1`` does: cached
+    files are served, nothing is asked of the network)."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def fetch_clip(config: Any) -> WeightFile:
+    """The open_clip checkpoint named by ``clip_pretrained``, from the HF cache or the hub.
+
+    A Hub that cannot be reached is found with one request (``hub_unreachable``); the file is
+    then taken from the cache as under ``HF_HUB_OFFLINE``, or the command stops with one line
+    at once instead of after the hub library's retries."""
+    from huggingface_hub import constants
+
+    label = f"CLIP weights ({config.clip_model} {config.clip_pretrained})"
+    down = "" if constants.is_offline_mode() else hub_unreachable()
+    try:
+        with _hub_offline() if down else contextlib.nullcontext():
+            path, source = _hub_download(config)
+    except (FileNotFoundError, RuntimeError, OSError) as exc:
+        if down:
+            why = (
+                f"the Hub at {constants.ENDPOINT} cannot be reached ({down}) and the file is not "
+                f"in the Hugging Face cache ({constants.HF_HUB_CACHE})"
+            )
+        elif constants.is_offline_mode():
             why = f"not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set"
         else:
             last = str(exc).split("Last error:")[-1].strip().splitlines()

@@ -155,6 +155,78 @@ def test_offline_without_cache_is_one_line(tmp_path, host, blobs):
     assert host.content_gets() == 0
 
 
+class RefusingHost:
+    """A TCP port that accepts connections and closes them at once (a network that drops every
+    request), counting how many connections a client opened."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+def closed_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_unreachable_hub_fails_with_one_line_after_one_attempt(tmp_path, blobs):
+    """No network: one request finds the Hub unreachable and the command stops with one line
+    (the hub library alone retried the metadata call 7 times per candidate file name)."""
+    cfg = write_config(tmp_path, "http://127.0.0.1:9", clip=True)
+    refusing = RefusingHost()
+    try:
+        res = geopak_train(["weights", "--config", str(cfg)], env_for(tmp_path, refusing.base))
+    finally:
+        refusing.close()
+    assert res.returncode == 2, res.stderr
+    err = res.stderr.strip()
+    assert err.count("\n") == 0, err
+    assert f"the Hub at {refusing.base} cannot be reached" in err and "clip_weights" in err
+    assert refusing.accepted == 1
+    # a closed port (connection refused) is the same one line
+    down = closed_port()
+    res = geopak_train(["weights", "--config", str(cfg)], env_for(tmp_path, down))
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr
+    assert f"the Hub at {down} cannot be reached" in res.stderr
+
+
+def test_unreachable_hub_still_serves_the_cached_file(tmp_path, host, blobs):
+    cfg = write_config(tmp_path, host.base, sha=_sha(blobs["places"]))
+    first = geopak_train(["weights", "--config", str(cfg)], env_for(tmp_path, host.base))
+    assert first.returncode == 0, first.stderr
+    again = geopak_train(["weights", "--config", str(cfg)], env_for(tmp_path, closed_port()))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+
+
 def test_training_stops_on_missing_weights_and_random_init_is_explicit(tmp_path, host, blobs):
     """No silent random init: training with weights that cannot be had is one line, naming
     the two ways out; --random-init is the explicit escape."""
