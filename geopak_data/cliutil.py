@@ -94,7 +94,16 @@ def config_for(
     from .runner import WORK_CONFIG
 
     overrides = country_overrides(args)
-    cfg = work_config(args.work, args.config, overrides or None, check=check)
+
+    def checked(c: PipelineConfig) -> None:
+        if "region.boundaries" in overrides:
+            from .country import load_polygons
+
+            load_polygons(c)  # a wrong file or country is refused before it is remembered
+        if check is not None:
+            check(c)
+
+    cfg = work_config(args.work, args.config, overrides or None, check=checked)
     if overrides and args.config is None:
         Path(args.work).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.work) / WORK_CONFIG, dump_toml(cfg))

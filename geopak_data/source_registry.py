@@ -23,6 +23,8 @@ class FileInput:
     opt: str  # keyword for get_source / attribute of the crawl args (e.g. "train_csv")
     what: str  # e.g. "yfcc100m_dataset TSV (plain/.gz/.bz2) or Parquet"
     required: bool = True
+    # (other option, file name): when unset, this file name beside the other option's file
+    beside: tuple[str, str] | None = None
 
     @property
     def flag(self) -> str:
@@ -114,7 +116,9 @@ SOURCES: dict[str, SourceSpec] = {
                 FileInput("landmarks", "landmark table (landmark_id,lat,lon[,name])"),
                 FileInput(
                     "attribution_csv",
-                    "train_attribution.csv (id,url,author,license,title): the only source of each image's licence",
+                    "train_attribution.csv (id,url,author,license,title): the only source of each image's "
+                    "licence (else the one beside train.csv)",
+                    beside=("train_csv", "train_attribution.csv"),
                 ),
             ),
             example=(
@@ -164,6 +168,17 @@ def restricted_sources() -> tuple[str, ...]:
     return tuple(n for n, s in SOURCES.items() if s.restricted)
 
 
+def _value(f: FileInput, opts: dict[str, Any], section: Any) -> str:
+    """The file an option names: the flag, the config key, else the file ``f.beside`` names."""
+    value = opts.get(f.opt) or (getattr(section, f.opt, "") if section is not None else "")
+    if not value and f.beside is not None:
+        other, name = f.beside
+        base = opts.get(other) or (getattr(section, other, "") if section is not None else "")
+        if base and (Path(base).parent / name).is_file():
+            return str(Path(base).parent / name)
+    return str(value or "")
+
+
 def missing_inputs(
     name: str, config: Any, opts: dict[str, Any] | None = None, *, command: str = "crawl"
 ) -> list[str]:
@@ -181,7 +196,7 @@ def missing_inputs(
         )
     section = getattr(config.crawl, name, None)
     for f in spec.files:
-        value = opts.get(f.opt) or (getattr(section, f.opt, "") if section is not None else "")
+        value = _value(f, opts, section)
         how = (
             f"--set {spec.config_key(f)}=FILE"
             if command == "run"

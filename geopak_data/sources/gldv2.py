@@ -6,7 +6,8 @@ landmarks' Wikimedia/Wikidata pages). Only landmarks inside ``crawl.bbox`` are k
 their images get the landmark's coordinates. ``train_attribution.csv``
 (``id,url,author,license,title``; the images are from Wikimedia Commons) is required: it is
 the only place GLDv2 gives an image's licence (Google: "verify the license for each image
-yourself").
+yourself"). Without ``--attribution-csv`` it is taken from beside ``train.csv``, where the
+release puts it.
 
 The Commons fields are cleaned: ``license`` is a credit string that may name several
 licences (``GFDL(http://...)/CC BY-SA 3.0(https://.../by-sa/3.0)``); all are parsed
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -77,7 +79,21 @@ def clean_author(text: str) -> str:
     return " ".join(t.split()).strip(" -,;")
 
 
-def _csv_blocks(path: Path, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+class _SkipBadRows:
+    """pyarrow ``invalid_row_handler``: a row with the wrong number of fields is skipped and
+    counted (a 4.1M-row file with one broken line must not stop the crawl)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, row: Any) -> str:
+        self.count += 1
+        return "skip"
+
+
+def _csv_blocks(
+    path: Path, columns: list[str] | None = None, skipped: _SkipBadRows | None = None
+) -> Iterator[pa.RecordBatch]:
     import pyarrow.csv as pacsv
 
     stream = pa.input_stream(str(path), compression="detect")
@@ -85,7 +101,9 @@ def _csv_blocks(path: Path, columns: list[str] | None = None) -> Iterator[pa.Rec
         reader = pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(block_size=_BLOCK, use_threads=True),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=skipped or _SkipBadRows()
+            ),
             convert_options=pacsv.ConvertOptions(
                 include_columns=columns or [],
                 column_types=dict.fromkeys(columns or [], pa.string()),
@@ -109,6 +127,7 @@ def _header(path: Path) -> list[str]:
         reader = pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(block_size=1 << 20),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=_SkipBadRows()),
             convert_options=pacsv.ConvertOptions(column_types={}),
         )
         return list(reader.schema.names)
@@ -144,24 +163,29 @@ def load_landmarks(
         (n for n in names if n.strip().lower() in ("name", "title", "landmark_name")), None
     )
     cols = [c for c in (cid, clat, clon, cname) if c]
+    skipped = _SkipBadRows()
     try:
         t = pacsv.read_csv(
             path,
+            parse_options=pacsv.ParseOptions(invalid_row_handler=skipped),
             convert_options=pacsv.ConvertOptions(
                 include_columns=cols,
-                column_types={
-                    cid: pa.string(),
-                    clat: pa.float64(),
-                    clon: pa.float64(),
-                    **({cname: pa.string()} if cname else {}),
-                },
+                column_types=dict.fromkeys(cols, pa.string()),
                 strings_can_be_null=False,
             ),
         )
     except pa.ArrowInvalid as exc:
         raise GeopakError(f"{path}: bad landmark table: {str(exc).splitlines()[0]}") from None
-    lat = t.column(clat).to_numpy(zero_copy_only=False).astype("float64")
-    lon = t.column(clon).to_numpy(zero_copy_only=False).astype("float64")
+    lat, bad_lat = _floats(t.column(clat))
+    lon, bad_lon = _floats(t.column(clon))
+    if skipped.count or (bad_lat | bad_lon).any():
+        log.warning(
+            "gldv2: %s: %d malformed row(s) and %d landmark(s) whose coordinates are no "
+            "numbers skipped",
+            path.name,
+            skipped.count,
+            int((bad_lat | bad_lon).sum()),
+        )
     keep = valid_coordinates(lat, lon) & in_bbox(lat, lon, tuple(bbox))
     ids = t.column(cid).to_pylist()
     label = t.column(cname).to_pylist() if cname else [""] * t.num_rows
@@ -170,6 +194,32 @@ def load_landmarks(
         for i in range(t.num_rows)
         if keep[i]
     }
+
+
+def _beside(train_csv: Path) -> Path | None:
+    """GLDv2 ships ``train_attribution.csv`` next to ``train.csv``: found there, it need not be
+    named (the contract's command gives only --train-csv and --landmarks)."""
+    found = train_csv.with_name("train_attribution.csv")
+    if found.is_file() and found != train_csv:
+        log.info("gldv2: licences from %s (beside %s)", found, train_csv.name)
+        return found
+    return None
+
+
+def _floats(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(values, not-a-number mask) of a text column: empty cells are NaN (no coordinates),
+    cells that are no numbers ("abc", "31.5.4") are NaN too and flagged, so one bad landmark
+    is dropped instead of stopping the crawl."""
+    text = [str(v).strip() for v in column.to_pylist()]
+    values = np.full(len(text), np.nan)
+    bad = np.zeros(len(text), dtype=bool)
+    for i, v in enumerate(text):
+        if v:
+            try:
+                values[i] = float(v)
+            except ValueError:
+                bad[i] = True
+    return values, bad
 
 
 class Gldv2Source(Source):
@@ -195,7 +245,7 @@ class Gldv2Source(Source):
         self.landmarks = self._path(
             landmarks or g.landmarks, "landmark table", "--landmarks", "crawl.gldv2.landmarks"
         )
-        att = attribution_csv or g.attribution_csv
+        att = attribution_csv or g.attribution_csv or _beside(self.train_csv)
         self.attribution_csv = (
             self._path(att, "attribution CSV", "--attribution-csv", "") if att else None
         )
@@ -217,7 +267,8 @@ class Gldv2Source(Source):
             raise GeopakError(
                 "gldv2: no attribution CSV; GLDv2 gives each image's licence only in "
                 "train_attribution.csv (id,url,author,license,title) and images of unknown "
-                "licence are not kept: pass --attribution-csv FILE or set crawl.gldv2.attribution_csv"
+                f"licence are not kept: put it beside {self.train_csv.name}, pass "
+                "--attribution-csv FILE or set crawl.gldv2.attribution_csv"
             )
 
     @staticmethod
@@ -250,7 +301,8 @@ class Gldv2Source(Source):
         clm = _pick(names, ("landmark_id",), self.train_csv, "landmark_id")
         value_set = pa.array(sorted(marks), pa.string())
         pieces = []
-        for b in _csv_blocks(self.train_csv, [cid, curl, clm]):
+        skipped = _SkipBadRows()
+        for b in _csv_blocks(self.train_csv, [cid, curl, clm], skipped):
             lm = pc.utf8_trim_whitespace(b.column(clm))
             mask = pc.is_in(lm, value_set=value_set)
             t = pa.table({"id": b.column(cid), "url": b.column(curl), "landmark_id": lm}).filter(
@@ -258,6 +310,12 @@ class Gldv2Source(Source):
             )
             if t.num_rows:
                 pieces.append(t)
+        if skipped.count:
+            log.warning(
+                "gldv2: %d malformed row(s) of %s skipped (not the header's number of fields)",
+                skipped.count,
+                self.train_csv.name,
+            )
         if not pieces:
             return pa.table(
                 {

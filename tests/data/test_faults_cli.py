@@ -177,3 +177,23 @@ def test_full_and_read_only_disk_on_a_real_tmpfs(tmp_path, server, capsys):
         assert snapshot(mnt / "w") == before
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+def test_refused_boundaries_are_not_remembered(tmp_path, server, capsys):
+    # `tag --boundaries F` remembers F for later stages; a file of another country (or one
+    # that is no polygon file) is refused before that, so the next stage is not silently
+    # re-run on it.
+    from support.fictional import write_country
+
+    meta = _meta(tmp_path, server)
+    work = tmp_path / "w"
+    assert _crawl(work, meta) == 0
+    capsys.readouterr()
+    before = snapshot(work)
+    other = write_country(tmp_path / "xfa.geojson")
+    _refused(capsys, main(["tag", "--work", str(work), "--boundaries", str(other)]), "holds XFA")
+    assert snapshot(work) == before
+    junk = tmp_path / "junk.geojson"
+    junk.write_text("no polygons here")
+    _refused(capsys, _crawl(work, meta, None, "--boundaries", str(junk)), "junk.geojson")
+    assert snapshot(work) == before

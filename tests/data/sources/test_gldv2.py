@@ -104,8 +104,53 @@ def test_unknown_licence_dropped_and_attribution_required(tmp_path, files):
     src.discover(parts, progress=NullProgress())
     assert parts.read_all().num_rows == 0
     assert src.stats["licence_unknown"] == 3  # no recognised licence, or no attribution row
+    attrib.unlink()  # none given and none beside train.csv
     with pytest.raises(GeopakError, match="--attribution-csv"):
         get_source("gldv2", config=load_config(), train_csv=train, landmarks=marks)
+
+
+def test_attribution_found_beside_train_csv(tmp_path, files):
+    # The contract's command names only --train-csv and --landmarks; the release ships
+    # train_attribution.csv next to train.csv, so that one is used.
+    train, marks, attrib = files
+    assert attrib.parent == train.parent and attrib.name == "train_attribution.csv"
+    src = get_source("gldv2", config=load_config(), train_csv=train, landmarks=marks)
+    assert src.attribution_csv == attrib
+    assert src.inputs()["attribution_csv"] == attrib  # fingerprinted like a given one
+    recs = run(tmp_path, train_csv=train, landmarks=marks).to_pylist()
+    assert [r["license"] for r in recs] == ["CC BY-SA 3.0", "Public domain"]
+    from geopak_data.source_registry import missing_inputs
+
+    assert missing_inputs("gldv2", load_config(), {"train_csv": train, "landmarks": marks}) == []
+    attrib.unlink()
+    assert any(
+        "train_attribution.csv" in m
+        for m in missing_inputs("gldv2", load_config(), {"train_csv": train, "landmarks": marks})
+    )
+
+
+def test_odd_rows_skipped_not_fatal(tmp_path, files, caplog):
+    # One broken line in a 4.1M-row train.csv, or one landmark with a coordinate that is no
+    # number, must not stop the crawl: the rest is kept and the skipped rows are counted.
+    train, marks, attrib = files
+    with train.open("a") as fh:
+        fh.write("brokenline\n")
+        fh.write("aa11,https://upload.wikimedia.org/x.jpg,142820,extra-field\n")
+        fh.write("bb22,,\n")
+    with marks.open("a") as fh:
+        fh.write("555,abc,74.3,Bad latitude\n")
+        fh.write("556,31.5.4,74.3,Two dots\n")
+        fh.write("557,31.5\n")
+    with caplog.at_level("WARNING", logger="geopak.gldv2"):
+        recs = run(tmp_path, train_csv=train, landmarks=marks, attribution_csv=attrib).to_pylist()
+    assert [r["source_id"] for r in recs] == ["6e158a47eb2ca3f6", "3ad87684c99c06e1"]
+    text = caplog.text
+    assert "2 malformed row(s) of train.csv skipped" in text
+    assert "1 malformed row(s) and 2 landmark(s) whose coordinates are no numbers" in text
+    from geopak_data.sources.gldv2 import load_landmarks
+
+    got = load_landmarks(marks, (60.0, 23.0, 78.0, 38.0))
+    assert sorted(got) == ["113209", "142820"]
 
 
 def test_title_and_author_cleaning():
