@@ -81,10 +81,14 @@ class Source(ABC):
 
         A metadata URL that carried credentials (``user:pass@``, ``?api_key=``) is stored
         without them; the original is remembered in memory by this process's discovery and
-        used for the request (a crawl resumed in a new process after discovery fetches the
-        stored, credential-free URL)."""
+        used for the request. A crawl resumed in a new process has only the stored URL: the
+        credentials ``GEOPAK_URL_CREDENTIALS`` holds for its origin are put back
+        (``credentials.with_env_credentials``)."""
+        from ..credentials import with_env_credentials
+
         url = str(record["url"])
-        return _REQUEST_URLS.get((str(record.get("key", "")), url), url), {}
+        known = _REQUEST_URLS.get((str(record.get("key", "")), url))
+        return (known if known is not None else with_env_credentials(url)), {}
 
     def inputs(self) -> dict[str, Path]:
         """Local files the discovery reads (fingerprinted by the runner: a change re-runs)."""
