@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from geopak_core.io import PartStore
 
 from ..config import PipelineConfig
@@ -161,5 +163,41 @@ def write_unit(
         )
         discovery_rejects(parts).write(unit, table_r)
     table = records_to_table(_stored(records), SOURCE_SCHEMA)
+    parts.write(unit, table)
+    return table.num_rows
+
+
+# A text field whose credential stripping can change it: a URL with userinfo or a query.
+_MAY_HOLD_CREDENTIALS = r"https?://[^\s/?#]*@|https?://[^\s#]*\?"
+
+
+def write_unit_table(parts: PartStore, unit: str, table: pa.Table) -> int:
+    """``write_unit`` for records that are already a ``SOURCE_SCHEMA`` table (a columnar
+    source): the same credential rule (``records.without_credentials``), applied in Python
+    only to the rows a vectorised test finds able to hold credentials."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    cols = ("key", "url", "license_url", "title", "attribution")
+    sure = np.zeros(table.num_rows, bool)
+    for name, pattern in (
+        ("url", "[@=]"),
+        ("license_url", "[@=]"),
+        ("title", _MAY_HOLD_CREDENTIALS),
+        ("attribution", _MAY_HOLD_CREDENTIALS),
+    ):
+        hit = pc.match_substring_regex(table.column(name), pattern)
+        sure |= np.asarray(hit.to_numpy(), bool)
+    if sure.any():
+        rows = np.flatnonzero(sure)
+        clean = list(_stored(table.select(cols).take(pa.array(rows)).to_pylist()))
+        for name in cols[1:]:
+            i = table.schema.get_field_index(name)
+            col = pc.replace_with_mask(
+                table.column(name).combine_chunks(),
+                pa.array(sure),
+                pa.array([r[name] for r in clean], pa.string()),
+            )
+            table = table.set_column(i, name, col)
     parts.write(unit, table)
     return table.num_rows

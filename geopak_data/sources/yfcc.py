@@ -1,17 +1,17 @@
 """YFCC100M: scan the ``yfcc100m_dataset`` metadata for geotagged photos inside the bbox.
 
 The file is 100M lines (tens of GB), so it is streamed (constant memory) in blocks of
-``crawl.yfcc.chunk_bytes`` that end at a line end, read into one reused buffer. Only
-longitude, latitude and marker decide whether a line is kept, so a block is first scanned at
-the byte level in numpy (no per-row Python): tab and newline positions give every line's
-fields, the lines that are photos with both coordinates get those two short fields parsed
-(``pyarrow.compute``, after a strict plain-decimal check), the bbox mask is vectorised, and
-only the few kept lines are decoded and split in Python. A block that scan does not fully
-recognise (a line without exactly 25 fields, a marker other than ``0``/``1``, a coordinate
-that is not a plain decimal, CRLF, control bytes) takes the previous exact path instead:
-pyarrow's CSV parser on the three filter columns, and for malformed or empty lines a
-line-by-line parse that skips the bad lines. Each block is one discovery unit
-(``c0000042``): a killed scan resumes by skipping blocks whose part exists.
+``crawl.yfcc.chunk_bytes`` that end at a line end, read into one reused buffer. Each block is
+one discovery unit (``c0000042``): a killed scan resumes by skipping blocks whose part exists.
+
+Discovery is columnar from end to end, because it keeps about one row in a hundred and any
+per-row Python is paid for all of them: ``yfccscan`` finds the kept photos of a block with a
+numpy byte scan and hands them over as an Arrow table of their raw fields (``KEPT_SCHEMA``);
+``records_table`` maps that table onto the discovery record columns with pyarrow compute
+(URL-decoding, licence names through a lookup of the few distinct (name, URL) pairs, dates
+through ``dates.clean_dates``), calling Python only for the rare values the vectorised rules
+do not cover; the part is written straight from that table. A Parquet input gives the same
+kept table from its columns.
 
 Format (tab-separated, no header, 25 columns, 1-based): 1 line number, 2 photo id, 3 hash,
 4 user NSID, 5 user nickname, 6 date taken, 7 date uploaded, 8 capture device, 9 title,
@@ -38,12 +38,12 @@ import gzip
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import quote_plus, unquote, unquote_plus
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -53,39 +53,13 @@ from geopak_core.progress import log
 
 from ..config import PipelineConfig
 from ..country import crawl_bbox
-from ..dates import clean_date, from_unix
+from ..dates import clean_dates
 from ..licenses import FLICKR_LICENSES
-from ..records import empty_record, make_key
-from .base import Progress, Source, write_unit
+from ..records import SOURCE_SCHEMA, make_key
+from .base import Progress, Source, write_unit_table
+from .yfccscan import KEPT_SCHEMA, YFCC_COLUMNS, Block, Scratch, scan_block
 
-YFCC_COLUMNS: tuple[str, ...] = (
-    "linenumber",
-    "photoid",
-    "hash",
-    "uid",
-    "unickname",
-    "datetaken",
-    "dateuploaded",
-    "capturedevice",
-    "title",
-    "description",
-    "usertags",
-    "machinetags",
-    "longitude",
-    "latitude",
-    "accuracy",
-    "pageurl",
-    "downloadurl",
-    "licensename",
-    "licenseurl",
-    "serverid",
-    "farmid",
-    "secret",
-    "secretoriginal",
-    "ext",
-    "marker",
-)
-# Columns the scan converts (the rest are parsed but never materialised).
+# The columns a Parquet input is read for.
 NEEDED = (
     "photoid",
     "uid",
@@ -190,28 +164,78 @@ def _tags(value: str) -> str:
 # ----------------------------------------------------------------------------- reading
 
 
-@dataclass
-class Block:
-    """One discovery unit of the metadata: how many rows it held and the rows kept."""
-
-    rows: int
-    kept: list[dict[str, Any]]
-    malformed: int = 0  # non-blank lines skipped: wrong column count, unparsable coordinates
-
-
-_FILTER_COLS = ("longitude", "latitude", "marker")
-_IDX = {c: i for i, c in enumerate(YFCC_COLUMNS)}
+def _compressed(path: Path) -> bool:
+    """Whether pyarrow's ``compression="detect"`` reads ``path`` through a codec (by suffix)."""
+    try:
+        pa.Codec.detect(str(path))
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _raw_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
     """The (decompressed) file in blocks of about ``chunk_bytes`` ending at a line end.
 
     Block boundaries depend only on the bytes and ``chunk_bytes``, so unit numbers are the
-    same in every run (what lets a killed scan resume by unit). The file is read straight
-    into one reused buffer (a fresh allocation and a join per block cost more than the scan
-    itself), so a yielded block is valid only until the next one is asked for. A line longer
-    than a block makes the buffer grow until the line ends.
+    same in every run (what lets a killed scan resume by unit): the first ``chunk_bytes`` of
+    what is left, cut after their last newline (``k * chunk_bytes`` for a line longer than
+    that); the last block gets a final newline when the file has none. A yielded block is
+    valid only until the next one is asked for.
     """
+    if not _compressed(path):
+        yield from _mapped_blocks(path, chunk_bytes)
+        return
+    yield from _stream_blocks(path, chunk_bytes)
+
+
+def _rfind_newline(buf: Any, start: int, end: int) -> int:
+    """The last newline of ``buf[start:end]`` (-1: none). One place, so a test can count the
+    bytes searched: each byte of a long line must be searched once (linear time)."""
+    return buf.rfind(b"\n", start, end)
+
+
+def _mapped_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
+    """Blocks of a plain file as views of a read-only memory map: no copy at all (reading
+    into a buffer cost more than the whole scan of the bytes)."""
+    import mmap
+
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mm)
+    try:
+        pos = 0
+        while pos < size:
+            end, searched = pos + chunk_bytes, pos
+            cut = -1
+            while end <= size:
+                cut = _rfind_newline(mm, searched, end)
+                if cut >= 0:
+                    break
+                searched, end = end, end + chunk_bytes
+            if cut < 0:  # the tail: what is left, with a final newline
+                yield (
+                    view[pos:size]
+                    if mm[size - 1] == 10
+                    else memoryview(view[pos:size].tobytes() + b"\n")
+                )
+                return
+            yield view[pos : cut + 1]
+            pos = cut + 1
+    finally:
+        try:
+            view.release()
+            mm.close()
+        except BufferError:  # a caller still holds a view: the map goes with the last one
+            pass
+
+
+def _stream_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
+    """Blocks of a compressed file, decompressed into one reused buffer (a fresh allocation
+    and a join per block cost more than the scan itself). A line longer than a block makes
+    the buffer grow (by doubling: linear) until the line ends."""
     stream = pa.input_stream(str(path), compression="detect")
     try:
         buf = bytearray(chunk_bytes)
@@ -239,7 +263,7 @@ def _raw_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
                 else:
                     yield view[:have]
                 return
-            cut = buf.rfind(b"\n", searched, have)  # only the bytes read since the last look
+            cut = _rfind_newline(buf, searched, have)  # only the bytes read since the last look
             if cut < 0:  # one line longer than a block: keep reading
                 searched = have
                 want = have + chunk_bytes
@@ -250,275 +274,6 @@ def _raw_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
             have, want, searched = rest, chunk_bytes, 0
     finally:
         stream.close()
-
-
-def _row_from_fields(f: list[str], lon: float, lat: float) -> dict[str, Any]:
-    acc = f[_IDX["accuracy"]].strip()
-    row: dict[str, Any] = {
-        c: f[_IDX[c]] for c in NEEDED if c not in ("longitude", "latitude", "accuracy", "marker")
-    }
-    row.update(longitude=lon, latitude=lat, accuracy=int(acc) if acc.isdigit() else None, marker=0)
-    return row
-
-
-def _in_box(lon: float, lat: float, bbox: tuple[float, float, float, float]) -> bool:
-    return bbox[0] <= lon <= bbox[2] and bbox[1] <= lat <= bbox[3]
-
-
-def _scan_block_slow(block: bytes | memoryview, bbox: tuple[float, float, float, float]) -> Block:
-    """Line-by-line fallback for a block with malformed or empty lines (never the common case)."""
-    rows = 0
-    bad = 0
-    kept = []
-    for raw in bytes(block).split(b"\n"):
-        if not raw.strip():
-            continue
-        f = raw.decode("utf-8", "replace").split("\t")
-        if len(f) != len(YFCC_COLUMNS):
-            bad += 1
-            continue
-        rows += 1
-        lon_s, lat_s = f[_IDX["longitude"]].strip(), f[_IDX["latitude"]].strip()
-        if not lon_s or not lat_s:
-            continue  # no coordinates: a normal YFCC row, never kept
-        try:
-            lon, lat = float(lon_s), float(lat_s)
-            marker = int(f[_IDX["marker"]] or 0)
-        except ValueError:
-            bad += 1
-            continue
-        if marker == 0 and _in_box(lon, lat, bbox):
-            kept.append(_row_from_fields(f, lon, lat))
-    return Block(rows, kept, bad)
-
-
-def _scan_block_arrow(block: bytes | memoryview, bbox: tuple[float, float, float, float]) -> Block:
-    """Exact path for a block the byte-level scan does not recognise: pyarrow parses only the
-    three filter columns (multi-threaded), the mask is vectorised, only kept lines are split
-    in Python; malformed or empty lines send the block on to the line-by-line parse."""
-    import numpy as np
-    import pyarrow.csv as pacsv
-
-    ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
-    lines = len(ends)
-    try:
-        table = pacsv.read_csv(
-            pa.py_buffer(block),
-            read_options=pacsv.ReadOptions(
-                column_names=list(YFCC_COLUMNS),
-                block_size=max(1 << 20, len(block) // 8 + 1),
-                use_threads=True,
-            ),
-            # No invalid_row_handler: a malformed line raises and the block takes the slow path
-            # (a handler would be given the line as text and fail noisily on non-UTF-8 bytes).
-            parse_options=pacsv.ParseOptions(
-                delimiter="\t", quote_char=False, escape_char=False, newlines_in_values=False
-            ),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=list(_FILTER_COLS),
-                column_types={
-                    "longitude": pa.float64(),
-                    "latitude": pa.float64(),
-                    "marker": pa.int8(),
-                },
-            ),
-        )
-    except pa.ArrowInvalid:
-        return _scan_block_slow(block, bbox)
-    if table.num_rows != lines:  # rows no longer line up with lines
-        return _scan_block_slow(block, bbox)
-    mask = (
-        select(table, bbox).column("_keep").to_numpy(zero_copy_only=False)
-        if table.num_rows
-        else np.zeros(0, bool)
-    )
-    hits = np.flatnonzero(mask)
-    if hits.size == 0:
-        return Block(lines, [])
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    lon = table.column("longitude").to_numpy(zero_copy_only=False)
-    lat = table.column("latitude").to_numpy(zero_copy_only=False)
-    kept = []
-    for i in hits.tolist():
-        f = bytes(block[starts[i] : ends[i]]).decode("utf-8", "replace").split("\t")
-        kept.append(_row_from_fields(f, float(lon[i]), float(lat[i])))
-    return Block(lines, kept)
-
-
-_NSEP = len(YFCC_COLUMNS)  # separators per line: 24 tabs and the newline
-# 0-based index (among a line's separators) of the tab that ends longitude (column 13),
-# latitude (14) and original extension (24, so the marker follows it); the newline is last.
-_LON_END, _LAT_END, _MARKER_TAB = _IDX["longitude"], _IDX["latitude"], _IDX["marker"] - 1
-# A coordinate the fast path parses itself: a plain decimal, which Python's float(), pyarrow's
-# CSV reader and pyarrow's cast all turn into the same correctly rounded double. Anything else
-# (exponent, sign "+", spaces, "nan", "1.", ".5", very long) sends the block to the exact path.
-_PLAIN_DECIMAL = r"^-?[0-9]{1,20}(?:\.[0-9]{1,20})?$"
-_MAX_COORD = 42  # the longest plain decimal above: refused early without gathering it
-
-
-class _Scratch:
-    """Buffers reused from block to block (a fresh block-sized mask costs page faults)."""
-
-    def __init__(self) -> None:
-        import numpy as np
-
-        self._np = np
-        self._mask = np.empty(0, bool)
-        self._pattern = np.empty(0, np.uint8)
-        self._other: _Scratch | None = None
-
-    def other(self) -> _Scratch:
-        """The buffers of the second thread."""
-        if self._other is None:
-            self._other = _Scratch()
-        return self._other
-
-    def mask(self, n: int) -> Any:
-        if self._mask.size < n:
-            self._mask = self._np.empty(n, bool)
-        return self._mask[:n]
-
-    def pattern(self, lines: int) -> Any:
-        """The separator bytes of ``lines`` well-formed lines: 24 tabs and a newline each."""
-        if self._pattern.size < lines * _NSEP:
-            one = self._np.array([9] * (_NSEP - 1) + [10], self._np.uint8)
-            self._pattern = self._np.tile(one, max(lines, 2 * self._pattern.size // _NSEP))
-        return self._pattern[: lines * _NSEP]
-
-
-def _plain_decimals(arr: Any, starts: Any, lengths: Any) -> Any:
-    """float64 values of the byte fields ``arr[starts[i] : starts[i] + lengths[i]]``, or None when
-    any field is not a plain decimal. The fields are gathered into one contiguous binary array
-    (vectorised), checked with one regex and converted with one cast."""
-    import numpy as np
-
-    n = len(starts)
-    if int(lengths.max()) > _MAX_COORD:
-        return None
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    if offsets[-1] >= 1 << 31:  # beyond 32-bit offsets (a block of gigabytes)
-        return None
-    data = arr[np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))]
-    fields = pa.BinaryArray.from_buffers(
-        pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
-    )
-    if not pc.all(pc.match_substring_regex(fields, _PLAIN_DECIMAL)).as_py():
-        return None
-    values = pc.cast(fields.view(pa.string()), pa.float64())  # plain ASCII decimals: valid UTF-8
-    return np.frombuffer(values.buffers()[1], np.float64, count=n, offset=values.offset * 8)
-
-
-_PARALLEL_BYTES = 4 << 20  # blocks at least this big are scanned as two halves in two threads
-
-
-def _scan_block_fast(
-    block: bytes | memoryview, bbox: tuple[float, float, float, float], scratch: _Scratch
-) -> Block | None:
-    """The byte-level scan of one block, or None when it does not recognise the block (then
-    ``_scan_block_arrow`` decides). A big block is cut at the line end nearest its middle and
-    the halves are scanned in two threads (numpy releases the GIL); lines are independent,
-    so the two results joined are the result of one scan, and either half refusing refuses
-    the block."""
-    size = len(block)
-    if size >= _PARALLEL_BYTES and (os.cpu_count() or 1) > 1:
-        view = memoryview(block)
-        near = bytes(view[size // 2 : size // 2 + (1 << 16)]).find(b"\n")
-        if 0 <= near < size - size // 2 - 1:
-            cut = size // 2 + near + 1
-            second: list[Any] = []
-
-            def run() -> None:
-                try:
-                    second.append(_scan_lines(view[cut:], bbox, scratch.other()))
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                    second.append(exc)
-
-            worker = threading.Thread(target=run, name="yfcc-scan", daemon=True)
-            worker.start()
-            try:
-                first = _scan_lines(view[:cut], bbox, scratch)
-            finally:
-                worker.join()
-            if not second:
-                raise RuntimeError("yfcc: scan thread ended without a result")
-            if isinstance(second[0], BaseException):
-                raise second[0]
-            if first is None or second[0] is None:
-                return None
-            return Block(first.rows + second[0].rows, first.kept + second[0].kept)
-    return _scan_lines(block, bbox, scratch)
-
-
-def _scan_lines(
-    block: bytes | memoryview, bbox: tuple[float, float, float, float], scratch: _Scratch
-) -> Block | None:
-    """The byte-level scan of some whole lines (see the module docstring), or None when they
-    hold anything it does not recognise, so that ``_scan_block_arrow`` decides (same result).
-
-    Every line must have exactly 24 tabs and no other byte below 11, end with ``\\n`` and
-    carry the marker ``0`` or ``1``; the coordinates of the lines that are photos with both
-    coordinates must be plain decimals. On such a block the exact paths agree line by line
-    (a video or a line with an empty coordinate is counted and never kept by either), so
-    this gives the same rows, kept lines and values.
-    """
-    import numpy as np
-
-    size = len(block)
-    arr = np.frombuffer(block, np.uint8)
-    if size == 0 or arr[-1] != 10:
-        return None
-    mask = scratch.mask(size)
-    np.less_equal(arr, 10, out=mask)  # tabs and newlines (and control bytes: refused below)
-    seps = np.flatnonzero(mask)
-    if seps.size % _NSEP:
-        return None
-    lines = seps.size // _NSEP
-    if not np.array_equal(arr[seps], scratch.pattern(lines)):
-        return None
-    # the five separators used, copied out in one pass: before/after longitude, after
-    # latitude, before the marker, the newline
-    cols = seps.reshape(lines, _NSEP)[:, [_LON_END - 1, _LON_END, _LAT_END, _MARKER_TAB, _NSEP - 1]]
-    lon_start, lon_end, lat_end, line_end = cols[:, 0] + 1, cols[:, 1], cols[:, 2], cols[:, 4]
-    marker_at = cols[:, 3] + 1
-    if not np.array_equal(line_end, marker_at + 1):  # the marker is one byte
-        return None
-    marker = arr[marker_at]
-    photo = marker == 48
-    if not np.all(photo | (marker == 49)):
-        return None
-    cand = np.flatnonzero(photo & (lon_end > lon_start) & (lat_end > lon_end + 1))
-    if cand.size == 0:
-        return Block(lines, [])
-    starts = np.empty(2 * cand.size, np.int64)
-    starts[0::2] = lon_start[cand]
-    starts[1::2] = lon_end[cand] + 1
-    lengths = np.empty(2 * cand.size, np.int64)
-    lengths[0::2] = lon_end[cand] - starts[0::2]
-    lengths[1::2] = lat_end[cand] - starts[1::2]
-    values = _plain_decimals(arr, starts, lengths)
-    if values is None:
-        return None
-    lon, lat = values[0::2], values[1::2]
-    keep = (lon >= bbox[0]) & (lon <= bbox[2]) & (lat >= bbox[1]) & (lat <= bbox[3])
-    kept = []
-    for j in np.flatnonzero(keep).tolist():
-        i = int(cand[j])
-        start = int(line_end[i - 1]) + 1 if i else 0
-        f = bytes(block[start : int(line_end[i])]).decode("utf-8", "replace").split("\t")
-        kept.append(_row_from_fields(f, float(lon[j]), float(lat[j])))
-    return Block(lines, kept)
-
-
-def _scan_block(
-    block: bytes | memoryview,
-    bbox: tuple[float, float, float, float],
-    scratch: _Scratch | None = None,
-) -> Block:
-    """Filter one block: the byte-level numpy scan when it recognises the block, else the exact
-    pyarrow / line-by-line paths. ``scratch`` carries reused buffers from block to block."""
-    fast = _scan_block_fast(block, bbox, scratch or _Scratch())
-    return fast if fast is not None else _scan_block_arrow(block, bbox)
 
 
 def _as_float(col: pa.Array) -> pa.Array:
@@ -533,6 +288,13 @@ def _as_float(col: pa.Array) -> pa.Array:
         return pc.cast(col, pa.float64())
     except pa.ArrowInvalid:
         return pa.array([_float_or_none(v) for v in col.to_pylist()], pa.float64())
+
+
+def _as_int32(col: pa.Array) -> pa.Array:
+    """Whole numbers as int32; a fraction or a value beyond int32 is unknown (null), not a
+    failure of the whole file."""
+    whole = pc.and_(pc.equal(pc.floor(col), col), pc.less_equal(pc.abs(col), 2**31 - 1))
+    return pc.cast(pc.if_else(whole, col, pa.scalar(None, pa.float64())), pa.int32())
 
 
 def _float_or_none(v: str | None) -> float | None:
@@ -590,7 +352,7 @@ def _parquet_blocks(
             if c in ("longitude", "latitude"):
                 cols[c] = _as_float(arr)
             elif c == "accuracy":
-                cols[c] = pc.cast(_as_float(arr), pa.int32())
+                cols[c] = _as_int32(_as_float(arr))
             elif c == "marker":
                 cols[c] = pc.cast(_as_float(arr), pa.int8())
             else:
@@ -609,7 +371,8 @@ def _parquet_blocks(
                 )
         table = pa.table(cols)
         keep = select(table, bbox).column("_keep")
-        yield Block(n, table.filter(keep).to_pylist())
+        names = KEPT_SCHEMA.names + [c for c in OPTIONAL if c in cols]
+        yield Block(n, table.filter(keep).select(names))
 
 
 _WEBSCOPE_LINE = re.compile(rb"(?m)^([^\t\n]*)\t")
@@ -636,11 +399,11 @@ def scan_blocks(
     if p.suffix.lower() in (".parquet", ".pq"):
         yield from _parquet_blocks(p, max(1024, chunk_bytes // 256), box)  # type: ignore[arg-type]
         return
-    scratch = _Scratch()
+    scratch = Scratch()
     for block in _raw_blocks(p, chunk_bytes):
         if layout == "webscope23":
             block = memoryview(webscope_to_25(block))
-        yield _scan_block(block, box, scratch)  # type: ignore[arg-type]
+        yield scan_block(block, box, scratch)  # type: ignore[arg-type]
 
 
 def check_metadata(path: str | Path, sniff_bytes: int = 1 << 20) -> str:
@@ -710,45 +473,129 @@ def select(table: pa.Table, bbox: tuple[float, float, float, float]) -> pa.Table
     return table.append_column("_keep", mask)
 
 
-def to_record(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One kept YFCC row -> a discovery record (text URL-decoded, licence mapped)."""
-    sid = str(row["photoid"]).strip()
-    owner = unquote_plus(row.get("unickname") or "") or str(row.get("uid") or "")
-    title = unquote_plus(row.get("title") or "")
-    license_name = unquote_plus(row.get("licensename") or "")
-    license_url = row.get("licenseurl") or ""
-    short, lid = map_license(license_name, license_url)
-    taken, granularity = clean_date(
-        unquote_plus(row.get("datetaken") or ""),
-        row.get("datetakengranularity"),
-        uploaded=from_unix(row.get("dateuploaded")),
+# ----------------------------------------------------------------------------- mapping
+
+
+def _patched(
+    col: pa.Array, where: Any, fn: Callable[[Any], Any], source: pa.Array | None = None
+) -> pa.Array:
+    """``col`` with the values where the numpy mask ``where`` is set replaced by ``fn`` of
+    the same rows of ``source`` (default ``col``), computed in Python for those rows only."""
+    if not where.any():
+        return col
+    mask = pa.array(where)
+    values = [fn(v) for v in (col if source is None else source).filter(mask).to_pylist()]
+    return pc.replace_with_mask(col, mask, pa.array(values, col.type))
+
+
+def _mask(arr: pa.Array) -> Any:
+    return np.asarray(arr.to_numpy(zero_copy_only=False), bool)
+
+
+def _unquote_plus(col: pa.Array) -> pa.Array:
+    """``urllib.parse.unquote_plus`` of every value (``+`` -> space vectorised; the percent
+    escapes, rare in names and titles, decoded in Python for the values that have one)."""
+    spaced = pc.replace_substring(col, "+", " ")
+    return _patched(spaced, _mask(pc.match_substring(spaced, "%")), unquote)
+
+
+def _tags_col(col: pa.Array) -> pa.Array:
+    """``_tags`` of every value: printable ASCII without ``%`` vectorised (``+`` dropped, runs
+    of commas one space), anything else through ``_tags``."""
+    simple = _mask(pc.match_substring_regex(col, r"^[!-$&-~]*$"))
+    joined = pc.replace_substring_regex(pc.replace_substring(col, "+", ""), ",+", " ")
+    return _patched(pc.utf8_trim(joined, " "), ~simple, _tags, source=col)
+
+
+def _licences(names: pa.Array, urls: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``map_license`` of every (name, URL) row: called once per distinct pair (a handful)."""
+    n = len(names)
+    if n == 0:
+        return pa.array([], pa.string()), pa.array([], pa.string())
+    dn, du = names.dictionary_encode(), urls.dictionary_encode()
+    code = dn.indices.to_numpy().astype(np.int64) * len(du.dictionary) + du.indices.to_numpy()
+    pairs, inverse = np.unique(code, return_inverse=True)
+    got = [
+        map_license(
+            dn.dictionary[int(c) // len(du.dictionary)].as_py(),
+            du.dictionary[int(c) % len(du.dictionary)].as_py(),
+        )
+        for c in pairs.tolist()
+    ]
+    take = pa.array(inverse.reshape(-1))
+    return (
+        pa.array([a for a, _ in got], pa.string()).take(take),
+        pa.array([b for _, b in got], pa.string()).take(take),
     )
-    page = row.get("pageurl") or ""
-    who = f" by {owner}" if owner else ""
-    attribution = (
-        f'"{title or sid}"{who}, {short or "licence unknown"}'
-        + (f", {page}" if page else "")
-        + " (Flickr, via YFCC100M)"
+
+
+def _ids(photoid: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(source_id, key) of every row: ``str(photoid).strip()`` and ``make_key("yfcc", id)``;
+    plain ids (the YFCC numbers) need neither, the rest go through them in Python."""
+    plain = _mask(pc.match_substring_regex(photoid, r"^[A-Za-z0-9_-]{1,64}$"))
+    sid = _patched(photoid, ~plain, lambda v: str(v).strip())
+    key = _patched(
+        pc.binary_join_element_wise("yfcc", sid, "-"),
+        ~plain,
+        lambda v: make_key("yfcc", v),
+        source=sid,
     )
-    return empty_record(
-        key=make_key("yfcc", sid),
-        source="yfcc",
-        source_id=sid,
-        url=row.get("downloadurl") or "",
-        lat=float(row["latitude"]),
-        lon=float(row["longitude"]),
-        accuracy=None if row.get("accuracy") is None else int(row["accuracy"]),
-        license=short,
-        license_id=lid,
-        license_url=license_url,
-        owner=owner,
-        title=title,
-        tags=_tags(row.get("usertags") or ""),
-        date_taken=taken,
-        date_granularity=granularity,
-        attribution=attribution,
-        restricted=False,
+    return sid, key
+
+
+def _if_empty(col: pa.Array, then: Any, other: Any) -> pa.Array:
+    return pc.if_else(pc.equal(col, ""), then, other)
+
+
+def records_table(kept: pa.Table) -> pa.Table:
+    """Kept YFCC rows (``KEPT_SCHEMA``) -> discovery records (``SOURCE_SCHEMA``), vectorised:
+    text URL-decoded, licence mapped, dates cleaned, the attribution line composed."""
+    col = {c: kept.column(c).combine_chunks() for c in kept.column_names}
+    n = kept.num_rows
+    sid, key = _ids(col["photoid"])
+    nick = _unquote_plus(col["unickname"])
+    owner = _if_empty(nick, col["uid"], nick)
+    title = _unquote_plus(col["title"])
+    short, lid = _licences(_unquote_plus(col["licensename"]), col["licenseurl"])
+    gran = col.get("datetakengranularity")
+    taken, granularity = clean_dates(
+        _unquote_plus(col["datetaken"]),
+        None if gran is None else gran.to_pylist(),
+        col["dateuploaded"],
     )
+    page = col["pageurl"]
+    attribution = pc.binary_join_element_wise(
+        '"',
+        _if_empty(title, sid, title),
+        '"',
+        _if_empty(owner, "", pc.binary_join_element_wise(" by ", owner, "")),
+        ", ",
+        _if_empty(short, "licence unknown", short),
+        _if_empty(page, "", pc.binary_join_element_wise(", ", page, "")),
+        " (Flickr, via YFCC100M)",
+        "",
+    )
+    out = {
+        "key": key,
+        "source": pa.array(["yfcc"] * n, pa.string()),
+        "source_id": sid,
+        "url": col["downloadurl"],
+        "lat": col["latitude"],
+        "lon": col["longitude"],
+        "accuracy": col["accuracy"],
+        "license": short,
+        "license_id": lid,
+        "license_url": col["licenseurl"],
+        "owner": owner,
+        "title": title,
+        "tags": _tags_col(col["usertags"]),
+        "date_taken": taken,
+        "date_granularity": granularity,
+        "attribution": attribution,
+        "restricted": pa.array([False] * n, pa.bool_()),
+        "group_id": pa.array([""] * n, pa.string()),
+    }
+    return pa.table(out, schema=SOURCE_SCHEMA)
 
 
 def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
@@ -874,7 +721,7 @@ class YfccSource(Source):
             self.malformed += block.malformed
             if parts.has(unit):
                 continue
-            n = write_unit(parts, unit, (to_record(r) for r in block.kept))
+            n = write_unit_table(parts, unit, records_table(block.kept))
             progress.update(n)
             progress.set_postfix_str(f"{scanned:,} rows scanned", refresh=False)
         if self.malformed:

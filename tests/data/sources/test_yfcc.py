@@ -207,9 +207,28 @@ def test_license_mapping(name, url, expected):
     assert map_license(name, url) == expected
 
 
-def test_fast_and_fallback_block_parsers_agree(tmp_path):
-    from geopak_data.sources.yfcc import _scan_block, _scan_block_slow
+def _by_lines(block: bytes, bbox) -> tuple[int, list, int]:
+    """The reference: every line read as text by ``_parse_line`` (rows, kept rows, malformed)."""
+    from geopak_data.sources.yfccscan import _python_lines, _python_table
 
+    lines, pos = [], 0
+    for i, raw in enumerate(
+        block.split(b"\n")[:-1] if block.endswith(b"\n") else block.split(b"\n")
+    ):
+        lines.append((i, pos, pos + len(raw)))
+        pos += len(raw) + 1
+    rows, bad, _, kept = _python_lines(block, lines, bbox)
+    return rows, _python_table(kept).to_pylist(), bad
+
+
+def _scanned(block: bytes, bbox, scratch=None) -> tuple[int, list, int]:
+    from geopak_data.sources.yfccscan import Scratch, scan_block
+
+    res = scan_block(block, bbox, scratch or Scratch())
+    return res.rows, res.kept.to_pylist(), res.malformed
+
+
+def test_scan_keeps_what_the_line_by_line_reading_keeps():
     rows = [
         dict(
             photoid=i,
@@ -224,18 +243,18 @@ def test_fast_and_fallback_block_parsers_agree(tmp_path):
     ]
     block = ("\n".join(yfcc_line(r, i) for i, r in enumerate(rows)) + "\n").encode()
     bbox = (60.8, 23.55, 77.9, 37.15)
-    fast, slow = _scan_block(block, bbox), _scan_block_slow(block, bbox)
-    assert fast.rows == slow.rows == 400
-    assert len(fast.kept) > 50 and fast.kept == slow.kept
-    # a malformed coordinate or an empty line: the block falls back and keeps the good rows
-    k = int(fast.kept[0]["photoid"])  # break a row that would be kept
+    got = _scanned(block, bbox)
+    assert got == _by_lines(block, bbox)
+    assert got[0] == 400 and len(got[1]) > 50 and got[2] == 0
+    # a malformed coordinate and an empty line: only that line is lost, and it is counted
+    k = int(got[1][0]["photoid"])
     lines = [yfcc_line(r, i) for i, r in enumerate(rows)]
     cols = lines[k].split("\t")
     cols[12] = "not-a-number"
     lines[k] = "\t".join(cols)
     broken = ("\n".join(lines[:10] + [""] + lines[10:]) + "\n").encode()
-    res = _scan_block(broken, bbox)
-    assert res.kept == fast.kept[1:] and res.rows == 400
+    res = _scanned(broken, bbox)
+    assert res == (400, got[1][1:], 1) == _by_lines(broken, bbox)
 
 
 @pytest.mark.parametrize(
@@ -379,75 +398,136 @@ def _rand_block(rng, n: int, odd_rate: float) -> bytes:
     return b"".join(_rand_line(rng, rng.random() < odd_rate) + b"\n" for _ in range(n))
 
 
-def test_byte_scan_matches_the_exact_path_on_well_formed_blocks():
+def _counting_parse_line(monkeypatch) -> list:
+    """Count the lines read one by one (the Python reference) instead of vectorised."""
+    from geopak_data.sources import yfccscan
+
+    calls: list = []
+    real = yfccscan._parse_line
+
+    def counted(raw, bbox):
+        calls.append(raw)
+        return real(raw, bbox)
+
+    monkeypatch.setattr(yfccscan, "_parse_line", counted)
+    return calls
+
+
+def test_well_formed_blocks_are_decided_without_python_per_line(monkeypatch):
     import random
 
-    from geopak_data.sources.yfcc import (
-        _scan_block_arrow,
-        _scan_block_fast,
-        _scan_block_slow,
-        _Scratch,
-    )
+    from geopak_data.sources.yfccscan import Scratch
 
     rng = random.Random(3)
-    scratch = _Scratch()
+    scratch = Scratch()
     kept = 0
     for _ in range(150):
         block = _rand_block(rng, rng.randrange(1, 40), 0.0)
-        fast = _scan_block_fast(block, BBOX, scratch)
-        assert fast is not None  # well-formed: the fast path decides
-        exact = _scan_block_arrow(block, BBOX)
-        assert (fast.rows, fast.kept) == (exact.rows, exact.kept)
-        assert [(r["longitude"], r["latitude"]) for r in fast.kept] == [
-            (r["longitude"], r["latitude"]) for r in exact.kept
+        want = _by_lines(block, BBOX)
+        calls = _counting_parse_line(monkeypatch)
+        got = _scanned(block, BBOX, scratch)
+        monkeypatch.undo()
+        assert got == want
+        assert [(r["longitude"], r["latitude"]) for r in got[1]] == [
+            (r["longitude"], r["latitude"]) for r in want[1]
         ]
-        slow = _scan_block_slow(block, BBOX)  # and the line-by-line reading agrees too
-        assert (fast.rows, fast.kept) == (slow.rows, slow.kept)
-        kept += len(fast.kept)
+        odd = [ln for ln in block.split(b"\n") if _odd_coordinates(ln)]
+        assert len(calls) == len(odd)  # only lines with a coordinate the scan does not parse
+        kept += len(got[1])
     assert kept > 500
 
 
+def _odd_coordinates(line: bytes) -> bool:
+    import re
+
+    f = line.split(b"\t")
+    plain = re.compile(rb"^-?[0-9]+(\.[0-9]+)?$")
+    if len(f) != 25 or not f[12] or not f[13]:
+        return False
+    return not all(plain.match(v) and sum(c.isdigit() for c in v.decode()) <= 15 for v in f[12:14])
+
+
 @pytest.mark.parametrize("parallel_bytes", [1 << 40, 64])
-def test_byte_scan_with_malformed_lines_gives_the_exact_answer(monkeypatch, parallel_bytes):
+def test_scan_with_malformed_lines_gives_the_line_by_line_answer(monkeypatch, parallel_bytes):
     import random
 
-    from geopak_data.sources import yfcc
-    from geopak_data.sources.yfcc import _scan_block, _scan_block_arrow, _scan_block_fast, _Scratch
+    from geopak_data.sources import yfccscan
 
     monkeypatch.setattr(
-        yfcc, "_PARALLEL_BYTES", parallel_bytes
+        yfccscan, "_PARALLEL_BYTES", parallel_bytes
     )  # 64: blocks scanned as two halves in two threads
     rng = random.Random(parallel_bytes)
-    scratch = _Scratch()
-    decided = refused = 0
+    scratch = yfccscan.Scratch()
+    kept = bad = 0
     for _ in range(250):
         block = _rand_block(rng, rng.randrange(1, 12), 0.25)
         if rng.random() < 0.05:
             block = block[:-1]  # no final newline
-        exact = _scan_block_arrow(block, BBOX)
-        res = _scan_block(block, BBOX, scratch)
-        assert (res.rows, res.kept) == (exact.rows, exact.kept)
-        fast = _scan_block_fast(block, BBOX, scratch)
-        if fast is None:
-            refused += 1
-        else:
-            decided += 1
-            assert (fast.rows, fast.kept) == (exact.rows, exact.kept)
-    assert decided > 20 and refused > 100  # both branches were exercised
+        got = _scanned(block, BBOX, scratch)
+        assert got == _by_lines(block, BBOX)
+        kept += len(got[1])
+        bad += got[2]
+    assert kept > 100 and bad > 100  # both kinds of line were exercised
 
 
-def test_byte_scan_refuses_what_it_does_not_parse_itself():
-    from geopak_data.sources.yfcc import _scan_block_fast, _Scratch
-
+def test_odd_coordinates_are_read_like_python_reads_them():
     good = yfcc_line(ROWS[0], 1)
-    assert _scan_block_fast((good + "\n").encode(), BBOX, _Scratch()).kept[0]["photoid"] == "101"
-    for lon in ODD:
+    assert _scanned((good + "\n").encode(), BBOX)[1][0]["photoid"] == "101"
+    cases = {
+        "7.43095e1": (1, 1, 0),  # an exponent: a number, inside the bbox
+        "+74.3095": (1, 1, 0),
+        " 74.3095 ": (1, 1, 0),
+        "74.3095\r": (1, 1, 0),
+        "nan": (1, 0, 0),  # a number, never inside
+        "inf": (1, 0, 0),
+        "abc": (1, 0, 1),  # no number: a row, and malformed
+        "74,3": (1, 0, 1),
+        "\xff": (1, 0, 1),
+        "1" * 25: (1, 0, 0),  # a number far outside
+        "74.30950000000000000001": (1, 1, 0),  # more digits than the vectorised parse takes
+    }
+    for lon, (rows, kept, bad) in cases.items():
         cols = good.split("\t")
         cols[12] = lon
         block = ("\t".join(cols) + "\n").encode("utf-8", "surrogateescape")
-        assert _scan_block_fast(block, BBOX, _Scratch()) is None, lon
-    for block in [b"", good.encode(), (good + "\r\n").encode(), (good + "\n\n").encode()]:
-        assert _scan_block_fast(block, BBOX, _Scratch()) is None
+        got = _scanned(block, BBOX)
+        assert (got[0], len(got[1]), got[2]) == (rows, kept, bad), lon
+        assert got == _by_lines(block, BBOX)
+    for block in [good.encode(), (good + "\r\n").encode(), (good + "\n\n").encode()]:
+        assert _scanned(block, BBOX)[1][0]["photoid"] == "101"
+
+
+def test_plain_decimals_parse_to_the_correctly_rounded_double():
+    import random
+    import re
+
+    import numpy as np
+
+    from geopak_data.sources.yfccscan import _plain_values
+
+    rng = random.Random(1)
+    vals = ["-0", "0", "-0.0", "007.50", "1.", ".5", "-", "1e5", "+1", "1.2.3", "--1", "1-"]
+    vals += ["0.000000000000001", "999999999999999", "9999999999999999", "-.5", "5.-", "-1."]
+    for _ in range(20000):
+        k = rng.randrange(4)
+        if k == 0:
+            vals.append(f"{rng.uniform(-180, 180):.{rng.randrange(0, 12)}f}")
+        elif k == 1:
+            vals.append(str(rng.randrange(10 ** rng.randrange(1, 16))))
+        elif k == 2:
+            vals.append("".join(rng.choice("0123456789.-") for _ in range(rng.randrange(1, 18))))
+        else:
+            vals.append(repr(rng.uniform(-1, 1)))
+    data = b"".join(v.encode() + b"\t" for v in vals)
+    lens = np.array([len(v) for v in vals])
+    starts = np.concatenate([[0], np.cumsum(lens + 1)[:-1]])
+    values, ok = _plain_values(np.frombuffer(data, np.uint8), starts, lens)
+    plain = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+    for v, x, o in zip(vals, values, ok, strict=True):
+        assert o == (bool(plain.match(v)) and sum(c.isdigit() for c in v) <= 15), v
+        if o:
+            assert x == float(v) and np.signbit(x) == np.signbit(float(v)), v
+    assert ok.sum() > 10000
 
 
 def _reference_blocks(data: bytes, chunk: int) -> list[bytes]:
@@ -593,3 +673,260 @@ def test_prefetched_keeps_order_raises_where_the_producer_failed_and_stops_on_cl
     n = len(produced)
     assert not any(t.name == "yfcc-prefetch" and t.is_alive() for t in threading.enumerate())
     assert len(produced) == n  # nothing more is produced once closed
+
+
+# ----------------------------------------------------------------------------- record mapping
+
+
+def _reference_record(row: dict) -> dict:
+    """The row-by-row mapping discovery used before it was columnar: the definition
+    ``records_table`` must reproduce exactly (kept here as the test's oracle)."""
+    from urllib.parse import unquote_plus
+
+    from geopak_data.dates import clean_date, from_unix
+    from geopak_data.records import empty_record, make_key
+    from geopak_data.sources.yfcc import _tags
+
+    sid = str(row["photoid"]).strip()
+    owner = unquote_plus(row.get("unickname") or "") or str(row.get("uid") or "")
+    title = unquote_plus(row.get("title") or "")
+    license_url = row.get("licenseurl") or ""
+    short, lid = map_license(unquote_plus(row.get("licensename") or ""), license_url)
+    taken, granularity = clean_date(
+        unquote_plus(row.get("datetaken") or ""),
+        row.get("datetakengranularity"),
+        uploaded=from_unix(row.get("dateuploaded")),
+    )
+    page = row.get("pageurl") or ""
+    who = f" by {owner}" if owner else ""
+    attribution = (
+        f'"{title or sid}"{who}, {short or "licence unknown"}'
+        + (f", {page}" if page else "")
+        + " (Flickr, via YFCC100M)"
+    )
+    return empty_record(
+        key=make_key("yfcc", sid),
+        source="yfcc",
+        source_id=sid,
+        url=row.get("downloadurl") or "",
+        lat=float(row["latitude"]),
+        lon=float(row["longitude"]),
+        accuracy=row["accuracy"],
+        license=short,
+        license_id=lid,
+        license_url=license_url,
+        owner=owner,
+        title=title,
+        tags=_tags(row.get("usertags") or ""),
+        date_taken=taken,
+        date_granularity=granularity,
+        attribution=attribution,
+        restricted=False,
+    )
+
+
+def _reference_table(kept_rows: list) -> pa.Table:
+    """Reference records as ``write_unit`` stores them (credentials stripped row by row)."""
+    from geopak_data.records import SOURCE_SCHEMA, records_to_table
+    from geopak_data.sources.base import _stored
+
+    return records_to_table(_stored(_reference_record(r) for r in kept_rows), SOURCE_SCHEMA)
+
+
+NASTY = {
+    1: [" 7 ", "a.b", "x" * 70, "", "\u00e97", "7", "12345"],  # photo id
+    3: ["", "1@N00"],  # uid
+    4: ["", "A+b", "%E2%9C%93", "%ZZ", "a%2", "+", "caf%C3%A9+x", "%ff"],  # nickname
+    5: [  # date taken
+        "2010-05-21 14:20:33.0",
+        "2010-02-30 10:00:00.0",
+        "4501-01-01 00:00:00.0",
+        "1899-12-31 23:59:59.0",
+        "2011-05-21 14:20:33.0",
+        "2010-05-21+14%3A20%3A33.0",
+        "2010-5-2",
+        "2010",
+        "2010-05",
+        "2010-05-21T14:20:33",
+        "",
+        "x",
+        " 2010-05-21 14:20:33.0 ",
+        "2010-05-21 24:00:00.0",
+        "2000-02-29 12:00:00.0",
+        "1900-02-29 12:00:00.0",
+        "2010-05-21 14:20:60.0",
+        "2099-01-01 00:00:00.0",
+        "2010-05-22 14:20:33.0",
+        "2010-05-22 14:20:34.0",
+    ],
+    6: ["1274449233", "", "0", "-5", "1.27e9", " 1274449233", "abc", "99999999999", "1274449233.7"],
+    8: [
+        "",
+        "T",
+        "a%0Ab",
+        "http://u:p@h/x",
+        "see+https://h/x?api_key=S",
+        "%ff%fe",
+        "x+y",
+        "\xe9t\xe9",
+    ],
+    10: ["", "a,b", ",,a,,", "a+b,c%20d", "%2C,x", "\xe9t\xe9,a", "a\x00b", "+,+", "a b", "A,a"],
+    14: ["16", "", " 3 ", "x", "99999999999", "\xb2", "007", "1.5"],  # accuracy
+    15: [
+        "",
+        "http://www.flickr.com/photos/1@N00/5/",
+        "http://u:pw@flickr.com/p/",
+        "http://h/?token=t",
+    ],
+    16: ["http://x/a.jpg", "http://u:p@x/a.jpg", "http://x/a.jpg?key=K&x=1", ""],
+    17: [
+        "Attribution+License",
+        "",
+        "Public+Domain+Dedication+%28CC0%29",
+        "Something+Else",
+        "Attribution-ShareAlike+License",
+    ],
+    18: [
+        "",
+        "http://creativecommons.org/licenses/by/2.0/",
+        "https://creativecommons.org/publicdomain/zero/1.0/",
+        "http://creativecommons.org/publicdomain/mark/1.0/",
+    ],
+}
+
+
+def _nasty_lines(rng, n: int) -> list[bytes]:
+    """Kept photos with every text field drawn from ``NASTY`` (and some odd coordinates and
+    markers), mixed with the scan tests' random and malformed lines."""
+    base = yfcc_line(dict(ROWS[0], photoid=5, dateuploaded="1274449233")).split("\t")
+    out = [_rand_line(rng, rng.random() < 0.2) for _ in range(n)]
+    for _ in range(n // 4):
+        f = list(base)
+        for k, choices in NASTY.items():
+            f[k] = rng.choice(choices)
+        if rng.random() < 0.2:
+            f[12] = rng.choice(["7.43e1", " 74.3", "74.3 ", "+74.3", "nan", "1_0", "74.", ".5"])
+        if rng.random() < 0.1:
+            f[24] = rng.choice(["", " 0", "00", "0\r", "2", "x", "1"])
+        out.append("\t".join(f).encode("utf-8", "surrogateescape"))
+    rng.shuffle(out)
+    return out
+
+
+def test_records_match_the_row_by_row_mapping(tmp_path):
+    """The columnar discovery gives exactly the records of the row-by-row mapping, on a file
+    of nasty rows, whatever the block size."""
+    import random
+
+    from geopak_data.sources.yfccscan import Scratch, scan_block
+
+    rng = random.Random(11)
+    data = b"\n".join(_nasty_lines(rng, 3000)) + b"\n"
+    path = tmp_path / "nasty.tsv"
+    path.write_bytes(data)
+    want = scan_block(data, BBOX, Scratch()).kept.to_pylist()
+    reference = _reference_table(want)
+    assert reference.num_rows > 500
+    for chunk in (4096, 1 << 16, 1 << 22):
+        cfg = load_config(None, {"crawl.yfcc.chunk_bytes": chunk, "crawl.bbox": list(BBOX)})
+        src = get_source("yfcc", config=cfg, metadata=path)
+        parts = PartStore(tmp_path / f"p{chunk}")
+        src.discover(parts, progress=NullProgress())
+        got = parts.read_all(sorted(parts.done_units()))
+        assert got.to_pylist() == reference.to_pylist(), chunk
+    assert src.malformed == _by_lines(data, BBOX)[2] > 100
+
+
+def test_parquet_records_match_the_row_by_row_mapping(tmp_path):
+    import random
+
+    from geopak_data.sources.base import write_unit_table
+    from geopak_data.sources.yfcc import records_table, scan_blocks
+
+    rng = random.Random(12)
+    rows = []
+    for line in _nasty_lines(rng, 400):
+        f = line.decode("utf-8", "replace").split("\t")
+        if len(f) == 25:
+            rows.append(dict(zip(YFCC_COLUMNS, f, strict=True)))
+    table = pa.table({c: [r[c] for r in rows] for c in YFCC_COLUMNS})
+    gran = pa.array([rng.choice([None, 0, 4, 6, 8, 3]) for _ in rows], pa.int8())
+    path = tmp_path / "m.parquet"
+    pq.write_table(table.append_column("datetakengranularity", gran), path)
+    kept = pa.concat_tables(b.kept for b in scan_blocks(path, BBOX))
+    assert kept.num_rows > 50
+    parts = PartStore(tmp_path / "p")
+    write_unit_table(parts, "c0", records_table(kept))
+    assert parts.read("c0").to_pylist() == _reference_table(kept.to_pylist()).to_pylist()
+
+
+def test_clean_dates_agrees_with_clean_date():
+    import datetime as dt
+    import random
+
+    from geopak_data.dates import clean_date, clean_dates, from_unix
+
+    rng = random.Random(5)
+    values, grans, ups = [], [], []
+    for _ in range(3000):
+        y, mo, d = (
+            rng.choice([1899, 1900, 2000, 2004, 2010, 2100, 4501]),
+            rng.randrange(0, 14),
+            rng.randrange(0, 33),
+        )
+        h, mi, s = rng.randrange(0, 26), rng.randrange(0, 62), rng.randrange(0, 62)
+        values.append(
+            rng.choice(
+                [
+                    f"{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}:{s:02d}.0",
+                    f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}",
+                    f"{y:04d}-{mo}-{d}",
+                    f"{y:04d}",
+                    f" {y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}:{s:02d} ",
+                    rng.choice(NASTY[5]),
+                ]
+            )
+        )
+        grans.append(rng.choice([None, 0, 4, 6, 8, 3, "4", "x", 4.5]))
+        ups.append(rng.choice(NASTY[6] + [str(rng.randrange(1, 2 * 10**9))]))
+    today = dt.date(2026, 12, 1)
+    iso, gran = clean_dates(pa.array(values), grans, pa.array(ups), today=today)
+    want = [
+        clean_date(v, g, uploaded=from_unix(u), today=today)
+        for v, g, u in zip(values, grans, ups, strict=True)
+    ]
+    got = list(zip(iso.to_pylist(), gran.to_pylist(), strict=True))
+    rows = zip(values, grans, ups, got, want, strict=True)
+    assert [(v, g, u, a, b) for v, g, u, a, b in rows if a != b] == []
+    assert sum(1 for w, _ in want if w) > 300
+
+
+def test_table_writes_strip_credentials_like_row_writes(tmp_path):
+    from geopak_data.records import SOURCE_SCHEMA, empty_record, records_to_table
+    from geopak_data.sources.base import write_unit, write_unit_table
+
+    texts = ["", "plain", "http://h/p", "see https://u:p@h/x", "x http://h/?api_key=K y", "a@b"]
+    texts += ["http://www.flickr.com/photos/1@N00/5/", "HTTP://u:p@h/", "http://h/p#?key=1"]
+    recs = [
+        empty_record(
+            key=f"yfcc-{i}",
+            source="yfcc",
+            source_id=str(i),
+            url=u,
+            license_url=lu,
+            title=t,
+            attribution=a,
+        )
+        for i, (u, lu, t, a) in enumerate(
+            (u, lu, t, a)
+            for u in ("http://x/a.jpg", "http://u:p@x/a.jpg", "http://x/a?token=T&b=1")
+            for lu in ("", "http://u:p@cc/")
+            for t in texts
+            for a in texts[::-1]
+        )
+    ]
+    rows, cols = PartStore(tmp_path / "rows"), PartStore(tmp_path / "cols")
+    write_unit(rows, "u", recs)
+    write_unit_table(cols, "u", records_to_table(recs, SOURCE_SCHEMA))
+    assert cols.read("u").to_pylist() == rows.read("u").to_pylist()
+    assert "K" not in str(cols.read("u").to_pylist())

@@ -1,0 +1,398 @@
+"""The YFCC100M TSV scan: one block of lines in, the kept photos out as an Arrow table.
+
+Why a byte-level scan: discovery reads 100M lines to keep about one in a hundred, so the
+cost is finding the fields, not using them. pyarrow's CSV reader parses every requested
+column of every row (the fields a kept row needs, parsed for all rows, cost twice the whole
+scan) and gives no line offsets to fetch them for the kept rows only. Here one numpy pass
+finds every tab and newline of the block; a line with exactly 25 fields gets its three
+filter fields (longitude, latitude, marker) checked and converted vectorised, and only the
+kept lines' other fields are gathered (one fancy-index copy) into Arrow string columns.
+
+Exactness: the rules are those of reading the line as text, ``line.split("\\t")`` after a
+UTF-8 decode with replacement (``_parse_line``, the reference). The vectorised part decides
+only what it recognises: a line of 25 fields whose coordinates are both empty, or both plain
+decimals (which Python's ``float`` and pyarrow's cast turn into the same correctly rounded
+double), with the marker ``0``, ``1`` or empty. Every other line (a wrong field count, a
+blank line, an exponent or spaces in a coordinate, an odd marker, CRLF) is read by
+``_parse_line`` itself; both results are merged in line order. A malformed line costs one
+Python call, never the block.
+
+Counts: ``rows`` are the lines with 25 fields that are not blank (a line of 24 tabs only is
+blank); ``malformed`` the non-blank lines without 25 fields and the lines whose coordinates
+are both set but are no numbers (or whose marker is no integer).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+YFCC_COLUMNS: tuple[str, ...] = (
+    "linenumber",
+    "photoid",
+    "hash",
+    "uid",
+    "unickname",
+    "datetaken",
+    "dateuploaded",
+    "capturedevice",
+    "title",
+    "description",
+    "usertags",
+    "machinetags",
+    "longitude",
+    "latitude",
+    "accuracy",
+    "pageurl",
+    "downloadurl",
+    "licensename",
+    "licenseurl",
+    "serverid",
+    "farmid",
+    "secret",
+    "secretoriginal",
+    "ext",
+    "marker",
+)
+_IDX = {c: i for i, c in enumerate(YFCC_COLUMNS)}
+# The text fields a kept row carries on to the record mapping (as they are in the file).
+TEXT_FIELDS = (
+    "photoid",
+    "uid",
+    "unickname",
+    "datetaken",
+    "dateuploaded",
+    "title",
+    "usertags",
+    "pageurl",
+    "downloadurl",
+    "licensename",
+    "licenseurl",
+)
+# The kept-rows table every reader (TSV and Parquet) produces; the mapping reads only these
+# (and ``datetakengranularity`` when a Parquet file has it).
+KEPT_SCHEMA = pa.schema(
+    [(c, pa.string()) for c in TEXT_FIELDS]
+    + [("longitude", pa.float64()), ("latitude", pa.float64()), ("accuracy", pa.int32())]
+)
+_NSEP = len(YFCC_COLUMNS)  # separators per line: 24 tabs and the newline
+_LON, _LAT, _ACC, _MARKER = _IDX["longitude"], _IDX["latitude"], _IDX["accuracy"], _IDX["marker"]
+# A coordinate the vectorised path converts itself: a plain decimal of up to 15 digits. Anything
+# else (exponent, "+", spaces, "nan", "1.", ".5", more digits) is read by _parse_line.
+_MAX_DIGITS = 15  # digits of a coordinate the vectorised path converts (see _plain_values)
+_POW10 = np.array([float(10**k) for k in range(_MAX_DIGITS + 3)])  # exact doubles
+_INT32_MAX = 2**31 - 1
+_PARALLEL_BYTES = 4 << 20  # blocks at least this big are scanned as two halves in two threads
+
+
+@dataclass
+class Block:
+    """One discovery unit of the metadata: how many rows it held and the rows kept."""
+
+    rows: int
+    kept: pa.Table  # KEPT_SCHEMA (Parquet input: plus datetakengranularity when present)
+    malformed: int = 0  # non-blank lines skipped: wrong column count, unparsable coordinates
+
+
+def empty_kept() -> pa.Table:
+    """A kept table without rows."""
+    return KEPT_SCHEMA.empty_table()
+
+
+class Scratch:
+    """Buffers reused from block to block (a fresh block-sized mask costs page faults)."""
+
+    def __init__(self) -> None:
+        self._mask = np.empty(0, bool)
+        self._other: Scratch | None = None
+
+    def other(self) -> Scratch:
+        """The buffers of the second thread."""
+        if self._other is None:
+            self._other = Scratch()
+        return self._other
+
+    def mask(self, n: int) -> Any:
+        if self._mask.size < n:
+            self._mask = np.empty(n, bool)
+        return self._mask[:n]
+
+
+# ----------------------------------------------------------------------------- the reference
+
+
+def _accuracy(text: str) -> int | None:
+    """Accuracy as the file gives it: digits (surrounding spaces ignored), else unknown."""
+    acc = text.strip()
+    try:
+        value = int(acc) if acc.isdigit() else None
+    except ValueError:  # a digit int() refuses ("²")
+        return None
+    return value if value is not None and value <= _INT32_MAX else None
+
+
+def _parse_line(raw: bytes, bbox: tuple[float, float, float, float]) -> tuple[str, Any]:
+    """One line read as text: ``("blank", None)``, ``("malformed", None)``, ``("bad", None)``
+    (25 fields but coordinates or marker no numbers: a row and malformed), ``("row", None)``
+    or ``("kept", fields)``. The definition every faster path must agree with."""
+    if not raw.strip():
+        return "blank", None
+    f = raw.decode("utf-8", "replace").split("\t")
+    if len(f) != _NSEP:
+        return "malformed", None
+    lon_s, lat_s = f[_LON].strip(), f[_LAT].strip()
+    if not lon_s or not lat_s:
+        return "row", None  # no coordinates: a normal YFCC row, never kept
+    try:
+        lon, lat = float(lon_s), float(lat_s)
+        marker = int(f[_MARKER] or 0)
+    except ValueError:
+        return "bad", None
+    if marker == 0 and bbox[0] <= lon <= bbox[2] and bbox[1] <= lat <= bbox[3]:
+        return "kept", (f, lon, lat)
+    return "row", None
+
+
+def _python_lines(
+    block: memoryview | bytes,
+    bounds: list[tuple[int, int, int]],
+    bbox: tuple[float, float, float, float],
+) -> tuple[int, int, list[int], list[Any]]:
+    """``_parse_line`` on the lines ``(index, start, end)``: (rows, malformed, kept line
+    indices, kept (fields, lon, lat))."""
+    rows = bad = 0
+    where: list[int] = []
+    kept: list[Any] = []
+    for i, a, b in bounds:
+        status, got = _parse_line(bytes(block[a:b]), bbox)
+        rows += status in ("row", "bad", "kept")
+        bad += status in ("malformed", "bad")
+        if got is not None:
+            where.append(i)
+            kept.append(got)
+    return rows, bad, where, kept
+
+
+def _python_table(kept: list[Any]) -> pa.Table:
+    """Rows kept by ``_parse_line`` as a kept table."""
+    cols: dict[str, Any] = {c: [f[_IDX[c]] for f, _, _ in kept] for c in TEXT_FIELDS}
+    cols["longitude"] = [lon for _, lon, _ in kept]
+    cols["latitude"] = [lat for _, _, lat in kept]
+    cols["accuracy"] = [_accuracy(f[_ACC]) for f, _, _ in kept]
+    return pa.table(cols, schema=KEPT_SCHEMA)
+
+
+# ----------------------------------------------------------------------------- vectorised
+
+
+def _gather(arr: Any, starts: Any, lengths: Any) -> pa.Array:
+    """The byte fields ``arr[starts[i] : starts[i] + lengths[i]]`` as one binary array (one copy)."""
+    n = len(starts)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    data = arr[np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))]
+    return pa.Array.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def _decoded(col: pa.Array) -> pa.Array:
+    """Binary fields as text, invalid UTF-8 replaced like ``bytes.decode(errors="replace")``."""
+    try:
+        return col.cast(pa.large_string()).cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([b.decode("utf-8", "replace") for b in col.to_pylist()], pa.string())
+
+
+def _accuracies(col: pa.Array) -> pa.Array:
+    """Accuracy text -> int32 (``_accuracy`` per value, vectorised for plain digits)."""
+    plain = pc.match_substring_regex(col, r"^[0-9]{1,9}$")
+    if pc.all(plain).as_py():
+        return pc.cast(col, pa.int32())
+    return pa.array([_accuracy(v) for v in col.to_pylist()], pa.int32())
+
+
+def _plain_values(arr: Any, starts: Any, lengths: Any) -> tuple[Any, Any]:
+    """(float64 values, ok mask) of byte fields: ok where the field is a plain decimal of at
+    most ``_MAX_DIGITS`` digits (``-?[0-9]+(\\.[0-9]+)?``), parsed in numpy.
+
+    Why exact: such a field is an integer mantissa below 2**53 over a power of ten up to
+    10**15, both exact doubles, and IEEE division rounds correctly: the value is the
+    correctly rounded double of the decimal, as Python's ``float`` gives (Clinger's fast path).
+    """
+    n = len(starts)
+    width = int(min(lengths.max(initial=0), _MAX_DIGITS + 2))
+    if n == 0 or width == 0:
+        return np.zeros(n, np.float64), np.zeros(n, bool)
+    chars = arr[np.minimum(starts[:, None] + np.arange(width), arr.size - 1)].T  # (width, n)
+    mantissa = np.zeros(n, np.int64)
+    ndig = np.zeros(n, np.int64)
+    frac = np.zeros(n, np.int64)  # digits after the dot
+    dots = np.zeros(n, np.int64)
+    other = np.zeros(n, bool)  # a byte that is neither digit nor dot (a leading minus aside)
+    minus = chars[0] == 45
+    for j in range(width):
+        c = chars[j]
+        live = j < lengths
+        digit = (c >= 48) & (c <= 57) & live
+        dot = (c == 46) & live
+        mantissa = np.where(digit, mantissa * 10 + (c.astype(np.int64) - 48), mantissa)
+        ndig += digit
+        frac += digit & (dots == 1)
+        dots += dot & (ndig > 0)
+        other |= live & ~digit & ~dot & ~((j == 0) & minus)
+        other |= dot & (ndig == 0)  # a dot before any digit
+    ok = (
+        (lengths <= width)
+        & ~other
+        & (dots <= 1)
+        & ((dots == 0) | (frac >= 1))
+        & (ndig >= 1)
+        & (ndig <= _MAX_DIGITS)
+    )
+    values = mantissa / _POW10[np.where(ok, frac, 0)]
+    values = np.where(minus, -values, values)
+    return np.where(ok, values, 0.0), ok
+
+
+@dataclass
+class _Lines:
+    """Where the lines of a block are: separators, newlines, the 25-field lines."""
+
+    seps: Any  # byte offset of every tab and newline
+    nl: Any  # index in seps of each line's newline
+    reg: Any  # indices of the lines with 25 fields
+    base: Any  # index in seps of each such line's first tab
+
+    def start(self, lines: Any) -> Any:
+        """Byte offset where each of ``lines`` starts."""
+        prev = self.nl[np.maximum(lines - 1, 0)]
+        return np.where(lines > 0, self.seps[prev] + 1, 0)
+
+    def field(self, k: int) -> tuple[Any, Any]:
+        """(start, end) byte offsets of field ``k`` (0-based, k >= 1) of the 25-field lines."""
+        return self.seps[self.base + k - 1] + 1, self.seps[self.base + k]
+
+
+def _find_lines(arr: Any, scratch: Scratch) -> _Lines:
+    mask = scratch.mask(arr.size)
+    np.less_equal(arr, 10, out=mask)  # tabs and newlines (and bytes 0-8, dropped below)
+    seps = np.flatnonzero(mask)
+    kind = arr[seps]
+    if kind.size and kind.min() < 9:  # control bytes are field content, not separators
+        real = kind >= 9
+        seps, kind = seps[real], kind[real]
+    nl = np.flatnonzero(kind == 10)
+    count = np.diff(nl, prepend=-1)  # separators per line, its newline included
+    reg = np.flatnonzero(count == _NSEP)
+    return _Lines(seps, nl, reg, nl[reg] - (_NSEP - 1))
+
+
+def _kept_table(arr: Any, lines: _Lines, rows: Any, lon: Any, lat: Any) -> pa.Table:
+    """The kept table of the 25-field lines ``rows`` (indices into ``lines.reg``)."""
+    sub = _Lines(lines.seps, lines.nl, lines.reg[rows], lines.base[rows])
+    ks = [_IDX[c] for c in TEXT_FIELDS] + [_ACC]
+    bounds = [sub.field(k) for k in ks]
+    starts = np.concatenate([a for a, _ in bounds])
+    ends = np.concatenate([b for _, b in bounds])
+    allf = _gather(arr, starts, ends - starts)
+    n = len(rows)
+    cols = {c: _decoded(allf.slice(j * n, n)) for j, c in enumerate(TEXT_FIELDS)}
+    cols["longitude"] = pa.array(lon, pa.float64())
+    cols["latitude"] = pa.array(lat, pa.float64())
+    cols["accuracy"] = _accuracies(_decoded(allf.slice(len(TEXT_FIELDS) * n, n)))
+    return pa.table(cols, schema=KEPT_SCHEMA)
+
+
+def scan_lines(
+    block: memoryview | bytes, bbox: tuple[float, float, float, float], scratch: Scratch
+) -> Block:
+    """Whole lines (``block`` ends with a newline: a last line without one is not read) ->
+    rows, kept table, malformed count."""
+    arr = np.frombuffer(block, np.uint8)
+    if arr.size == 0:
+        return Block(0, empty_kept())
+    lines = _find_lines(arr, scratch)
+    lon_a, lon_b = lines.field(_LON)
+    lat_a, lat_b = lines.field(_LAT)
+    mk_a, mk_b = lines.field(_MARKER)
+    mlen = mk_b - mk_a
+    mbyte = arr[np.minimum(mk_a, arr.size - 1)]
+    photo = (mlen == 0) | ((mlen == 1) & (mbyte == 48))
+    video = (mlen == 1) & (mbyte == 49)
+    both = (lon_b > lon_a) & (lat_b > lat_a)
+    cand = np.flatnonzero(both)
+    starts = np.concatenate([lon_a[cand], lat_a[cand]])
+    values, ok = _plain_values(arr, starts, np.concatenate([lon_b[cand], lat_b[cand]]) - starts)
+    m = cand.size
+    lon, lat = values[:m], values[m:]
+    decided = ok[:m] & ok[m:] & (photo | video)[cand]
+    inside = (lon >= bbox[0]) & (lon <= bbox[2]) & (lat >= bbox[1]) & (lat <= bbox[3])
+    keep = np.flatnonzero(decided & inside & photo[cand])
+    # the lines read one by one: not 25 fields, or coordinates/marker not recognised above
+    odd = np.ones(lines.nl.size, bool)
+    odd[lines.reg] = False
+    odd[lines.reg[cand[~decided]]] = True
+    blank = lines.reg[(lines.seps[lines.nl[lines.reg]] - lines.start(lines.reg)) == _NSEP - 1]
+    odd_lines = np.flatnonzero(odd)
+    bounds = zip(
+        odd_lines.tolist(),
+        lines.start(odd_lines).tolist(),
+        lines.seps[lines.nl[odd_lines]].tolist(),
+        strict=True,
+    )
+    p_rows, bad, where, p_kept = _python_lines(block, list(bounds), bbox)
+    rows = lines.reg.size - int((~decided).sum()) - blank.size + p_rows
+    table = _kept_table(arr, lines, cand[keep], lon[keep], lat[keep])
+    if p_kept:
+        order = np.argsort(np.concatenate([lines.reg[cand[keep]], where]), kind="stable")
+        table = pa.concat_tables([table, _python_table(p_kept)]).take(pa.array(order))
+    return Block(rows, table, bad)
+
+
+def scan_block(
+    block: memoryview | bytes, bbox: tuple[float, float, float, float], scratch: Scratch
+) -> Block:
+    """``scan_lines`` of one block; a big block is cut at the line end nearest its middle and
+    the halves are scanned in two threads (numpy and pyarrow release the GIL). Lines are
+    independent, so the two results joined are the result of one scan."""
+    size = len(block)
+    view = memoryview(block)
+    if size and view[size - 1] != 10:  # the file's last line without its newline
+        view = memoryview(bytes(view) + b"\n")
+        size += 1
+    if size >= _PARALLEL_BYTES and (os.cpu_count() or 1) > 1:
+        near = bytes(view[size // 2 : size // 2 + (1 << 16)]).find(b"\n")
+        if 0 <= near < size - size // 2 - 1:
+            cut = size // 2 + near + 1
+            second: list[Any] = []
+
+            def run() -> None:
+                try:
+                    second.append(scan_lines(view[cut:], bbox, scratch.other()))
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    second.append(exc)
+
+            worker = threading.Thread(target=run, name="yfcc-scan", daemon=True)
+            worker.start()
+            try:
+                first = scan_lines(view[:cut], bbox, scratch)
+            finally:
+                worker.join()
+            if not second:
+                raise RuntimeError("yfcc: scan thread ended without a result")
+            if isinstance(second[0], BaseException):
+                raise second[0]
+            other = second[0]
+            return Block(
+                first.rows + other.rows,
+                pa.concat_tables([first.kept, other.kept]),
+                first.malformed + other.malformed,
+            )
+    return scan_lines(view, bbox, scratch)
