@@ -32,6 +32,13 @@ def polys(boundaries_path):
     return read_boundaries(boundaries_path)
 
 
+@pytest.fixture(scope="module")
+def box_polys(box_boundaries):
+    """The box provinces: for the tests of file formats, projections and refusals, which need
+    a valid ADM1 file but not the real borders."""
+    return read_boundaries(box_boundaries)
+
+
 def test_shared_file_maps_onto_contract_ids(polys, boundaries_path):
     assert list(polys["province_id"]) == list(range(7))
     assert list(polys["province"]) == list(PAKISTAN.names)
@@ -55,9 +62,9 @@ def test_manifest_pins_the_release_and_matches_builtin():
     assert not list(MANIFEST_PATH.parent.glob("*.geojson"))
 
 
-def test_env_var_is_used(monkeypatch, boundaries_path, tmp_path):
-    monkeypatch.setenv("GEOPAK_BOUNDARIES", str(boundaries_path))
-    assert resolve_boundaries_path(None, cache_dir=tmp_path) == boundaries_path
+def test_env_var_is_used(monkeypatch, box_boundaries, tmp_path):
+    monkeypatch.setenv("GEOPAK_BOUNDARIES", str(box_boundaries))
+    assert resolve_boundaries_path(None, cache_dir=tmp_path) == box_boundaries
     assert len(load_boundaries(cache_dir=tmp_path)) == 7
     monkeypatch.setenv("GEOPAK_BOUNDARIES", str(tmp_path / "nope.geojson"))
     with pytest.raises(GeopakError, match="GEOPAK_BOUNDARIES"):
@@ -67,26 +74,26 @@ def test_env_var_is_used(monkeypatch, boundaries_path, tmp_path):
 
 
 @pytest.mark.parametrize("driver,ext", [("GPKG", "gpkg"), ("ESRI Shapefile", "shp")])
-def test_geopackage_and_shapefile(tmp_path, boundaries_path, polys, driver, ext):
-    raw = gpd.read_file(boundaries_path)
+def test_geopackage_and_shapefile(tmp_path, box_boundaries, box_polys, driver, ext):
+    raw = gpd.read_file(box_boundaries)
     out = tmp_path / f"pak.{ext}"
     raw.to_file(out, driver=driver, engine="pyogrio")
     got = load_boundaries(out)
     assert list(got["province"]) == list(PAKISTAN.names)
     assert np.allclose(
-        shapely.area(got.geometry.values), shapely.area(polys.geometry.values), rtol=1e-9
+        shapely.area(got.geometry.values), shapely.area(box_polys.geometry.values), rtol=1e-9
     )
 
 
-def test_other_crs_is_reprojected(tmp_path, boundaries_path, polys):
+def test_other_crs_is_reprojected(tmp_path, box_boundaries, box_polys):
     out = tmp_path / "pak_lcc.gpkg"
-    gpd.read_file(boundaries_path).to_crs(
+    gpd.read_file(box_boundaries).to_crs(
         "+proj=lcc +lat_1=27 +lat_2=35 +lat_0=30 +lon_0=69 +datum=WGS84 +units=m"
     ).to_file(out, driver="GPKG")
     got = load_boundaries(out)
     assert got.crs.to_epsg() == 4326
     assert np.allclose(
-        shapely.area(got.geometry.values), shapely.area(polys.geometry.values), rtol=1e-6
+        shapely.area(got.geometry.values), shapely.area(box_polys.geometry.values), rtol=1e-6
     )
 
 
@@ -96,8 +103,8 @@ def _write(raw, tmp_path, name):
     return p
 
 
-def test_unexpected_files_are_refused(tmp_path, boundaries_path):
-    raw = gpd.read_file(boundaries_path)
+def test_unexpected_files_are_refused(tmp_path, box_boundaries):
+    raw = gpd.read_file(box_boundaries)
     with pytest.raises(GeopakError, match=r"expected the 7 .*found 6 features.*missing Sindh"):
         load_boundaries(_write(raw[raw.shapeName != "Sindh"], tmp_path, "six.geojson"))
     with pytest.raises(GeopakError, match="appears more than once"):
@@ -218,10 +225,10 @@ def test_download_refuses_other_schemes_and_reports_unreachable(no_env, tmp_path
         load_boundaries(cache_dir=tmp_path, manifest=_manifest(url))
 
 
-def test_explicit_path_beats_env(monkeypatch, tmp_path, boundaries_path):
+def test_explicit_path_beats_env(monkeypatch, tmp_path, box_boundaries):
     monkeypatch.setenv("GEOPAK_BOUNDARIES", str(tmp_path / "does-not-exist.geojson"))
     gpkg = tmp_path / "p.gpkg"
-    gpd.read_file(boundaries_path).to_file(gpkg, driver="GPKG")
+    gpd.read_file(box_boundaries).to_file(gpkg, driver="GPKG")
     assert resolve_boundaries_path(gpkg) == Path(gpkg)
 
 

@@ -82,9 +82,9 @@ def test_columns_are_configurable(tmp_path):
     assert region_table(nocode).names == ("Coastal", "Eastmark", "Ringland")
 
 
-def test_wrong_country_file_is_refused(boundaries_path, country_file):
+def test_wrong_country_file_is_refused(box_boundaries, country_file):
     with pytest.raises(GeopakError, match="holds PAK, not IND"):
-        read_boundaries(boundaries_path, country="IND")
+        read_boundaries(box_boundaries, country="IND")
     with pytest.raises(GeopakError, match="holds XFA, not PAK"):
         read_boundaries(country_file)
     with pytest.raises(GeopakError, match="ISO 3166-1 alpha-3"):

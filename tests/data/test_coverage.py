@@ -50,9 +50,10 @@ def _records(work: Path, points: list[tuple[float, float]]) -> None:
 
 
 @pytest.fixture()
-def planned(tmp_path: Path):
+def planned(tmp_path: Path, box_boundaries: Path):
     conf = tmp_path / "p.toml"
-    conf.write_text(CONF)
+    # the tiles' regions and areas only need to be some valid polygons: the box provinces
+    conf.write_text(CONF + f"[region]\nboundaries = {str(box_boundaries)!r}\n")
     work = tmp_path / "w"
     rng = np.random.default_rng(0)
     _records(work, [(30.1 + 0.3 * rng.random(), 70.1 + 0.3 * rng.random()) for _ in range(300)])

@@ -222,8 +222,8 @@ def test_boundaries_advice_names_only_options_the_command_has(tmp_path):
     assert B.offline_advice().startswith("pass --boundaries FILE")
 
 
-def test_run_and_demo_take_boundaries(tmp_path, boundaries_path, monkeypatch):
+def test_run_and_demo_take_boundaries(tmp_path, box_boundaries, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    ov = run_overrides(boundaries=boundaries_path)
+    ov = run_overrides(boundaries=box_boundaries)
     cfg = load_config(PAKISTAN, ov)
-    assert cfg.region.boundaries == str(boundaries_path.resolve())
+    assert cfg.region.boundaries == str(box_boundaries.resolve())

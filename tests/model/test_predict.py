@@ -109,10 +109,10 @@ def test_oversized_image_is_a_user_error(ckpt, images, monkeypatch):
         GeopakPredictor(ckpt, device="cpu").predict(images[0])
 
 
-def test_map_with_and_without_polygons(ckpt, images, tmp_path, monkeypatch, boundaries_path):
+def test_map_with_and_without_polygons(ckpt, images, tmp_path, monkeypatch, box_boundaries):
     p = GeopakPredictor(ckpt, device="cpu")
     items = list(zip(images[:2], p.predict_many(images[:2]), strict=True))
-    with_polys = draw_map(items, tmp_path / "a.png", boundaries=str(boundaries_path))
+    with_polys = draw_map(items, tmp_path / "a.png", boundaries=str(box_boundaries))
     monkeypatch.delenv("GEOPAK_BOUNDARIES", raising=False)
     monkeypatch.setenv("GEOPAK_BOUNDARIES_CACHE", str(tmp_path / "empty-cache"))
     without = draw_map(items, tmp_path / "b.png")

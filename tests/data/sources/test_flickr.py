@@ -565,7 +565,7 @@ def test_registry_builds_the_source_and_no_secret_reaches_the_parts(
 # ----------------------------------------------------------------------------- the crawl command
 
 
-def test_crawl_command_end_to_end_against_the_fake(tmp_path: Path) -> None:
+def test_crawl_command_end_to_end_against_the_fake(tmp_path: Path, box_boundaries: Path) -> None:
     fake = FlickrFake(photos=make_world(n=30, hotspot_n=0, edge_n=4, excluded_n=5))
     conf = tmp_path / "p.toml"
     conf.write_text(
@@ -583,6 +583,8 @@ def test_crawl_command_end_to_end_against_the_fake(tmp_path: Path) -> None:
             "--endpoint",
             f"{base}/services/rest/",
             "--allow-private-hosts",
+            "--boundaries",  # the root tiles only need some polygons over the bbox
+            str(box_boundaries),
         ]
         assert main([*argv, "--config", str(conf)]) == 0
         recs = pq.read_table(work / "crawl/flickr/records.parquet")
