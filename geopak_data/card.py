@@ -143,8 +143,12 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align:
     return "\n".join(lines)
 
 
-def card_metadata(*, n_samples: int, splits: Sequence[str], pretty_name: str) -> dict[str, Any]:
-    """The YAML header as a dict: what the Hub reads to list and load the dataset."""
+def card_metadata(
+    *, n_samples: int, splits: Sequence[str], pretty_name: str, country: str = "Pakistan"
+) -> dict[str, Any]:
+    """The YAML header as a dict: what the Hub reads to list and load the dataset (tagged with
+    the country it covers)."""
+    tags = [country.lower() if t == "pakistan" else t for t in TAGS]
     return {
         "pretty_name": pretty_name,
         "license": "other",
@@ -152,7 +156,7 @@ def card_metadata(*, n_samples: int, splits: Sequence[str], pretty_name: str) ->
         "license_link": "README.md#licences",
         "task_categories": list(TASK_CATEGORIES),
         "size_categories": [size_category(n_samples)],
-        "tags": list(TAGS),
+        "tags": tags,
         "configs": [
             {
                 "config_name": "default",
@@ -408,12 +412,20 @@ def biases(
     big = _largest_region(regions)
     bal = share.get(big, 0.0)
     sparse = f", sparse {big}" if top != big and bal < 1 / regions.n else ""
+    versus = (
+        "and is also the largest province by area"
+        if top == big
+        else f"while {big}, the largest province by area, holds {100 * bal:.1f}%"
+    )
+    thin = (
+        "rural areas, the desert and the western border thin"
+        if regions.same_regions(PAKISTAN)
+        else "rural and remote areas thin"
+    )
     lines = [
-        f"**{top}-heavy{sparse}.** {top} holds {100 * share.get(top, 0):.1f}% of the photos while "
-        f"{big}, the largest province by area, holds {100 * bal:.1f}%. Photos follow where "
-        "photographers live and travel, so cities and tourist areas are dense and rural areas, the "
-        "desert and the western border thin. Province-balanced sampling or per-province metrics are "
-        "recommended.",
+        f"**{top}-heavy{sparse}.** {top} holds {100 * share.get(top, 0):.1f}% of the photos {versus}. "
+        f"Photos follow where photographers live and travel, so cities and tourist areas are dense and "
+        f"{thin}. Province-balanced sampling or per-province metrics are recommended.",
         "**Who takes photos.** Sources are photo-sharing platforms, so the images over-represent landmarks, "
         "tourism, daylight and good weather, and the viewpoints of a small number of very active uploaders.",
         "**Coordinates.** Locations are the uploader's geotag (GPS or manual placement) and can be off by up to "
@@ -474,6 +486,7 @@ def card_context(
 ) -> dict[str, Any]:
     """Every value the card template shows, computed from ``stats.json``, the cells and the
     region table."""
+    from .tag import coast_bboxes_for
     from .tagging import border_rule
 
     total = int(stats["samples"])
@@ -506,7 +519,7 @@ def card_context(
         "max_side": config.download.max_side,
         "filter_rule": _filter_rule(config),
         "filter_notes": stats.get("filter_notes", []),
-        "border_rule": border_rule(t.border_tolerance_km, t.snap_borders, t.coast_bboxes),
+        "border_rule": border_rule(t.border_tolerance_km, t.snap_borders, coast_bboxes_for(config)),
         "max_shard_samples": config.shard.max_shard_samples,
         "max_shard_gb": f"{config.shard.max_shard_bytes / 1e9:g}",
         "coverage_text": coverage_text(stats.get("coverage")),
@@ -534,7 +547,9 @@ def render_card(
 
     ctx = card_context(stats=stats, cells=cells, config=config, map_file=map_file, regions=regions)
     splits = [s for s in SPLITS if stats["splits"].get(s, {}).get("shards", 0) > 0]
-    meta = card_metadata(n_samples=ctx["total"], splits=splits, pretty_name=ctx["name"])
+    meta = card_metadata(
+        n_samples=ctx["total"], splits=splits, pretty_name=ctx["name"], country=ctx["country_name"]
+    )
     if ctx["synthetic"]:
         meta["tags"] = [*meta["tags"], "synthetic"]
     card = DatasetCard.from_template(DatasetCardData(**meta), template_path=str(TEMPLATE), **ctx)
@@ -601,16 +616,25 @@ def validate_card(folder: str | Path) -> dict[str, Any]:
 
 
 def write_map(
-    path: Path, points: Any, cells: Any, *, title: str = "", regions: RegionTable | None = None
+    path: Path,
+    points: Any,
+    cells: Any,
+    *,
+    title: str = "",
+    regions: RegionTable | None = None,
+    boundaries: str | None = None,
 ) -> str | None:
-    """DIR/map.png via the shared ``maps.plot_map``; None (and the card says so) when unavailable."""
+    """DIR/map.png via the shared ``maps.plot_map``; None (and the card says so) when unavailable.
+    ``boundaries`` is the run's polygon file (``region.boundaries``), else the default ones."""
     try:
         from .maps import plot_map
     except ImportError as exc:
         log.warning("shard: no map image (%s)", exc)
         return None
     try:
-        plot_map(path, points=points, cells=cells, title=title, regions=regions)
+        plot_map(
+            path, points=points, cells=cells, title=title, regions=regions, boundaries=boundaries
+        )
     except GeopakError as exc:
         log.warning("shard: no map image (%s)", exc)
         return None

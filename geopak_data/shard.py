@@ -71,6 +71,7 @@ from geopak_core.shardfmt import (
 from . import __version__
 from .card import render_card, write_map
 from .config import PipelineConfig, config_hash
+from .country import boundaries_source
 from .removal import load_removal_list
 from .runner import Manifest, StageContext, StageOutcome, StageResult, run_stage
 from .shardplan import (
@@ -432,6 +433,7 @@ def draw_map(
         cells_out,
         title=f"{config.shard.dataset_name}: {len(order):,} photos, {len(cells_out):,} geocells",
         regions=regions,
+        boundaries=boundaries_source(config),  # another country's polygons, not $GEOPAK_BOUNDARIES
     )
 
 

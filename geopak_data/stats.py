@@ -137,11 +137,18 @@ def coverage_lines(cov: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def _map(path: Path, points: Any, cells: Any, title: str) -> str:
+def _map(path: Path, points: Any, cells: Any, title: str, report: dict[str, Any]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     if cells is not None and not len(cells):
         cells = None  # no geocells yet (before `cluster`)
-    name = write_map(path, points, cells, title=title)
+    name = write_map(
+        path,
+        points,
+        cells,
+        title=title,
+        regions=report.get("_regions"),
+        boundaries=report.get("_boundaries"),
+    )
     return str(path) if name else "(no map: geopak_data.maps is not available)"
 
 
@@ -250,7 +257,22 @@ def work_stats(work: str | Path) -> dict[str, Any]:
         "coverage": _coverage(work),
         "_points": points,
         "_cells": cells if cells is not None else pd.DataFrame(),
+        "_regions": regions,
+        "_boundaries": _work_boundaries(work),
     }
+
+
+def _work_boundaries(work: Path) -> str | None:
+    """The polygon file the work folder's remembered config names (another country's), if any."""
+    from .country import boundaries_source
+    from .runner import WORK_CONFIG, work_config
+
+    if not (work / WORK_CONFIG).is_file():
+        return None
+    try:
+        return boundaries_source(work_config(work))
+    except GeopakError:
+        return None  # a damaged config only costs the map its polygons
 
 
 # ----------------------------------------------------------------------------- shard folder
@@ -318,6 +340,7 @@ def dir_stats(folder: str | Path) -> dict[str, Any]:
         "n_cells": 0 if cells is None else len(cells),
         "_points": index[["lat", "lon", "province_id"]],
         "_cells": cells,
+        "_regions": regions,
     }
 
 
@@ -393,7 +416,11 @@ def run_stats(
         # shard output (the next `shard`/`run` would redo the stage) and fails on read-only copies.
         return report, text, str(default_map)
     where = _map(
-        Path(map_path) if map_path else default_map, report["_points"], report["_cells"], title
+        Path(map_path) if map_path else default_map,
+        report["_points"],
+        report["_cells"],
+        title,
+        report,
     )
     return report, text, where
 

@@ -174,3 +174,40 @@ def test_every_number_about_the_cells_is_measured(folder: Path) -> None:
     assert "2005-2015" not in body  # a claim about YFCC100M in general, not about these photos
     sindh = next(p for p in stats["provinces"] if p["province"] == "Sindh")
     assert f"Sindh holds {100 * sindh['total'] / stats['samples']:.1f}% of the photos" in body
+
+
+def test_another_country_is_named_not_pakistan(folder: Path, tmp_path: Path) -> None:
+    """A card for another country: its name in the tags, its (absent) coast in the tagging
+    rule, and a bias line that reads right when the densest region is also the largest."""
+    from support import fictional
+
+    from geopak_core.boundaries import load_boundaries, region_table
+    from geopak_data.card import biases, card_context, card_metadata
+    from geopak_data.country import with_country
+
+    meta = card_metadata(n_samples=5, splits=["train"], pretty_name="x", country="Nepal")
+    assert "nepal" in meta["tags"] and "pakistan" not in meta["tags"]
+    path = fictional.write_country(tmp_path / "xfa.geojson")
+    regions = region_table(load_boundaries(path, country=fictional.COUNTRY))
+    areas = dict(zip(regions.names, regions.areas_km2, strict=True))
+    big = max(areas, key=areas.__getitem__)
+    provinces = [{"province": n, "total": 10 if n == big else 1} for n in regions.names]
+    line = biases({"sources": {"yfcc": 12}}, provinces, 12, regions)[0]
+    assert f"{big} holds 83.3% of the photos and is also the largest province by area." in line
+    assert "western border" not in line and f"while {big}" not in line
+    cfg = with_country(load_config(None), fictional.COUNTRY, path)
+    stats = json.loads((folder / "stats.json").read_text())
+    cells = pq.read_table(folder / "cells.parquet").to_pylist()
+    rule = card_context(stats=stats, cells=cells, config=cfg, map_file=None)["border_rule"]
+    assert "no tag.coast_bboxes configured" in rule  # Pakistan's coast boxes are not XFA's
+
+
+def test_map_uses_the_runs_polygons(tmp_path: Path) -> None:
+    # region.boundaries (another country's file) draws the shard map, not $GEOPAK_BOUNDARIES
+    calls: list[dict] = []
+    work = make_work(tmp_path / "w")
+    polygons = tmp_path / "mine.geojson"
+    cfg = load_config(None, {"region.boundaries": str(polygons)})
+    with fake_maps(calls):
+        run_shard(work=work, config=cfg, out=tmp_path / "out")
+    assert calls and calls[0]["boundaries"] == str(polygons)

@@ -139,3 +139,16 @@ def test_stats_of_a_shard_folder_leaves_the_shard_stage_done(
     assert f"map: {out / 'map.png'}" in capsys.readouterr().out
     assert not MAP_CALLS and (out / "map.png").stat().st_mtime_ns == before
     assert run_shard(work=work, config=load_config(None), out=out).skipped
+
+
+def test_work_map_uses_the_remembered_polygons(tmp_path: Path) -> None:
+    # `tag --boundaries F` (another country's file) is remembered; `stats --work` draws F
+    from geopak_data.config import dump_toml
+
+    w = make_work(tmp_path / "w")
+    polygons = tmp_path / "mine.geojson"
+    (w / "pipeline.toml").write_text(
+        dump_toml(load_config(None, {"region.boundaries": str(polygons)}))
+    )
+    assert cli.main(["stats", "--work", str(w)]) == 0
+    assert MAP_CALLS[-1]["boundaries"] == str(polygons)

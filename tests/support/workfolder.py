@@ -233,6 +233,7 @@ def fake_maps(calls: list[dict] | None = None) -> Iterator[None]:
                     "points": 0 if points is None else len(points),
                     "cells": 0 if cells is None else len(cells),
                     "title": title,
+                    "boundaries": boundaries,
                 }
             )
         Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")
