@@ -87,6 +87,12 @@ _LON, _LAT, _ACC, _MARKER = _IDX["longitude"], _IDX["latitude"], _IDX["accuracy"
 # else (exponent, "+", spaces, "nan", "1.", ".5", more digits) is read by _parse_line.
 _MAX_DIGITS = 15  # digits of a coordinate the vectorised path converts (see _plain_values)
 _POW10 = np.array([float(10**k) for k in range(_MAX_DIGITS + 3)])  # exact doubles
+# Byte classes of a coordinate field.
+_DIGIT, _DOT, _MINUS, _OTHER, _PAST_END = 0, 1, 2, 3, 4
+_CLASS = np.full(256, _OTHER, np.uint8)
+_CLASS[ord("0") : ord("9") + 1] = _DIGIT
+_CLASS[ord(".")] = _DOT
+_CLASS[ord("-")] = _MINUS
 _INT32_MAX = 2**31 - 1
 _PARALLEL_BYTES = 4 << 20  # blocks at least this big are scanned as two halves in two threads
 
@@ -222,41 +228,42 @@ def _plain_values(arr: Any, starts: Any, lengths: Any) -> tuple[Any, Any]:
     """(float64 values, ok mask) of byte fields: ok where the field is a plain decimal of at
     most ``_MAX_DIGITS`` digits (``-?[0-9]+(\\.[0-9]+)?``), parsed in numpy.
 
-    Why exact: such a field is an integer mantissa below 2**53 over a power of ten up to
-    10**15, both exact doubles, and IEEE division rounds correctly: the value is the
-    correctly rounded double of the decimal, as Python's ``float`` gives (Clinger's fast path).
+    Why exact: such a field is an integer mantissa below 10**15 < 2**53 (summed exactly in
+    float64) over a power of ten up to 10**15, both exact doubles, and IEEE division rounds
+    correctly: the value is the correctly rounded double of the decimal, which is what
+    Python's ``float`` gives (Clinger's fast path).
     """
     n = len(starts)
     width = int(min(lengths.max(initial=0), _MAX_DIGITS + 2))
     if n == 0 or width == 0:
         return np.zeros(n, np.float64), np.zeros(n, bool)
-    chars = arr[np.minimum(starts[:, None] + np.arange(width), arr.size - 1)].T  # (width, n)
-    mantissa = np.zeros(n, np.int64)
-    ndig = np.zeros(n, np.int64)
-    frac = np.zeros(n, np.int64)  # digits after the dot
-    dots = np.zeros(n, np.int64)
-    other = np.zeros(n, bool)  # a byte that is neither digit nor dot (a leading minus aside)
-    minus = chars[0] == 45
-    for j in range(width):
-        c = chars[j]
-        live = j < lengths
-        digit = (c >= 48) & (c <= 57) & live
-        dot = (c == 46) & live
-        mantissa = np.where(digit, mantissa * 10 + (c.astype(np.int64) - 48), mantissa)
-        ndig += digit
-        frac += digit & (dots == 1)
-        dots += dot & (ndig > 0)
-        other |= live & ~digit & ~dot & ~((j == 0) & minus)
-        other |= dot & (ndig == 0)  # a dot before any digit
+    pos = np.arange(width, dtype=np.int64)
+    index = starts + pos[:, None]  # (width, n): the fields side by side, column j = byte j
+    if int(starts.max()) + width > arr.size:
+        index = np.minimum(index, arr.size - 1)
+    chars = arr[index]
+    cls = _CLASS[chars]
+    cls[pos[:, None] >= lengths] = _PAST_END
+    is_dot = cls == _DOT
+    ndot = np.count_nonzero(is_dot, 0)
+    minus = cls[0] == _MINUS
+    at = np.argmax(is_dot, 0)
+    ndig = lengths - ndot - minus
     ok = (
         (lengths <= width)
-        & ~other
-        & (dots <= 1)
-        & ((dots == 0) | (frac >= 1))
+        & ~np.any(cls == _OTHER, 0)
+        & (np.count_nonzero(cls == _MINUS, 0) == minus)  # a minus only in front
+        & (ndot <= 1)
+        & ((ndot == 0) | ((at > minus) & (at < lengths - 1)))  # digits on both sides of a dot
         & (ndig >= 1)
         & (ndig <= _MAX_DIGITS)
     )
-    values = mantissa / _POW10[np.where(ok, frac, 0)]
+    digit = cls == _DIGIT
+    mantissa = np.zeros(n, np.float64)
+    for j in range(width):
+        mantissa = np.where(digit[j], mantissa * 10.0 + (chars[j] - 48.0), mantissa)
+    frac = np.where(ok & (ndot == 1), lengths - 1 - at, 0)
+    values = mantissa / _POW10[frac]
     values = np.where(minus, -values, values)
     return np.where(ok, values, 0.0), ok
 
@@ -339,7 +346,8 @@ def scan_lines(
     odd = np.ones(lines.nl.size, bool)
     odd[lines.reg] = False
     odd[lines.reg[cand[~decided]]] = True
-    blank = lines.reg[(lines.seps[lines.nl[lines.reg]] - lines.start(lines.reg)) == _NSEP - 1]
+    line_start = np.where(lines.base > 0, lines.seps[lines.base - 1] + 1, 0)
+    blank = np.flatnonzero((mk_b - line_start == _NSEP - 1) & ~both)  # 24 tabs, nothing else
     odd_lines = np.flatnonzero(odd)
     bounds = zip(
         odd_lines.tolist(),
