@@ -10,7 +10,8 @@ above every val similarity, i.e. refinement never fires, when it does not help o
 
 The index is compact: the L2-normalised fused embeddings of the training split in float16
 (``fusion_dim`` × 2 bytes per photo), their locations (float64: a recovered location is the
-training label exactly) and cells, sorted by cell so a query scans only its cell. It lives
+training label exactly) and cells, sorted by cell so a query scans only its cell (a batch's
+queries all at once, ``RetrievalIndex.search``). It lives
 next to the checkpoint (``best.retrieval.npz`` for ``best.pt``) and carries a fingerprint of
 the weights that made it, so an index of another model is refused.
 """
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 INDEX_FORMAT = 1
 NEVER = 2.0  # a cosine similarity threshold above every possible similarity: off
+# gathered embedding floats per step of a search (512 KiB: the fp16 -> fp32 conversion of a
+# block that stays in cache is several times faster than of one that does not)
+SEARCH_CHUNK = 1 << 17
 
 
 def index_path_for(checkpoint: str | Path) -> Path:
@@ -122,25 +126,56 @@ class RetrievalIndex:
             "fit": dict(self.fit),
         }
 
-    def search(self, query: torch.Tensor, cells: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(query, index row) of every training photo each query may match: the rows of its
+        distinct cells (``cells`` (B, M), -1 padded), queries in order and rows ascending
+        within a query, so each query's candidates are one contiguous run. Built with
+        ``repeat``/``cumsum`` (no loop over queries)."""
+        b, m = cells.shape
+        c = np.sort(cells, axis=1)
+        keep = (c >= 0) & (c < len(self.cell_start) - 1)
+        keep[:, 1:] &= c[:, 1:] != c[:, :-1]  # a cell named twice is searched once
+        pair_query = np.repeat(np.arange(b, dtype=np.int64), m)[keep.ravel()]
+        pair_cell = c.ravel()[keep.ravel()]
+        start = self.cell_start[pair_cell]
+        length = self.cell_start[pair_cell + 1] - start
+        first = np.repeat(np.cumsum(length) - length, length)  # where each pair's run begins
+        rows = np.repeat(start, length) + (np.arange(int(length.sum()), dtype=np.int64) - first)
+        return np.repeat(pair_query, length), rows
+
+    def search(
+        self, query: torch.Tensor, cells: torch.Tensor, *, chunk_elements: int = SEARCH_CHUNK
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-1 cosine similarity and index row per query among the training photos of its
         cells (-inf / -1 where they have none). ``query`` (B, F) unit rows; ``cells`` (B,) or
-        (B, M) with -1 padding: the cell, or the cells of the answered mode."""
+        (B, M) with -1 padding: the cell, or the cells of the answered mode.
+
+        One pass over all (query, candidate) pairs of the batch: the candidates' embeddings
+        are gathered and multiplied with their queries ``chunk_elements`` floats at a time
+        (memory stays bounded whatever the cell sizes), then a segmented max per query; ties
+        go to the lowest row, as a per-query argmax over ascending rows would."""
         q = query.detach().float().cpu()
-        cs = cells.detach().cpu().numpy().astype(np.int64).reshape(len(q), -1)
         sim = np.full(len(q), -np.inf)
         row = np.full(len(q), -1, dtype=np.int64)
-        for b in range(len(q)):
-            rows = [
-                np.arange(self.cell_start[c], self.cell_start[c + 1]) for c in set(cs[b]) if c >= 0
-            ]
-            rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-            if rows.size == 0:
-                continue
-            s = self.emb[torch.from_numpy(rows)].float() @ q[b]
-            j = int(torch.argmax(s))
-            sim[b], row[b] = float(s[j]), int(rows[j])
-        return sim, row  # fmt: skip
+        if len(q) == 0:
+            return sim, row
+        cs = cells.detach().cpu().numpy().astype(np.int64).reshape(len(q), -1)
+        qi, rows = self.candidates(cs)
+        if rows.size == 0:
+            return sim, row
+        step = max(1, int(chunk_elements) // max(1, int(q.shape[1])))
+        s = np.empty(rows.size, dtype=np.float32)
+        for lo in range(0, rows.size, step):
+            g = torch.index_select(self.emb, 0, torch.from_numpy(rows[lo : lo + step])).float()
+            qs = torch.index_select(q, 0, torch.from_numpy(qi[lo : lo + step]))
+            s[lo : lo + step] = (g * qs).sum(1).numpy()
+        heads = np.flatnonzero(np.r_[True, qi[1:] != qi[:-1]])  # each query's first candidate
+        best = np.maximum.reduceat(s, heads)
+        lengths = np.diff(np.r_[heads, rows.size])
+        at = np.where(s == np.repeat(best, lengths), np.arange(rows.size), rows.size)
+        who = qi[heads]
+        sim[who], row[who] = best.astype(np.float64), rows[np.minimum.reduceat(at, heads)]
+        return sim, row
 
     def refine_outputs(
         self, result: dict[str, torch.Tensor], outputs: Mapping[str, torch.Tensor]
