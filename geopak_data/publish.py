@@ -86,6 +86,38 @@ def refuse_links(folder: Path) -> None:
                 )
 
 
+CREDENTIAL_FIELDS = ("url", "license_url", "attribution", "title")
+
+
+def refuse_credentials(folder: Path, index: Any) -> None:
+    """Refuse a folder whose samples carry credentials in a URL (``user:pass@``, ``api_key=``,
+    ``token=``...: ``records.strip_credentials`` would change it). Shard folders written before
+    geopak stripped them at discovery can hold them in every sample's json; ``index.parquet``
+    holds the same fields from the same build, so it is what is read (no tar is opened). The
+    message names the sample and the field, never the value."""
+    from .records import without_credentials
+
+    fields = [f for f in CREDENTIAL_FIELDS if f in index.columns]
+    text = index[fields].fillna("").astype(str)
+    # only a value with "@" or "=" can hold credentials (strip_credentials' own shortcut)
+    maybe = text.apply(lambda col: col.str.contains("[@=]", regex=True)).any(axis=1).to_numpy()
+    bad: list[tuple[str, str]] = []
+    for key, row in zip(
+        index["key"][maybe].astype(str), text[maybe].to_dict("records"), strict=True
+    ):
+        clean = without_credentials(row)[0]
+        if clean != row:
+            bad.append((key, next(f for f in fields if clean[f] != row[f])))
+    if bad:
+        key, field = bad[0]
+        more = f" (and {len(bad) - 1} more sample(s))" if len(bad) > 1 else ""
+        raise GeopakError(
+            f"publish: sample {key} has credentials in its {field} (a user:pass@ or a key/token "
+            f"parameter, stored before geopak stripped them){more}; rebuild the folder with "
+            f"`geopak-data shard --work W --out {folder} --force`, which leaves them out"
+        )
+
+
 def plan_publish(
     folder: str | Path, *, allow_restricted: bool = False, allow_synthetic: bool = False
 ) -> PublishPlan:
@@ -112,6 +144,7 @@ def plan_publish(
             f"{len(missing)} shard(s) named in index.parquet are missing, e.g. {folder / missing[0]}"
         )
     refuse_links(folder)
+    refuse_credentials(folder, index)
     require_sound(folder, what="publish")
     restricted = int(index["restricted"].fillna(False).astype(bool).sum())
     if restricted and not allow_restricted:

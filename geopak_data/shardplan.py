@@ -41,6 +41,7 @@ from geopak_core.shardfmt import (
 )
 
 from .config import ShardConfig
+from .records import without_credentials
 from .removal import RemovalList
 from .source_registry import restricted_sources
 from .splits import SplitResult, assign_splits, shuffle_order
@@ -215,7 +216,9 @@ def sample_jsons(
     regions: RegionTable = PAKISTAN,
 ) -> list[dict[str, Any]]:
     """Each row's sample json, fields in ``shardfmt.JSON_FIELDS`` order (``province``: the
-    region table's name of ``province_id``)."""
+    region table's name of ``province_id``). URLs lose any credentials (``user:pass@``,
+    ``api_key=``...) that records from before geopak stripped them at discovery still hold;
+    a URL without credentials is kept byte for byte, so clean data keeps its tars."""
     centers = cells[["center_lat", "center_lon"]].to_numpy(np.float64)
     out = []
     columns = {c: df[c].tolist() for c in _JSON_INPUTS}  # column lists: much faster than rows
@@ -247,7 +250,7 @@ def sample_jsons(
         }
         if synthetic:
             meta[SYNTHETIC_FIELD] = True
-        out.append(meta)
+        out.append(without_credentials(meta)[0])
     return out
 
 
