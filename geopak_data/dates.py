@@ -141,30 +141,29 @@ def clean_dates(
     import pyarrow.compute as pc
 
     n = len(values)
+    values = values.cast(pa.string())
     grans = [_granularity(g) for g in granularity] if granularity is not None else [None] * n
-    up = uploaded if uploaded is not None else pa.array([""] * n, pa.string())
+    up = uploaded.cast(pa.string()) if uploaded is not None else pa.array([""] * n, pa.string())
     common = _np_bool(pc.match_substring_regex(values, _COMMON))
     up_plain = _np_bool(pc.match_substring_regex(up, _UNIX))
-    up_empty = _np_bool(pc.equal(up, ""))
-    common &= up_plain | up_empty
+    common &= up_plain | _np_bool(pc.equal(up, ""))
+    chars = _prefix(values, 19)  # "YYYY-MM-DD HH:MM:SS" where common
+    digits = chars.astype(np.int64) - 48
 
     def num(a: int, b: int) -> Any:
-        text = pc.if_else(pa.array(common), pc.utf8_slice_codeunits(values, a, b), "0")
-        return pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False)
+        return digits[:, a:b] @ (10 ** np.arange(b - a - 1, -1, -1))
 
     y, mo, d, h, mi, s = (
         num(a, b) for a, b in ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19))
     )
     common &= (mo > 0) & (d > 0)  # clean_date reads a month or day 00 as 01: left to it
-    iso = pc.if_else(pa.array(common), values, pa.scalar("", pa.string()))
     leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
-    month_ok = (mo >= 1) & (mo <= 12)
     dim = np.array(_MONTH_DAYS)[np.clip(mo, 1, 12) - 1] + ((mo == 2) & leap)
-    valid = month_ok & (d >= 1) & (d <= dim) & (h <= 23) & (mi <= 59) & (s <= 59)
+    valid = common & (mo <= 12) & (d <= dim) & (h <= 23) & (mi <= 59) & (s <= 59)
     valid &= y >= MIN_YEAR
-    yy = np.where(valid, y, 1970)
     days = (
-        (yy - 1970).astype("datetime64[Y]").astype("datetime64[M]") + np.where(valid, mo - 1, 0)
+        (np.where(valid, y, 1970) - 1970).astype("datetime64[Y]").astype("datetime64[M]")
+        + np.where(valid, mo - 1, 0)
     ).astype("datetime64[D]") + np.where(valid, d - 1, 0)
     when = days.astype(np.int64) * 86400 + h * 3600 + mi * 60 + s
     day = today or dt.datetime.now(dt.UTC).date()
@@ -172,19 +171,12 @@ def clean_dates(
     up_s = pc.cast(pc.if_else(pa.array(up_plain), up, "0"), pa.int64()).to_numpy(
         zero_copy_only=False
     )
-    has_up = up_plain & (up_s > 0)
-    limit = np.where(has_up, np.minimum(limit, up_s + 86400), limit)
+    limit = np.where(up_plain & (up_s > 0), np.minimum(limit, up_s + 86400), limit)
     keep = valid & (when <= limit)
     g = np.array([-1 if v is None else v for v in grans], np.int64)
-    base = pc.binary_join_element_wise(
-        pc.utf8_slice_codeunits(iso, 0, 10), pc.utf8_slice_codeunits(iso, 11, 19), "T"
-    )
-    cut = pc.if_else(
-        pa.array(g == MONTH),
-        pc.utf8_slice_codeunits(base, 0, 7),
-        pc.if_else(pa.array((g == YEAR) | (g == CIRCA)), pc.utf8_slice_codeunits(base, 0, 4), base),
-    )
-    out_iso = pc.if_else(pa.array(keep), cut, "")
+    chars[:, 10] = ord("T")
+    length = np.where(g == MONTH, 7, np.where((g == YEAR) | (g == CIRCA), 4, 19))
+    out_iso = _strings(chars, np.where(keep, length, 0))
     out_gran = [grans[i] if keep[i] else None for i in range(n)]
     rest = np.flatnonzero(~common)
     if rest.size:
@@ -200,6 +192,32 @@ def clean_dates(
         for i, (_, gr) in zip(rest.tolist(), got, strict=True):
             out_gran[i] = gr
     return out_iso, pa.array(out_gran, pa.int8())
+
+
+def _prefix(values: Any, width: int) -> Any:
+    """The first ``width`` bytes of each string of a pyarrow string array as an (n, width)
+    uint8 matrix (zeros past a string's end), in one gather."""
+    import numpy as np
+
+    n = len(values)
+    offsets = np.frombuffer(values.buffers()[1], np.int32, count=n + 1, offset=values.offset * 4)
+    buf = values.buffers()[2]
+    data = np.frombuffer(buf, np.uint8) if buf is not None and buf.size else np.zeros(1, np.uint8)
+    pos = np.arange(width)
+    chars = data[np.minimum(offsets[:-1, None] + pos, data.size - 1)]
+    chars[pos >= (offsets[1:] - offsets[:-1])[:, None]] = 0
+    return chars
+
+
+def _strings(chars: Any, lengths: Any) -> Any:
+    """A pyarrow string array of the first ``lengths[i]`` bytes of each row of ``chars``."""
+    import numpy as np
+    import pyarrow as pa
+
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    data = np.ascontiguousarray(chars[np.arange(chars.shape[1]) < lengths[:, None]])
+    return pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _np_bool(arr: Any) -> Any:
