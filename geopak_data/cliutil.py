@@ -110,6 +110,16 @@ def config_for(
     return cfg
 
 
+def http_url(value: str) -> str:
+    """argparse type of --endpoint: an http(s) URL (one-line error otherwise)."""
+    from .config import endpoint_problem
+
+    why = endpoint_problem(value)
+    if why is not None:
+        raise argparse.ArgumentTypeError(f"{value!r}: {why}")
+    return value
+
+
 def existing_file(value: str) -> Path:
     """argparse type: a path that must exist (clear one-line error otherwise)."""
     p = Path(value)

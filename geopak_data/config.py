@@ -45,6 +45,7 @@ class FlickrConfig:
     max_side_px: int = 1600  # pick the largest url_* whose longer side is <= this
 
     def validate(self, key: str) -> None:
+        check_endpoint(self.endpoint, f"{key}.endpoint")
         check_limits(
             self,
             key,
@@ -113,6 +114,7 @@ class PlacesConfig:
     calls_per_minute: int = 600
 
     def validate(self, key: str) -> None:
+        check_endpoint(self.endpoint, f"{key}.endpoint")
         check_limits(
             self,
             key,
@@ -215,6 +217,7 @@ class CommonsConfig:
     min_interval_s: float = 0.0  # extra pause between serial requests
 
     def validate(self, key: str) -> None:
+        check_endpoint(self.endpoint, f"{key}.endpoint")
         check_limits(self, key)
         _check(
             100.0 / 1e6 <= self.max_box_km2 <= 400.0,
@@ -252,6 +255,7 @@ class MapillaryConfig:
     min_interval_s: float = 0.0
 
     def validate(self, key: str) -> None:
+        check_endpoint(self.endpoint, f"{key}.endpoint")
         check_limits(self, key)
         _check(1 <= self.limit <= 2000, f"{key}.limit", self.limit, "must be 1..2000")
         _check(self.box_cap >= 1, f"{key}.box_cap", self.box_cap, "must be >= 1")
@@ -816,6 +820,26 @@ class PipelineConfig:
 
 
 # ----------------------------------------------------------------------------- loading
+
+
+def endpoint_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an API base URL (None when it can): only http(s) URLs with a
+    host, so a typo fails at once instead of after every retry of the first request."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    return None
+
+
+def check_endpoint(value: str, key: str) -> None:
+    """A section's ``endpoint``: empty (the real service) or an http(s) URL."""
+    why = endpoint_problem(value) if value else None
+    _check(why is None, key, value, why or "")
 
 
 def _check(ok: bool, key: str, value: Any, reason: str) -> None:

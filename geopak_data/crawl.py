@@ -748,6 +748,7 @@ def _add_source_parser(crawl_sub: argparse._SubParsersAction, spec: Any) -> None
         p.add_argument(
             "--endpoint",
             default=None,
+            type=cliutil.http_url,
             metavar="URL",
             help=(
                 "API base URL, e.g. a loopback test server or a mirror (default: "

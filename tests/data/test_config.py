@@ -33,6 +33,11 @@ def _write(tmp_path: Path, text: str) -> Path:
         ),
         ("[cluster]\ntarget_cells = {Narnia = 3}\n", "cluster.target_cells", "'Narnia'"),
         ("[tag]\nborder_tolerance_km = true\n", "tag.border_tolerance_km", "True"),
+        # an endpoint that is no http(s) URL fails here, not after every retry of a request
+        ("[crawl.flickr]\nendpoint = 'api.flickr.com'\n", "crawl.flickr.endpoint", "api.flickr"),
+        ("[crawl.places]\nendpoint = 'ftp://x/'\n", "crawl.places.endpoint", "ftp://x/"),
+        ("[crawl.commons]\nendpoint = 'http://'\n", "crawl.commons.endpoint", "http://"),
+        ("[crawl.mapillary]\nendpoint = 'file:///m'\n", "crawl.mapillary.endpoint", "file:"),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path: Path, text: str, key: str, value: str) -> None:

@@ -197,3 +197,16 @@ def test_refused_boundaries_are_not_remembered(tmp_path, server, capsys):
     junk.write_text("no polygons here")
     _refused(capsys, _crawl(work, meta, None, "--boundaries", str(junk)), "junk.geojson")
     assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("source", ["flickr", "places", "commons", "mapillary"])
+def test_endpoint_that_is_no_http_url_is_one_line(tmp_path, capsys, source):
+    # refused by argparse at once (before: six retries with back-off, about a minute)
+    work = tmp_path / "w"
+    for bad in ("notaurl", "ftp://127.0.0.1/x"):
+        with pytest.raises(SystemExit) as ei:
+            main(["crawl", source, "--work", str(work), "--endpoint", bad])
+        assert ei.value.code == 2
+        line = one_line(capsys.readouterr().err)
+        assert "--endpoint" in line and bad in line and "http" in line
+    assert not work.exists()
