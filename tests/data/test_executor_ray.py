@@ -10,13 +10,10 @@ Needs root (CI is); where namespaces cannot be made the test skips and says why 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.loopbackns import namespace_problem, run_offline
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -32,28 +29,22 @@ LOOPBACK = {
 
 def _namespace_or_skip() -> None:
     pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("unshare/ip are needed for the loopback-only namespace")
-    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
-        pytest.skip("cannot create a network namespace here (needs root, as in CI)")
+    why = namespace_problem()
+    if why:
+        pytest.skip(why)
 
 
 def test_ray_executor_matches_local_and_survives_a_killed_worker(tmp_path: Path) -> None:
     _namespace_or_skip()
     report = tmp_path / "report.json"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_DEDUP_LOGS": "0",
-        "OMP_NUM_THREADS": "1",
-    }
-    cmd = (
-        f'ip link set lo up && exec "{sys.executable}" "{SCRIPT}" "{tmp_path / "run"}" 120 '
-        f'"{report}" kill'
-    )
-    proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", cmd], env=env, capture_output=True, text=True, timeout=900
+    proc = run_offline(
+        SCRIPT,
+        tmp_path / "run",
+        120,
+        report,
+        "kill",
+        env={"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"},
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(report.read_text())

@@ -57,6 +57,20 @@ def _rows(path: Path) -> list[dict]:
     ]
 
 
+def _feature_run(shards: Path, features: Path, **kw) -> dict:
+    """The settings of a phase-1 run from the embedding cache, batches of 16, no workers or
+    plots; ``kw`` adds the run's own."""
+    return dict(
+        shards=shards,
+        features=features,
+        phase=1,
+        batch_size=16,
+        num_workers=0,
+        plots=False,
+        **kw,
+    )
+
+
 def _train_interrupted(monkeypatch, name: str, when, **settings) -> None:
     """``T.train(**settings)`` with ``T.<name>`` raising KeyboardInterrupt on the call for which
     ``when(call number, keyword args)`` holds; the real function is back afterwards."""
@@ -140,17 +154,8 @@ def test_interrupted_feature_run_resumes_to_identical_weights(
     toy_shards, toy_features, tmp_path, monkeypatch, one_thread
 ):
     """Interrupted (KeyboardInterrupt) in the middle of an epoch, between two checkpoints."""
-    settings = dict(
-        shards=toy_shards,
-        features=toy_features,
-        phase=1,
-        epochs=3,
-        batch_size=16,
-        seed=5,
-        checkpoint_every=4,
-        num_workers=0,
-        plots=False,
-        balance="sample",
+    settings = _feature_run(
+        toy_shards, toy_features, epochs=3, seed=5, checkpoint_every=4, balance="sample"
     )
     ref = T.train(out=tmp_path / "ref", **settings)
 
@@ -196,17 +201,7 @@ def test_killed_between_last_step_and_final_validation(
 ):
     """The last step's checkpoint is written, the final validation never happens: resuming
     validates, writes best.pt and marks the run finished, with the reference's metrics."""
-    settings = dict(
-        shards=toy_shards,
-        features=toy_features,
-        phase=1,
-        epochs=2,
-        batch_size=16,
-        checkpoint_every=13,
-        num_workers=0,
-        plots=False,
-        balance="none",
-    )
+    settings = _feature_run(toy_shards, toy_features, epochs=2, checkpoint_every=13, balance="none")
     ref = T.train(out=tmp_path / "ref", **settings)
     assert ref["step"] == 26  # 13 steps per epoch: checkpoints fall on the epochs' last steps
 

@@ -251,19 +251,25 @@ def test_training_stops_on_missing_weights_and_random_init_is_explicit(tmp_path,
     assert enc["clip"]["source"] == enc["places"]["source"] == "random"
 
 
-def test_a_config_naming_no_weights_needs_random_init(tmp_path):
-    text = (PRESETS_DIR / "tiny.toml").read_text().replace("random_init = true\n", "")
-    (tmp_path / "bare.toml").write_text(text)
+def _two_cells():
+    """Two cells (Karachi in Sindh, Lahore in Punjab): enough heads to build a model."""
     from geopak_model.cells import CellTable
-    from geopak_model.model import build_model
 
-    cells = CellTable(
+    return CellTable(
         cell_id=[0, 1],
         province_id=[0, 1],
         center_lat=[25, 31],
         center_lon=[67, 74],
         radius_km=[5, 5],
     )
+
+
+def test_a_config_naming_no_weights_needs_random_init(tmp_path):
+    text = (PRESETS_DIR / "tiny.toml").read_text().replace("random_init = true\n", "")
+    (tmp_path / "bare.toml").write_text(text)
+    from geopak_model.model import build_model
+
+    cells = _two_cells()
     with pytest.raises(weights.WeightsUnavailable, match="no CLIP weights named.*--random-init"):
         build_model(load_model_config(str(tmp_path / "bare.toml")), cells)
 
@@ -309,16 +315,9 @@ def test_places_download_verifies_and_loads(cache, host, blobs):
     again = weights.fetch_places(places_config(host, _sha(blobs["places"])))
     assert again == wf and host.content_gets() == 1
     # The file loads into the Places encoder of a model built from that config.
-    from geopak_model.cells import CellTable
     from geopak_model.model import build_model
 
-    cells = CellTable(
-        cell_id=[0, 1],
-        province_id=[0, 1],
-        center_lat=[25, 31],
-        center_lon=[67, 74],
-        radius_km=[5, 5],
-    )
+    cells = _two_cells()
     model = build_model(places_config(host, _sha(blobs["places"])), cells)
     assert model.encoder_provenance["places"]["sha256"] == wf.sha256
     assert model.encoder_provenance["clip"]["source"] == "random"

@@ -12,13 +12,12 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pyarrow.parquet as pq
 import pytest
+from support.loopbackns import namespace_problem, run_offline
 from support.viewdata import make_view_data
 
 pytestmark = pytest.mark.slow
@@ -30,12 +29,7 @@ ARTIFACTS = Path(os.environ.get("GEOPAK_TEST_ARTIFACTS", REPO / "test-artifacts"
 def _can_isolate() -> str | None:
     if not Path(os.environ.get("GEOPAK_CHROMIUM", "/usr/bin/chromium")).exists():
         return "chromium is not installed (apt-get install chromium; .ci/run does)"
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "unshare/ip (util-linux, iproute2) are needed for the loopback-only namespace"
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
-    if probe.returncode != 0:
-        return "cannot create a network namespace here (needs root, as in CI)"
-    return None
+    return namespace_problem()
 
 
 def test_page_in_a_real_browser(tmp_path):
@@ -55,18 +49,7 @@ def test_page_in_a_real_browser(tmp_path):
     result = tmp_path / "result.json"
     if ARTIFACTS.exists():
         shutil.rmtree(ARTIFACTS)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    cmd = (
-        f'ip link set lo up && exec "{sys.executable}" "{SCRIPT}" "{shards}" "{ckpt}" "{photo}" '
-        f'"{result}" "{ARTIFACTS}"'
-    )
-    proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", cmd], env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = run_offline(SCRIPT, shards, ckpt, photo, result, ARTIFACTS, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(result.read_text())
 
