@@ -110,10 +110,37 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, durable: bool = True
     atomic_write_text(path, text, durable=durable)
 
 
-def atomic_write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
+def atomic_write_parquet(path: str | os.PathLike, table: pa.Table, *, durable: bool = True) -> None:
     """A zstd Parquet file written atomically, so a killed stage never leaves half a table."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=durable) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+def make_durable(paths: list[Path]) -> None:
+    """fsync ``paths`` (written with ``durable=False``) at once, then each folder once.
+
+    A stage that writes several small files fsyncs them together at its commit point instead
+    of one after the other (each fsync waits for the disk): the same guarantee once this
+    returns, the waits overlapped. A rename is atomic without it; this is for power loss.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def sync(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    files = [Path(p) for p in paths if Path(p).is_file()]
+    if not files:
+        return
+    with ThreadPoolExecutor(
+        max_workers=min(8, len(files)), thread_name_prefix="geopak-fsync"
+    ) as pool:
+        list(pool.map(sync, files))
+    for folder in sorted({p.parent for p in files}):
+        fsync_dir(folder)
 
 
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:

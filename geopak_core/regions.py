@@ -186,11 +186,11 @@ class RegionTable:
         meta = {"country": self.country, "bbox": list(self.bbox) if self.bbox else None}
         return table.replace_schema_metadata({b"geopak.regions": json.dumps(meta).encode()})
 
-    def write(self, path: str | Path) -> Path:
-        """Write ``regions.parquet`` atomically."""
+    def write(self, path: str | Path, *, durable: bool = True) -> Path:
+        """Write ``regions.parquet`` atomically (fsynced unless ``durable=False``)."""
         from geopak_core.io import atomic_write_parquet
 
-        atomic_write_parquet(Path(path), self.to_arrow())
+        atomic_write_parquet(Path(path), self.to_arrow(), durable=durable)
         return Path(path)
 
     @classmethod

@@ -255,9 +255,39 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return ti
 
 
-def member_header(name: str, size: int) -> bytes:
-    """The header block(s) of one member (a PAX extension first for names of 100+ bytes)."""
+def _slow_header(name: str, size: int) -> bytes:
     return _tarinfo(name, size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+_USTAR_SIZE_LIMIT = 8**11  # what the ustar size field (11 octal digits) holds without PAX
+_TEMPLATE: list[tuple[bytes, bytes, bytes, int]] = []  # header bytes 100:124, 136:148, 156:512
+
+
+def _template() -> tuple[bytes, bytes, bytes, int]:
+    """The fixed fields of every member's header (mode, owner, mtime, magic...) and their byte
+    sum, taken from ``tarfile`` itself so the fast path cannot drift from it."""
+    if not _TEMPLATE:
+        block = _slow_header("", 0)
+        mid, mtime, tail = block[100:124], block[136:148], block[156:BLOCK]
+        _TEMPLATE.append((mid, mtime, tail, sum(mid) + sum(mtime) + sum(tail)))
+    return _TEMPLATE[0]
+
+
+def member_header(name: str, size: int) -> bytes:
+    """The header block(s) of one member (a PAX extension first for long or non-ASCII names).
+
+    The common member (an ASCII name of at most 100 bytes, under 8 GiB) gets the ustar block
+    ``tarfile`` would write, assembled from a template: name, size and checksum are the only
+    fields that vary. ``tarfile``'s own encoder (about 20 us a member, a third of the time
+    it takes to write a tar of 30 KB photos) builds every other header.
+    """
+    if len(name) > 100 or not name.isascii() or not 0 <= size < _USTAR_SIZE_LIMIT:
+        return _slow_header(name, size)
+    mid, mtime, tail, fixed = _template()
+    raw = name.encode("ascii")
+    size_field = b"%011o\0" % size
+    chksum = fixed + sum(raw) + sum(size_field) + 256  # 256: the checksum field as 8 spaces
+    return b"".join((raw, bytes(100 - len(raw)), mid, size_field, mtime, b"%06o\0 " % chksum, tail))
 
 
 def _header_bytes(name: str) -> int:
@@ -653,9 +683,9 @@ def regions_entry(regions: RegionTable) -> dict[str, Any]:
     }
 
 
-def write_regions(folder: str | Path, regions: RegionTable) -> Path:
+def write_regions(folder: str | Path, regions: RegionTable, *, durable: bool = True) -> Path:
     """Write the shard folder's ``regions.parquet`` (``province_id``, ``province``, ``iso``, ``area_km2``)."""
-    return regions.write(Path(folder) / REGIONS_FILE)
+    return regions.write(Path(folder) / REGIONS_FILE, durable=durable)
 
 
 def read_regions(folder: str | Path) -> RegionTable:

@@ -317,6 +317,21 @@ def _region_names(gdf: Any, regions: RegionTable | None) -> tuple[str, ...]:
     return PAKISTAN.names
 
 
+def preload() -> None:
+    """Import what :func:`plot_map` draws with and load its font, without drawing: a process
+    that hands its maps to forked children (the shard stage) does this once so every later
+    child starts with them in memory."""
+    from matplotlib import font_manager
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+    font_manager.get_font(font_manager.findfont(font_manager.FontProperties()))
+    try:
+        import geopandas  # noqa: F401 - the polygons' reader
+    except ImportError:
+        pass
+
+
 def plot_map(
     path: str | Path,
     *,

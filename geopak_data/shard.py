@@ -45,6 +45,7 @@ from geopak_core.io import (
     atomic_write_text,
     folder_arg,
     fsync_dir,
+    make_durable,
     read_json,
 )
 from geopak_core.progress import log, progress
@@ -83,10 +84,12 @@ from .shardplan import (
     split_rule_text,
     text,
 )
+from .sidejob import SideJob
 from .stats import collect_rejects, filter_notes
 
 STAGE = "shard"
 TAR_WRITERS = 2  # tars written at once (see write_shards)
+MAP_FILE = "map.png"
 # What the cluster stage's records must hold (records.DOWNLOADED_SCHEMA + filter/tag/cluster columns).
 REQUIRED_COLUMNS = (
     "key",
@@ -379,20 +382,34 @@ def build_stats(
     )
 
 
+def table_contents(plan: ShardPlan, cells: pd.DataFrame, regions: RegionTable) -> dict[str, Any]:
+    """index.parquet's and cells.parquet's contents: a function of the plan alone, so they
+    are computed while the tars are written."""
+    index = index_table(plan)
+    return {
+        "index": index,
+        "index_frame": index.to_pandas(),
+        "cells": cells_table(plan, cells, regions),
+    }
+
+
 def write_tables(
-    ctx: StageContext, out: Path, plan: ShardPlan, cells: pd.DataFrame, regions: RegionTable
+    ctx: StageContext,
+    out: Path,
+    plan: ShardPlan,
+    contents: dict[str, Any],
+    regions: RegionTable,
 ) -> dict[str, Any]:
     """index.parquet, cells.parquet, regions.parquet and stats.json (deterministic; cheap to
-    rewrite every run)."""
-    index = index_table(plan)
-    cells_out = cells_table(plan, cells, regions)
-    write_regions(out, regions)
-    atomic_write_parquet(out / "index.parquet", index)
+    rewrite every run). Not fsynced here: the stage makes them durable together at its end."""
+    index, cells_out = contents["index"], contents["cells"]
+    write_regions(out, regions, durable=False)
+    atomic_write_parquet(out / "index.parquet", index, durable=False)
     atomic_write_parquet(
-        out / "cells.parquet", pa.Table.from_pandas(cells_out, preserve_index=False)
+        out / "cells.parquet", pa.Table.from_pandas(cells_out, preserve_index=False), durable=False
     )
     stats = build_stats(
-        index=index.to_pandas(),
+        index=contents["index_frame"],
         cells=cells_out,
         config=ctx.config,
         shard_config_hash=ctx.config.section_hash("shard"),
@@ -412,7 +429,7 @@ def write_tables(
     coverage = coverage_summary(ctx.work)
     if coverage:  # the card shows where photos are still missing
         stats["coverage"] = coverage
-    atomic_write_json(out / "stats.json", stats)
+    atomic_write_json(out / "stats.json", stats, durable=False)
     return {"index": index, "cells": cells_out, "stats": stats, "regions": regions}
 
 
@@ -428,13 +445,21 @@ def draw_map(
     points = plan.records[["lat", "lon", "province_id"]].iloc[order].reset_index(drop=True)
     cells_out = cells_table(plan, cells, regions)
     return write_map(
-        out / "map.png",
+        out / MAP_FILE,
         points,
         cells_out,
         title=f"{config.shard.dataset_name}: {len(order):,} photos, {len(cells_out):,} geocells",
         regions=regions,
         boundaries=boundaries_source(config),  # another country's polygons, not $GEOPAK_BOUNDARIES
     )
+
+
+def _preload_map() -> None:
+    try:
+        from .maps import preload
+    except ImportError:  # no maps module: the child says so, nothing to warm
+        return
+    preload()
 
 
 def write_card(
@@ -449,7 +474,7 @@ def write_card(
         map_file=map_file,
         regions=tables["regions"],
     )
-    atomic_write_text(out / "README.md", card)
+    atomic_write_text(out / "README.md", card, durable=False)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -498,14 +523,28 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
     )
     state = ShardState.load(ctx.stage_dir / "state.json", out.resolve())
     out.mkdir(parents=True, exist_ok=True)
-    # The map needs only the plan: it is drawn in a thread while the tars are written (the
-    # writer mostly waits on reads and fsync), so its fixed cost hides behind the I/O.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geopak-map") as pool:
-        map_job = pool.submit(draw_map, out, plan, cells, ctx.config, regions)
-        written = write_shards(ctx.work, out, plan, state)
-        tables = write_tables(ctx, out, plan, cells, regions)
+    # The map needs only the plan: it is drawn in a forked child process (sidejob) while the
+    # tars are written, on the other core; in a thread its GIL-bound drawing slowed the writers.
+    with SideJob(
+        draw_map,
+        out,
+        plan,
+        cells,
+        ctx.config,
+        regions,
+        values=(MAP_FILE, None),
+        name="geopak-map",
+        warm=_preload_map,
+    ) as map_job:
+        # The tars in their threads; meanwhile this thread computes the tables from the plan.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geopak-shards") as pool:
+            tars = pool.submit(write_shards, ctx.work, out, plan, state)
+            contents = table_contents(plan, cells, regions)
+            written = tars.result()
+        tables = write_tables(ctx, out, plan, contents, regions)
         map_file = map_job.result()
     write_card(out, ctx.config, tables, map_file)
+    make_durable([out / f for f in (*REQUIRED_FILES, REGIONS_FILE)])
     counts, summary = _summary(plan, written, out)
     return StageResult(
         counts=counts,

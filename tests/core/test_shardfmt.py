@@ -74,6 +74,30 @@ def test_write_tar_same_as_webdataset_tarwriter(tmp_path: Path) -> None:
     assert out.getvalue() == buf.getvalue()
 
 
+def test_member_header_fast_path_is_tarfiles_header() -> None:
+    """The template-built ustar header is exactly what ``tarfile`` writes, at every edge: name
+    lengths 0..110 (100 is the last without PAX), non-ASCII and control characters, sizes at
+    block edges and beyond what the ustar size field holds."""
+    import random
+    import string
+
+    rng = random.Random(7)
+    names = ["", "a", "yfcc_000001.jpg", "x" * 99, "y" * 100, "z" * 101, "photo é.jpg", "t\tab"]
+    names += [
+        "".join(rng.choice(string.printable) for _ in range(rng.randint(0, 110)))
+        for _ in range(300)
+    ]
+    sizes = [0, 1, 511, 512, 513, 30_000, 8**11 - 1, 8**11, 2**40]
+    for name in names:
+        for size in sizes + [rng.randint(0, 10**9)]:
+            ti = tarfile.TarInfo(name)
+            ti.size = size
+            ti.mtime, ti.mode = shardfmt.TAR_MTIME, shardfmt.TAR_MODE
+            ti.uname = ti.gname = shardfmt.TAR_USER
+            want = ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            assert shardfmt.member_header(name, size) == want, (name, size)
+
+
 def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
     def broken():
         yield SAMPLES[0]

@@ -239,11 +239,15 @@ def fake_maps(calls: list[dict] | None = None) -> Iterator[None]:
         Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")
         return Path(path)
 
+    from geopak_data import sidejob
+
     saved = sys.modules.get("geopak_data.maps", _MISSING)
     sys.modules["geopak_data.maps"] = types.SimpleNamespace(plot_map=plot_map)  # type: ignore[assignment]
+    fork, sidejob.FORK = sidejob.FORK, False  # the calls are recorded in this process's memory
     try:
         yield
     finally:
+        sidejob.FORK = fork
         if saved is _MISSING:
             sys.modules.pop("geopak_data.maps", None)
         else:
