@@ -192,9 +192,13 @@ def list_shards(root: str | os.PathLike, split: str) -> list[Path]:
 # ----------------------------------------------------------------------------- sample json
 
 
+# One encoder for every sample: json.dumps with options builds a new encoder on each call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def json_bytes(obj: dict[str, Any]) -> bytes:
     """A sample's json member: compact, UTF-8, keys in the order given."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _JSON.encode(obj).encode("utf-8")
 
 
 # ----------------------------------------------------------------------------- cells
@@ -304,6 +308,25 @@ def sample_tar_bytes(key: str, jpg_size: int, json_size: int) -> int:
         + _header_bytes(f"{key}.json")
         + padded(json_size)
     )
+
+
+def sample_tar_sizes(
+    keys: Sequence[str], jpg_sizes: Sequence[int] | np.ndarray, json_sizes: Sequence[int]
+) -> np.ndarray:
+    """:func:`sample_tar_bytes` of many samples at once (int64), for the shard plan."""
+    jpg = np.asarray(jpg_sizes, dtype=np.int64)
+    js = np.asarray(json_sizes, dtype=np.int64)
+    heads = np.fromiter(
+        (
+            2 * BLOCK
+            if len(k) < 95 and k.isascii()  # both names ("k.json" is 5 longer) fit a block
+            else _header_bytes(f"{k}.jpg") + _header_bytes(f"{k}.json")
+            for k in keys
+        ),
+        dtype=np.int64,
+        count=len(keys),
+    )
+    return heads + (jpg + BLOCK - 1) // BLOCK * BLOCK + (js + BLOCK - 1) // BLOCK * BLOCK
 
 
 def tar_size(sample_bytes: int) -> int:
@@ -622,11 +645,18 @@ def expected_by_shard(index: Any) -> dict[str, tuple[list[str], list[str]]]:
 
 
 def verify_folder(
-    root: Path, splits: Sequence[str] = SPLITS, *, check_sha256: bool = True
+    root: Path,
+    splits: Sequence[str] = SPLITS,
+    *,
+    check_sha256: bool = True,
+    cache: bool = True,
 ) -> dict[str, tuple[int, str]]:
     """{shard name: (samples index.parquet lists for it, problem)} for every bad shard of
     ``splits``: each listed shard is verified against its keys (and sha256), and a tar on disk
-    that the index does not list is a problem too. Empty when the folder is sound."""
+    that the index does not list is a problem too. Empty when the folder is sound.
+
+    With ``cache`` a tar that verified clean before, as the very same file against the same
+    keys and hashes, is not read again (``geopak_core.verified``); ``cache=False`` reads all."""
     root = Path(root)
     index_path = root / "index.parquet"
     if not index_path.is_file():
@@ -645,16 +675,41 @@ def verify_folder(
     want = set(splits)
     mask = [s in want for s in table.column("split").to_pylist()]
     expected = expected_by_shard(table.filter(pa.array(mask, pa.bool_())))
-    bad: dict[str, tuple[int, str]] = {}
-    for name, (keys, shas) in sorted(expected.items()):
-        problem = verify_shard(root / name, keys, shas if check_sha256 else None)
-        if problem:
-            bad[name] = (len(keys), problem)
+    bad = _verify_listed(root, expected, check_sha256=check_sha256, cache=cache)
     for split in splits:
         for p in list_shards(root, split):
             name = p.relative_to(root).as_posix()
             if name not in expected:
                 bad[name] = (0, "not listed in index.parquet")
+    return bad
+
+
+def _verify_listed(
+    root: Path,
+    expected: dict[str, tuple[list[str], list[str]]],
+    *,
+    check_sha256: bool,
+    cache: bool,
+) -> dict[str, tuple[int, str]]:
+    """``verify_shard`` for every shard the index lists, skipping those known good."""
+    from .verified import VerifiedShards, expectation, identity
+
+    record = VerifiedShards(root) if cache else None
+    bad: dict[str, tuple[int, str]] = {}
+    for name, (keys, shas) in sorted(expected.items()):
+        sha = shas if check_sha256 else None
+        ident, expect = identity(root / name), expectation(keys, sha)
+        if record is not None and record.known_good(name, ident, expect):
+            continue
+        problem = verify_shard(root / name, keys, sha)
+        if problem:
+            bad[name] = (len(keys), problem)
+            if record is not None:
+                record.forget(name)
+        elif record is not None:
+            record.remember(name, ident, expect)
+    if record is not None:
+        record.save()
     return bad
 
 

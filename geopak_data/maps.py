@@ -37,16 +37,32 @@ _KM_PER_DEG_LAT = 110.574
 _KM_PER_DEG_LON_EQ = 111.320
 
 
+_POLYGONS: dict[tuple[str, int, int, str], Any] = {}  # (file, size, mtime_ns, country) -> frame
+
+
+def _read_polygons(boundaries: str | Path | None, country: str) -> Any:
+    """The region polygons, read once per process while the file stays the same (maps are
+    drawn for every stage and by forked children, which inherit what the parent read)."""
+    from geopak_core.boundaries import read_boundaries, resolve_boundaries_path
+
+    src = Path(resolve_boundaries_path(boundaries, country=country))
+    st = src.stat()
+    key = (str(src), st.st_size, st.st_mtime_ns, country)
+    if key not in _POLYGONS:
+        frame = read_boundaries(src, country=country)
+        _POLYGONS.clear()
+        _POLYGONS[key] = frame
+    return _POLYGONS[key]
+
+
 def _load_boundaries(boundaries: Any, regions: RegionTable | None = None) -> Any:
     if boundaries is False:
         return None
     if boundaries is not None and not isinstance(boundaries, str | Path):
         return boundaries
     try:
-        from geopak_core.boundaries import load_boundaries
-
         country = regions.country if regions is not None and regions.country else "PAK"
-        return load_boundaries(boundaries, country=country)
+        return _read_polygons(boundaries, country)
     except Exception as exc:  # no polygons is not a reason to lose the map
         log.info(
             "map drawn without province polygons (%s)",
@@ -317,19 +333,16 @@ def _region_names(gdf: Any, regions: RegionTable | None) -> tuple[str, ...]:
     return PAKISTAN.names
 
 
-def preload() -> None:
-    """Import what :func:`plot_map` draws with and load its font, without drawing: a process
-    that hands its maps to forked children (the shard stage) does this once so every later
-    child starts with them in memory."""
+def preload(regions: RegionTable | None = None, boundaries: str | Path | None = None) -> None:
+    """Import what :func:`plot_map` draws with, load its font and read the polygons, without
+    drawing: a process that hands its maps to forked children (the shard stage) does this
+    once so every later child starts with them in memory."""
     from matplotlib import font_manager
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
     from matplotlib.figure import Figure  # noqa: F401
 
     font_manager.get_font(font_manager.findfont(font_manager.FontProperties()))
-    try:
-        import geopandas  # noqa: F401 - the polygons' reader
-    except ImportError:
-        pass
+    _load_boundaries(boundaries, regions)
 
 
 def plot_map(

@@ -107,6 +107,29 @@ def fingerprint(path: Path) -> str:
     return file_sha256(p)
 
 
+# The file descriptors of the locks this process holds. A forked child (the shard stage's map,
+# geopak_data.sidejob) would otherwise share them: an flock belongs to the open file, so a
+# child still alive after its parent's kill -9 would keep the stage locked against the rerun.
+_HELD_LOCKS: set[int] = set()
+
+
+def _drop_locks_in_child() -> None:
+    """After a fork, in the child: point every held lock's descriptor at /dev/null (the
+    parent keeps the lock; the number stays valid, so nothing else in the child breaks)."""
+    if not _HELD_LOCKS:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in list(_HELD_LOCKS):
+            os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
 @contextlib.contextmanager
 def _locked(path: Path, blocking: bool = True) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,9 +141,11 @@ def _locked(path: Path, blocking: bool = True) -> Iterator[None]:
             raise GeopakError(
                 f"another geopak process is running this stage ({path.name}); wait for it or stop it"
             ) from None
+        _HELD_LOCKS.add(fh.fileno())
         try:
             yield
         finally:
+            _HELD_LOCKS.discard(fh.fileno())
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 

@@ -201,10 +201,12 @@ def _measure_images(work: Path, records: pd.DataFrame, cfg: Any, removal: Any) -
         url=out["url"].tolist(),
     )
     paths = out["image_path"].tolist()
+    root = str(work)
     missing = []
     for i in np.flatnonzero(eligible_mask(out, cfg)).tolist():
-        try:
-            sizes[i] = os.stat(work / paths[i]).st_size if text(paths[i]) else -1
+        rel = text(paths[i])
+        try:  # os.path on strings: pathlib's joins cost more than the stat itself
+            sizes[i] = os.stat(os.path.join(root, rel)).st_size if rel else -1
         except FileNotFoundError:
             sizes[i] = -1
         if sizes[i] < 0 and not removed[i]:
@@ -247,12 +249,13 @@ def _drop_unplanned(out: Path, plan: ShardPlan, state: ShardState) -> None:
 
 
 def _samples(
-    paths: list[Path], shas: list[str], plan: ShardPlan, rows: np.ndarray
+    paths: list[str], shas: list[str], plan: ShardPlan, rows: np.ndarray
 ) -> Iterator[tuple[str, bytes, bytes]]:
     """(key, jpg, json) of each row, the image checked against the sha256 the crawl recorded."""
     for i in rows.tolist():
         path = paths[i]
-        jpg = path.read_bytes()
+        with open(path, "rb") as fh:
+            jpg = fh.read()
         want = shas[i]
         key = plan.metas[i]["key"]
         if want and hashlib.sha256(jpg).hexdigest() != want:
@@ -276,7 +279,8 @@ def write_shards(work: Path, out: Path, plan: ShardPlan, state: ShardState) -> l
             len(plan.shards),
             len(todo),
         )
-    paths = [work / p for p in plan.records["image_path"].tolist()]
+    root = str(work)
+    paths = [os.path.join(root, p) for p in plan.records["image_path"].tolist()]
     shas = [text(v) for v in plan.records["sha256"].tolist()]
     bar = progress(total=int(sum(plan.shards[t].size for t in todo)), desc="shard", unit="img")
     lock = threading.Lock()
@@ -454,12 +458,12 @@ def draw_map(
     )
 
 
-def _preload_map() -> None:
+def _preload_map(config: PipelineConfig, regions: RegionTable) -> None:
     try:
         from .maps import preload
     except ImportError:  # no maps module: the child says so, nothing to warm
         return
-    preload()
+    preload(regions, boundaries_source(config))
 
 
 def write_card(
@@ -534,7 +538,7 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
         regions,
         values=(MAP_FILE, None),
         name="geopak-map",
-        warm=_preload_map,
+        warm=lambda: _preload_map(ctx.config, regions),
     ) as map_job:
         # The tars in their threads; meanwhile this thread computes the tables from the plan.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geopak-shards") as pool:

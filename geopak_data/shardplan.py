@@ -35,7 +35,7 @@ from geopak_core.shardfmt import (
     SPLITS,
     SYNTHETIC_FIELD,
     json_bytes,
-    sample_tar_bytes,
+    sample_tar_sizes,
     shard_name,
     tar_size,
 )
@@ -344,10 +344,7 @@ def plan_shards(
     metas = sample_jsons(df, cells, res.names(), synthetic=config.synthetic, regions=regions)
     blobs = [json_bytes(m) for m in metas]
     sizes = df["bytes"].fillna(0).astype(np.int64).to_numpy()
-    tar_bytes = np.array(
-        [sample_tar_bytes(m["key"], int(sizes[i]), len(blobs[i])) for i, m in enumerate(metas)],
-        dtype=np.int64,
-    )
+    tar_bytes = sample_tar_sizes([m["key"] for m in metas], sizes, [len(b) for b in blobs])
     keys = df["key"].to_numpy()
     shas = [text(v) for v in df["sha256"].tolist()]
     shards: dict[str, np.ndarray] = {}

@@ -32,8 +32,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from geopak_core.geo import haversine_km
 from geopak_core.hashing import stable_u64
@@ -221,6 +219,9 @@ def leakage_groups(
     Group ids are numbered by first appearance in row order, so sorted input gives ids that
     do not depend on how scipy labels its components.
     """
+    from scipy.sparse import coo_matrix  # here, not at import: a third of the CLI's start-up
+    from scipy.sparse.csgraph import connected_components
+
     ba, bb = burst_pairs(owner, date_taken, lat, lon, burst_radius_km, date_granularity)
     da, db = duplicate_pairs(sha256, phash, phash_distance)
     ga, gb = declared_group_pairs(group_id) if group_id is not None else (ba[:0], bb[:0])

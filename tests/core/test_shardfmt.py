@@ -98,6 +98,16 @@ def test_member_header_fast_path_is_tarfiles_header() -> None:
             assert shardfmt.member_header(name, size) == want, (name, size)
 
 
+def test_sample_tar_sizes_is_sample_tar_bytes_for_many() -> None:
+    keys = ["k" * n for n in range(0, 130)] + ["é" * 3, "x" * 94 + "é"]
+    jpg = [(7 * i * i) % 5000 for i in range(len(keys))]
+    js = [(13 * i) % 700 for i in range(len(keys))]
+    got = shardfmt.sample_tar_sizes(keys, jpg, js)
+    assert got.tolist() == [
+        shardfmt.sample_tar_bytes(k, a, b) for k, a, b in zip(keys, jpg, js, strict=True)
+    ]
+
+
 def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
     def broken():
         yield SAMPLES[0]

@@ -211,3 +211,33 @@ def test_map_uses_the_runs_polygons(tmp_path: Path) -> None:
     with fake_maps(calls):
         run_shard(work=work, config=cfg, out=tmp_path / "out")
     assert calls and calls[0]["boundaries"] == str(polygons)
+
+
+def test_compiled_template_renders_what_from_template_renders(folder: Path) -> None:
+    """render_card compiles the template once per process; the text is the library's own."""
+    import pandas as pd
+    from huggingface_hub import DatasetCardData
+
+    from geopak_core.regions import regions_in
+    from geopak_data import card as card_mod
+
+    stats = json.loads((folder / "stats.json").read_text())
+    cells = pd.read_parquet(folder / "cells.parquet").to_dict("records")
+    config = load_config(None, {"shard.max_shard_samples": 30})  # the fixture's
+    regions = regions_in(folder)
+    ours = card_mod.render_card(stats=stats, cells=cells, config=config, regions=regions)
+    assert ours == (folder / "README.md").read_text()
+    ctx = card_mod.card_context(
+        stats=stats, cells=cells, config=config, map_file="map.png", regions=regions
+    )
+    splits = [s for s in ("train", "val", "test") if stats["splits"][s]["shards"] > 0]
+    meta = card_mod.card_metadata(
+        n_samples=ctx["total"], splits=splits, pretty_name=ctx["name"], country=ctx["country_name"]
+    )
+    theirs = str(
+        DatasetCard.from_template(
+            DatasetCardData(**meta), template_path=str(card_mod.TEMPLATE), **ctx
+        )
+    )
+    assert ours == (theirs if theirs.endswith("\n") else theirs + "\n")
+    assert card_mod.render_card(stats=stats, cells=cells, config=config, regions=regions) == ours

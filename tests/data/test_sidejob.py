@@ -113,3 +113,23 @@ def test_the_child_dies_with_a_parent_killed_by_sigkill(tmp_path: Path) -> None:
         time.sleep(0.05)
     os.kill(child, signal.SIGKILL)
     pytest.fail("the side job outlived its parent")
+
+
+def _points_at_devnull(fd: int) -> str:
+    return "null" if os.path.samestat(os.fstat(fd), os.stat(os.devnull)) else "lock"
+
+
+def test_a_child_does_not_share_the_stage_lock(tmp_path: Path) -> None:
+    """The lock is the parent's alone: a child that outlived a killed parent for a moment
+    must not keep the stage locked against the rerun."""
+    from geopak_data import runner
+
+    with runner._locked(tmp_path / ".shard.lock", blocking=False):
+        (fd,) = runner._HELD_LOCKS
+        job = SideJob(_points_at_devnull, fd, values=("null", "lock"))
+        assert job.result() == "null"
+        assert _points_at_devnull(fd) == "lock"  # the parent's descriptor is untouched
+        with pytest.raises(Exception, match="another geopak process"):
+            with runner._locked(tmp_path / ".shard.lock", blocking=False):
+                pass
+    assert not runner._HELD_LOCKS
