@@ -10,10 +10,11 @@ again; so is every tar when ``index.parquet`` lists other keys or hashes for it.
 rot that leaves the file's identity alone is not caught after the first check (a fresh
 ``verify_folder(..., cache=False)`` still reads everything).
 
-Kept in ``DIR/.geopak-verified.json`` (hidden: not published, not data), or, for a folder
-this user may not write, in the user cache (``GEOPAK_CACHE``, else the platform's cache
-folder) under a name derived from the folder's real path. Written atomically; a damaged or
-unreadable record is simply no record.
+Kept in the user cache (``GEOPAK_CACHE``, else the platform's cache folder), one small file
+per folder under a name derived from the folder's real path, never in the shard folder: a
+reader leaves the dataset exactly as it found it. Written atomically (parallel readers, e.g.
+DDP ranks, at worst lose an entry); a damaged or unreadable record is simply no record; the
+oldest records go once there are more than ``KEEP``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from typing import Any
 
 from .io import atomic_write_json
 
-SIDECAR = ".geopak-verified.json"
 VERSION = 1
+KEEP = 500  # records (folders) kept in the cache
 
 
 def expectation(keys: Sequence[str], sha256: Sequence[str] | None) -> str:
@@ -48,7 +49,8 @@ def identity(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
-def _user_cache_file(root: Path) -> Path:
+def record_file(root: Path) -> Path:
+    """Where the record of shard folder ``root`` lives."""
     base = os.environ.get("GEOPAK_CACHE")
     if base:
         folder = Path(base)
@@ -77,12 +79,8 @@ class VerifiedShards:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._real = str(self.root.resolve())
-        self._places = [self.root / SIDECAR, _user_cache_file(self.root)]
-        self._shards: dict[str, Any] = {}
-        for place in self._places:
-            self._shards = _read(place, self._real)
-            if self._shards:
-                break
+        self.path = record_file(self.root)
+        self._shards: dict[str, Any] = _read(self.path, self._real)
         self._changed = False
 
     def known_good(self, name: str, ident: list[int] | None, expect: str) -> bool:
@@ -107,14 +105,26 @@ class VerifiedShards:
             self._changed = True
 
     def save(self) -> None:
-        """Write the record where this user may (the folder, else the user cache), or nowhere."""
+        """Write the record (nothing happens when the cache cannot be written)."""
         if not self._changed:
             return
         data = {"version": VERSION, "root": self._real, "shards": self._shards}
-        for place in self._places:
-            try:
-                atomic_write_json(place, data, durable=False)
-            except OSError:
-                continue
-            self._changed = False
+        try:
+            atomic_write_json(self.path, data, durable=False)
+        except OSError:
             return
+        self._changed = False
+        _prune(self.path.parent)
+
+
+def _prune(folder: Path) -> None:
+    """Keep the newest ``KEEP`` records."""
+    try:
+        files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    except OSError:
+        return
+    for old in files[: max(0, len(files) - KEEP)]:
+        try:
+            old.unlink()
+        except OSError:
+            pass

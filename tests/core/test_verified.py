@@ -1,6 +1,6 @@
-"""Verified shards are remembered: a second open of a folder reads no tar, and every change
-to a tar (rewritten, same-size damage with its mtime put back, truncation, replacement) or to
-what the index expects of it is verified again and caught."""
+"""Verified shards are remembered (in the user cache, never in the shard folder): a second
+open of a folder reads no tar, and every change to a tar (same-size damage with its mtime put
+back, truncation, replacement) or to what the index expects of it is verified again."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from geopak_core import shardfmt
-from geopak_core.verified import SIDECAR, VerifiedShards
+from geopak_core import shardfmt, verified
+from geopak_core.verified import VerifiedShards, record_file
 from geopak_model.testing import make_toy_shards
 
 
 @pytest.fixture
-def folder(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
+def folder(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    monkeypatch.setenv("GEOPAK_CACHE", str(tmp_path / "cache"))
     made = tmp_path_factory.getbasetemp() / "verified-toy"
     if not made.exists():
         make_toy_shards(made, n=60, per_shard=12, seed=3)
@@ -47,7 +50,7 @@ def _tars(folder: Path) -> list[Path]:
 
 def test_second_open_reads_no_tar(folder: Path, reads: list[str]) -> None:
     assert shardfmt.verify_folder(folder) == {}
-    assert len(reads) == len(_tars(folder)) > 3 and (folder / SIDECAR).is_file()
+    assert len(reads) == len(_tars(folder)) > 3 and record_file(folder).is_file()
     reads.clear()
     assert shardfmt.verify_folder(folder) == {}
     assert reads == []
@@ -97,20 +100,35 @@ def test_a_changed_index_verifies_again(folder: Path, reads: list[str]) -> None:
     assert len(reads) == 1  # only the shard whose expectation changed
 
 
-def test_a_folder_this_user_cannot_write_uses_the_user_cache(
+def test_the_shard_folder_is_left_as_it_was(folder: Path) -> None:
+    before = sorted((p.relative_to(folder), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+    assert shardfmt.verify_folder(folder) == {} and shardfmt.verify_folder(folder) == {}
+    assert (
+        sorted((p.relative_to(folder), p.stat().st_mtime_ns) for p in folder.rglob("*")) == before
+    )
+
+
+def test_an_unwritable_cache_only_costs_the_re_read(
     folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads: list[str]
 ) -> None:
-    monkeypatch.setenv("GEOPAK_CACHE", str(tmp_path / "cache"))
-    (folder / SIDECAR).mkdir()  # the sidecar cannot be written (even by root)
-    assert shardfmt.verify_folder(folder) == {}
-    assert list((tmp_path / "cache" / "verified").glob("*.json"))
-    reads.clear()
-    assert shardfmt.verify_folder(folder) == {} and reads == []
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("GEOPAK_CACHE", str(tmp_path / "file"))  # a file: no folder there
+    assert shardfmt.verify_folder(folder) == {} and shardfmt.verify_folder(folder) == {}
+    assert len(reads) == 2 * len(_tars(folder))
+
+
+def test_old_records_are_pruned(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verified, "KEEP", 2)
+    for i in range(4):
+        copy = folder.parent / f"copy{i}"
+        shutil.copytree(folder, copy)
+        assert shardfmt.verify_folder(copy) == {}
+    assert len(list(record_file(folder).parent.glob("*.json"))) == 2
 
 
 def test_a_damaged_record_is_no_record(folder: Path, reads: list[str]) -> None:
     assert shardfmt.verify_folder(folder) == {}
-    (folder / SIDECAR).write_text("{not json")
+    record_file(folder).write_text("{not json")
     reads.clear()
     assert shardfmt.verify_folder(folder) == {} and len(reads) == len(_tars(folder))
     assert VerifiedShards(folder).known_good("x", [1], "y") is False
