@@ -466,19 +466,15 @@ def _preload_map(config: PipelineConfig, regions: RegionTable) -> None:
     preload(regions, boundaries_source(config))
 
 
-def write_card(
-    out: Path, config: PipelineConfig, tables: dict[str, Any], map_file: str | None
-) -> None:
-    """README.md, the dataset card (showing ``map_file`` when there is one)."""
-    cells_out, stats = tables["cells"], tables["stats"]
-    card = render_card(
-        stats=stats,
-        cells=cells_out.to_dict("records"),
+def card_text(config: PipelineConfig, tables: dict[str, Any], map_file: str | None) -> str:
+    """README.md's text, the dataset card (showing ``map_file`` when there is one)."""
+    return render_card(
+        stats=tables["stats"],
+        cells=tables["cells"].to_dict("records"),
         config=config,
         map_file=map_file,
         regions=tables["regions"],
     )
-    atomic_write_text(out / "README.md", card, durable=False)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -546,8 +542,11 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
             contents = table_contents(plan, cells, regions)
             written = tars.result()
         tables = write_tables(ctx, out, plan, contents, regions)
+        card = card_text(ctx.config, tables, MAP_FILE)  # while the map may still be drawn
         map_file = map_job.result()
-    write_card(out, ctx.config, tables, map_file)
+    if map_file != MAP_FILE:  # no map after all: the card says nothing of one
+        card = card_text(ctx.config, tables, map_file)
+    atomic_write_text(out / "README.md", card, durable=False)
     make_durable([out / f for f in (*REQUIRED_FILES, REGIONS_FILE)])
     counts, summary = _summary(plan, written, out)
     return StageResult(
