@@ -212,6 +212,8 @@ class Downloader:
         self.stats: Counter[str] = Counter()
         self._rng = random.Random(seed)
         self._sleep = asyncio.sleep  # replaceable in tests (records back-off delays)
+        timeout_s = self.retry.timeout_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 15.0))
         self._session: aiohttp.ClientSession | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -271,8 +273,7 @@ class Downloader:
     async def _fetch_once(self, url: str, headers: dict[str, str]) -> bytes:
         assert self._session is not None, "use 'async with Downloader(...)'"
         cfg = self.cfg
-        timeout_s = self.retry.timeout_s
-        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 15.0))
+        timeout = self._timeout
         if not url:
             raise FetchFailed("no_url", "record has no download URL")
         current = url
@@ -345,7 +346,17 @@ class Downloader:
             )
 
     async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The body, refused as soon as it passes ``max_bytes`` (a lying Content-Length)."""
+        """The body, refused as soon as it passes ``max_bytes`` (a lying Content-Length).
+
+        A body with a Content-Length (already checked against ``max_bytes``) and no
+        Content-Encoding is read in one call: aiohttp reads exactly that many bytes and
+        raises ``ClientPayloadError`` when fewer come, so it cannot exceed the cap. Anything
+        else (chunked, compressed: the decoded size is unknown) is streamed and counted.
+        """
+        if resp.content_length is not None and not resp.headers.get("Content-Encoding"):
+            data = await resp.read()
+            self.stats["bytes"] += len(data)
+            return data
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(1 << 16):
