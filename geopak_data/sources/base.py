@@ -173,8 +173,16 @@ _MAY_HOLD_CREDENTIALS = r"https?://[^\s/?#]*@|https?://[^\s#]*\?"
 
 def write_unit_table(parts: PartStore, unit: str, table: pa.Table) -> int:
     """``write_unit`` for records that are already a ``SOURCE_SCHEMA`` table (a columnar
-    source): the same credential rule (``records.without_credentials``), applied in Python
-    only to the rows a vectorised test finds able to hold credentials."""
+    source), credentials stripped by ``stored_table``."""
+    table = stored_table(table)
+    parts.write(unit, table)
+    return table.num_rows
+
+
+def stored_table(table: pa.Table) -> pa.Table:
+    """A ``SOURCE_SCHEMA`` table as it may be stored: the credential rule of ``write_unit``
+    (``records.without_credentials``), applied in Python only to the rows a vectorised test
+    finds able to hold credentials."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -199,5 +207,4 @@ def write_unit_table(parts: PartStore, unit: str, table: pa.Table) -> int:
                 pa.array([r[name] for r in clean], pa.string()),
             )
             table = table.set_column(i, name, col)
-    parts.write(unit, table)
-    return table.num_rows
+    return table

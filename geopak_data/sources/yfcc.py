@@ -56,7 +56,7 @@ from ..country import crawl_bbox
 from ..dates import clean_dates
 from ..licenses import FLICKR_LICENSES
 from ..records import SOURCE_SCHEMA, make_key
-from .base import Progress, Source, write_unit_table
+from .base import Progress, Source, stored_table
 from .yfccscan import KEPT_SCHEMA, YFCC_COLUMNS, Block, Scratch, scan_block
 
 # The columns a Parquet input is read for.
@@ -701,6 +701,7 @@ class YfccSource(Source):
     def _write_blocks(self, blocks: Iterator[Block], parts: PartStore, progress: Progress) -> None:
         scanned = 0
         i = 0
+        pending: list[tuple[str, pa.Table]] = []
         while True:
             try:
                 block = next(blocks)
@@ -721,9 +722,12 @@ class YfccSource(Source):
             self.malformed += block.malformed
             if parts.has(unit):
                 continue
-            n = write_unit_table(parts, unit, records_table(block.kept))
-            progress.update(n)
+            pending.append((unit, block.kept))
+            if len(pending) >= _MAP_UNITS or sum(t.num_rows for _, t in pending) >= _MAP_ROWS:
+                _write_mapped(parts, pending, progress)
+                pending = []
             progress.set_postfix_str(f"{scanned:,} rows scanned", refresh=False)
+        _write_mapped(parts, pending, progress)
         if self.malformed:
             log.warning(
                 "yfcc: %d malformed line(s) of %s skipped (not %d tab-separated columns, or "
@@ -732,6 +736,27 @@ class YfccSource(Source):
                 self.metadata.name,
                 len(YFCC_COLUMNS),
             )
+
+
+# Kept rows of this many blocks (or this many rows) are mapped in one go: the mapping's cost is
+# mostly per call, not per row. A kill loses at most these blocks' work (they are scanned again).
+_MAP_UNITS = 8
+_MAP_ROWS = 50_000
+
+
+def _write_mapped(
+    parts: PartStore, pending: list[tuple[str, pa.Table]], progress: Progress
+) -> None:
+    """Map the kept rows of ``pending`` (unit, kept table) together, then commit one part
+    per unit in unit order (mapping is per row, so this equals mapping unit by unit)."""
+    if not pending:
+        return
+    mapped = stored_table(records_table(pa.concat_tables([t for _, t in pending])))
+    at = 0
+    for unit, kept in pending:
+        parts.write(unit, mapped.slice(at, kept.num_rows))
+        at += kept.num_rows
+        progress.update(kept.num_rows)
 
 
 # ----------------------------------------------------------------------------- writing (tests, demo)

@@ -224,6 +224,21 @@ def _accuracies(col: pa.Array) -> pa.Array:
     return pa.array([_accuracy(v) for v in col.to_pylist()], pa.int32())
 
 
+def _byte_rows(arr: Any, starts: Any, width: int) -> tuple[Any, Any]:
+    """(the ``width`` bytes from each start as a (width, n) uint8 matrix, whether they lie
+    inside ``arr``). Read as 8-byte words through an unaligned overlapping view: a gather of
+    n words per 8 bytes instead of one index per byte."""
+    words = -(-width // 8)
+    size = arr.size
+    whole = starts + 8 * words <= size
+    if size < 8 * words:
+        return np.zeros((width, len(starts)), np.uint8), whole & False
+    view = np.ndarray((size - 7,), dtype=np.uint64, buffer=arr, strides=(1,))
+    at = np.minimum(starts, size - 8 * words)  # a window past the end reads elsewhere: not whole
+    cols = [view[at + 8 * k] for k in range(words)]
+    return np.stack(cols, 1).view(np.uint8)[:, :width].T.copy(), whole
+
+
 def _plain_values(arr: Any, starts: Any, lengths: Any) -> tuple[Any, Any]:
     """(float64 values, ok mask) of byte fields: ok where the field is a plain decimal of at
     most ``_MAX_DIGITS`` digits (``-?[0-9]+(\\.[0-9]+)?``), parsed in numpy.
@@ -237,11 +252,8 @@ def _plain_values(arr: Any, starts: Any, lengths: Any) -> tuple[Any, Any]:
     width = int(min(lengths.max(initial=0), _MAX_DIGITS + 2))
     if n == 0 or width == 0:
         return np.zeros(n, np.float64), np.zeros(n, bool)
-    pos = np.arange(width, dtype=np.int64)
-    index = starts + pos[:, None]  # (width, n): the fields side by side, column j = byte j
-    if int(starts.max()) + width > arr.size:
-        index = np.minimum(index, arr.size - 1)
-    chars = arr[index]
+    chars, whole = _byte_rows(arr, starts, width)
+    pos = np.arange(width)
     cls = _CLASS[chars]
     cls[pos[:, None] >= lengths] = _PAST_END
     is_dot = cls == _DOT
@@ -250,7 +262,8 @@ def _plain_values(arr: Any, starts: Any, lengths: Any) -> tuple[Any, Any]:
     at = np.argmax(is_dot, 0)
     ndig = lengths - ndot - minus
     ok = (
-        (lengths <= width)
+        whole
+        & (lengths <= width)
         & ~np.any(cls == _OTHER, 0)
         & (np.count_nonzero(cls == _MINUS, 0) == minus)  # a minus only in front
         & (ndot <= 1)
@@ -276,6 +289,7 @@ class _Lines:
     nl: Any  # index in seps of each line's newline
     reg: Any  # indices of the lines with 25 fields
     base: Any  # index in seps of each such line's first tab
+    grid: Any = None  # seps as (lines, 25) when every line has 25 fields (strided columns)
 
     def start(self, lines: Any) -> Any:
         """Byte offset where each of ``lines`` starts."""
@@ -284,6 +298,8 @@ class _Lines:
 
     def field(self, k: int) -> tuple[Any, Any]:
         """(start, end) byte offsets of field ``k`` (0-based, k >= 1) of the 25-field lines."""
+        if self.grid is not None:
+            return self.grid[:, k - 1] + 1, self.grid[:, k]
         return self.seps[self.base + k - 1] + 1, self.seps[self.base + k]
 
 
@@ -297,13 +313,16 @@ def _find_lines(arr: Any, scratch: Scratch) -> _Lines:
         seps, kind = seps[real], kind[real]
     nl = np.flatnonzero(kind == 10)
     count = np.diff(nl, prepend=-1)  # separators per line, its newline included
+    if count.size and count.min() == count.max() == _NSEP:  # the usual block: no odd line
+        every = np.arange(nl.size)
+        return _Lines(seps, nl, every, every * _NSEP, seps.reshape(nl.size, _NSEP))
     reg = np.flatnonzero(count == _NSEP)
     return _Lines(seps, nl, reg, nl[reg] - (_NSEP - 1))
 
 
 def _kept_table(arr: Any, lines: _Lines, rows: Any, lon: Any, lat: Any) -> pa.Table:
     """The kept table of the 25-field lines ``rows`` (indices into ``lines.reg``)."""
-    sub = _Lines(lines.seps, lines.nl, lines.reg[rows], lines.base[rows])
+    sub = _Lines(lines.seps, lines.nl, lines.reg[rows], lines.base[rows])  # no grid: a gather
     ks = [_IDX[c] for c in TEXT_FIELDS] + [_ACC]
     bounds = [sub.field(k) for k in ks]
     starts = np.concatenate([a for a, _ in bounds])
