@@ -196,7 +196,10 @@ def _rfind_newline(buf: Any, start: int, end: int) -> int:
 
 def _mapped_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
     """Blocks of a plain file as views of a read-only memory map: no copy at all (reading
-    into a buffer cost more than the whole scan of the bytes)."""
+    into a buffer cost more than the whole scan of the bytes). The pages of finished blocks
+    are dropped from the map (they stay in the page cache), so the process's memory stays
+    that of about one block whatever the file's size. The file must not be truncated while
+    it is scanned (a memory map then faults)."""
     import mmap
 
     with open(path, "rb") as fh:
@@ -205,6 +208,7 @@ def _mapped_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
             return
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     view = memoryview(mm)
+    released = 0  # the map's pages below this offset were handed back
     try:
         pos = 0
         while pos < size:
@@ -224,6 +228,10 @@ def _mapped_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
                 return
             yield view[pos : cut + 1]
             pos = cut + 1
+            done = pos // mmap.PAGESIZE * mmap.PAGESIZE
+            if done > released:
+                mm.madvise(mmap.MADV_DONTNEED, released, done - released)
+                released = done
     finally:
         try:
             view.release()
