@@ -21,6 +21,7 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from geopak_core.errors import GeopakError
 from geopak_core.regions import PAKISTAN, RegionTable
 
 from .config import PipelineConfig
@@ -36,6 +37,19 @@ def boundaries_source(config: PipelineConfig, override: str | Path | None = None
     """The polygon file a run was given: ``--boundaries``, ``region.boundaries``, ``tag.boundaries``."""
     value = override or config.region.boundaries or config.tag.boundaries
     return str(value) if value else None
+
+
+def work_boundaries(work: Path) -> str | None:
+    """The polygon file a work folder's stages were given (``tag --boundaries F`` is remembered
+    in its pipeline.toml), so maps and the viewer draw another country on its own regions."""
+    from .runner import WORK_CONFIG, work_config
+
+    if not (Path(work) / WORK_CONFIG).is_file():
+        return None
+    try:
+        return boundaries_source(work_config(Path(work)))
+    except GeopakError:
+        return None  # a damaged config only costs the map its polygons
 
 
 def with_country(

@@ -332,7 +332,17 @@ def _report_stage(
     out = work / "report"
 
     def _do(ctx: StageContext) -> StageResult:
-        report.update(_train_and_evaluate(work=work, shards=shards, epochs=epochs, seed=seed))
+        from .country import boundaries_source
+
+        report.update(
+            _train_and_evaluate(
+                work=work,
+                shards=shards,
+                epochs=epochs,
+                seed=seed,
+                boundaries=boundaries_source(cfg),
+            )
+        )
         report["seconds"] = round(time.time() - started, 1)
         written = _write_report(work, report)
         m = report["metrics"]
@@ -388,9 +398,13 @@ def _country_setup(
     return overrides, locations
 
 
-def _train_and_evaluate(*, work: Path, shards: Path, epochs: int, seed: int) -> dict[str, Any]:
+def _train_and_evaluate(
+    *, work: Path, shards: Path, epochs: int, seed: int, boundaries: str | None = None
+) -> dict[str, Any]:
     """Embed once with the frozen tiny encoders, train phase 0 then phase 1 from the cache,
-    evaluate end to end from pixels on ``test`` next to the baselines, predict a few photos."""
+    evaluate end to end from pixels on ``test`` next to the baselines, predict a few photos.
+    ``boundaries``: the run's polygon file (another country's), for the answers' province
+    check and the map; None: the default ones."""
     import torch
 
     from geopak_core.geo import haversine_km
@@ -440,6 +454,7 @@ def _train_and_evaluate(*, work: Path, shards: Path, epochs: int, seed: int) -> 
         device="cpu",
         plots_dir=report_dir / "plots",
         build_index=True,  # so by_aggregate also scores retrieval refinement
+        boundaries=boundaries,
     )
     table = format_table(result, result.get("baselines"))
     agg_table = format_aggregate_table(result.get("by_aggregate") or {})
@@ -450,7 +465,7 @@ def _train_and_evaluate(*, work: Path, shards: Path, epochs: int, seed: int) -> 
     test = (
         index[index["split"] == "test"].sort_values("key").groupby("province_id", sort=True).head(1)
     )
-    predictor = GeopakPredictor(checkpoint_path=best, device="cpu")
+    predictor = GeopakPredictor(checkpoint_path=best, device="cpu", boundaries=boundaries)
     images = [_image_from_shards(shards, row) for row in test.itertuples()]
     answers = predictor.predict_many(images, batch_size=8)
     predictions = []
@@ -473,6 +488,7 @@ def _train_and_evaluate(*, work: Path, shards: Path, epochs: int, seed: int) -> 
 
     map_path = plot_map(
         report_dir / "map.png",
+        boundaries=boundaries,
         regions=regions_in(shards),
         points=index[["lat", "lon", "province_id"]],
         cells=cells,

@@ -26,6 +26,7 @@ from geopak_core.regions import RegionTable, regions_in
 from geopak_core.shardfmt import SPLITS, list_shards, require_sound
 
 from .card import write_map
+from .country import work_boundaries
 
 STAGE_DIRS = ("filter", "tag", "cluster")
 
@@ -258,21 +259,8 @@ def work_stats(work: str | Path) -> dict[str, Any]:
         "_points": points,
         "_cells": cells if cells is not None else pd.DataFrame(),
         "_regions": regions,
-        "_boundaries": _work_boundaries(work),
+        "_boundaries": work_boundaries(work),
     }
-
-
-def _work_boundaries(work: Path) -> str | None:
-    """The polygon file the work folder's remembered config names (another country's), if any."""
-    from .country import boundaries_source
-    from .runner import WORK_CONFIG, work_config
-
-    if not (work / WORK_CONFIG).is_file():
-        return None
-    try:
-        return boundaries_source(work_config(work))
-    except GeopakError:
-        return None  # a damaged config only costs the map its polygons
 
 
 # ----------------------------------------------------------------------------- shard folder

@@ -33,10 +33,13 @@ def run_view(
     on_ready: Any = None,
 ) -> None:
     """Serve the viewer for the shard folder or work folder ``path`` until interrupted."""
+    from ..country import work_boundaries
     from .dataset import ViewData
     from .server import build_app, serve
 
     data = ViewData.open(path)
+    if boundaries is None and data.kind == "work":
+        boundaries = work_boundaries(data.root)
     predictor = None
     if checkpoint is not None:
         if not Path(checkpoint).is_file():

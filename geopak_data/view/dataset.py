@@ -325,6 +325,7 @@ def regions_geojson(
     from geopak_core import boundaries as gb
 
     path: Path | None = Path(boundaries) if boundaries else None
+    given = path is not None
     if path is None:
         env = os.environ.get(gb.ENV_VAR, "").strip()
         if env:
@@ -337,7 +338,14 @@ def regions_geojson(
                 path = None
     if path is None or not path.exists():
         return {"type": "FeatureCollection", "features": [], "note": "no region polygons found"}
-    gdf = gb.read_boundaries(path, country=country)
+    try:
+        gdf = gb.read_boundaries(path, country=country)
+    except GeopakError as exc:
+        if given:
+            raise  # the user's own file: a wrong one is their error to hear
+        # $GEOPAK_BOUNDARIES of another country (Pakistan's, for a folder of another one)
+        # must not stop the viewer: it starts without polygons and says why
+        return {"type": "FeatureCollection", "features": [], "note": str(exc).splitlines()[0]}
     gdf = gdf.assign(geometry=gdf.geometry.simplify(tolerance_deg, preserve_topology=True))
     name_col = "province" if "province" in gdf.columns else gdf.columns[0]
     features = [

@@ -216,3 +216,24 @@ def test_demo_for_another_country(tmp_path, monkeypatch):
     monkeypatch.setenv("GEOPAK_BOUNDARIES_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(GeopakError, match="no boundaries for NPL on this machine"):
         run_demo(work=tmp_path / "w3", n_photos=50, train=False, country="NPL")
+
+
+@pytest.mark.slow
+def test_demo_for_another_country_evaluates_with_its_polygons(tmp_path, caplog):
+    """The demo's evaluation and predictions keep answers inside the region they name with the
+    country's own file, not $GEOPAK_BOUNDARIES (Pakistan's here): no "province check off"."""
+    from geopak_data.demo import run_demo
+
+    path = fictional.write_country(tmp_path / "xfa.geojson")
+    with caplog.at_level("WARNING"):
+        report = run_demo(
+            work=tmp_path / "w",
+            n_photos=150,
+            seed=3,
+            epochs=2,
+            country=fictional.COUNTRY,
+            boundaries=path,
+        )
+    assert report["metrics"]["n"] > 0
+    assert "province check off" not in caplog.text
+    assert "drawn without province polygons" not in caplog.text
