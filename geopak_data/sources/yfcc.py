@@ -57,7 +57,7 @@ from ..dates import clean_dates
 from ..licenses import FLICKR_LICENSES
 from ..records import SOURCE_SCHEMA, make_key
 from .base import Progress, Source, stored_table
-from .yfccscan import KEPT_SCHEMA, YFCC_COLUMNS, Block, Scratch, scan_block
+from .yfccscan import KEPT_SCHEMA, YFCC_COLUMNS, Block, scan_all
 
 # The columns a Parquet input is read for.
 NEEDED = (
@@ -407,11 +407,16 @@ def scan_blocks(
     if p.suffix.lower() in (".parquet", ".pq"):
         yield from _parquet_blocks(p, max(1024, chunk_bytes // 256), box)  # type: ignore[arg-type]
         return
-    scratch = Scratch()
-    for block in _raw_blocks(p, chunk_bytes):
-        if layout == "webscope23":
-            block = memoryview(webscope_to_25(block))
-        yield scan_block(block, box, scratch)  # type: ignore[arg-type]
+    copy = _compressed(p)  # blocks of a compressed file share one buffer: scanned from copies
+
+    def blocks() -> Iterator[memoryview | bytes]:
+        for block in _raw_blocks(p, chunk_bytes):
+            if layout == "webscope23":
+                yield webscope_to_25(block)
+            else:
+                yield bytes(block) if copy else block
+
+    yield from scan_all(blocks(), box)  # type: ignore[arg-type]
 
 
 def check_metadata(path: str | Path, sniff_bytes: int = 1 << 20) -> str:

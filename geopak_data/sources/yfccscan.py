@@ -24,8 +24,11 @@ are both set but are no numbers (or whose marker is no integer).
 
 from __future__ import annotations
 
+import collections
 import os
-import threading
+import queue
+from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +97,7 @@ _CLASS[ord("0") : ord("9") + 1] = _DIGIT
 _CLASS[ord(".")] = _DOT
 _CLASS[ord("-")] = _MINUS
 _INT32_MAX = 2**31 - 1
-_PARALLEL_BYTES = 4 << 20  # blocks at least this big are scanned as two halves in two threads
+_MAX_WORKERS = 4  # blocks scanned at once (each holds a block-sized mask)
 
 
 @dataclass
@@ -116,13 +119,6 @@ class Scratch:
 
     def __init__(self) -> None:
         self._mask = np.empty(0, bool)
-        self._other: Scratch | None = None
-
-    def other(self) -> Scratch:
-        """The buffers of the second thread."""
-        if self._other is None:
-            self._other = Scratch()
-        return self._other
 
     def mask(self, n: int) -> Any:
         if self._mask.size < n:
@@ -386,40 +382,52 @@ def scan_lines(
 def scan_block(
     block: memoryview | bytes, bbox: tuple[float, float, float, float], scratch: Scratch
 ) -> Block:
-    """``scan_lines`` of one block; a big block is cut at the line end nearest its middle and
-    the halves are scanned in two threads (numpy and pyarrow release the GIL). Lines are
-    independent, so the two results joined are the result of one scan."""
-    size = len(block)
+    """``scan_lines`` of one block (a last line without its newline gets one)."""
     view = memoryview(block)
-    if size and view[size - 1] != 10:  # the file's last line without its newline
+    if len(view) and view[len(view) - 1] != 10:  # the file's last line without its newline
         view = memoryview(bytes(view) + b"\n")
-        size += 1
-    if size >= _PARALLEL_BYTES and (os.cpu_count() or 1) > 1:
-        near = bytes(view[size // 2 : size // 2 + (1 << 16)]).find(b"\n")
-        if 0 <= near < size - size // 2 - 1:
-            cut = size // 2 + near + 1
-            second: list[Any] = []
-
-            def run() -> None:
-                try:
-                    second.append(scan_lines(view[cut:], bbox, scratch.other()))
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                    second.append(exc)
-
-            worker = threading.Thread(target=run, name="yfcc-scan", daemon=True)
-            worker.start()
-            try:
-                first = scan_lines(view[:cut], bbox, scratch)
-            finally:
-                worker.join()
-            if not second:
-                raise RuntimeError("yfcc: scan thread ended without a result")
-            if isinstance(second[0], BaseException):
-                raise second[0]
-            other = second[0]
-            return Block(
-                first.rows + other.rows,
-                pa.concat_tables([first.kept, other.kept]),
-                first.malformed + other.malformed,
-            )
     return scan_lines(view, bbox, scratch)
+
+
+def scan_all(
+    blocks: Iterator[memoryview | bytes],
+    bbox: tuple[float, float, float, float],
+    *,
+    workers: int | None = None,
+) -> Iterator[Block]:
+    """``scan_block`` of every block, ``workers`` blocks at a time in threads (numpy and
+    pyarrow release the GIL), yielded in block order. Why blocks and not halves of one block:
+    independent blocks need no join per block, so a thread that the machine slows down never
+    holds the other one up. Each block must stay valid until its result is yielded (views of a
+    memory map do; a reused read buffer must be copied by the caller)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = workers or max(1, min(_MAX_WORKERS, os.cpu_count() or 1))
+    if n == 1:
+        scratch = Scratch()
+        for block in blocks:
+            yield scan_block(block, bbox, scratch)
+        return
+    free: queue.SimpleQueue[Scratch] = queue.SimpleQueue()
+    for _ in range(n):
+        free.put(Scratch())
+
+    def work(block: memoryview | bytes) -> Block:
+        scratch = free.get()
+        try:
+            return scan_block(block, bbox, scratch)
+        finally:
+            free.put(scratch)
+
+    pending: collections.deque[Future[Block]] = collections.deque()
+    with ThreadPoolExecutor(n, thread_name_prefix="yfcc-scan") as pool:
+        try:
+            for block in blocks:
+                pending.append(pool.submit(work, block))
+                if len(pending) > n:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()

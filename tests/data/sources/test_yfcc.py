@@ -447,27 +447,47 @@ def _odd_coordinates(line: bytes) -> bool:
     return not all(plain.match(v) and sum(c.isdigit() for c in v.decode()) <= 15 for v in f[12:14])
 
 
-@pytest.mark.parametrize("parallel_bytes", [1 << 40, 64])
-def test_scan_with_malformed_lines_gives_the_line_by_line_answer(monkeypatch, parallel_bytes):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_scan_with_malformed_lines_gives_the_line_by_line_answer(workers):
     import random
 
-    from geopak_data.sources import yfccscan
+    from geopak_data.sources.yfccscan import scan_all
 
-    monkeypatch.setattr(
-        yfccscan, "_PARALLEL_BYTES", parallel_bytes
-    )  # 64: blocks scanned as two halves in two threads
-    rng = random.Random(parallel_bytes)
-    scratch = yfccscan.Scratch()
-    kept = bad = 0
+    rng = random.Random(workers)
+    blocks = []
     for _ in range(250):
         block = _rand_block(rng, rng.randrange(1, 12), 0.25)
         if rng.random() < 0.05:
             block = block[:-1]  # no final newline
-        got = _scanned(block, BBOX, scratch)
-        assert got == _by_lines(block, BBOX)
-        kept += len(got[1])
-        bad += got[2]
-    assert kept > 100 and bad > 100  # both kinds of line were exercised
+        blocks.append(block)
+    got = [
+        (b.rows, b.kept.to_pylist(), b.malformed)
+        for b in scan_all(iter(blocks), BBOX, workers=workers)  # in threads, in block order
+    ]
+    assert got == [_by_lines(block, BBOX) for block in blocks]
+    assert sum(len(k) for _, k, _ in got) > 100 and sum(b for _, _, b in got) > 100
+
+
+def test_threaded_scan_stops_when_closed_and_raises_where_a_block_failed():
+    import threading
+
+    from geopak_data.sources.yfccscan import scan_all
+
+    good = (yfcc_line(ROWS[0], 1) + "\n").encode()
+    asked = []
+
+    def endless():
+        while True:
+            asked.append(1)
+            yield good
+
+    gen = scan_all(endless(), BBOX, workers=2)
+    assert next(gen).kept.num_rows == 1
+    gen.close()
+    n = len(asked)
+    assert n <= 4 and not any(t.name.startswith("yfcc-scan") for t in threading.enumerate())
+    with pytest.raises(TypeError):
+        list(scan_all(iter([good, 42, good]), BBOX, workers=2))  # not bytes: raised in order
 
 
 def test_odd_coordinates_are_read_like_python_reads_them():
