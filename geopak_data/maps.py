@@ -333,16 +333,30 @@ def _region_names(gdf: Any, regions: RegionTable | None) -> tuple[str, ...]:
     return PAKISTAN.names
 
 
-def preload(regions: RegionTable | None = None, boundaries: str | Path | None = None) -> None:
-    """Import what :func:`plot_map` draws with, load its font and read the polygons, without
-    drawing: a process that hands its maps to forked children (the shard stage) does this
-    once so every later child starts with them in memory."""
-    from matplotlib import font_manager
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-    from matplotlib.figure import Figure  # noqa: F401
+_WARMED: list[bool] = []  # the warm-up drawing is done once per process
 
-    font_manager.get_font(font_manager.findfont(font_manager.FontProperties()))
-    _load_boundaries(boundaries, regions)
+
+def preload(regions: RegionTable | None = None, boundaries: str | Path | None = None) -> None:
+    """Import what :func:`plot_map` draws with, read the polygons and draw one tiny map (the
+    first drawing of a process sets up fonts, text layout and lazily imported modules): a
+    process that hands its maps to forked children (the shard stage) does this once so
+    every later child starts with all of it in memory."""
+    import tempfile
+
+    gdf = _load_boundaries(boundaries, regions)
+    if _WARMED:
+        return
+    _WARMED.append(True)
+    with tempfile.TemporaryDirectory(prefix="geopak-map-") as tmp:
+        plot_map(
+            Path(tmp) / "warm.png",
+            boundaries=gdf if gdf is not None else False,
+            points=([30.0, 31.0], [70.0, 71.0], [0, 1]),
+            cells={"center_lat": [30.5], "center_lon": [70.5], "radius_km": [5.0]},
+            title="warm-up",
+            dpi=20,
+            regions=regions,
+        )
 
 
 def plot_map(

@@ -182,3 +182,30 @@ def test_toy_shard_folder_is_written_in_the_real_format(tmp_path: Path) -> None:
         names = sorted(set(rows.loc[rows["split"] == split, "shard"]))
         assert names == [p.relative_to(out).as_posix() for p in shardfmt.list_shards(out, split)]
     assert np.all(rows["bytes"] > 0) and rows["sha256"].str.len().eq(64).all()
+
+
+def test_counts_by_value_and_split_are_the_groupby_counts() -> None:
+    """stats.json's per-province/cell/source counts (numpy) equal a pandas groupby's."""
+
+    def reference(index: pd.DataFrame, col: str) -> dict:
+        out: dict = {}
+        for (value, split), cnt in index.groupby([col, "split"]).size().items():
+            out.setdefault(value, {s: 0 for s in shardfmt.SPLITS})[str(split)] = int(cnt)
+        for v in out.values():
+            v["total"] = sum(v[s] for s in shardfmt.SPLITS)
+        return out
+
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 500):
+        index = pd.DataFrame(
+            {
+                "split": rng.choice(["train", "val", "test"], n, p=[0.8, 0.1, 0.1]),
+                "province_id": pd.array(rng.integers(0, 7, n), dtype="int8"),
+                "cell_id": pd.array(rng.integers(0, 40, n), dtype="int32"),
+                "source": pd.array(rng.choice(["yfcc", "flickr", "Zeta", "é"], n), dtype="str"),
+            }
+        )
+        for col in ("province_id", "cell_id", "source"):
+            got, want = shardfmt._by(index, col), reference(index, col)
+            assert got == want and list(got) == list(want)
+    assert shardfmt._by(index.iloc[:0], "source") == {}
