@@ -19,6 +19,11 @@ How the tars stay trustworthy and cheap to rebuild:
   re-run (after kill -9, or after the removal list grew) rewrites only the tars whose content
   fingerprint changed or whose file is not the one it recorded, and deletes tars the plan no
   longer has.
+
+What runs beside the tars (the fixed costs that dominate small folders): the index, cells and
+stats are computed from the plan in this thread while two threads write tars, the map is drawn
+by a forked child process (``sidejob``) on the other core, and the small outputs are written
+without fsync and made durable together at the end (before the stage is recorded as done).
 """
 
 from __future__ import annotations
