@@ -14,6 +14,16 @@ class ConfigError(GeopakError):
         super().__init__(f"config key '{key}' = {value!r}: {reason}")
 
 
+def not_a_file(path: object, what: str) -> str:
+    """The one-line message for a path that should be an existing file: "not found", or that it
+    is a folder (a user who passes a folder must not be told it does not exist)."""
+    from pathlib import Path
+
+    if Path(str(path)).is_dir():
+        return f"{what} {path} is a folder, not a file"
+    return f"{what} not found: {path}"
+
+
 def os_error_line(exc: OSError) -> str:
     """One line for an error of the machine rather than of the input (full disk, read-only or
     missing folder, permission denied), naming the file it concerns: what the CLIs print

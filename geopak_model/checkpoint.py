@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geopak_core.errors import GeopakError
+from geopak_core.errors import GeopakError, not_a_file
 from geopak_core.io import atomic_path
 
 from .cells import CellTable
@@ -136,7 +136,7 @@ def read_payload(path: str | Path, map_location: str | torch.device = "cpu") -> 
     """The checkpoint's payload, loaded with weights_only=True, validated as GEOPAK's."""
     p = Path(path)
     if not p.is_file():
-        raise GeopakError(f"checkpoint not found: {p}")
+        raise GeopakError(not_a_file(p, "checkpoint"))
     if not zipfile.is_zipfile(p):  # torch.save's format; raw/legacy pickles are never opened
         raise GeopakError(f"{p}: not a readable checkpoint (not a torch.save zip archive)")
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from geopak_core.errors import GeopakError
+from geopak_core.errors import GeopakError, not_a_file
 
 from .model import GeopakModel
 
@@ -48,7 +48,7 @@ def make_model(
 
     if checkpoint:
         if not Path(checkpoint).is_file():
-            raise GeopakError(f"checkpoint not found: {checkpoint}")
+            raise GeopakError(not_a_file(checkpoint, "checkpoint"))
         model, payload = load_checkpoint(checkpoint, map_location=device)
         if folder is not None:  # same ids, centres and provinces, not just the same count
             from .cells import CellTable

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from geopak_core.clihelp import Parser, add_verbose
-from geopak_core.errors import GeopakError, os_error_line
+from geopak_core.errors import GeopakError, not_a_file, os_error_line
 
 log = logging.getLogger("geopak_model.predict")
 
@@ -144,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
             raise GeopakError(f"{name} must be >= 1, got {value}")
     for img in args.images:  # fail before the (slow) model load
         if not Path(img).is_file():
-            raise GeopakError(f"image not found: {img}")
+            raise GeopakError(not_a_file(img, "image"))
     if args.map is not None and args.map.suffix.lower() not in (
         ".png",
         ".jpg",

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from geopak_core.errors import GeopakError
+from geopak_core.errors import GeopakError, not_a_file
 
 from .encoders import PairTransform
 from .factory import make_model
@@ -35,7 +35,7 @@ def load_image(image: ImageInput) -> Image.Image:
     else:
         p = Path(image)
         if not p.is_file():
-            raise GeopakError(f"image not found: {p}")
+            raise GeopakError(not_a_file(p, "image"))
         try:
             with Image.open(p) as opened:
                 img = ImageOps.exif_transpose(opened)  # a loaded copy, independent of the file

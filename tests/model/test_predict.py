@@ -100,6 +100,11 @@ def test_predictor_user_errors(ckpt, tmp_path):
         GeopakPredictor(ckpt, device="cpu").predict([tmp_path / "a.jpg", tmp_path / "b.jpg"])
     with pytest.raises(GeopakError, match="checkpoint not found"):
         GeopakPredictor(tmp_path / "missing.pt")
+    # a folder is named as one, not said to be missing
+    with pytest.raises(GeopakError, match="checkpoint .* is a folder, not a file"):
+        GeopakPredictor(tmp_path)
+    with pytest.raises(GeopakError, match="image .* is a folder, not a file"):
+        GeopakPredictor(ckpt, device="cpu").predict(tmp_path)
 
 
 def test_oversized_image_is_a_user_error(ckpt, images, monkeypatch):
@@ -167,6 +172,10 @@ def test_cli_user_errors_are_one_line(ckpt, images, tmp_path, capsys):
         f"geopak-predict: error: image not found: {tmp_path / 'missing.jpg'}"
     ]
     # The same entry point in-process (a second interpreter start would only cost time).
+    assert main([str(tmp_path), "--checkpoint", str(ckpt)]) != 0
+    assert capsys.readouterr().err.strip() == (
+        f"geopak-predict: error: image {tmp_path} is a folder, not a file"
+    )
     (tmp_path / "bad.pt").write_text("garbage")
     assert main([str(images[0]), "--checkpoint", str(tmp_path / "bad.pt")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
