@@ -1,8 +1,9 @@
 """Benchmark: geopak's downloader vs img2dataset on the same loopback images.
 
-Serves the same generated JPEGs from one loopback image host (``geopak_data.imageserver``
-in its own process, so neither client shares a GIL with the server) and downloads every
-image with
+Serves the same generated JPEGs from one loopback image host in its own process (so no
+client shares a GIL with it): ``bench/_statichost.py`` by default, whose CPU per request is
+small next to the per-image work on these shared cores, or ``--host imageserver`` (the tests'
+aiohttp host, ~0.3 ms per request), and downloads every image with
 
 * geopak: ``download.download_items`` (aiohttp, decode/orient/resize/re-encode/sha256 in a
   thread pool), one process, ``--cores`` image threads;
@@ -125,9 +126,13 @@ def make_images(folder: Path, n: int, width: int, height: int, unique: int) -> l
     return names
 
 
-def start_servers(folder: Path, procs: int) -> tuple[list[subprocess.Popen], str]:
+def start_servers(
+    folder: Path, procs: int, host: str = "lean"
+) -> tuple[list[subprocess.Popen], str]:
     """``procs`` image-server processes sharing one loopback port (SO_REUSEPORT), images
-    preloaded in memory: the host should not be what limits either client."""
+    preloaded in memory: the host should not be what limits either client. ``host``:
+    ``lean`` (``bench/_statichost.py``, a few tens of microseconds of CPU per request) or
+    ``imageserver`` (the tests' aiohttp host, ~0.3 ms per request taken from the same cores)."""
     import socket
 
     with socket.socket() as s:
@@ -136,18 +141,12 @@ def start_servers(folder: Path, procs: int) -> tuple[list[subprocess.Popen], str
     servers = []
     base = ""
     for _ in range(procs):
-        cmd = [
-            sys.executable,
-            "-m",
-            "geopak_data.imageserver",
-            "--folder",
-            str(folder),
-            "--no-fixtures",
-            "--preload",
-            "--reuse-port",
-            "--port",
-            str(port),
-        ]
+        if host == "lean":
+            cmd = [sys.executable, str(Path(__file__).resolve().parent / "_statichost.py")]
+            cmd += ["--folder", str(folder), "--reuse-port", "--port", str(port)]
+        else:
+            cmd = [sys.executable, "-m", "geopak_data.imageserver", "--folder", str(folder)]
+            cmd += ["--no-fixtures", "--preload", "--reuse-port", "--port", str(port)]
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         base = proc.stdout.readline().strip()
@@ -233,6 +232,13 @@ def main() -> int:
     ap.add_argument(
         "--server-procs", type=int, default=1, help="image-server processes sharing the port"
     )
+    ap.add_argument(
+        "--host",
+        choices=("lean", "imageserver"),
+        default="lean",
+        help="the loopback image host: lean (bench/_statichost.py, default: the host's CPU "
+        "on these shared cores stays small) or imageserver (the tests' aiohttp host)",
+    )
     args = ap.parse_args()
     n = args.images or (600 if args.quick else 3000)
     i2d_py = find_img2dataset(args.img2dataset_python)
@@ -247,7 +253,7 @@ def main() -> int:
             f"({(root / 'served' / names[0]).stat().st_size / 1e3:.0f} kB each) in "
             f"{time.perf_counter() - t0:.1f}s"
         )
-        servers, base = start_servers(root / "served", args.server_procs)
+        servers, base = start_servers(root / "served", args.server_procs, args.host)
         try:
             urls = root / "urls.txt"
             urls.write_text("\n".join(f"{base}/i/{name}" for name in names) + "\n")
@@ -304,7 +310,7 @@ def main() -> int:
     cpu = {k: median([x["cpu"] / max(1, x["ok"]) for x in v]) for k, v in results.items()}
     print(
         f"\nsame {n} images {args.width}x{args.height}, {args.cores} cores, longest side "
-        f"{args.size}, quality {args.quality};"
+        f"{args.size}, quality {args.quality}, {args.host} loopback host;"
         f" medians of {args.rounds} alternated rounds"
     )
     for k, v in rate.items():
@@ -335,8 +341,8 @@ def main() -> int:
         )
 
     setup = (
-        f"{n} images {args.width}x{args.height} -> {args.size} px, {args.cores} cores, medians of "
-        f"{args.rounds} alternated rounds"
+        f"{n} images {args.width}x{args.height} -> {args.size} px, {args.cores} cores, "
+        f"{args.host} loopback host, medians of {args.rounds} alternated rounds"
     )
     emit(
         "download",

@@ -13,8 +13,12 @@ Why each step:
 * **RGB, bounded size, JPEG re-encode, sha256**: every stored sample has one format, the
   hash of the stored bytes gives exact de-duplication downstream.
 
-Everything here is CPU-bound and thread-safe (Pillow releases the GIL while decoding,
-resizing and encoding), so the downloader runs it in a thread pool.
+Everything here is CPU-bound and thread-safe (decoding, Pillow or simplejpeg, and resizing
+release the GIL), so the downloader runs it in a thread pool. Pillow's JPEG encode into memory
+holds the GIL for most of its time (py-spy ``--gil``: about 40 % of the GIL time of the
+image threads), which is why two image threads do not quite use two cores; the encoder stays
+Pillow's because the stored bytes and their sha256 must not change (simplejpeg's encoder
+gives other bytes at the same quality and 4:2:0 subsampling: same headers, other scan data).
 """
 
 from __future__ import annotations
