@@ -312,7 +312,7 @@ def load_boundaries(
     cache_dir: str | Path | None = None,
     manifest: dict[str, Any] | None = None,
 ) -> geopandas.GeoDataFrame:
-    """The region polygons: columns ``province``, ``province_id`` (int8), ``iso``, ``geometry``.
+    """The region polygons: columns ``province``, ``province_id`` (int8, int16 past 127 units), ``iso``, ``geometry``.
 
     EPSG:4326, one row per region id, sorted by ``province_id``. ``attrs`` records the file,
     its sha256 and the ``RegionTable`` so a stage can say which polygons made its labels.
@@ -375,7 +375,7 @@ def read_boundaries(
     out = gpd.GeoDataFrame(
         {
             "province": [table.names[i] for i in ids],
-            "province_id": np.asarray(ids, dtype=np.int8),
+            "province_id": np.asarray(ids, dtype=table.id_dtype),
             "iso": [table.codes[i] for i in ids],
         },
         geometry=list(geoms),

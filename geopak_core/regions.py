@@ -27,7 +27,11 @@ from geopak_core.errors import GeopakError
 from geopak_core.geo import PAKISTAN_BBOX
 
 REGIONS_FILE = "regions.parquet"
-MAX_REGIONS = 127  # province_id is int8 in the records and the shards
+# province_id is stored as int8 when a country's table fits (Pakistan's 7, most countries),
+# so those outputs keep their bytes, and as int16 only when it does not (Slovenia's ~212
+# municipalities and other long ADM1 lists); -1 means "no region" in both.
+INT8_REGIONS = 127
+MAX_REGIONS = 32767
 
 _PAK_NAMES = (
     "Sindh",
@@ -57,6 +61,20 @@ _PAK_ALIASES = {
     "azadjammukashmir": 6,
     "ajk": 6,
 }
+
+
+def id_dtype(n: int) -> Any:
+    """The numpy dtype that stores region ids of a table of ``n`` regions (and -1)."""
+    import numpy as np
+
+    return np.dtype(np.int8) if int(n) <= INT8_REGIONS else np.dtype(np.int16)
+
+
+def id_arrow_type(n: int) -> Any:
+    """The Arrow type of ``province_id`` columns for a table of ``n`` regions (int8 or int16)."""
+    import pyarrow as pa
+
+    return pa.int8() if int(n) <= INT8_REGIONS else pa.int16()
 
 
 def _norm(name: str) -> str:
@@ -107,6 +125,16 @@ class RegionTable:
     def n(self) -> int:
         """Number of regions (the size of the model's province head)."""
         return len(self.names)
+
+    @property
+    def id_dtype(self) -> Any:
+        """numpy dtype of this table's ids (int8 up to 127 regions, else int16)."""
+        return id_dtype(self.n)
+
+    @property
+    def id_arrow_type(self) -> Any:
+        """Arrow type of this table's ``province_id`` columns (int8 up to 127 regions, else int16)."""
+        return id_arrow_type(self.n)
 
     def name(self, rid: int) -> str:
         return self.names[int(rid)]
@@ -177,7 +205,7 @@ class RegionTable:
         areas = list(self.areas_km2) if self.areas_km2 else [float("nan")] * n
         table = pa.table(
             {
-                "province_id": pa.array(range(n), type=pa.int8()),
+                "province_id": pa.array(range(n), type=self.id_arrow_type),
                 "province": pa.array(self.names, type=pa.string()),
                 "iso": pa.array(self.codes, type=pa.string()),
                 "area_km2": pa.array(areas, type=pa.float64()),
@@ -280,10 +308,13 @@ def regions_in(folder: str | Path, *, cells: str | Path | None = None) -> Region
 
 
 __all__ = [
+    "INT8_REGIONS",
     "MAX_REGIONS",
     "PAKISTAN",
     "REGIONS_FILE",
     "RegionTable",
     "regions_from_cells",
+    "id_arrow_type",
+    "id_dtype",
     "regions_in",
 ]

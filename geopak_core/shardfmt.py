@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from .errors import GeopakError
 from .io import atomic_path
-from .regions import PAKISTAN, REGIONS_FILE, RegionTable, regions_in
+from .regions import PAKISTAN, REGIONS_FILE, RegionTable, id_arrow_type, regions_in
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 FORMAT_VERSION = 1  # bump when the tar layout or the json changes: every shard is rewritten
@@ -134,6 +134,18 @@ CELLS_SCHEMA = pa.schema(
         ("crs", pa.string()),
     ]
 )
+
+
+def with_region_ids(schema: pa.Schema, regions: RegionTable) -> pa.Schema:
+    """``schema`` (INDEX_SCHEMA, CELLS_SCHEMA) with ``province_id`` typed for ``regions``:
+    the int8 of the constants when the table fits (Pakistan's folders keep their bytes),
+    int16 for countries with more than 127 first-level units."""
+    i = schema.get_field_index("province_id")
+    want = id_arrow_type(regions.n)
+    if schema.field(i).type == want:
+        return schema
+    return schema.set(i, pa.field("province_id", want))
+
 
 # stats.json's top-level keys (every one always present).
 STATS_KEYS: tuple[str, ...] = (

@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 from geopak_core.errors import GeopakError
 from geopak_core.io import atomic_write_json, atomic_write_parquet
 from geopak_core.progress import log
-from geopak_core.regions import REGIONS_FILE, regions_in
-from geopak_core.shardfmt import CELLS_SCHEMA
+from geopak_core.regions import PAKISTAN, REGIONS_FILE, RegionTable, regions_in
+from geopak_core.shardfmt import CELLS_SCHEMA, with_region_ids
 
 from .config import PipelineConfig
 from .records import REJECT_SCHEMA, reject_rows
@@ -67,13 +67,15 @@ def _read_input(path: Path) -> pa.Table:
     return table
 
 
-def cells_table(cells: Any, keys: np.ndarray, meta: dict[str, Any]) -> pa.Table:
+def cells_table(
+    cells: Any, keys: np.ndarray, meta: dict[str, Any], regions: RegionTable = PAKISTAN
+) -> pa.Table:
     """The cells DataFrame from ``build_geocells`` as the contract's Parquet table."""
     n = len(cells)
     center_key = [str(keys[i]) for i in cells["center_index"]] if n else []
     cols = {
         "cell_id": pa.array(cells["cell_id"].to_numpy(), pa.int32()),
-        "province_id": pa.array(cells["province_id"].to_numpy(), pa.int8()),
+        "province_id": pa.array(cells["province_id"].to_numpy(), regions.id_arrow_type),
         "province": pa.array(list(cells["province"]), pa.string()),
         "center_lat": pa.array(cells["center_lat"].to_numpy(), pa.float64()),
         "center_lon": pa.array(cells["center_lon"].to_numpy(), pa.float64()),
@@ -89,7 +91,7 @@ def cells_table(cells: Any, keys: np.ndarray, meta: dict[str, Any]) -> pa.Table:
         ),
         "crs": pa.array(list(cells["crs"]), pa.string()),
     }
-    schema = CELLS_SCHEMA.with_metadata(
+    schema = with_region_ids(CELLS_SCHEMA, regions).with_metadata(
         {b"geopak": json.dumps(meta, sort_keys=True).encode("utf-8")}
     )
     return pa.table(cols, schema=schema)
@@ -127,7 +129,7 @@ def _do(ctx: StageContext) -> StageResult:
         "config": dataclasses.asdict(cfg),
         "config_hash": ctx.config_hash,
     }
-    cells_pa = cells_table(cells, keys, meta)
+    cells_pa = cells_table(cells, keys, meta, regions)
 
     records = table.filter(pa.array(kept))
     cell_ids = pa.array(res.cell_of_point[kept], pa.int32())

@@ -873,7 +873,7 @@ def build_geocells(
     for cid, m in enumerate(members):
         cell_of_point[m] = cid
     cells.insert(0, "cell_id", np.arange(len(cells), dtype=np.int32))
-    cells["province_id"] = cells["province_id"].astype(np.int8)
+    cells["province_id"] = cells["province_id"].astype(regions.id_dtype)
     cells.insert(2, "province", [regions.names[int(p)] for p in cells["province_id"]])
     cells["n_samples"] = cells["n_samples"].astype(np.int32)
     cells["urban"] = cells["urban"].astype(bool)

@@ -70,6 +70,7 @@ from geopak_core.shardfmt import (
     require_columns,
     shard_glob,
     stats_document,
+    with_region_ids,
     write_regions,
     write_tar,
 )
@@ -323,7 +324,7 @@ def write_shards(work: Path, out: Path, plan: ShardPlan, state: ShardState) -> l
 # ----------------------------------------------------------------------------- tables
 
 
-def index_table(plan: ShardPlan) -> pa.Table:
+def index_table(plan: ShardPlan, regions: RegionTable) -> pa.Table:
     """index.parquet: one row per written sample, shard by shard, in tar order."""
     order = plan.order
     df = plan.records
@@ -336,7 +337,8 @@ def index_table(plan: ShardPlan) -> pa.Table:
     cols["bytes"] = df["bytes"].to_numpy(np.int64)[order]
     cols["restricted"] = df["restricted"].to_numpy(bool)[order]
     cols["group"] = plan.splits.group[order].astype(np.int64)
-    table = pa.table({f.name: cols[f.name] for f in INDEX_SCHEMA}, schema=INDEX_SCHEMA)
+    schema = with_region_ids(INDEX_SCHEMA, regions)  # int8 unless the country needs int16
+    table = pa.table({f.name: cols[f.name] for f in schema}, schema=schema)
     if plan.metas and SYNTHETIC_FIELD in plan.metas[0]:
         table = table.append_column(SYNTHETIC_FIELD, pa.array([True] * len(order), pa.bool_()))
     return table
@@ -394,7 +396,7 @@ def build_stats(
 def table_contents(plan: ShardPlan, cells: pd.DataFrame, regions: RegionTable) -> dict[str, Any]:
     """index.parquet's and cells.parquet's contents: a function of the plan alone, so they
     are computed while the tars are written."""
-    index = index_table(plan)
+    index = index_table(plan, regions)
     return {
         "index": index,
         "index_frame": index.to_pandas(),

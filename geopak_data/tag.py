@@ -5,7 +5,8 @@ default; the columns keep the names ``province`` / ``province_id``). Reads
 ``W/filter/records.parquet`` and writes
 
 * ``W/tag/records.parquet`` — the records inside the country, every input column plus
-  ``province`` (region name), ``province_id`` (int8, region id) and ``border_km``
+  ``province`` (region name), ``province_id`` (region id: int8, int16 past 127 regions) and
+  ``border_km``
   (0 inside a region; for a point up to ``tag.border_tolerance_km`` outside the national
   border across a border kind named in ``tag.snap_borders`` — by default only the sea coast,
   the outline inside ``tag.coast_bboxes`` — the great-circle km to that border: it got the
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 
 from geopak_core.errors import GeopakError
 from geopak_core.io import atomic_write_parquet
-from geopak_core.regions import REGIONS_FILE
+from geopak_core.regions import REGIONS_FILE, id_arrow_type
 
 from .config import COAST_BBOXES, PipelineConfig
 from .records import REJECT_SCHEMA, reject_rows
@@ -96,7 +97,9 @@ def run_tag(
         out = out.append_column(
             "province", pa.array(res.province_names()[ok].tolist(), type=pa.string())
         )
-        out = out.append_column("province_id", pa.array(res.province_id[ok], type=pa.int8()))
+        out = out.append_column(
+            "province_id", pa.array(res.province_id[ok], type=id_arrow_type(len(res.names)))
+        )
         out = out.append_column("border_km", pa.array(res.border_km[ok], type=pa.float64()))
 
         reasons: list[str] = []

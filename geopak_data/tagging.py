@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geopak_core.geo import haversine_km, valid_coordinates
-from geopak_core.regions import PAKISTAN
+from geopak_core.regions import PAKISTAN, id_dtype
 
 if TYPE_CHECKING:
     import geopandas
@@ -88,10 +88,11 @@ _GRID_EPS = 1e-9  # cells are classified slightly enlarged, so float rounding at
 class TagResult:
     """Per-point outcome, aligned with the input arrays.
 
-    ``province_id``: int8 contract id, -1 when rejected. ``border_km``: 0 for points inside a
-    province; for points outside every province polygon (past the coast or the national
-    border, or in a digitising sliver between two provinces), the great-circle km to the
-    nearest province edge (NaN when farther than the search band or coordinates are invalid).
+    ``province_id``: region id (int8; int16 past 127 regions), -1 when rejected.
+    ``border_km``: 0 for points inside a province; for points outside every province polygon
+    (past the coast or the national border, or in a digitising sliver between two
+    provinces), the great-circle km to the nearest province edge (NaN when farther than the
+    search band or coordinates are invalid).
     ``status``: 0 inside, 1 snapped (outside the border within the tolerance, across a
     snappable border kind), 2 outside Pakistan, 3 invalid coordinates. ``kind``: for points
     outside every polygon, the kind of the nearest border (``KIND_COAST``, ``KIND_LAND``,
@@ -181,7 +182,9 @@ class ProvinceTagger:
         self.snap_borders = tuple(k for k in BORDER_KINDS if k in set(snap_borders))
         self.coast_bboxes = [tuple(float(v) for v in b) for b in coast_bboxes]
         gdf = boundaries.sort_values("province_id")
-        self.ids = np.asarray(gdf["province_id"], dtype=np.int8)
+        # ids, grid codes and owners in the table's id dtype (int8; int16 past 127 regions)
+        self._dt = id_dtype(len(gdf))
+        self.ids = np.asarray(gdf["province_id"], dtype=self._dt)
         self.names = tuple(str(n) for n in gdf["province"])
         geoms = np.asarray(gdf.geometry.values)
         self.geoms = geoms
@@ -257,7 +260,7 @@ class ProvinceTagger:
                     owners.append(int(pid))
                     kinds.append(int(kind[start]))
         self._pieces = np.array(pieces, dtype=object)
-        self._owners = np.asarray(owners, dtype=np.int8)
+        self._owners = np.asarray(owners, dtype=self._dt)
         self._kinds = np.asarray(kinds, dtype=np.int8)
         self._tree = shapely.STRtree(self._pieces)
         on_outline = np.flatnonzero(self._kinds != KIND_INTERNAL)
@@ -284,11 +287,11 @@ class ProvinceTagger:
         e = _GRID_EPS
         x1, y1 = x0 + size, y0 + size
         boxes = shapely.box(x0 - e, y0 - e, x1 + e, y1 + e)
-        code = np.full(x0.shape[0], _MIXED, dtype=np.int8)
+        code = np.full(x0.shape[0], _MIXED, dtype=self._dt)
         in_zone = shapely.intersects(self._zone, boxes)
         code[~in_zone] = OUTSIDE
-        hits = np.zeros(x0.shape[0], dtype=np.int8)
-        owner = np.full(x0.shape[0], OUTSIDE, dtype=np.int8)
+        hits = np.zeros(x0.shape[0], dtype=np.int32)
+        owner = np.full(x0.shape[0], OUTSIDE, dtype=self._dt)
         for k, g in enumerate(self.geoms):
             bx0, by0, bx1, by1 = self.bounds[k]
             cand = np.flatnonzero(in_zone & (x0 <= bx1) & (x1 >= bx0) & (y0 <= by1) & (y1 >= by0))
@@ -339,7 +342,7 @@ class ProvinceTagger:
         lat = np.asarray(lat, dtype=np.float64).ravel()
         lon = np.asarray(lon, dtype=np.float64).ravel()
         n = lat.shape[0]
-        pid = np.full(n, OUTSIDE, dtype=np.int8)
+        pid = np.full(n, OUTSIDE, dtype=self._dt)
         border = np.full(n, np.nan, dtype=np.float64)
         status = np.full(n, TagResult.OUTSIDE, dtype=np.int8)
         kind = np.zeros(n, dtype=np.int8)
@@ -381,7 +384,7 @@ class ProvinceTagger:
         # Inside a province: test each prepared polygon on the points inside its bbox that are
         # still unassigned; intersects_xy counts the edge as inside, the lowest id wins a tie.
         x, y = lon[idx], lat[idx]
-        got = np.full(idx.size, OUTSIDE, dtype=np.int8)
+        got = np.full(idx.size, OUTSIDE, dtype=self._dt)
         for k, g in enumerate(self.geoms):
             bx0, by0, bx1, by1 = self.bounds[k]
             cand = np.flatnonzero((got < 0) & (x >= bx0) & (x <= bx1) & (y >= by0) & (y <= by1))
@@ -418,7 +421,7 @@ class ProvinceTagger:
         pts = shapely.points(px, py)
         n = lat.shape[0]
         d_km = np.full(n, np.inf)
-        owner = np.full(n, OUTSIDE, dtype=np.int8)
+        owner = np.full(n, OUTSIDE, dtype=self._dt)
         kind = np.zeros(n, dtype=np.int8)
         within = shapely.contains(self._filled, pts)
         for sel, tree, index in (
@@ -448,7 +451,7 @@ class ProvinceTagger:
         if index is not None:
             dst = index[dst]
         d_km = np.full(lat.shape[0], np.inf)
-        owner = np.full(lat.shape[0], OUTSIDE, dtype=np.int8)
+        owner = np.full(lat.shape[0], OUTSIDE, dtype=self._dt)
         kind = np.zeros(lat.shape[0], dtype=np.int8)
         if src.size:
             # all_matches=False keeps one nearest piece per point; ties between two provinces'

@@ -31,6 +31,7 @@ from geopak_core.shardfmt import (
     json_bytes,
     shard_name,
     stats_document,
+    with_region_ids,
     write_regions,
     write_tar,
 )
@@ -211,8 +212,9 @@ def write_shard_folder(
                         "group": len(index_rows),
                     }
                 )
+    schema = with_region_ids(INDEX_SCHEMA, regions)
     index = pa.Table.from_pylist(
-        [{f: r.get(f) for f in INDEX_SCHEMA.names} for r in index_rows], schema=INDEX_SCHEMA
+        [{f: r.get(f) for f in schema.names} for r in index_rows], schema=schema
     ).to_pandas()
     split_ids = np.array([SPLITS.index(s) for s in index["split"]], dtype=np.int64)
     cells_df = cells_with_counts(
@@ -224,7 +226,7 @@ def write_shard_folder(
     )
     atomic_write_parquet(
         out / "index.parquet",
-        pa.Table.from_pandas(index, schema=INDEX_SCHEMA, preserve_index=False),
+        pa.Table.from_pandas(index, schema=schema, preserve_index=False),
     )
     stats = stats_document(
         index=index,

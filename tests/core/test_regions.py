@@ -143,3 +143,42 @@ def test_other_country_download_records_its_digest(tmp_path, monkeypatch, countr
     assert boundaries_available(country="XFA", cache_dir=tmp_path)
     # offline now: the recorded copy is used
     assert region_table(load_boundaries(country="XFA", cache_dir=tmp_path, manifest=m)).n == 3
+
+
+def test_id_width_follows_the_table(tmp_path):
+    """int8 while the ids fit (Pakistan and most countries keep their bytes), int16 past 127
+    units (Slovenia's ADM1 has ~212), refused only past int16."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from support import manyregions
+
+    from geopak_core.regions import MAX_REGIONS
+    from geopak_core.shardfmt import CELLS_SCHEMA, INDEX_SCHEMA, with_region_ids
+
+    assert PAKISTAN.id_dtype == np.int8 and PAKISTAN.id_arrow_type == pa.int8()
+    assert with_region_ids(INDEX_SCHEMA, PAKISTAN) is INDEX_SCHEMA
+    PAKISTAN.write(tmp_path / "pak.parquet")
+    assert pq.read_schema(tmp_path / "pak.parquet").field("province_id").type == pa.int8()
+
+    def table(n: int) -> RegionTable:
+        return RegionTable("XMR", tuple(f"r{i}" for i in range(n)), ("",) * n)
+
+    assert table(127).id_dtype == np.int8
+    wide = table(128)
+    assert wide.id_dtype == np.int16
+    for schema in (INDEX_SCHEMA, CELLS_SCHEMA):
+        got = with_region_ids(schema, wide)
+        assert got.field("province_id").type == pa.int16()
+        assert got.names == schema.names
+    path = manyregions.write_grid_country(tmp_path / "xmr.geojson", 212, cols=20, size=0.1)
+    polys = load_boundaries(path, country="XMR")
+    regions = region_table(polys)
+    assert regions.n == 212 and polys["province_id"].dtype == np.int16
+    assert regions.id("XM-200") == 199 and regions.name(211) == "Region 212"
+    regions.write(tmp_path / "r.parquet")
+    assert RegionTable.read(tmp_path / "r.parquet") == regions
+    assert pq.read_schema(tmp_path / "r.parquet").field("province_id").type == pa.int16()
+    assert table(MAX_REGIONS).n == MAX_REGIONS
+    with pytest.raises(GeopakError, match="at most 32767"):
+        table(MAX_REGIONS + 1)
