@@ -752,9 +752,10 @@ class YfccSource(Source):
 
 
 # Kept rows of this many blocks (or this many rows) are mapped in one go: the mapping's cost is
-# mostly per call, not per row. A kill loses at most these blocks' work (they are scanned again).
-_MAP_UNITS = 8
-_MAP_ROWS = 50_000
+# mostly per call, not per row. Few, so that mapping still overlaps the scan of the next blocks
+# (and the last batch, mapped after the scan, is small); a kill loses at most these blocks.
+_MAP_UNITS = 2
+_MAP_ROWS = 20_000
 
 
 def _write_mapped(
