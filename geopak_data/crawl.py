@@ -51,7 +51,13 @@ from .sources.base import discovery_rejects
 if TYPE_CHECKING:
     from .download import DownloadItem
 
-OUTCOME_FIELDS: list[tuple[str, pa.DataType]] = [("reason", pa.string()), ("detail", pa.string())]
+# refreshed_url: set when the stored URL had expired and the source gave a fresh one (that
+# URL, without credentials, replaces the candidate's in records.parquet); null otherwise.
+OUTCOME_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("refreshed_url", pa.string()),
+]
 # A download part: one row per candidate of the batch, in candidate order. Only the outcome is
 # stored; the merge joins it with the current candidates, so metadata edits never re-download.
 BATCH_SCHEMA = pa.schema(
@@ -299,6 +305,7 @@ class _Booking:
                 original_height=o.original_height,
                 reason="",
                 detail="",
+                refreshed_url=o.url or None,
             )
         else:
             row.update({name: None for name, _ in DOWNLOAD_FIELDS})
@@ -454,7 +461,23 @@ def unit_item(src: Any, work: Path, index: int, rec: dict[str, Any]) -> Download
     except Exception as exc:  # noqa: BLE001 - one odd record rejects that record
         fail = ("internal_error", f"{type(exc).__name__} building the request")
         return DownloadItem(index=index, url="", dest=dest, failure=fail)
-    return DownloadItem(index=index, url=url or "", headers=headers, dest=dest)
+    refreshes = getattr(src, "refreshes_urls", False)
+    refresh = (lambda: refreshed_request(src, rec)) if refreshes else None
+    return DownloadItem(index=index, url=url or "", headers=headers, dest=dest, refresh=refresh)
+
+
+def refreshed_request(src: Any, rec: dict[str, Any]) -> tuple[str, dict[str, str], str] | None:
+    """(request URL, headers, URL to record) from the source's fresh URL for ``rec``, or None.
+
+    The recorded URL goes through ``records.without_credentials`` like every stored URL."""
+    from .records import without_credentials
+
+    url = src.refresh_url(rec)
+    if not url:
+        return None
+    stored, request_url = without_credentials({**rec, "url": str(url)})
+    _, headers = src.request_for(stored)  # the source's headers; the URL as the API gave it
+    return request_url, headers, str(stored["url"])
 
 
 _WORKER_SOURCES: dict[str, Any] = {}
@@ -528,7 +551,7 @@ def _merge(
         raise GeopakError(
             f"crawl:{src.name}: download batches {', '.join(missing[:3])} are missing; run the crawl again"
         )
-    outcomes = parts.read_all(units, schema=BATCH_SCHEMA)
+    outcomes = pa.concat_tables([_batch_part(parts, u) for u in units])
     cands = pq.read_table(cands_path)
     if outcomes.num_rows != cands.num_rows or not outcomes.column("key").equals(
         cands.column("key")
@@ -539,6 +562,10 @@ def _merge(
     table = cands
     for name, _typ in DOWNLOAD_FIELDS + OUTCOME_FIELDS:
         table = table.append_column(name, outcomes.column(name))
+    fresh = table.column("refreshed_url")
+    if fresh.null_count < table.num_rows:  # expired URLs re-resolved: record the new ones
+        url = pc.coalesce(fresh, table.column("url"))
+        table = table.set_column(table.schema.get_field_index("url"), "url", url)
     ok_mask = pc.equal(table.column("reason"), "")
     ok = table.filter(ok_mask).select(DOWNLOADED_SCHEMA.names).cast(DOWNLOADED_SCHEMA)
     bad = table.filter(pc.invert(ok_mask))
@@ -562,6 +589,14 @@ def _merge(
         {"downloaded": ok.num_rows, "failed": bad.num_rows, "rejected": rejects.num_rows},
         reasons,
     )
+
+
+def _batch_part(parts: PartStore, unit: str) -> pa.Table:
+    """One download part as BATCH_SCHEMA (parts written before ``refreshed_url`` lack it)."""
+    t = parts.read(unit)
+    if "refreshed_url" not in t.column_names:
+        t = t.append_column("refreshed_url", pa.nulls(t.num_rows, pa.string()))
+    return t.select(BATCH_SCHEMA.names).cast(BATCH_SCHEMA)
 
 
 def _prune_images(work: Path, source: str, keep: set[str]) -> None:

@@ -61,6 +61,12 @@ RETRYABLE_REASONS = frozenset(
     {"http_429", "http_5xx", "http_408", "timeout", "connection_error", "truncated", "dns_error"}
 )
 _AI_OPTOUT = frozenset({"noai", "noimageai"})
+# What a signed CDN link answers once its signature expired (Meta's fbcdn, behind Mapillary's
+# thumb_*_url: 403 "URL signature expired"; others 410 Gone): a source that can re-resolve
+# the URL (``DownloadItem.refresh``) gets one more try with a fresh one.
+REFRESH_REASONS = frozenset({"http_403", "http_410"})
+# (request URL, its headers, the URL to record without credentials) or None: no fresh URL
+Refresh = Callable[[], tuple[str, dict[str, str], str] | None]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -140,6 +146,7 @@ class DownloadItem:
     dest: Path
     headers: dict[str, str] = field(default_factory=dict)
     failure: tuple[str, str] | None = None  # (reason, detail) known before any request
+    refresh: Refresh | None = None  # a fresh URL after a 403/410 (blocking: run in a thread)
 
 
 @dataclass
@@ -155,6 +162,7 @@ class DownloadOutcome:
     bytes: int = 0
     original_width: int = 0
     original_height: int = 0
+    url: str = ""  # the refreshed URL (credentials stripped) when the stored one had expired
 
     @property
     def ok(self) -> bool:
@@ -378,7 +386,7 @@ class Downloader:
         if item.failure is not None:
             return self._failed(item, *item.failure)
         try:
-            data = await self.fetch(item.url, item.headers)
+            data, fresh_url = await self._fetch_item(item)
         except FetchFailed as exc:
             return self._failed(item, exc.reason, exc.detail)
         except ValueError as exc:  # urllib/yarl: a URL that cannot be parsed at all
@@ -407,7 +415,32 @@ class Downloader:
             bytes=len(img.data),
             original_width=img.original_width,
             original_height=img.original_height,
+            url=fresh_url,
         )
+
+    async def _fetch_item(self, item: DownloadItem) -> tuple[bytes, str]:
+        """The item's bytes and, when its URL had expired and was refreshed, the new URL to
+        record (else ""). One refresh and one more fetch at most per item."""
+        try:
+            return await self.fetch(item.url, item.headers), ""
+        except FetchFailed as exc:
+            if item.refresh is None or exc.reason not in REFRESH_REASONS:
+                raise
+            first = exc
+        try:
+            fresh = await asyncio.to_thread(item.refresh)
+        except Exception as exc:  # noqa: BLE001 - the API's trouble rejects this record only
+            raise FetchFailed(
+                first.reason, f"{first.detail}; refreshing the URL failed: {_exc_detail(exc)}"
+            ) from None
+        if fresh is None:
+            raise FetchFailed(first.reason, f"{first.detail}; the source has no fresh URL")
+        url, headers, stored = fresh
+        self.stats["url_refreshed"] += 1
+        try:
+            return await self.fetch(url, headers), stored
+        except FetchFailed as exc:
+            raise FetchFailed(exc.reason, f"{exc.detail} (from the refreshed URL)") from None
 
     def _failed(self, item: DownloadItem, reason: str, detail: str) -> DownloadOutcome:
         self.stats[reason] += 1

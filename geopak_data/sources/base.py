@@ -92,6 +92,18 @@ class Source(ABC):
         known = _REQUEST_URLS.get((str(record.get("key", "")), url))
         return (known if known is not None else with_env_credentials(url)), {}
 
+    #: True when ``refresh_url`` can re-resolve a record's URL (signed CDN links that expire)
+    refreshes_urls: bool = False
+
+    def refresh_url(self, record: Mapping[str, Any]) -> str | None:
+        """A fresh download URL for ``record`` whose stored URL was refused (HTTP 403/410: a
+        signed link that expired between discovery and download), or None when there is none.
+
+        Called by the downloader (once per record, in a worker thread) only for sources with
+        ``refreshes_urls``; the image is fetched again once from the new URL, which the crawl
+        then records (without credentials) in place of the stored one."""
+        return None
+
     def inputs(self) -> dict[str, Path]:
         """Local files the discovery reads (fingerprinted by the runner: a change re-runs)."""
         return {}

@@ -22,6 +22,11 @@ or coordinates are rejected with their reason.
 
 The token never reaches the work folder or logs: ``paging.next`` URLs carry it back, so it is
 stripped before a URL is followed or logged, and the CDN thumbnail URLs need no token.
+
+Thumbnail URLs are signed CDN links (``oh=`` signature, ``oe=`` expiry) that expire: a
+download long after discovery is answered 403 ("URL signature expired"). The downloader then
+asks ``refresh_url``: ``GET /{image_id}?fields=thumb_1024_url`` (same token, same auth mode)
+for a fresh link, fetches once more and the crawl records the new URL.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import datetime as dt
 import logging
 import math
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -48,7 +54,8 @@ log = logging.getLogger("geopak.mapillary")
 SOURCE = "mapillary"
 DEFAULT_ENDPOINT = "https://graph.mapillary.com"
 ENV_TOKEN = "MAPILLARY_ACCESS_TOKEN"
-FIELDS = "id,computed_geometry,geometry,captured_at,creator,sequence,is_pano,thumb_1024_url"
+THUMB_FIELD = "thumb_1024_url"
+FIELDS = f"id,computed_geometry,geometry,captured_at,creator,sequence,is_pano,{THUMB_FIELD}"
 _SECRET_PARAMS = {"access_token"}
 
 
@@ -93,6 +100,7 @@ class MapillarySource(TiledSource):
     """Street-level images of Mapillary inside the planner's tiles (CC BY-SA 4.0)."""
 
     name = SOURCE
+    refreshes_urls = True  # thumbnail links are signed and expire
 
     def __init__(self, config: PipelineConfig, endpoint: str | None = None, **opts: Any):
         super().__init__(config, endpoint, **opts)
@@ -105,6 +113,7 @@ class MapillarySource(TiledSource):
         self._opts = opts
         self._client: ApiClient | None = None
         self._token = ""
+        self._refresh_lock = threading.Lock()  # downloads ask from worker threads
 
     def extra(self) -> dict[str, Any]:
         c = self.cfg
@@ -155,7 +164,7 @@ class MapillarySource(TiledSource):
         ny = max(1, math.ceil((lat1 - lat0) / side))
         return split_box(tile.box, nx, ny)
 
-    def _get(self, url: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _authed_get(self, url: str, params: Mapping[str, Any] | None) -> Any:
         c = self.client()
         headers: dict[str, str] = {}
         full = dict(params or {})
@@ -163,7 +172,21 @@ class MapillarySource(TiledSource):
             full["access_token"] = self._token
         else:
             headers["Authorization"] = f"OAuth {self._token}"
-        body = c.get_json(url, full, headers=headers, describe_error=_describe)
+        return c.get_json(url, full, headers=headers, describe_error=_describe)
+
+    def refresh_url(self, record: Mapping[str, Any]) -> str | None:
+        """A fresh signed thumbnail URL for a record whose stored one expired (the image's
+        own node, ``GET /{id}?fields=thumb_1024_url``); None when the API gives none."""
+        sid = str(record.get("source_id") or "")
+        if not sid.isdigit():
+            return None
+        with self._refresh_lock:
+            body = self._authed_get(f"{self.base}/{sid}", {"fields": THUMB_FIELD})
+        url = body.get(THUMB_FIELD) if isinstance(body, Mapping) else None
+        return strip_token(str(url)) if url else None
+
+    def _get(self, url: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        body = self._authed_get(url, params)
         if not isinstance(body, Mapping) or not isinstance(body.get("data", []), list):
             raise GeopakError(
                 f"mapillary: {self.base} did not answer an images collection; check --endpoint"

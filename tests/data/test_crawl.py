@@ -366,3 +366,18 @@ def test_duplicate_photo_ids_keep_first_and_lose_no_later_row(tmp_path, server):
     cands = pq.read_table(tmp_path / "w/crawl/yfcc/candidates.parquet")
     assert cands.column("source_id").to_pylist() == ["1", "2", "3", "4"]
     assert cands.column("url").to_pylist()[0].endswith("d=0")
+
+
+def test_download_parts_from_before_refreshed_url_still_merge(tmp_path):
+    """A work folder written before ``refreshed_url`` existed resumes: its parts read as
+    having no refreshed URL (the candidate's URL is kept)."""
+    import pyarrow as pa
+
+    from geopak_core.io import PartStore
+    from geopak_data.crawl import BATCH_SCHEMA, _batch_part
+
+    old = pa.schema([f for f in BATCH_SCHEMA if f.name != "refreshed_url"])
+    parts = PartStore(tmp_path / "parts")
+    parts.write("b0000000", old.empty_table())
+    t = _batch_part(parts, "b0000000")
+    assert t.schema == BATCH_SCHEMA and t.num_rows == 0

@@ -345,3 +345,38 @@ def test_name_resolving_to_private_address_refused(server, tmp_path, allow, expe
     o = asyncio.run(main())
     assert o.reason == expected
     assert hits(server, f"/i/photo.jpg?t=dns{allow}") == (1 if allow else 0)
+
+
+def test_refresh_only_after_403_or_410_and_only_once(server, tmp_path):
+    """A source that can re-resolve an expired signed link (``DownloadItem.refresh``) is asked
+    once after a 403/410 and the image fetched from the fresh URL; other failures never ask."""
+    cfg, retry = _configs({})
+    calls: list[str] = []
+
+    def refresh_to(url: str | None):
+        def refresh():
+            calls.append(url or "")
+            return (url, {}, url + "&v=fresh") if url else None
+
+        return refresh
+
+    good = f"{server}/i/photo.jpg"
+    items = [
+        DownloadItem(0, f"{server}/i/photo.jpg?status=403&times=9", tmp_path / "a.jpg",
+                     refresh=refresh_to(good + "?n=1")),
+        DownloadItem(1, f"{server}/i/photo.jpg?status=410&times=9", tmp_path / "b.jpg",
+                     refresh=refresh_to(f"{server}/i/photo.jpg?status=403&times=9&n=2")),
+        DownloadItem(2, f"{server}/fault/404", tmp_path / "c.jpg", refresh=refresh_to(good)),
+        DownloadItem(3, f"{server}/i/photo.jpg?status=403&times=9&n=3", tmp_path / "d.jpg",
+                     refresh=refresh_to(None)),
+        DownloadItem(4, f"{server}/i/photo.jpg?status=403&times=9&n=4", tmp_path / "e.jpg"),
+    ]  # fmt: skip
+    a, b, c, d, e = download_sync(items, config=cfg, allow_private_hosts=True, retry=retry)
+    assert a.ok and a.url == good + "?n=1&v=fresh" and (tmp_path / "a.jpg").is_file()
+    assert b.reason == "http_403" and "from the refreshed URL" in b.detail  # retried once only
+    assert c.reason == "http_404" and not c.url
+    assert d.reason == "http_403" and "no fresh URL" in d.detail
+    assert e.reason == "http_403" and not e.url
+    assert sorted(calls) == sorted(
+        [good + "?n=1", f"{server}/i/photo.jpg?status=403&times=9&n=2", ""]
+    )

@@ -198,3 +198,74 @@ def test_kill9_mid_discovery_resumes_exactly(tmp_path: Path) -> None:
 
         ref, work = kill_mid_discovery_and_resume(cmd, env, tmp_path, "mapillary", (5, 40))
     assert_same_crawl(ref, work, "mapillary")
+
+
+def _crawl(fake: MapillaryFake, tmp: Path, work: Path, base: str | None = None) -> int:
+    if base is None:
+        with serve(fake.app()) as base:
+            return _crawl(fake, tmp, work, base)
+    return main(["crawl", "mapillary", "--work", str(work), "--config", str(write_conf(tmp)),
+                 "--endpoint", base, "--allow-private-hosts"])  # fmt: skip
+
+
+def _oe(url: str) -> int:
+    from urllib.parse import parse_qs, urlsplit
+
+    return int(parse_qs(urlsplit(url).query)["oe"][0], 16)
+
+
+def test_expired_links_are_refreshed_once_and_recorded(tmp_path: Path) -> None:
+    """Signed thumbnail links expire (403 "URL signature expired"): each download that meets
+    one asks the image's node for a fresh link with the token, fetches once more, and the
+    record keeps the fresh URL (never the token); candidates keep what discovery saw."""
+    fake = MapillaryFake(cap=30, stale_listing=True)
+    work = tmp_path / "w"
+    assert _crawl(fake, tmp_path, work) == 0
+    cands = pq.read_table(work / "crawl" / "mapillary" / "candidates.parquet").to_pandas()
+    recs = pq.read_table(work / "crawl" / "mapillary" / "records.parquet").to_pandas()
+    assert len(recs) == len(cands) > 50  # every candidate downloaded
+    assert fake.expired_hits == len(cands) == len(fake.refreshes) == fake.image_hits
+    assert all(r["auth"] and r["fields"] == "thumb_1024_url" for r in fake.refreshes)
+    assert {r["id"] for r in fake.refreshes} == set(cands["source_id"])
+    old = dict(zip(cands["key"], cands["url"], strict=True))
+    for key, url in zip(recs["key"], recs["url"], strict=True):
+        assert _oe(url) > _oe(old[key])  # the fresh link, not the expired one
+    for p in work.rglob("*"):
+        if p.is_file():
+            assert TOKEN.encode() not in p.read_bytes(), p
+
+
+def test_links_expired_since_the_crawl_are_refreshed_on_refetch(tmp_path: Path) -> None:
+    """A finished crawl, time passes, an image file is lost: the re-fetch meets an expired
+    link, refreshes it, gets the same image (sha256 checked) and records the new URL."""
+    fake = MapillaryFake(cap=30)
+    work = tmp_path / "w"
+    with serve(fake.app()) as base:  # one endpoint: the second run is the same crawl
+        assert _crawl(fake, tmp_path, work, base) == 0
+        assert fake.refreshes == []  # fresh links need no refresh
+        recs = pq.read_table(work / "crawl" / "mapillary" / "records.parquet").to_pandas()
+        lost = recs.iloc[3]
+        (work / lost["image_path"]).unlink()
+        fake.expire()
+        assert _crawl(fake, tmp_path, work, base) == 0
+    assert [r["id"] for r in fake.refreshes] == [lost["source_id"]]
+    after = pq.read_table(work / "crawl" / "mapillary" / "records.parquet").to_pandas()
+    row = after[after["key"] == lost["key"]].iloc[0]
+    assert row["sha256"] == lost["sha256"] and (work / row["image_path"]).is_file()
+    assert _oe(row["url"]) == _oe(lost["url"]) + 1
+    others = after[after["key"] != lost["key"]]
+    assert others["url"].tolist() == recs[recs["key"] != lost["key"]]["url"].tolist()
+
+
+def test_deleted_image_is_rejected_with_the_reason(tmp_path: Path) -> None:
+    fake = MapillaryFake(cap=30, stale_listing=True)
+    gone = [fake.images[3 * 12].id, fake.images[4 * 12].id]  # first frames: never thinned
+    fake.gone.update(gone)
+    work = tmp_path / "w"
+    assert _crawl(fake, tmp_path, work) == 0
+    rej = pq.read_table(work / "crawl" / "mapillary" / "rejects.parquet").to_pandas()
+    mine = rej[rej["source_id"].isin(gone)]
+    assert len(mine) == len(gone) and set(mine["reason"]) == {"http_403"}
+    for detail in mine["detail"]:
+        assert "refreshing the URL failed" in detail and "code 100" in detail
+        assert TOKEN not in detail

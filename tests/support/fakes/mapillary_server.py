@@ -15,7 +15,14 @@ What it reproduces (from the public API v4 documentation and the shapes clients 
   ``"http429"`` (code 4, with ``Retry-After``);
 * images: ``computed_geometry`` (missing for some, which then only have ``geometry``),
   ``captured_at`` (ms), ``creator {id, username}``, ``sequence``, ``is_pano``,
-  ``thumb_1024_url`` (signed CDN-style URL; missing for some images still processing).
+  ``thumb_1024_url`` (signed CDN-style URL; missing for some images still processing);
+* signed links expire, as Meta's CDN (``scontent-*.fbcdn.net``) behind Mapillary does: the
+  ``oe=`` parameter is the link's expiry (hex), and a link past it is answered 403
+  "URL signature expired". Time is a counter here, not the clock: ``expire()`` ends every
+  link handed out so far; ``stale_listing`` makes ``/images`` hand out already-expired links
+  (a download long after discovery). ``GET /{image_id}?fields=thumb_1024_url`` (token
+  required) gives a fresh link, recorded in ``refreshes``;
+  ``gone`` ids answer that node with 400 ``GraphMethodException`` code 100 (deleted image).
 """
 
 from __future__ import annotations
@@ -99,6 +106,11 @@ class MapillaryFake:
     requests: list[dict[str, Any]] = field(default_factory=list)
     violations: list[dict[str, Any]] = field(default_factory=list)
     image_hits: int = 0
+    generation: int = 1  # the CDN's "now": links with an older oe have expired
+    stale_listing: bool = False  # /images hands out links that have already expired
+    gone: set[str] = field(default_factory=set)  # deleted since discovery
+    refreshes: list[dict[str, Any]] = field(default_factory=list)
+    expired_hits: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -111,7 +123,43 @@ class MapillaryFake:
         app = web.Application()
         app.router.add_get("/images", self._images)
         app.router.add_get("/cdn/{id}.jpg", self._thumb)
+        app.router.add_get(r"/{id:\d+}", self._node)
         return app
+
+    def expire(self) -> None:
+        """Time passes: every link handed out so far is past its expiry."""
+        with self._lock:
+            self.generation += 1
+
+    def _token_of(self, request: web.Request) -> str:
+        auth = request.headers.get("Authorization", "")
+        return (
+            auth[len("OAuth ") :]
+            if auth.startswith("OAuth ")
+            else request.query.get("access_token", "")
+        )
+
+    async def _node(self, request: web.Request) -> web.Response:
+        """``GET /{image_id}?fields=...``: one image's fields (a fresh signed thumbnail link)."""
+        sid = request.match_info["id"]
+        token = self._token_of(request)
+        entry = {"id": sid, "fields": request.query.get("fields", ""), "auth": bool(token)}
+        with self._lock:
+            self.refreshes.append(entry)
+        if token != self.token:
+            return self._error(401, "Invalid OAuth access token", "OAuthException", 190)
+        img = self._by_id.get(sid)
+        if img is None or sid in self.gone:
+            return self._error(
+                400,
+                f"Unsupported get request. Object with ID '{sid}' does not exist",
+                "GraphMethodException",
+                100,
+            )
+        fields = [f for f in request.query.get("fields", "id").split(",") if f]
+        return web.json_response(
+            self._json(img, fields, f"{request.scheme}://{request.host}", fresh=True)
+        )
 
     @staticmethod
     def _error(status: int, message: str, type_: str, code: int, **extra: Any) -> web.Response:
@@ -131,8 +179,12 @@ class MapillaryFake:
 
     async def _thumb(self, request: web.Request) -> web.Response:
         img = self._by_id.get(request.match_info["id"])
-        if img is None or "_nc_sig" not in request.query:
+        if img is None or "_nc_sig" not in request.query or "oe" not in request.query:
             return web.Response(status=403, text="URL signature mismatch")
+        if int(request.query["oe"], 16) - _EPOCH < self.generation:
+            with self._lock:
+                self.expired_hits += 1
+            return web.Response(status=403, text="URL signature expired")
         with self._lock:
             self.image_hits += 1
         return web.Response(body=tiny_jpeg(int(img.id)), content_type="image/jpeg")
@@ -140,7 +192,7 @@ class MapillaryFake:
     async def _images(self, request: web.Request) -> web.Response:
         q = dict(request.query)
         auth = request.headers.get("Authorization", "")
-        token = auth[len("OAuth ") :] if auth.startswith("OAuth ") else q.get("access_token", "")
+        token = self._token_of(request)
         entry: dict[str, Any] = {
             "params": {k: v for k, v in q.items() if k != "access_token"},
             "outcome": "ok",
@@ -214,7 +266,9 @@ class MapillaryFake:
                 body["paging"]["next"] = f"{origin}/images?{urlencode(nq)}"
         return web.json_response(body)
 
-    def _json(self, i: FakeImage, fields: list[str], origin: str) -> dict[str, Any]:
+    def _json(
+        self, i: FakeImage, fields: list[str], origin: str, fresh: bool = False
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {"id": i.id}
         point = {"type": "Point", "coordinates": [i.lon, i.lat]}
         if "computed_geometry" in fields and i.has_computed:
@@ -233,7 +287,13 @@ class MapillaryFake:
         if "is_pano" in fields:
             out["is_pano"] = i.is_pano
         if "thumb_1024_url" in fields and i.has_thumb:
+            # valid until the next expire(); a stale listing's links have expired already
+            expiry = _EPOCH + self.generation - (1 if self.stale_listing and not fresh else 0)
             out["thumb_1024_url"] = (
                 f"{origin}/cdn/{i.id}.jpg?stp=s1024x768&_nc_sig=Xy{int(i.id) % 9973}&oh=00_AfB"
+                f"&oe={expiry:08X}"
             )
         return out
+
+
+_EPOCH = 0x65000000  # oe values are hex unix times; the fake's time counts from here
