@@ -136,8 +136,17 @@ def _inject_enospc(monkeypatch, what):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(self, data)
 
+    real_os_open = os.open
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+    def full_os_open(path, flags, *a, **kw):  # the downloader writes images with os.open
+        if flags & writing and what in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_os_open(path, flags, *a, **kw)
+
     monkeypatch.setattr(builtins, "open", full_open)
     monkeypatch.setattr(pathlib.Path, "write_bytes", full_write)
+    monkeypatch.setattr(os, "open", full_os_open)
 
 
 def test_full_disk_names_the_file_and_resumes(tmp_path, server, capsys, monkeypatch):
