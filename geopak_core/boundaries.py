@@ -372,6 +372,8 @@ def read_boundaries(
         raise GeopakError(f"boundaries file {p}: a unit has an empty geometry")
     if iso3 == "PAK":
         _check_pakistan_bounds(shapely.total_bounds(geoms), p)
+    else:
+        _check_antimeridian(shapely.bounds(shapely.get_parts(geoms)), p, iso3)
     out = gpd.GeoDataFrame(
         {
             "province": [table.names[i] for i in ids],
@@ -469,6 +471,38 @@ def _check_pakistan_bounds(bounds: Any, p: Path) -> None:
     ):
         raise GeopakError(
             f"boundaries file {p}: bounds ({minx:.2f}, {miny:.2f}, {maxx:.2f}, {maxy:.2f}) are not Pakistan's"
+        )
+
+
+def _check_antimeridian(part_bounds: Any, p: Path, iso3: str) -> None:
+    """Refuse a country that lies across lon 180 (Fiji, Kiribati, Russia's Chukotka, the USA's
+    Aleutians) or past +-180: its parts (``part_bounds``, one row of minx, miny, maxx, maxy per
+    polygon part) leave their widest longitude gap inside -180..180 rather than across 180,
+    i.e. the country is compact only when seen across the antimeridian.
+
+    Why a refusal: every stage treats longitude as the interval -180..180. Such a country's
+    bbox (what the sources filter by) would span the globe, the tagger's metric projection
+    would be centred near lon 0 (the far side of the Earth, so border distances and the
+    tolerance band come out distorted), crawl tiles and maps would cover every longitude: wrong
+    without any error. Clipping the file to one side of 180 works today."""
+    import numpy as np
+
+    b = np.asarray(part_bounds, dtype=np.float64).reshape(-1, 4)
+    minx, maxx = float(b[:, 0].min()), float(b[:, 2].max())
+    if minx < -180.0 or maxx > 180.0:
+        raise GeopakError(
+            f"boundaries file {p}: longitudes {minx:.2f}..{maxx:.2f} lie outside -180..180; "
+            "write them within -180..180 (countries across the antimeridian are not supported yet)"
+        )
+    spans = b[np.argsort(b[:, 0]), :][:, [0, 2]]
+    reach = np.maximum.accumulate(spans[:, 1])  # merged intervals: gaps open where reach < next
+    inner = float(np.max(spans[1:, 0] - reach[:-1], initial=0.0))
+    across = (spans[0, 0] + 360.0) - reach[-1]  # the gap that wraps through lon 180
+    if inner > across:
+        raise GeopakError(
+            f"boundaries file {p}: {iso3} crosses the antimeridian (units on both sides of "
+            "longitude 180); countries across lon 180 (Fiji, Kiribati, Russia, the USA) are not "
+            "supported yet: clip the file to one side of 180 to work on the rest"
         )
 
 

@@ -182,3 +182,63 @@ def test_id_width_follows_the_table(tmp_path):
     assert table(MAX_REGIONS).n == MAX_REGIONS
     with pytest.raises(GeopakError, match="at most 32767"):
         table(MAX_REGIONS + 1)
+
+
+def _antimeridian_country(path, west_lon=-180.0, east_lon=180.0):
+    """Two island regions split at lon 180 the way geoBoundaries writes Fiji: a multipolygon
+    with parts at 178..180 and -180..-179, and a region wholly at -179..-178."""
+
+    def box(x0, y0, x1, y1):
+        return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+
+    def feat(name, code, rings):
+        return {
+            "type": "Feature",
+            "properties": {"shapeName": name, "shapeISO": code, "shapeGroup": "XAM"},
+            "geometry": {"type": "MultiPolygon", "coordinates": [[r] for r in rings]},
+        }
+
+    doc = {
+        "type": "FeatureCollection",
+        "features": [
+            feat("Westisle", "XA-W", [box(178.0, -18.0, east_lon, -16.0),
+                                      box(west_lon, -18.0, -179.0, -16.0)]),
+            feat("Eastisle", "XA-E", [box(-179.0, -18.0, -178.0, -16.0)]),
+        ],
+    }  # fmt: skip
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_antimeridian_country_is_one_line_refusal(tmp_path, capsys):
+    """Today a country across lon 180 would get a bbox spanning the globe and a tagging
+    projection centred on the far side of the Earth: refused by name instead."""
+    from geopak_data.cli import main
+
+    path = _antimeridian_country(tmp_path / "xam.geojson")
+    with pytest.raises(GeopakError, match="crosses the antimeridian") as err:
+        load_boundaries(path, country="XAM")
+    assert "\n" not in str(err.value) and "clip the file" in str(err.value)
+    wide = _antimeridian_country(tmp_path / "wide.geojson", west_lon=-180.0, east_lon=180.5)
+    with pytest.raises(GeopakError, match=r"outside -180\.\.180"):
+        load_boundaries(wide, country="XAM")
+    rc = main(["demo", "--work", str(tmp_path / "w"), "--country", "XAM",
+               "--boundaries", str(path), "--no-train"])  # fmt: skip
+    err_text = capsys.readouterr().err.strip()
+    assert rc == 2 and "Traceback" not in err_text
+    assert "crosses the antimeridian" in err_text.splitlines()[-1]
+    # islands on both sides without a part touching 180 (Kiribati) are across it too
+    apart = _antimeridian_country(tmp_path / "apart.geojson", west_lon=-179.5, east_lon=179.5)
+    with pytest.raises(GeopakError, match="crosses the antimeridian"):
+        load_boundaries(apart, country="XAM")
+    # a country that merely reaches 180 (its widest gap is the one across 180) loads
+    doc = json.loads(path.read_text())
+    doc["features"] = [
+        {**f, "geometry": {"type": "MultiPolygon", "coordinates": f["geometry"]["coordinates"][:1]}}
+        for f in doc["features"]
+    ]
+    doc["features"][1]["geometry"]["coordinates"] = [
+        [[[176, -18], [178, -18], [178, -16], [176, -16], [176, -18]]]
+    ]
+    (tmp_path / "east.geojson").write_text(json.dumps(doc))
+    assert region_table(load_boundaries(tmp_path / "east.geojson", country="XAM")).n == 2
