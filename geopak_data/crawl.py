@@ -551,7 +551,11 @@ def _merge(
         raise GeopakError(
             f"crawl:{src.name}: download batches {', '.join(missing[:3])} are missing; run the crawl again"
         )
-    outcomes = pa.concat_tables([_batch_part(parts, u) for u in units])
+    outcomes = (  # no candidates (nothing inside the bbox): no batches, an empty table
+        pa.concat_tables([_batch_part(parts, u) for u in units])
+        if units
+        else BATCH_SCHEMA.empty_table()
+    )
     cands = pq.read_table(cands_path)
     if outcomes.num_rows != cands.num_rows or not outcomes.column("key").equals(
         cands.column("key")

@@ -381,3 +381,23 @@ def test_download_parts_from_before_refreshed_url_still_merge(tmp_path):
     parts.write("b0000000", old.empty_table())
     t = _batch_part(parts, "b0000000")
     assert t.schema == BATCH_SCHEMA and t.num_rows == 0
+
+
+def test_nothing_inside_the_bbox_is_an_empty_crawl_not_a_crash(tmp_path, server):
+    # every row lies outside the bbox: no candidates, no download batches; the stage finishes
+    # with empty tables (it crashed merging zero batches), and the rerun does nothing
+    meta = write_yfcc_tsv(
+        tmp_path / "paris.tsv",
+        [
+            dict(photoid=1, longitude=2.35, latitude=48.85, downloadurl=f"{server}/i/photo.jpg"),
+            dict(photoid=2, longitude=2.29, latitude=48.86, downloadurl=f"{server}/i/gray.jpg"),
+        ],
+    )
+    work = tmp_path / "w"
+    out = run_crawl(source="yfcc", work=work, config=cfg(), metadata=meta, allow_private_hosts=True)
+    assert out.counts["candidates"] == 0 and out.counts["downloaded"] == 0
+    assert pq.read_table(work / "crawl" / "yfcc" / "records.parquet").num_rows == 0
+    again = run_crawl(
+        source="yfcc", work=work, config=cfg(), metadata=meta, allow_private_hosts=True
+    )
+    assert again.skipped
