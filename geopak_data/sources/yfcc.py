@@ -34,6 +34,7 @@ and dates after the upload; they are stored as missing (see ``dates.py``).
 from __future__ import annotations
 
 import bz2
+import collections
 import gzip
 import os
 import re
@@ -194,11 +195,16 @@ def _rfind_newline(buf: Any, start: int, end: int) -> int:
     return buf.rfind(b"\n", start, end)
 
 
+_MAPPED_LAG = 6  # > scan_all's blocks in flight (at most 5) plus the one being consumed
+
+
 def _mapped_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
     """Blocks of a plain file as views of a read-only memory map: no copy at all (reading
     into a buffer cost more than the whole scan of the bytes). The pages of finished blocks
-    are dropped from the map (they stay in the page cache), so the process's memory stays
-    that of about one block whatever the file's size. The file must not be truncated while
+    are dropped from the map (they stay in the page cache) once ``_MAPPED_LAG`` newer blocks
+    were handed out (never a block still being scanned: ``scan_all`` keeps at most
+    ``_MAX_WORKERS + 1`` in flight), so the memory stays that of a few blocks whatever the
+    file's size. The file must not be truncated while
     it is scanned (a memory map then faults)."""
     import mmap
 
@@ -209,6 +215,7 @@ def _mapped_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     view = memoryview(mm)
     released = 0  # the map's pages below this offset were handed back
+    starts: collections.deque[int] = collections.deque()  # where the latest blocks begin
     try:
         pos = 0
         while pos < size:
@@ -228,10 +235,12 @@ def _mapped_blocks(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
                 return
             yield view[pos : cut + 1]
             pos = cut + 1
-            done = pos // mmap.PAGESIZE * mmap.PAGESIZE
-            if done > released:
-                mm.madvise(mmap.MADV_DONTNEED, released, done - released)
-                released = done
+            starts.append(pos)
+            if len(starts) > _MAPPED_LAG:  # blocks this far behind are scanned and dropped
+                done = starts.popleft() // mmap.PAGESIZE * mmap.PAGESIZE
+                if done > released:
+                    mm.madvise(mmap.MADV_DONTNEED, released, done - released)
+                    released = done
     finally:
         try:
             view.release()
