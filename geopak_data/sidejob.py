@@ -28,6 +28,7 @@ from geopak_core.progress import log
 # False runs every side job in the calling process when its result is asked for (tests whose
 # fakes record calls in memory set it; a forked child's memory is its own).
 FORK = True
+_STARTED = [0]  # side jobs this process has started (the warm-up waits for the second)
 _FAILED = 1  # the child's exit status when the function raised: the parent runs it again
 _WAIT_S = 600.0  # a child that has not ended by then is stopped and the job run in the parent
 
@@ -62,7 +63,8 @@ class SideJob:
     do its work through files; on any other outcome the parent calls ``fn(*args)`` itself.
     ``warm`` (optional) runs in the parent when it comes to wait while the child still works:
     it imports what ``fn`` needs, so the next child of a long-lived process (the pipeline,
-    the demo, a benchmark) inherits the modules instead of importing them again.
+    the demo, a benchmark) inherits the modules instead of importing them again. It runs
+    from a process's second side job on: a one-shot command (one job) never pays for it.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class SideJob:
         self._proc: Any = None
         self._done = False
         self._value: Any = None
+        _STARTED[0] += 1
         if not FORK or "fork" not in multiprocessing.get_all_start_methods():
             return
         ctx = multiprocessing.get_context("fork")
@@ -105,7 +108,8 @@ class SideJob:
     def result(self) -> Any:
         """The function's value: the child's (by its exit status), else computed here."""
         if not self._done:
-            if self._warm is not None and self._proc is not None and self._proc.is_alive():
+            alive = self._proc is not None and self._proc.is_alive()
+            if self._warm is not None and alive and _STARTED[0] > 1:
                 self._warm()
             code = self._wait()
             if code is not None and 2 <= code < 2 + len(self._values):

@@ -72,10 +72,18 @@ def test_without_fork_it_runs_in_the_parent_when_asked(
     assert int((tmp_path / "p.txt").read_text().split()[1]) == os.getpid()
 
 
-def test_warm_runs_in_the_parent_only_while_the_child_works(tmp_path: Path) -> None:
+def test_warm_runs_in_the_parent_while_the_child_works_from_the_second_job_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     warmed: list[int] = []
+    monkeypatch.setattr(sidejob, "_STARTED", [0])
+    first = SideJob(time.sleep, 0.5, values=(None,), warm=lambda: warmed.append(os.getpid()))
+    assert first.result() is None and warmed == []  # a one-shot command never warms
     slow = SideJob(time.sleep, 0.5, values=(None,), warm=lambda: warmed.append(os.getpid()))
     assert slow.result() is None and warmed == [os.getpid()]
+    fast = SideJob(int, values=(0,), warm=lambda: warmed.append(-1))
+    time.sleep(0.3)  # the child is done before the parent asks
+    assert fast.result() == 0 and warmed == [os.getpid()]
 
 
 @pytest.mark.slow
