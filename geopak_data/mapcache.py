@@ -7,7 +7,8 @@ quarter second of matplotlib), so a rebuild whose map inputs did not change (``-
 another ``--out``, a new shard size, a rerun after kill -9) copies the PNG it drew before
 instead of drawing it again. Any change to an input is a new digest and a fresh drawing.
 
-The polygon file counts by its identity (path, size, mtime_ns, ctime_ns); when the stage
+The polygon file counts by its identity (path, size, mtime_ns, ctime_ns), a matplotlibrc by
+its path, size and mtime (installed fonts are not looked at); when the stage
 cannot name the file without a download (no ``region.boundaries``, no
 ``GEOPAK_BOUNDARIES``, nothing cached yet) nothing is cached and the map is drawn.
 
@@ -76,7 +77,27 @@ def _code_digest() -> str:
     h = hashlib.sha256(Path(maps.__file__).read_bytes())
     libs = "|".join(version(d) for d in ("matplotlib", "pillow", "numpy"))
     h.update(f"{__version__}|{libs}|{maps.PNG_COMPRESS_LEVEL}".encode())
+    h.update(json.dumps(_rc_files()).encode())
     return h.hexdigest()
+
+
+def _rc_files() -> list[Any]:
+    """The matplotlibrc files matplotlib would read (the user's settings change the drawing)."""
+    home = Path.home()
+    candidates = [
+        Path.cwd() / "matplotlibrc",
+        Path(os.environ.get("MATPLOTLIBRC", "/nonexistent")),
+        Path(os.environ.get("MPLCONFIGDIR", home / ".config" / "matplotlib")) / "matplotlibrc",
+        Path(os.environ.get("XDG_CONFIG_HOME", home / ".config")) / "matplotlib" / "matplotlibrc",
+    ]
+    out: list[Any] = []
+    for p in candidates:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append([str(p), st.st_size, st.st_mtime_ns])
+    return out
 
 
 def map_digest(
