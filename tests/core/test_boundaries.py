@@ -11,6 +11,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+from support.ports import refused_url
 
 from geopak_core.boundaries import (
     DEFAULT_MANIFEST,
@@ -218,11 +219,11 @@ def test_sha256_mismatch_is_refused(no_env, tmp_path, boundaries_path):
 def test_download_refuses_other_schemes_and_reports_unreachable(no_env, tmp_path, boundaries_path):
     with pytest.raises(GeopakError, match="only http and https"):
         load_boundaries(cache_dir=tmp_path, manifest=_manifest(boundaries_path.as_uri()))
-    srv = _Server(b"")
-    url = srv.url + "/pak.geojson"
-    srv.close()  # nothing listens there any more
-    with pytest.raises(GeopakError, match="--boundaries FILE or set GEOPAK_BOUNDARIES"):
-        load_boundaries(cache_dir=tmp_path, manifest=_manifest(url))
+    with (
+        refused_url() as base,
+        pytest.raises(GeopakError, match="--boundaries FILE or set GEOPAK_BOUNDARIES"),
+    ):
+        load_boundaries(cache_dir=tmp_path, manifest=_manifest(base + "/pak.geojson"))
 
 
 def test_explicit_path_beats_env(monkeypatch, tmp_path, box_boundaries):

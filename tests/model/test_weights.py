@@ -25,6 +25,7 @@ import torch
 import torchvision
 from support.fakes import serve
 from support.fakes.weights_server import WeightsHost
+from support.ports import refused_url
 
 from geopak_core.errors import GeopakError
 from geopak_model import weights
@@ -188,15 +189,6 @@ class RefusingHost:
         self.sock.close()
 
 
-def closed_port() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 def test_unreachable_hub_fails_with_one_line_after_one_attempt(tmp_path, blobs):
     """No network: one request finds the Hub unreachable and the command stops with one line
     (the hub library alone retried the metadata call 7 times per candidate file name)."""
@@ -212,8 +204,8 @@ def test_unreachable_hub_fails_with_one_line_after_one_attempt(tmp_path, blobs):
     assert f"the Hub at {refusing.base} cannot be reached" in err and "clip_weights" in err
     assert refusing.accepted == 1
     # a closed port (connection refused) is the same one line
-    down = closed_port()
-    res = geopak_train(["weights", "--config", str(cfg)], env_for(tmp_path, down))
+    with refused_url() as down:
+        res = geopak_train(["weights", "--config", str(cfg)], env_for(tmp_path, down))
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr
     assert f"the Hub at {down} cannot be reached" in res.stderr
 
@@ -222,7 +214,8 @@ def test_unreachable_hub_still_serves_the_cached_file(tmp_path, host, blobs):
     cfg = write_config(tmp_path, host.base, sha=_sha(blobs["places"]))
     first = geopak_train(["weights", "--config", str(cfg)], env_for(tmp_path, host.base))
     assert first.returncode == 0, first.stderr
-    again = geopak_train(["weights", "--config", str(cfg)], env_for(tmp_path, closed_port()))
+    with refused_url() as down:
+        again = geopak_train(["weights", "--config", str(cfg)], env_for(tmp_path, down))
     assert again.returncode == 0, again.stderr
     assert again.stdout == first.stdout
 
