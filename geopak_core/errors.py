@@ -16,11 +16,15 @@ class ConfigError(GeopakError):
 
 def not_a_file(path: object, what: str) -> str:
     """The one-line message for a path that should be an existing file: "not found", or that it
-    is a folder (a user who passes a folder must not be told it does not exist)."""
+    is a folder or some other thing (``/dev/null``, a pipe): a user who passes one must not be
+    told it does not exist."""
     from pathlib import Path
 
-    if Path(str(path)).is_dir():
+    p = Path(str(path))
+    if p.is_dir():
         return f"{what} {path} is a folder, not a file"
+    if p.exists():
+        return f"{what} {path} is not a regular file"
     return f"{what} not found: {path}"
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from geopak_core.clihelp import add_verbose
+from geopak_core.errors import not_a_file
 from geopak_core.io import folder_arg
 
 from .config import PipelineConfig
@@ -121,10 +122,11 @@ def http_url(value: str) -> str:
 
 
 def existing_file(value: str) -> Path:
-    """argparse type: a path that must exist (clear one-line error otherwise)."""
+    """argparse type: a path that must exist and be no folder (clear one-line error
+    otherwise). ``/dev/null`` or a pipe passes: ``--config /dev/null`` is an empty config."""
     p = Path(value)
-    if not p.exists():
-        raise argparse.ArgumentTypeError(f"file not found: {value}")
+    if not p.exists() or p.is_dir():
+        raise argparse.ArgumentTypeError(not_a_file(value, "file"))
     return p
 
 

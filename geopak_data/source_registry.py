@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geopak_core.errors import not_a_file
+
 
 @dataclass(frozen=True)
 class FileInput:
@@ -206,5 +208,5 @@ def missing_inputs(
             if f.required:
                 out.append(f"no {f.what} ({how})")
         elif not Path(value).is_file():
-            out.append(f"{f.opt} file not found: {value} ({how})")
+            out.append(f"{not_a_file(value, f.opt + ' file')} ({how})")
     return out

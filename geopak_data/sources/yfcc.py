@@ -10,7 +10,10 @@ numpy byte scan and hands them over as an Arrow table of their raw fields (``KEP
 ``records_table`` maps that table onto the discovery record columns with pyarrow compute
 (URL-decoding, licence names through a lookup of the few distinct (name, URL) pairs, dates
 through ``dates.clean_dates``), calling Python only for the rare values the vectorised rules
-do not cover; the part is written straight from that table. A Parquet input gives the same
+do not cover; the part is written straight from that table. Licences pass the one licence
+policy of every source (the families of ``crawl.flickr.licenses``, as for Flickr and GLDv2):
+a row with no licence, or one the policy refuses, is a discovery reject ``license_not_free``
+(Commons' reason), decided once per distinct (licence, URL) pair. A Parquet input gives the same
 kept table from its columns.
 
 Format (tab-separated, no header, 25 columns, 1-based): 1 line number, 2 photo id, 3 hash,
@@ -48,16 +51,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from geopak_core.errors import GeopakError
+from geopak_core.errors import GeopakError, not_a_file
 from geopak_core.io import PartStore, atomic_path
 from geopak_core.progress import log
 
 from ..config import PipelineConfig
 from ..country import crawl_bbox
 from ..dates import clean_dates
-from ..licenses import FLICKR_LICENSES
-from ..records import SOURCE_SCHEMA, make_key
-from .base import Progress, Source, stored_table
+from ..licenses import FLICKR_LICENSES, classify, policy
+from ..records import REJECT_SCHEMA, SOURCE_SCHEMA, make_key
+from .base import Progress, Source, discovery_rejects, stored_table
 from .yfccscan import KEPT_SCHEMA, YFCC_COLUMNS, Block, scan_all
 
 # The columns a Parquet input is read for.
@@ -695,16 +698,22 @@ class YfccSource(Source):
             )
         self.metadata = Path(path)
         if not self.metadata.is_file():
-            raise GeopakError(f"yfcc metadata file not found: {self.metadata}")
+            raise GeopakError(not_a_file(self.metadata, "yfcc metadata file"))
         self.chunk_bytes = int(chunk_bytes or config.crawl.yfcc.chunk_bytes)
         self.bbox = crawl_bbox(config)  # crawl.bbox, else the country's
         self.layout = check_metadata(self.metadata)
+        # The one licence policy (the families of crawl.flickr.licenses), as for Flickr and GLDv2.
+        self.allowed = policy(config.crawl.flickr.licenses)
 
     def inputs(self) -> dict[str, Path]:
         return {"metadata": self.metadata}
 
     def extra(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint or "", "chunk_bytes": self.chunk_bytes}
+        return {
+            "endpoint": self.endpoint or "",
+            "chunk_bytes": self.chunk_bytes,
+            "licence_families": sorted(self.allowed),
+        }
 
     def describe(self) -> str:
         old = " (2014 Webscope 23-column layout)" if self.layout == "webscope23" else ""
@@ -746,10 +755,10 @@ class YfccSource(Source):
                 continue
             pending.append((unit, block.kept))
             if len(pending) >= _MAP_UNITS or sum(t.num_rows for _, t in pending) >= _MAP_ROWS:
-                _write_mapped(parts, pending, progress)
+                _write_mapped(parts, pending, progress, self.allowed)
                 pending = []
             progress.set_postfix_str(f"{scanned:,} rows scanned", refresh=False)
-        _write_mapped(parts, pending, progress)
+        _write_mapped(parts, pending, progress, self.allowed)
         if self.malformed:
             log.warning(
                 "yfcc: %d malformed line(s) of %s skipped (not %d tab-separated columns, or "
@@ -768,18 +777,67 @@ _MAP_ROWS = 20_000
 
 
 def _write_mapped(
-    parts: PartStore, pending: list[tuple[str, pa.Table]], progress: Progress
+    parts: PartStore,
+    pending: list[tuple[str, pa.Table]],
+    progress: Progress,
+    allowed: frozenset[str],
 ) -> None:
     """Map the kept rows of ``pending`` (unit, kept table) together, then commit one part
-    per unit in unit order (mapping is per row, so this equals mapping unit by unit)."""
+    per unit in unit order (mapping is per row, so this equals mapping unit by unit). Rows
+    the licence policy refuses go to the unit's discovery rejects (committed first: the
+    records part is the unit's commit mark)."""
     if not pending:
         return
     mapped = stored_table(records_table(pa.concat_tables([t for _, t in pending])))
+    refused, detail = licence_refused(mapped, allowed)
     at = 0
     for unit, kept in pending:
-        parts.write(unit, mapped.slice(at, kept.num_rows))
+        part = mapped.slice(at, kept.num_rows)
+        bad = refused[at : at + kept.num_rows]
+        if bad.any():
+            why = detail[at : at + kept.num_rows][bad].tolist()
+            discovery_rejects(parts).write(unit, _licence_rejects(part.filter(pa.array(bad)), why))
+            part = part.filter(pa.array(~bad))
+        parts.write(unit, part)
         at += kept.num_rows
-        progress.update(kept.num_rows)
+        progress.update(part.num_rows)
+
+
+def _licence_rejects(rows: pa.Table, detail: list[str]) -> pa.Table:
+    """``records.reject_rows`` of the refused records, columnar (a policy may refuse many)."""
+    n = rows.num_rows
+    cols = {c: rows.column(c) for c in ("key", "source", "source_id", "url")}
+    cols["stage"] = pa.array(["discover"] * n, pa.string())
+    cols["reason"] = pa.array(["license_not_free"] * n, pa.string())
+    cols["detail"] = pa.array(detail, pa.string())
+    return pa.table(cols, schema=REJECT_SCHEMA)
+
+
+def licence_refused(records: pa.Table, allowed: frozenset[str]) -> tuple[Any, Any]:
+    """(numpy mask of the records whose licence is unknown or not one of the ``allowed``
+    families, the reason's detail per record). Vectorised: ``licenses.classify`` runs once per
+    distinct (licence, URL) pair, a handful in the whole file."""
+    pairs = pc.binary_join_element_wise(
+        records.column("license"), records.column("license_url"), "\t"
+    ).combine_chunks()
+    enc = pairs.dictionary_encode()
+    verdicts = [_verdict(str(p), allowed) for p in enc.dictionary.to_pylist()]
+    idx = enc.indices.to_numpy(zero_copy_only=False)
+    detail = np.array([*verdicts, ""], object)[idx]
+    return np.asarray(detail != "", bool), detail
+
+
+def _verdict(pair: str, allowed: frozenset[str]) -> str:
+    """Why a ``license<TAB>license_url`` pair is refused ("" when it is allowed)."""
+    name, _, url = pair.partition("\t")
+    if not name and not url:
+        return "licence unknown: the row names none"
+    lic = classify(name, url)
+    if lic.family in allowed:
+        return ""
+    return (
+        f"licence {name or url!r} is not one of the allowed families ({', '.join(sorted(allowed))})"
+    )
 
 
 # ----------------------------------------------------------------------------- writing (tests, demo)

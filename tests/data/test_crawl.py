@@ -331,7 +331,14 @@ def test_metadata_edit_without_url_change_does_not_redownload(tmp_path, server):
 
     path = "/i/photo.jpg?j=1"
     rows = [
-        dict(photoid=1, longitude=70.0, latitude=30.0, downloadurl=server + path, title="old title")
+        dict(
+            photoid=1,
+            longitude=70.0,
+            latitude=30.0,
+            downloadurl=server + path,
+            title="old title",
+            licensename="Attribution License",
+        )
     ]
     meta = write_yfcc_tsv(tmp_path / "m.tsv", rows)
     work = tmp_path / "w"
@@ -355,6 +362,7 @@ def test_duplicate_photo_ids_keep_first_and_lose_no_later_row(tmp_path, server):
             longitude=70.0 + i * 0.01,
             latitude=30.0,
             downloadurl=f"{server}/i/photo.jpg?d={i}",
+            licensename="Attribution License",
         )
         for i, pid in enumerate([1, 2, 1, 3, 4])
     ]

@@ -15,7 +15,13 @@ from support.snapshot import one_line, snapshot
 from geopak_data.cli import main
 from geopak_data.sources.yfcc import YFCC_COLUMNS, scan_blocks, write_yfcc_parquet, yfcc_line
 
-GOOD = dict(photoid=1, longitude=70.0, latitude=30.0, downloadurl="http://127.0.0.1:1/a.jpg")
+GOOD = dict(
+    photoid=1,
+    longitude=70.0,
+    latitude=30.0,
+    downloadurl="http://127.0.0.1:1/a.jpg",
+    licensename="Attribution License",
+)
 
 
 def _crawl(tmp_path, meta, chunk=4096):
@@ -106,3 +112,47 @@ def test_nested_parquet_coordinates_are_one_line(tmp_path, capsys, nested):
     line = one_line(capsys.readouterr().err)
     assert "'latitude'" in line and nested in line
     assert len(YFCC_COLUMNS) == 25
+
+
+def test_row_without_a_known_licence_is_a_discovery_reject(tmp_path):
+    """An empty or unrecognised licence never reaches the candidates (hence the shards): it
+    is rejected at discovery with the licence reason the other sources use."""
+    rows = [
+        dict(GOOD, photoid=1),
+        dict(GOOD, photoid=2, licensename=""),
+        dict(GOOD, photoid=3, licensename="Some Licence"),
+        dict(
+            GOOD,
+            photoid=4,
+            licensename="",
+            licenseurl="http://creativecommons.org/licenses/by-sa/2.0/",
+        ),
+        dict(GOOD, photoid=5, licensename="All Rights Reserved"),
+    ]
+    meta = tmp_path / "m.tsv"
+    meta.write_text("\n".join(yfcc_line(r, i) for i, r in enumerate(rows)) + "\n")
+    assert _crawl(tmp_path, meta) == 0
+    cands = pq.read_table(tmp_path / "w/crawl/yfcc/candidates.parquet")
+    assert sorted(cands.column("source_id").to_pylist()) == ["1", "4"]
+    assert "" not in cands.column("license").to_pylist()
+    rej = pq.read_table(tmp_path / "w/crawl/yfcc/rejects.parquet").to_pylist()
+    got = {r["source_id"] for r in rej if r["reason"] == "license_not_free"}
+    assert got == {"2", "3", "5"}
+    detail = {r["source_id"]: r["detail"] for r in rej if r["reason"] == "license_not_free"}
+    assert "unknown" in detail["2"] and "Some Licence" in detail["3"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "devnull", "missing"])
+def test_metadata_that_is_no_file_says_what_it_is(tmp_path, capsys, kind):
+    path = {"folder": str(tmp_path), "devnull": "/dev/null", "missing": str(tmp_path / "no.tsv")}[
+        kind
+    ]
+    argv = ["crawl", "yfcc", "--work", str(tmp_path / "w"), "--metadata", path]
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse's usage error
+        rc = exc.code
+    assert rc == 2
+    err = one_line(capsys.readouterr().err)
+    want = {"folder": "is a folder", "devnull": "is not a regular file", "missing": "not found"}
+    assert want[kind] in err and path in err

@@ -12,6 +12,7 @@ from geopak_core.errors import GeopakError
 from geopak_core.io import PartStore
 from geopak_data.config import load_config
 from geopak_data.sources import NullProgress, get_source
+from geopak_data.sources.base import discovery_rejects
 from geopak_data.sources.yfcc import (
     YFCC_COLUMNS,
     map_license,
@@ -20,6 +21,9 @@ from geopak_data.sources.yfcc import (
     yfcc_line,
 )
 
+CC_BY = dict(
+    licensename="Attribution License", licenseurl="http://creativecommons.org/licenses/by/2.0/"
+)
 ROWS = [
     dict(
         photoid=101,
@@ -41,7 +45,7 @@ ROWS = [
     dict(
         photoid=103, longitude=73.05, latitude=33.68, marker=1, downloadurl="http://x/103.mp4"
     ),  # a video
-    dict(photoid=104, longitude=2.35, latitude=48.85, downloadurl="http://x/104.jpg"),  # Paris
+    dict(photoid=104, longitude=2.35, latitude=48.85, downloadurl="http://x/104.jpg", **CC_BY),
     dict(
         photoid=105,
         uid="12345@N00",
@@ -110,6 +114,7 @@ def test_parquet_with_other_column_spellings(tmp_path):
                 "Latitude": ["31.5", ""],
                 "DownloadURL": ["http://x/1.jpg", "http://x/2.jpg"],
                 "Video": [0, 0],
+                "License": ["Attribution License", "Attribution License"],
             }
         ),
         path,
@@ -159,6 +164,7 @@ def test_discovery_resumes_by_unit(tmp_path):
             latitude=30.0,
             downloadurl=f"http://x/{i}.jpg",
             title=f"photo {i}",
+            **CC_BY,
         )
         for i in range(600)
     ]
@@ -599,7 +605,11 @@ def test_raw_blocks_boundaries(tmp_path, suffix):
 
 def test_placeholder_and_impossible_dates_are_missing(tmp_path):
     base = dict(
-        longitude=74.3, latitude=31.5, downloadurl="http://x/1.jpg", dateuploaded=1274449233
+        longitude=74.3,
+        latitude=31.5,
+        downloadurl="http://x/1.jpg",
+        dateuploaded=1274449233,
+        **CC_BY,
     )
     rows = [
         dict(base, photoid=201, datetaken="4501-01-01 00:00:00.0"),  # placeholder year
@@ -753,6 +763,16 @@ def _reference_table(kept_rows: list) -> pa.Table:
     return records_to_table(_stored(_reference_record(r) for r in kept_rows), SOURCE_SCHEMA)
 
 
+def _reference_by_policy(records: pa.Table) -> tuple[pa.Table, list[str]]:
+    """The records the default licence policy keeps, row by row, and the keys it refuses."""
+    from geopak_data.licenses import classify, policy
+
+    allowed = policy(load_config().crawl.flickr.licenses)
+    ok = [classify(r["license"], r["license_url"]).family in allowed for r in records.to_pylist()]
+    refused = [k for k, good in zip(records.column("key").to_pylist(), ok, strict=True) if not good]
+    return records.filter(pa.array(ok)), refused
+
+
 NASTY = {
     1: [" 7 ", "a.b", "x" * 70, "", "\u00e97", "7", "12345"],  # photo id
     3: ["", "1@N00"],  # uid
@@ -845,8 +865,8 @@ def test_records_match_the_row_by_row_mapping(tmp_path):
     path = tmp_path / "nasty.tsv"
     path.write_bytes(data)
     want = scan_block(data, BBOX, Scratch()).kept.to_pylist()
-    reference = _reference_table(want)
-    assert reference.num_rows > 500
+    reference, refused = _reference_by_policy(_reference_table(want))
+    assert reference.num_rows > 500 and len(refused) > 20
     for chunk in (4096, 1 << 16, 1 << 22):
         cfg = load_config(None, {"crawl.yfcc.chunk_bytes": chunk, "crawl.bbox": list(BBOX)})
         src = get_source("yfcc", config=cfg, metadata=path)
@@ -854,6 +874,10 @@ def test_records_match_the_row_by_row_mapping(tmp_path):
         src.discover(parts, progress=NullProgress())
         got = parts.read_all(sorted(parts.done_units()))
         assert got.to_pylist() == reference.to_pylist(), chunk
+        rejects = discovery_rejects(parts)
+        rej = rejects.read_all(sorted(rejects.done_units()))
+        assert rej.column("key").to_pylist() == refused, chunk
+        assert set(rej.column("reason").to_pylist()) == {"license_not_free"}
     assert src.malformed == _by_lines(data, BBOX)[2] > 100
 
 
