@@ -36,3 +36,15 @@ def box_boundaries(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from support.boxprovinces import write_box_provinces
 
     return write_box_provinces(tmp_path_factory.mktemp("boxes") / "provinces.geojson")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_boundaries_advice():
+    """A command run in-process declares whether it has ``--boundaries``
+    (``boundaries.set_cli_advice``); each test starts from the library default again, so the
+    advice a test expects does not depend on which CLI an earlier test ran."""
+    from geopak_core import boundaries
+
+    saved = dict(boundaries._ADVICE)
+    yield
+    boundaries._ADVICE.update(saved)
