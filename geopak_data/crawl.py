@@ -545,7 +545,9 @@ def missing_images(work: Path, records_path: Path) -> list[str]:
 
 def _merge(
     ctx: StageContext, src: Any, cands_path: Path, parts: PartStore, units: list[str]
-) -> tuple[list[Path], dict[str, int], Counter[str]]:
+) -> tuple[list[Path], dict[str, int], tuple[Counter[str], Counter[str]]]:
+    """The stage's outputs from the download batches: (files, counts, (reasons of the failed
+    downloads, reasons of discovery's rejects))."""
     missing = [u for u in units if not parts.has(u)]
     if missing:  # cannot happen unless parts were deleted while running; never merge a partial set
         raise GeopakError(
@@ -579,6 +581,7 @@ def _merge(
         reason=bad.column("reason").to_pylist(),
         detail=bad.column("detail").to_pylist(),
     )
+    failed = Counter(rejects.column("reason").to_pylist())
     disc_path = ctx.stage_dir / _DISCOVERY_REJECTS
     if disc_path.exists():  # rejected at discovery (licence, panorama, ...) come first
         rejects = pa.concat_tables([pq.read_table(disc_path).cast(REJECT_SCHEMA), rejects])
@@ -587,12 +590,29 @@ def _merge(
     atomic_write_parquet(rec_path, ok)
     atomic_write_parquet(rej_path, rejects.cast(REJECT_SCHEMA))
     _prune_images(ctx.work, src.name, set(ok.column("image_path").to_pylist()))
-    reasons = Counter(rejects.column("reason").to_pylist())
+    found = Counter(rejects.column("reason").to_pylist())
+    found.subtract(failed)
     return (
         [cands_path, rec_path, rej_path],
         {"downloaded": ok.num_rows, "failed": bad.num_rows, "rejected": rejects.num_rows},
-        reasons,
+        (failed, +found),
     )
+
+
+def _summary(name: str, disc: dict, counts: dict, failed: Counter, found: Counter) -> str:
+    """The crawl's line: failed downloads with their reasons, then apart (so that they do not
+    read as failures) what discovery itself turned down, with its reasons."""
+    line = (
+        f"{name}: {disc['candidates']} candidates ({disc['duplicates']} duplicates), "
+        f"{counts['downloaded']} downloaded, {counts['failed']} failed" + _reasons(failed)
+    )
+    if found:
+        line += f"; {sum(found.values())} rejected at discovery" + _reasons(found)
+    return line
+
+
+def _reasons(counter: Counter) -> str:
+    return f" ({', '.join(f'{r} {c}' for r, c in counter.most_common(6))})" if counter else ""
 
 
 def _batch_part(parts: PartStore, unit: str) -> pa.Table:
@@ -694,17 +714,12 @@ def run_crawl(
         for k in ("recovered", "refetched"):
             if dl.get(k):
                 all_counts[k] = dl[k]
-        why = ", ".join(f"{r} {c}" for r, c in reasons.most_common(6))
-        summary = (
-            f"{name}: {disc['candidates']} candidates ({disc['duplicates']} duplicates), "
-            f"{counts['downloaded']} downloaded, {counts['failed']} failed"
-            + (f" ({why})" if why else "")
-        )
+        summary = _summary(name, disc, counts, *reasons)
         return StageResult(
             counts=all_counts,
             outputs=outputs,
             summary=summary,
-            notes={"reject_reasons": dict(reasons), "source": src.describe()},
+            notes={"reject_reasons": dict(reasons[1] + reasons[0]), "source": src.describe()},
         )
 
     return run_stage(

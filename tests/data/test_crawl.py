@@ -409,3 +409,32 @@ def test_nothing_inside_the_bbox_is_an_empty_crawl_not_a_crash(tmp_path, server)
         source="yfcc", work=work, config=cfg(), metadata=meta, allow_private_hosts=True
     )
     assert again.skipped
+
+
+def test_summary_keeps_discovery_rejects_apart_from_failed_downloads(tmp_path, server):
+    """Rejects of discovery (here: no licence) are not download failures: the line names
+    them apart, after the failed downloads and their reasons."""
+    rows = [
+        dict(photoid=1, longitude=70.0, latitude=30.0, downloadurl=f"{server}/i/photo.jpg?s=1"),
+        dict(photoid=2, longitude=70.1, latitude=30.0, downloadurl=f"{server}/fault/404?s=2"),
+        dict(photoid=3, longitude=70.2, latitude=30.0, downloadurl=f"{server}/i/photo.jpg?s=3"),
+        dict(photoid=4, longitude=70.3, latitude=30.0, downloadurl=f"{server}/i/photo.jpg?s=4"),
+    ]
+    for r in rows[:2]:
+        r["licensename"] = "Attribution License"
+    meta = write_yfcc_tsv(tmp_path / "m.tsv", rows)
+    out = run_crawl(
+        source="yfcc", work=tmp_path / "w", config=cfg(), metadata=meta, allow_private_hosts=True
+    )
+    assert (
+        "1 downloaded, 1 failed (http_404 1); 2 rejected at discovery (license_not_free 2)"
+        in out.summary
+    )
+    clean = run_crawl(
+        source="yfcc",
+        work=tmp_path / "w2",
+        config=cfg(),
+        metadata=write_yfcc_tsv(tmp_path / "m2.tsv", rows[:1]),
+        allow_private_hosts=True,
+    )
+    assert "1 downloaded, 0 failed in" in clean.summary
