@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geopak_core.errors import ConfigError, GeopakError
+from geopak_core.errors import ConfigError, GeopakError, not_a_file
 from geopak_core.typedconfig import check_limits
 from geopak_core.typedconfig import from_dict as _typed_from_dict
 
@@ -222,20 +222,57 @@ def list_presets() -> list[str]:
 def load_model_config(preset_or_path: str, **overrides: Any) -> ModelConfig:
     """Load a preset by name (``tiny``, ``base``) or a TOML file path, then apply overrides.
 
-    Relative weight paths in a TOML file are resolved against that file's folder, so a config
-    next to its weights works from any working directory.
+    A TOML file that names ``preset = "tiny"`` starts from that preset's values and its other
+    keys override them (tables merged key by key), so a file states only what it changes;
+    without ``preset`` the dataclass defaults (the ``base`` sizes) are the start. Relative
+    weight paths are resolved against the folder of the file that names them, so a config next
+    to its weights works from any working directory.
     """
+    path, bundled = _config_path(preset_or_path)
+    data = _read_toml(path)
+    if not bundled and "preset" in data:
+        data = _merged(_preset_data(data["preset"]), data)
+    data.setdefault("preset", path.stem)
+    data.update(overrides)
+    return ModelConfig.from_dict(data)
+
+
+def _config_path(preset_or_path: str) -> tuple[Path, bool]:
+    """(the TOML file, whether it is a bundled preset) of a preset name or a file path."""
     text_path = Path(preset_or_path)
-    if text_path.suffix == ".toml" or text_path.is_file():
-        path = text_path
-        if not path.is_file():
-            raise GeopakError(f"model config file not found: {path}")
-    else:
-        path = PRESETS_DIR / f"{preset_or_path}.toml"
-        if not path.is_file():
-            raise ConfigError(
-                "preset", preset_or_path, f"unknown preset (known: {', '.join(list_presets())})"
-            )
+    bundled = PRESETS_DIR / f"{preset_or_path}.toml"
+    is_path = text_path.suffix == ".toml" or (text_path.exists() and not text_path.is_dir())
+    if not is_path and bundled.is_file():
+        return bundled, True
+    if is_path or text_path.is_dir():
+        if text_path.is_dir() or not text_path.exists():
+            raise GeopakError(not_a_file(text_path, "model config file"))
+        return text_path, False
+    raise ConfigError(
+        "preset", preset_or_path, f"unknown preset (known: {', '.join(list_presets())})"
+    )
+
+
+def _preset_data(name: Any) -> dict[str, Any]:
+    """The values of the bundled preset a TOML file names as its base."""
+    if not isinstance(name, str) or not (PRESETS_DIR / f"{name}.toml").is_file():
+        raise ConfigError("preset", name, f"unknown preset (known: {', '.join(list_presets())})")
+    return _read_toml(PRESETS_DIR / f"{name}.toml")
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the keys of ``over`` put over it; a table over a table merges key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """A model TOML file's values, weight paths made absolute against its folder."""
     try:
         data = tomllib.loads(path.read_text("utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -244,13 +281,11 @@ def load_model_config(preset_or_path: str, **overrides: Any) -> ModelConfig:
         raise GeopakError(
             f"{path}: not UTF-8 text (byte {exc.start}); TOML files must be UTF-8"
         ) from None
-    data.setdefault("preset", path.stem)
     for name in ("clip_weights", "places_weights"):
         value = data.get(name)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             data[name] = str((path.resolve().parent / value).resolve())
-    data.update(overrides)
-    return ModelConfig.from_dict(data)
+    return data
 
 
 # ----------------------------------------------------------------------------- training

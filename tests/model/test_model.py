@@ -376,3 +376,31 @@ def test_open_clip_checkpoint_loading(tmp_path):
     torch.save(open_clip.CLIP(**small_cfg).state_dict(), tmp_path / "clip32.bin")
     model.clip.load_weights(tmp_path / "clip32.bin")
     assert model.clip(x).shape == (2, 64)
+
+
+def test_toml_naming_a_preset_inherits_it_and_overrides_keys(tmp_path):
+    """``preset = "tiny"`` in a model TOML is a base: its values, with the file's keys (and
+    nested table keys) over them; an unknown preset there is the one-line preset error."""
+    f = tmp_path / "mine.toml"
+    f.write_text('preset = "tiny"\nfusion_dim = 128\n[clip_model_cfg.vision_cfg]\nlayers = 3\n')
+    cfg, tiny = load_model_config(str(f)), load_model_config("tiny")
+    assert cfg.preset == "tiny" and cfg.fusion_dim == 128
+    assert cfg.clip_model == tiny.clip_model and cfg.clip_image_size == tiny.clip_image_size
+    assert cfg.random_init and cfg.offset_hidden == tiny.offset_hidden
+    vision = cfg.clip_model_cfg["vision_cfg"]
+    assert vision["layers"] == 3 and vision["width"] == tiny.clip_model_cfg["vision_cfg"]["width"]
+    same = tmp_path / "same.toml"
+    same.write_text('preset = "tiny"\n')
+    assert load_model_config(str(same)).to_dict() == tiny.to_dict()
+    f.write_text('preset = "huge"\n')
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_model_config(str(f))
+
+
+def test_config_that_is_no_file_says_what_it_is(tmp_path):
+    with pytest.raises(GeopakError, match="is a folder"):
+        load_model_config(str(tmp_path))
+    with pytest.raises(GeopakError, match="not found"):
+        load_model_config(str(tmp_path / "none.toml"))
+    empty = load_model_config("/dev/null")  # an empty file: the defaults (base sizes)
+    assert empty.fusion_dim == load_model_config("base").fusion_dim
