@@ -634,6 +634,24 @@ def _start_model(
     return make_model(folder=folder, seed=cfg.seed, **source)[0], None
 
 
+def _say_finished(cfg: TrainConfig, out: Path, state: dict[str, Any]) -> None:
+    """ "Nothing to do", and, when more epochs are asked than the run was planned for, that
+    they are not trained. Why not continue: the finished run's learning rate has decayed to
+    its floor along a cosine over its own epochs; a longer schedule would jump the rate back
+    up mid-way, giving neither the short run nor the long one. A new run from its weights
+    (``--load-from``) gets a schedule of its own."""
+    log.info("run %s already finished at step %d: nothing to do", out, state["step"])
+    config = state.get("config")
+    planned = config.get("epochs") if isinstance(config, dict) else None
+    done = int(planned if planned is not None else state.get("epoch", 0))
+    if cfg.epochs is not None and cfg.epochs > done:
+        log.warning(
+            "%s finished its %d epoch(s) and its learning-rate schedule: --epochs %d does not "
+            "continue it; to train further start a new run from it: --load-from %s --out NEW",
+            out, done, cfg.epochs, out / "best.pt",
+        )  # fmt: skip
+
+
 def _resumable_state(
     cfg: TrainConfig, out: Path, payload: dict[str, Any], resume: bool, is_main: bool
 ) -> dict[str, Any]:
@@ -652,7 +670,7 @@ def _resumable_state(
         )
     if state.get("finished"):
         if is_main:
-            log.info("run %s already finished at step %d: nothing to do", out, state["step"])
+            _say_finished(cfg, out, state)
         return state
     if not resume:
         raise GeopakError(

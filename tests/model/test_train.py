@@ -229,3 +229,24 @@ def test_base_preset_on_cpu_says_it_is_slow(toy_shards, tmp_path, caplog, one_th
     with caplog.at_level("WARNING", logger="geopak_model.train"):
         train(out=tmp_path / "t", preset="tiny", **common)
     assert "--preset tiny" not in caplog.text
+
+
+def test_resume_of_a_finished_run_says_more_epochs_are_not_trained(
+    toy_shards, toy_features, tmp_path, caplog, one_thread
+):
+    """A finished run is not extended by a larger --epochs (its schedule is over): it says
+    so in one line naming how to go on, instead of ignoring the value silently."""
+    common = dict(
+        shards=toy_shards, features=toy_features, out=tmp_path / "r", phase=0, num_workers=0
+    )
+    train(epochs=1, max_steps=2, plots=False, **common)
+    with caplog.at_level("INFO", logger="geopak_model.train"):
+        again = train(epochs=1, resume=True, **common)
+    assert "nothing to do" in caplog.text and "does not continue" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="geopak_model.train"):
+        more = train(epochs=3, resume=True, **common)
+    warned = [r for r in caplog.records if "does not continue" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert "--epochs 3" in warned[0].getMessage() and "--load-from" in warned[0].getMessage()
+    assert more["step"] == again["step"] == 2
