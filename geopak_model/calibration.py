@@ -193,7 +193,8 @@ def calibrate_model(
     model.calibration = cal
     f = cal.fit or {}
     log.info(
-        "calibrated province posterior on %d val images: alpha %.3g, T %.3g, NLL %.3f -> %.3f, ECE %.3f -> %.3f",
+        "calibrated province posterior on %d val images: alpha %.3g, T %.3g, NLL %.3f -> %.3f, "
+        "ECE %.3f uncalibrated -> %.3f calibrated",
         f.get("n", 0), cal.alpha, cal.temperature, f.get("nll_before", 0), f.get("nll_after", 0),
         f.get("ece_before", 0), f.get("ece_after", 0),
     )  # fmt: skip

@@ -412,8 +412,8 @@ def finish(run: Run) -> dict[str, Any]:
         plots = _final_plots(run.out, run.evals) if run.cfg.plots and run.evals else []
         summary["plots"] = [str(p) for p in plots]
         if run.evals:
-            log.info(
-                "final validation (step %d):\n%s",
+            log.info(  # the last step's weights as trained: not best.pt's calibration above
+                "final validation (step %d, last weights, province confidence uncalibrated):\n%s",
                 run.evals[-1]["step"],
                 format_table(_strip(run.evals[-1]), run.evals[-1].get("baselines")),
             )

@@ -250,3 +250,25 @@ def test_resume_of_a_finished_run_says_more_epochs_are_not_trained(
     assert len(warned) == 1 and warned[0].levelname == "WARNING"
     assert "--epochs 3" in warned[0].getMessage() and "--load-from" in warned[0].getMessage()
     assert more["step"] == again["step"] == 2
+
+
+def test_final_table_says_its_ece_is_uncalibrated(
+    toy_shards, toy_features, tmp_path, caplog, one_thread
+):
+    """The calibration line (best.pt) and the final table (last step, as trained) name which
+    ECE each figure is, so the two numbers do not read as a contradiction."""
+    with caplog.at_level("INFO"):
+        train(
+            shards=toy_shards,
+            features=toy_features,
+            out=tmp_path / "r",
+            phase=0,
+            epochs=1,
+            max_steps=2,
+            num_workers=0,
+            plots=False,
+        )
+    text = caplog.text
+    assert "uncalibrated -> " in text and " calibrated" in text
+    assert "final validation (step 2, last weights, province confidence uncalibrated)" in text
+    assert text.index("uncalibrated -> ") < text.index("final validation")
