@@ -6,6 +6,11 @@ filter could not apply, e.g. the indoor check without CLIP/Places365 weights), g
 and radii, and a map PNG of samples and cells over the province polygons.
 
 For a shard folder: the same from ``index.parquet``, ``cells.parquet`` and ``stats.json``.
+
+The map's polygons: ``--boundaries FILE``, else the ones the folder remembers (a work
+folder's ``region.boundaries``; a shard folder inside a work folder, like ``run``'s
+``W/shards``, that work folder's), else the default ones (``$GEOPAK_BOUNDARIES``, the cache).
+``stats DIR`` shows the shard stage's own ``DIR/map.png`` unless ``--map PNG`` asks for a new one.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from geopak_core.regions import RegionTable, regions_in
 from geopak_core.shardfmt import SPLITS, list_shards, require_sound
 
 from .card import write_map
+from .cliutil import add_boundaries
 from .country import work_boundaries
 
 STAGE_DIRS = ("filter", "tag", "cluster")
@@ -329,7 +335,15 @@ def dir_stats(folder: str | Path) -> dict[str, Any]:
         "_points": index[["lat", "lon", "province_id"]],
         "_cells": cells,
         "_regions": regions,
+        "_boundaries": _folder_boundaries(folder),
     }
+
+
+def _folder_boundaries(folder: Path) -> str | None:
+    """The polygon file a shard folder's run used, when it remembers one: a folder inside a
+    work folder (``run``'s default ``W/shards``) has that work folder's remembered
+    ``region.boundaries``; any other shard folder holds only region names (``regions.parquet``)."""
+    return work_boundaries(folder.resolve().parent)
 
 
 def render(report: dict[str, Any]) -> str:
@@ -380,24 +394,20 @@ def render(report: dict[str, Any]) -> str:
 
 
 def run_stats(
-    *, work: Path | None = None, folder: Path | None = None, map_path: Path | None = None
+    *,
+    work: Path | None = None,
+    folder: Path | None = None,
+    map_path: Path | None = None,
+    boundaries: Path | None = None,
 ) -> tuple[dict[str, Any], str, str]:
-    """Gather, render and draw: returns (report, text, where the map went)."""
+    """Gather, render and draw: returns (report, text, where the map went). ``boundaries``
+    (``--boundaries``) draws the map on those polygons instead of the ones the folder
+    remembers (or, when it remembers none, the default ones)."""
     if (work is None) == (folder is None):
         raise GeopakError("give either --work W or a shard folder DIR")
-    if work is not None:
-        report = work_stats(work)
-        default_map = Path(work) / "stats" / "map.png"
-        title = (
-            f"{Path(work).name}: {0 if report['_points'] is None else len(report['_points']):,} "
-            f"photos, {report['n_cells']:,} cells"
-        )
-    else:
-        report = dir_stats(folder)  # type: ignore[arg-type]
-        default_map = Path(folder) / "map.png"  # type: ignore[arg-type]
-        title = (
-            f"{Path(folder).name}: {len(report['_points']):,} photos, {report['n_cells']:,} cells"  # type: ignore[arg-type]
-        )
+    report, default_map, title = _gather(work, folder)
+    if boundaries is not None:
+        report["_boundaries"] = str(Path(boundaries).resolve())
     text = render(report)
     if folder is not None and map_path is None and default_map.is_file():
         # The shard stage drew DIR/map.png from these same tables: redrawing it would change a
@@ -413,8 +423,28 @@ def run_stats(
     return report, text, where
 
 
+def _gather(work: Path | None, folder: Path | None) -> tuple[dict[str, Any], Path, str]:
+    """(report, default map path, map title) of a work folder or a shard folder."""
+    if work is not None:
+        report = work_stats(work)
+        default_map = Path(work) / "stats" / "map.png"
+        title = (
+            f"{Path(work).name}: {0 if report['_points'] is None else len(report['_points']):,} "
+            f"photos, {report['n_cells']:,} cells"
+        )
+    else:
+        report = dir_stats(folder)  # type: ignore[arg-type]
+        default_map = Path(folder) / "map.png"  # type: ignore[arg-type]
+        title = (
+            f"{Path(folder).name}: {len(report['_points']):,} photos, {report['n_cells']:,} cells"  # type: ignore[arg-type]
+        )
+    return report, default_map, title
+
+
 def _cmd(args: argparse.Namespace) -> int:
-    report, text, where = run_stats(work=args.work, folder=args.dir, map_path=args.map)
+    report, text, where = run_stats(
+        work=args.work, folder=args.dir, map_path=args.map, boundaries=args.boundaries
+    )
     if args.json:
         print(
             json.dumps(
@@ -461,6 +491,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PNG",
         help="where to write the map (default: W/stats/map.png or DIR/map.png)",
     )
+    add_boundaries(p)
     p.add_argument("--json", action="store_true", help="print the tables as one JSON object")
     add_verbose(p)
     p.set_defaults(func=_cmd)

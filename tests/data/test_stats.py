@@ -152,3 +152,25 @@ def test_work_map_uses_the_remembered_polygons(tmp_path: Path) -> None:
     )
     assert cli.main(["stats", "--work", str(w)]) == 0
     assert MAP_CALLS[-1]["boundaries"] == str(polygons)
+
+
+def test_dir_map_uses_given_or_remembered_polygons(work: Path, tmp_path: Path) -> None:
+    # another country's shard folder: --boundaries F draws on F; a folder inside a work
+    # folder that remembers `region.boundaries` draws on those without being told
+    from geopak_data.config import dump_toml
+
+    out = tmp_path / "out"
+    run_shard(work=work, config=load_config(None), out=out)
+    polygons = tmp_path / "mine.geojson"
+    polygons.write_text("{}")
+    MAP_CALLS.clear()
+    argv = ["stats", str(out), "--map", str(tmp_path / "m.png")]
+    assert cli.main([*argv, "--boundaries", str(polygons)]) == 0
+    assert MAP_CALLS[-1]["boundaries"] == str(polygons.resolve())
+    assert cli.main(argv) == 0
+    assert MAP_CALLS[-1]["boundaries"] is None  # remembers nothing: the default polygons
+    (tmp_path / "pipeline.toml").write_text(
+        dump_toml(load_config(None, {"region.boundaries": str(polygons)}))
+    )
+    assert cli.main(argv) == 0
+    assert MAP_CALLS[-1]["boundaries"] == str(polygons)
