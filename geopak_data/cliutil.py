@@ -54,10 +54,14 @@ def add_country(parser: argparse.ArgumentParser, *, boundaries: bool = True) -> 
 
 
 def add_boundaries(
-    parser: argparse.ArgumentParser, *, kind: Callable[[str], Path] | None = None
+    parser: argparse.ArgumentParser,
+    *,
+    kind: Callable[[str], Path] | None = None,
+    default: str = "$GEOPAK_BOUNDARIES, else the cached or downloaded geoBoundaries ADM1 release",
 ) -> None:
     """--boundaries FILE (region.boundaries); ``kind`` is the argparse type (default
-    ``existing_file``: a missing file is a usage error)."""
+    ``existing_file``: a missing file is a usage error); ``default`` says where the polygons
+    come from without it."""
     parser.add_argument(
         "--boundaries",
         type=kind or existing_file,
@@ -65,8 +69,7 @@ def add_boundaries(
         metavar="FILE",
         help=(
             "the country's first-level unit polygons (GeoJSON/GeoPackage/Shapefile; "
-            "region.boundaries); default: $GEOPAK_BOUNDARIES, else the cached or downloaded "
-            "geoBoundaries ADM1 release"
+            f"region.boundaries); default: {default}"
         ),
     )
 

@@ -491,7 +491,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PNG",
         help="where to write the map (default: W/stats/map.png or DIR/map.png)",
     )
-    add_boundaries(p)
+    add_boundaries(
+        p,
+        default="the ones the folder remembers (W, or the work folder DIR is in), else "
+        "$GEOPAK_BOUNDARIES or the cached release; a new map only (see --map)",
+    )
     p.add_argument("--json", action="store_true", help="print the tables as one JSON object")
     add_verbose(p)
     p.set_defaults(func=_cmd)

@@ -203,7 +203,7 @@ def test_boundaries_advice_names_only_options_the_command_has(tmp_path):
     from geopak_core import boundaries as B
 
     parser = cli.build_parser()
-    args = parser.parse_args(["stats", "--work", str(tmp_path)])
+    args = parser.parse_args(["filter", "--work", str(tmp_path)])
     assert not hasattr(args, "boundaries")
     try:
         # what cli.main declares for a command without --boundaries
@@ -217,6 +217,7 @@ def test_boundaries_advice_names_only_options_the_command_has(tmp_path):
         ["demo"],
         ["tag", "-w", "w"],
         ["crawl", "yfcc", "-w", "w"],
+        ["stats", "-w", "w"],
     ):
         assert hasattr(parser.parse_args(argv), "boundaries"), argv
     assert B.offline_advice().startswith("pass --boundaries FILE")
