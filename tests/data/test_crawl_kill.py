@@ -104,6 +104,7 @@ def test_kill9_then_rerun_equals_uninterrupted(tmp_path, server):
                 latitude=31.0,
                 downloadurl=server + path,
                 title=f"p{i}",
+                licensename="Attribution License",
             )
         )
     meta = write_yfcc_tsv(tmp_path / "meta.tsv", rows)
