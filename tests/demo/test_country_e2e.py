@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from support import fictional
+from support.tinytrain import train_tiny_phase1
 
 from geopak_core.boundaries import load_boundaries, region_table
 from geopak_core.regions import RegionTable
@@ -141,28 +142,12 @@ def _crawled(work: Path):
 
 
 def test_train_eval_predict_name_the_regions(run, tmp_path):
-    import torch
-
     from geopak_model.checkpoint import load_checkpoint
-    from geopak_model.embed import embed
     from geopak_model.evaluate import evaluate_checkpoint
     from geopak_model.predictor import GeopakPredictor
-    from geopak_model.train import train
 
-    torch.set_num_threads(1)
     shards = run["shards"]
-    common = dict(shards=shards, num_workers=0, seed=0, device="cpu")
-    embed(out=tmp_path / "f", preset="tiny", **common)
-    train(
-        out=tmp_path / "r",
-        phase=1,
-        features=tmp_path / "f",
-        epochs=4,
-        batch_size=32,
-        plots=False,
-        **common,
-    )
-    best = tmp_path / "r" / "best.pt"
+    best = train_tiny_phase1(shards, tmp_path, epochs=4, batch_size=32)
     model, payload = load_checkpoint(best)
     assert payload["provinces"] == list(NAMES)
     assert model.province_head[-1].out_features == 3

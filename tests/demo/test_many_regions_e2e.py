@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from support import manyregions
+from support.tinytrain import train_tiny_phase1
 from support.workfolder import _phash, jpeg
 
 from geopak_core.boundaries import load_boundaries
@@ -135,27 +136,11 @@ def test_150_regions_in_every_artefact(run):
 
 
 def test_tiny_model_heads_sized_by_the_table(run, tmp_path):
-    import torch
-
     from geopak_model.checkpoint import load_checkpoint
-    from geopak_model.embed import embed
     from geopak_model.predictor import GeopakPredictor
-    from geopak_model.train import train
 
-    torch.set_num_threads(1)
     shards = run["shards"]
-    common = dict(shards=shards, num_workers=0, seed=0, device="cpu")
-    embed(out=tmp_path / "f", preset="tiny", **common)
-    train(
-        out=tmp_path / "r",
-        phase=1,
-        features=tmp_path / "f",
-        epochs=1,
-        batch_size=64,
-        plots=False,
-        **common,
-    )
-    best = tmp_path / "r" / "best.pt"
+    best = train_tiny_phase1(shards, tmp_path, epochs=1, batch_size=64)
     model, payload = load_checkpoint(best)
     n_cells = pq.read_metadata(shards / "cells.parquet").num_rows
     assert model.province_head[-1].out_features == N
