@@ -169,6 +169,21 @@ def _can_mount() -> bool:
     )
 
 
+def _remount_read_only(mnt) -> bool:
+    """Remount ``mnt`` read-only, waiting (up to ~10 s) while the kernel still calls it busy:
+    a file of the refused crawl can stay open for a moment after the stage returned (a worker
+    thread winding down, an object not yet collected)."""
+    import gc
+    import time
+
+    for _ in range(100):
+        gc.collect()
+        if subprocess.run(["mount", "-o", "remount,ro,size=8m", str(mnt)]).returncode == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 @pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tiny tmpfs")
 def test_full_and_read_only_disk_on_a_real_tmpfs(tmp_path, server, capsys):
     mnt = tmp_path / "mnt"
@@ -180,7 +195,7 @@ def test_full_and_read_only_disk_on_a_real_tmpfs(tmp_path, server, capsys):
     try:
         line = _refused(capsys, _crawl(mnt / "w", meta, conf), "No space left on device")
         assert str(mnt / "w") in line
-        assert subprocess.run(["mount", "-o", "remount,ro,size=8m", str(mnt)]).returncode == 0
+        assert _remount_read_only(mnt)
         before = snapshot(mnt / "w")
         _refused(capsys, _crawl(mnt / "w", meta, conf), "Read-only file system")
         assert snapshot(mnt / "w") == before
